@@ -1,0 +1,1 @@
+"""Test bed: wgrest_server (fixtures)."""

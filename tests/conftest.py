@@ -1,0 +1,7 @@
+"""Shared fixtures: the real test beds live in tests/beds/, one module each."""
+
+pytest_plugins = [
+    "tests.beds.postgres",
+    "tests.beds.wireguard",
+    "tests.beds.wgrest_server",
+]

@@ -1,0 +1,295 @@
+"""Configuration: /etc/wgsyncd/wgsyncd.toml, then WGSYNCD_* environment, then secrets.
+
+Validated in one place, with errors that name the key (``database.dsn: ...``), so
+``wgsyncd check-config`` and every command fail the same clear way. Secrets (DB
+password, wgrest token) may come from the file, from ``*_file`` keys, or from
+systemd credentials ($CREDENTIALS_DIRECTORY/db-password, .../wgrest-token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wgsyncd.state import Secret
+
+DEFAULT_PATH = "/etc/wgsyncd/wgsyncd.toml"
+ENV_PREFIX = "WGSYNCD_"
+CREDENTIAL_DB_PASSWORD = "db-password"
+CREDENTIAL_WGREST_TOKEN = "wgrest-token"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message starts with the key's dotted name."""
+
+
+@dataclass
+class KernelConfig:
+    """How to read the running interfaces."""
+
+    enabled: bool = True
+    # auto: netlink for kernel interfaces, the control socket for userspace ones
+    backend: str = "auto"  # auto | netlink | uapi | wg
+    socket_dir: str = "/run/wireguard"  # wireguard-go / boringtun control sockets
+    wg_command: str = "wg"  # used by backend "wg" (`wg show all dump`)
+    timeout: float = 10.0
+
+
+@dataclass
+class ConfConfig:
+    """Where wg-quick conf files live."""
+
+    enabled: bool = True
+    directory: str = "/etc/wireguard"
+
+
+@dataclass
+class WgrestConfig:
+    """wgrest's REST API (and v1's data dir)."""
+
+    enabled: bool = True
+    url: str = "http://127.0.0.1:51822"
+    token: Secret | None = None
+    token_file: str | None = None
+    api_version: str = "auto"  # auto | v1 | v2
+    timeout: float = 10.0
+    per_page: int = 100
+    data_dir: str | None = "/var/lib/wgrest"  # v1 only; <data_dir>/v1/*.conf
+    # a wgrest that is not listening is "not installed here", not an error
+    optional: bool = True
+
+
+@dataclass
+class DatabaseConfig:
+    """The shared PostgreSQL."""
+
+    dsn: str | None = None  # libpq conninfo or URI, without the password preferably
+    password: Secret | None = None
+    password_file: str | None = None
+    connect_timeout: float = 10.0
+    statement_timeout: float = 20.0  # seconds, applied per session
+
+
+@dataclass
+class DaemonConfig:
+    """The loop of `wgsyncd run`."""
+
+    interval: float = 60.0
+    jitter: float = 0.1  # fraction of interval, random +-
+    backoff_initial: float = 5.0
+    backoff_max: float = 300.0
+
+
+@dataclass
+class Config:
+    """Everything wgsyncd needs; build with :func:`load`."""
+
+    host_id: str = ""
+    hostname: str = ""
+    # fnmatch globs; empty = every interface. Applied to every source.
+    interfaces: tuple[str, ...] = ()
+    exclude_interfaces: tuple[str, ...] = ()
+    log_level: str = "info"
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    conf: ConfConfig = field(default_factory=ConfConfig)
+    wgrest: WgrestConfig = field(default_factory=WgrestConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    source_path: str | None = None  # the file it was read from
+
+
+_SECTIONS = {
+    "kernel": KernelConfig,
+    "conf": ConfConfig,
+    "wgrest": WgrestConfig,
+    "database": DatabaseConfig,
+    "daemon": DaemonConfig,
+}
+_CHOICES = {
+    "kernel.backend": ("auto", "netlink", "uapi", "wg"),
+    "wgrest.api_version": ("auto", "v1", "v2"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Turn a TOML or environment value into the field's type, or say which key is wrong."""
+    try:
+        if annotation == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if annotation == "float":
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if annotation == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected a whole number")
+            return int(value)
+        if annotation.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("expected a list of strings")
+            return tuple(value)
+        if annotation.startswith("Secret"):
+            if value is None or value == "":
+                return None
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return Secret(value)
+        # str or str | None
+        if value is None or (annotation.endswith("None") and value == ""):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except (TypeError, ValueError) as exc:
+        # never echo the value: it may be a secret
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    """Set the dataclass fields of ``obj`` from ``values``, rejecting unknown keys."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name in _SECTIONS and not prefix:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a [{name}] table")
+            _apply(getattr(obj, name), value, f"{name}.")
+            continue
+        if name not in fields or name == "source_path":
+            raise ConfigError(f"{key}: unknown key")
+        setattr(obj, name, _coerce(key, value, str(fields[name].type)))
+
+
+def _env_values(environ: dict[str, str]) -> dict[str, Any]:
+    """WGSYNCD_HOST_ID, WGSYNCD_DATABASE_DSN, ... as a nested dict like the TOML file."""
+    out: dict[str, Any] = {}
+    top = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS) - {"source_path"}
+    for env_key, value in environ.items():
+        if not env_key.startswith(ENV_PREFIX) or env_key == ENV_PREFIX + "CONFIG":
+            continue
+        rest = env_key[len(ENV_PREFIX) :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section:
+            out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+        elif rest in top:
+            out[rest] = value
+        else:
+            raise ConfigError(f"{env_key}: unknown environment variable")
+    return out
+
+
+def _read_secret_file(key: str, path: str) -> Secret:
+    """Read a password/token file; the error names the key and path, never the content."""
+    try:
+        return Secret(Path(path).read_text().strip())
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _resolve_secrets(cfg: Config, environ: dict[str, str]) -> None:
+    """Fill password/token from *_file keys and systemd credentials, in that order of preference."""
+    creds = environ.get("CREDENTIALS_DIRECTORY")
+    if cfg.database.password is None:
+        if cfg.database.password_file:
+            cfg.database.password = _read_secret_file("database.password_file", cfg.database.password_file)
+        elif creds and (Path(creds) / CREDENTIAL_DB_PASSWORD).is_file():
+            cfg.database.password = _read_secret_file(
+                "database.password", str(Path(creds) / CREDENTIAL_DB_PASSWORD)
+            )
+    if cfg.wgrest.token is None:
+        if cfg.wgrest.token_file:
+            cfg.wgrest.token = _read_secret_file("wgrest.token_file", cfg.wgrest.token_file)
+        elif creds and (Path(creds) / CREDENTIAL_WGREST_TOKEN).is_file():
+            cfg.wgrest.token = _read_secret_file("wgrest.token", str(Path(creds) / CREDENTIAL_WGREST_TOKEN))
+
+
+def default_host_id() -> str:
+    """The machine-id: stable across reboots and renames, unique per install."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return socket.getfqdn()
+
+
+def _validate(cfg: Config) -> None:
+    """Range and choice checks, each error naming its key."""
+    for key, choices in _CHOICES.items():
+        obj: Any = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            obj = getattr(obj, p)
+        if getattr(obj, last) not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(choices)}")
+    positive = {
+        "kernel.timeout": cfg.kernel.timeout,
+        "wgrest.timeout": cfg.wgrest.timeout,
+        "database.connect_timeout": cfg.database.connect_timeout,
+        "database.statement_timeout": cfg.database.statement_timeout,
+        "daemon.interval": cfg.daemon.interval,
+        "daemon.backoff_initial": cfg.daemon.backoff_initial,
+        "daemon.backoff_max": cfg.daemon.backoff_max,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key}: must be greater than 0")
+    if not 0 <= cfg.daemon.jitter < 1:
+        raise ConfigError("daemon.jitter: must be in [0, 1)")
+    if cfg.wgrest.per_page < 1:
+        raise ConfigError("wgrest.per_page: must be at least 1")
+    if not cfg.wgrest.url.startswith(("http://", "https://")):
+        raise ConfigError("wgrest.url: must start with http:// or https://")
+    if not cfg.host_id or len(cfg.host_id) > 128:
+        raise ConfigError("host_id: must be 1 to 128 characters")
+
+
+def load(
+    path: str | None = None, environ: dict[str, str] | None = None, *, require_file: bool = False
+) -> Config:
+    """Read the file (if any), apply WGSYNCD_* overrides, resolve secrets, validate.
+
+    Without an explicit path, $WGSYNCD_CONFIG or /etc/wgsyncd/wgsyncd.toml is read
+    when it exists; a missing default file means built-in defaults.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path or environ.get(ENV_PREFIX + "CONFIG")
+    file_path = explicit or DEFAULT_PATH
+    cfg = Config()
+    try:
+        with open(file_path, "rb") as fh:
+            data = tomllib.load(fh)
+        cfg.source_path = file_path
+    except FileNotFoundError:
+        if explicit or require_file:
+            raise ConfigError(f"{file_path}: no such file") from None
+        data = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file_path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{file_path}: cannot read: {exc.strerror}") from None
+    _apply(cfg, data, "")
+    _apply(cfg, _env_values(environ), "")
+    _resolve_secrets(cfg, environ)
+    if not cfg.host_id:
+        cfg.host_id = default_host_id()
+    if not cfg.hostname:
+        cfg.hostname = socket.gethostname()
+    _validate(cfg)
+    return cfg

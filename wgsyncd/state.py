@@ -1,0 +1,216 @@
+"""The typed model every room shares: host, interfaces, peers, keys, provenance.
+
+Sources return it, merge combines it, the store writes it, restore reads it back.
+No I/O here. A field left as ``None`` means "this source does not know", which is
+different from an empty tuple ("this source knows there is nothing").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Source(enum.StrEnum):
+    """Where a value came from."""
+
+    KERNEL = "kernel"
+    CONF = "conf"
+    WGREST = "wgrest"
+
+
+class StateError(ValueError):
+    """A value that cannot be a valid piece of WireGuard state; names the field."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A private key, preshared key, token or raw conf text.
+
+    Its repr and str never show the value, so a secret that ends up in a log line,
+    an f-string or an exception message shows as ``<redacted>`` instead.
+    """
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        """The clear value; call only where the value must leave the process."""
+        return self._value
+
+    def fingerprint(self) -> str:
+        """A short, stable, non-reversible id (sha256) to compare secrets without showing them."""
+        return hashlib.sha256(self._value.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    def __str__(self) -> str:
+        return "<redacted>"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def parse_key(text: str, where: str) -> str:
+    """Check that ``text`` is a base64 WireGuard key (32 bytes) and return it.
+
+    ``where`` names the file/URL/field for the error. The value itself is never put
+    in the message: it may be a private key.
+    """
+    value = text.strip()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise StateError(f"{where}: not a base64 WireGuard key") from None
+    if len(raw) != 32 or len(value) != 44:
+        raise StateError(f"{where}: key must be 32 bytes (44 base64 chars), got {len(raw)} bytes")
+    return value
+
+
+def public_key_from_private(private: Secret) -> str:
+    """Derive the X25519 public key, so sources that only know the private key agree."""
+    from wgsyncd import x25519
+
+    raw = base64.b64decode(private.reveal())
+    return base64.b64encode(x25519.public_from_private(raw)).decode()
+
+
+def key_fingerprint(public_key: str) -> str:
+    """The fingerprint stored next to a public key: sha256 of the raw key, hex."""
+    return hashlib.sha256(base64.b64decode(public_key)).hexdigest()
+
+
+@dataclass
+class Peer:
+    """One [Peer] of one interface, as one source (or the merge) sees it."""
+
+    public_key: str
+    preshared_key: Secret | None = None
+    allowed_ips: tuple[str, ...] | None = None
+    endpoint: str | None = None
+    persistent_keepalive: int | None = None  # seconds; 0 = off
+    # runtime, kernel only
+    latest_handshake: datetime | None = None  # None = never
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    # conf and wgrest metadata
+    name: str | None = None
+    comments: tuple[str, ...] | None = None  # comment lines attached to the peer
+    disabled: bool | None = None  # commented out with `#! ` (conf) or otherwise inactive
+    private_key: Secret | None = None  # the peer's own key, from wgrest v1's data dir
+    # which source gave each field, filled by sources (one value) and by merge
+    provenance: dict[str, Source] = field(default_factory=dict)
+
+
+@dataclass
+class Interface:
+    """One WireGuard interface with its wg-quick fields and its peers."""
+
+    name: str
+    private_key: Secret | None = None
+    public_key: str | None = None
+    listen_port: int | None = None
+    fwmark: int | None = None  # 0 = off
+    # wg-quick fields (conf files; wgrest v2 has some)
+    addresses: tuple[str, ...] | None = None
+    dns: tuple[str, ...] | None = None
+    mtu: int | None = None
+    table: str | None = None
+    pre_up: tuple[str, ...] | None = None
+    post_up: tuple[str, ...] | None = None
+    pre_down: tuple[str, ...] | None = None
+    post_down: tuple[str, ...] | None = None
+    save_config: bool | None = None
+    # where it came from
+    conf_path: str | None = None
+    conf_text: Secret | None = None  # raw file, holds the private key
+    comments: tuple[str, ...] | None = None  # comment lines of the [Interface] section
+    implementation: str | None = None  # "kernel" | "userspace"
+    peers: dict[str, Peer] = field(default_factory=dict)  # by public key, in file/kernel order
+    provenance: dict[str, Source] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """One problem one source had; ``where`` names the file, URL or field.
+
+    ``interface`` is the interface the problem is confined to, or None when the
+    whole source failed. The store neither removes nor blanks anything of an
+    interface that had an error this cycle.
+    """
+
+    source: Source
+    where: str
+    message: str
+    interface: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.where}: {self.message}"
+
+
+@dataclass
+class SourceResult:
+    """What one source read: the interfaces it knows, and what went wrong.
+
+    ``available`` is False when the source is not there at all (no wgrest
+    configured, no conf dir); such a source does not make a cycle partial.
+    """
+
+    source: Source
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    errors: list[SourceError] = field(default_factory=list)
+    available: bool = True
+
+
+class DriftKind(enum.StrEnum):
+    """The ways sources can disagree."""
+
+    ONLY_IN = "only_in"  # interface or peer present in some sources only
+    MISSING_FROM = "missing_from"
+    DIFFERS = "differs"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One disagreement between sources, for the drift report and sync_status."""
+
+    interface: str
+    peer: str | None  # public key, or None for an interface-level drift
+    field: str  # "peer", "interface", or a field name like "allowed_ips"
+    kind: DriftKind
+    values: tuple[tuple[str, str], ...]  # (source, value as text), never secrets
+
+    def __str__(self) -> str:
+        what = f"{self.interface}" + (f" peer {self.peer}" if self.peer else "")
+        vals = ", ".join(f"{s}={v}" for s, v in self.values)
+        return f"{what}: {self.field} {self.kind}: {vals}"
+
+
+@dataclass
+class HostState:
+    """One host's merged state for one cycle: what the store writes."""
+
+    host_id: str
+    hostname: str
+    collected_at: datetime
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    drift: list[Drift] = field(default_factory=list)
+    errors: list[SourceError] = field(default_factory=list)
+    sources: dict[Source, bool] = field(default_factory=dict)  # source -> read fully
+
+    @property
+    def partial(self) -> bool:
+        """True when an available source failed, fully or in part."""
+        return bool(self.errors) or not all(self.sources.values())
+
+    def incomplete(self, interface: str) -> bool:
+        """True when some source could not read ``interface`` this cycle.
+
+        For such an interface the store only adds and updates what it was given:
+        it marks nothing removed and overwrites no value with "unknown".
+        """
+        return any(e.interface is None or e.interface == interface for e in self.errors)
