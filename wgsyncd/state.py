@@ -104,6 +104,8 @@ class Peer:
     private_key: Secret | None = None  # the peer's own key, from wgrest v1's data dir
     # which source gave each field, filled by sources (one value) and by merge
     provenance: dict[str, Source] = field(default_factory=dict)
+    # which sources have this peer at all (set by merge; a source leaves it empty)
+    seen_by: tuple[Source, ...] = ()
 
 
 @dataclass
@@ -132,6 +134,7 @@ class Interface:
     implementation: str | None = None  # "kernel" | "userspace"
     peers: dict[str, Peer] = field(default_factory=dict)  # by public key, in file/kernel order
     provenance: dict[str, Source] = field(default_factory=dict)
+    seen_by: tuple[Source, ...] = ()  # set by merge, like Peer.seen_by
 
 
 @dataclass(frozen=True)
