@@ -1,0 +1,5 @@
+"""`python -m wgsyncd` runs the CLI."""
+
+from wgsyncd.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""One cycle: read the three sources, merge, and (for sync) write to the store.
+
+The CLI and the daemon both call this, so `wgsyncd sync` and one turn of
+`wgsyncd run` are the same code path. A source that fails makes the cycle
+partial; only the database failing makes it fail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from wgsyncd import __version__
+from wgsyncd.config import Config
+from wgsyncd.merge import merge
+from wgsyncd.state import HostState, Source, SourceError, SourceResult
+
+log = logging.getLogger(__name__)
+
+
+def interface_filter(cfg: Config) -> Callable[[str], bool]:
+    """The `interfaces` / `exclude_interfaces` globs as one predicate every source applies."""
+    include, exclude = cfg.interfaces, cfg.exclude_interfaces
+
+    def want(name: str) -> bool:
+        if include and not any(fnmatch.fnmatchcase(name, g) for g in include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, g) for g in exclude)
+
+    return want
+
+
+def _read_source(source: Source, reader: Callable[[], SourceResult]) -> SourceResult:
+    """Run one source; an unexpected crash becomes a whole-source error, not a dead cycle."""
+    try:
+        return reader()
+    except Exception as exc:  # a bug in one source must not stop the others
+        log.exception("source %s crashed", source)
+        return SourceResult(
+            source, errors=[SourceError(source, str(source), f"crashed: {type(exc).__name__}")]
+        )
+
+
+def read_sources(cfg: Config) -> list[SourceResult]:
+    """Read every enabled source; imports are local so a missing optional library hits one source only."""
+    want = interface_filter(cfg)
+    results = []
+    if cfg.kernel.enabled:
+        from wgsyncd.sources import kernel
+
+        results.append(_read_source(Source.KERNEL, lambda: kernel.read(cfg.kernel, want)))
+    if cfg.conf.enabled:
+        from wgsyncd.sources import conffiles
+
+        results.append(_read_source(Source.CONF, lambda: conffiles.read(cfg.conf, want)))
+    if cfg.wgrest.enabled:
+        from wgsyncd.sources import wgrest
+
+        results.append(_read_source(Source.WGREST, lambda: wgrest.read(cfg.wgrest, want)))
+    return results
+
+
+def collect(cfg: Config) -> HostState:
+    """Read and merge: the whole host's state as of now, without touching the database."""
+    collected_at = datetime.now(UTC)
+    state = merge(cfg.host_id, cfg.hostname, read_sources(cfg), collected_at)
+    for err in state.errors:
+        log.error("%s", err, extra={"wg_interface": err.interface})
+    return state
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; its summary is the daemon's STATUS= line."""
+
+    sync_id: uuid.UUID
+    started_at: datetime
+    status: str  # ok | partial | failed
+    interfaces: int = 0
+    peers: int = 0
+    duration: float = 0.0
+    rows_written: int = 0
+    drift: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for STATUS= and the log: counts, time, DB state, first error."""
+        if self.status == "failed":
+            return f"sync failed after {self.duration:.2f} s: {self.errors[0] if self.errors else 'unknown'}"
+        text = (
+            f"synced {self.interfaces} interface{'s' * (self.interfaces != 1)}, "
+            f"{self.peers} peer{'s' * (self.peers != 1)} in {self.duration:.2f} s; DB ok"
+        )
+        if self.rows_written:
+            text += f", {self.rows_written} rows written"
+        if self.status == "partial":
+            text += f"; partial: {len(self.errors)} source error{'s' * (len(self.errors) != 1)}"
+        return text
+
+
+def sync_once(cfg: Config, conn) -> CycleReport:
+    """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails."""
+    from wgsyncd import store
+
+    sync_id = uuid.uuid4()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    state = collect(cfg)
+    report = store.write_cycle(conn, state, sync_id=sync_id, started_at=started, agent_version=__version__)
+    return CycleReport(
+        sync_id=sync_id,
+        started_at=started,
+        status="partial" if state.partial else "ok",
+        interfaces=len(state.interfaces),
+        peers=sum(len(i.peers) for i in state.interfaces.values()),
+        duration=time.monotonic() - t0,
+        rows_written=report.total_config_rows_written,
+        drift=len(state.drift),
+        errors=[str(e) for e in state.errors],
+    )

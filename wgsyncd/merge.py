@@ -1,0 +1,217 @@
+"""Sources -> one HostState with per-field provenance, plus the drift list. Pure.
+
+Who wins a field is a table, not code paths: the kernel for what is running
+(keys, allowed IPs, endpoint, counters), the conf file for wg-quick fields, names
+and comments, wgrest for its own metadata. Drift is reported only between sources
+that actually read the interface this cycle, so a source that failed or does not
+manage an interface never produces false "missing" drift.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from wgsyncd.state import Drift, DriftKind, HostState, Interface, Peer, Secret, Source, SourceResult
+
+K, C, W = Source.KERNEL, Source.CONF, Source.WGREST
+
+INTERFACE_PRECEDENCE: dict[str, tuple[Source, ...]] = {
+    "private_key": (K, C, W),
+    "public_key": (K, C, W),
+    "listen_port": (K, C, W),
+    "fwmark": (K, C, W),
+    "addresses": (C, W),
+    "dns": (C, W),
+    "mtu": (C, W),
+    "table": (C, W),
+    "pre_up": (C, W),
+    "post_up": (C, W),
+    "pre_down": (C, W),
+    "post_down": (C, W),
+    "save_config": (C, W),
+    "conf_path": (C,),
+    "conf_text": (C,),
+    "comments": (C,),
+    "implementation": (K,),
+}
+
+PEER_PRECEDENCE: dict[str, tuple[Source, ...]] = {
+    "preshared_key": (K, C, W),
+    "allowed_ips": (K, C, W),
+    "persistent_keepalive": (K, C, W),
+    "endpoint": (K, W, C),
+    "latest_handshake": (K, W),
+    "rx_bytes": (K, W),
+    "tx_bytes": (K, W),
+    "name": (C, W),
+    "comments": (C,),
+    "disabled": (C, W),
+    "private_key": (W,),
+}
+
+# fields compared between sources for drift, with how to make values comparable
+_INTERFACE_DRIFT = ("public_key", "private_key", "listen_port", "fwmark", "addresses")
+_PEER_DRIFT = ("allowed_ips", "preshared_key", "persistent_keepalive", "endpoint")
+
+
+def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tuple[Any, Source | None]:
+    """The first non-None value of ``name`` in precedence order, and its source."""
+    for src in order:
+        obj = objs.get(src)
+        if obj is not None:
+            value = getattr(obj, name)
+            if value is not None:
+                return value, src
+    return None, None
+
+
+def _networks(values: Iterable[str]) -> frozenset[str]:
+    """Allowed IPs / addresses as a set of normalised networks (wg masks host bits)."""
+    out = set()
+    for v in values:
+        try:
+            out.add(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            out.add(v)
+    return frozenset(out)
+
+
+def _endpoint(value: str) -> str | None:
+    """An endpoint in canonical ip:port form, or None when it is a DNS name (not comparable)."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """Map a field value to what should be equal when two sources agree; None = do not compare."""
+    if value is None:
+        return None
+    if isinstance(value, Secret):
+        return value.fingerprint()
+    if name in ("allowed_ips", "addresses"):
+        return _networks(value)
+    if name == "endpoint":
+        return _endpoint(value)
+    if name in ("fwmark", "persistent_keepalive"):
+        return value or 0
+    return value
+
+
+def _shown(name: str, value: Any) -> str:
+    """A value as drift text; secrets appear only as a short fingerprint."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, Secret):
+        return f"fp:{value.fingerprint()[:8]}"
+    if isinstance(value, tuple | frozenset):
+        return ",".join(sorted(str(v) for v in value))
+    return str(value)
+
+
+def _field_drift(
+    objs: dict[Source, Any], names: tuple[str, ...], make: Callable[[str, tuple], Drift]
+) -> list[Drift]:
+    """One DIFFERS drift per field on which the sources that know it disagree."""
+    out = []
+    for name in names:
+        seen = {src: (_comparable(name, getattr(obj, name)), getattr(obj, name)) for src, obj in objs.items()}
+        known = {src: cv for src, cv in seen.items() if cv[0] is not None}
+        if len({cv[0] for cv in known.values()}) > 1:
+            out.append(make(name, tuple((str(s), _shown(name, cv[1])) for s, cv in known.items())))
+    return out
+
+
+def _presence_drift(interface: str, peer: str | None, present: set[Source], readers: list[Source]) -> Drift:
+    """An ONLY_IN drift listing, for each reading source, whether it has the object."""
+    values = tuple((str(s), "present" if s in present else "absent") for s in readers)
+    return Drift(interface, peer, "peer" if peer else "interface", DriftKind.ONLY_IN, values)
+
+
+def _merge_object(cls: type, key: dict[str, Any], objs: dict[Source, Any], precedence: dict) -> Any:
+    """Build one merged Interface or Peer from the sources' copies, recording provenance."""
+    merged = cls(**key)
+    for name, order in precedence.items():
+        value, src = _pick(objs, name, order)
+        if src is not None:
+            setattr(merged, name, value)
+            merged.provenance[name] = src
+    merged.seen_by = tuple(s for s in Source if s in objs)
+    return merged
+
+
+def _peer_presence(
+    interface: str, pub: str, peer_objs: dict[Source, Peer], readers: list[Source]
+) -> list[Drift]:
+    """Drift for a peer some sources lack; a peer disabled in its conf is expected nowhere else."""
+    present = set(peer_objs)
+    if C in peer_objs and peer_objs[C].disabled:
+        if present == {C}:
+            return []
+        running = tuple((str(s), "disabled" if s == C else "present") for s in readers if s in present)
+        return [Drift(interface, pub, "disabled", DriftKind.DIFFERS, running)]
+    if present == set(readers):
+        return []
+    return [_presence_drift(interface, pub, present, readers)]
+
+
+def _merge_interface(name: str, objs: dict[Source, Interface], drift: list[Drift]) -> Interface:
+    """Merge one interface and its peers; append the drift found to ``drift``."""
+    merged = _merge_object(Interface, {"name": name}, objs, INTERFACE_PRECEDENCE)
+    readers = [s for s in Source if s in objs]
+    drift.extend(
+        _field_drift(objs, _INTERFACE_DRIFT, lambda f, v: Drift(name, None, f, DriftKind.DIFFERS, v))
+    )
+    # kernel order first, then conf's, then wgrest's
+    for pub in dict.fromkeys(itertools.chain.from_iterable(objs[s].peers for s in readers)):
+        peer_objs = {s: objs[s].peers[pub] for s in readers if pub in objs[s].peers}
+        merged.peers[pub] = _merge_object(Peer, {"public_key": pub}, peer_objs, PEER_PRECEDENCE)
+        drift.extend(_peer_presence(name, pub, peer_objs, readers))
+
+        def _make(f: str, v: tuple, pub: str = pub) -> Drift:
+            return Drift(name, pub, f, DriftKind.DIFFERS, v)
+
+        drift.extend(_field_drift(peer_objs, _PEER_DRIFT, _make))
+    return merged
+
+
+def merge(host_id: str, hostname: str, results: list[SourceResult], collected_at: datetime) -> HostState:
+    """Combine the sources' results into one HostState with provenance, drift and errors."""
+    state = HostState(host_id=host_id, hostname=hostname, collected_at=collected_at)
+    for res in results:
+        state.errors.extend(res.errors)
+        if res.available:
+            state.sources[res.source] = not any(e.interface is None for e in res.errors)
+    by_name: dict[str, dict[Source, Interface]] = {}
+    for res in results:
+        for ifname, iface in res.interfaces.items():
+            by_name.setdefault(ifname, {})[res.source] = iface
+    for ifname in sorted(by_name):
+        objs = by_name[ifname]
+        readers = [s for s in Source if s in objs]
+        # a source that is up and fine but lacks the interface entirely is drift
+        complete = {s for s, ok in state.sources.items() if ok and not _failed(state, s, ifname)}
+        if complete - set(readers):
+            everyone = [s for s in Source if s in complete or s in objs]
+            state.drift.append(_presence_drift(ifname, None, set(readers), everyone))
+        state.interfaces[ifname] = _merge_interface(ifname, objs, state.drift)
+    return state
+
+
+def _failed(state: HostState, source: Source, interface: str) -> bool:
+    """Whether ``source`` reported an error for ``interface`` (or for everything) this cycle."""
+    return any(e.source == source and e.interface in (None, interface) for e in state.errors)
+
+
+def field_names(cls: type) -> list[str]:
+    """The dataclass field names of Interface or Peer (used by tests to check the tables are total)."""
+    return [f.name for f in fields(cls)]
