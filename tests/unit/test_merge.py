@@ -1,0 +1,170 @@
+"""merge: precedence, provenance and drift, on hand-built source results."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import UTC, datetime
+
+from wgsyncd.merge import INTERFACE_PRECEDENCE, PEER_PRECEDENCE, field_names, merge
+from wgsyncd.state import DriftKind, Interface, Peer, Secret, Source, SourceError, SourceResult
+
+K, C, W = Source.KERNEL, Source.CONF, Source.WGREST
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def res(source: Source, *ifaces: Interface, errors=(), available=True) -> SourceResult:
+    return SourceResult(source, {i.name: i for i in ifaces}, list(errors), available)
+
+
+def iface(name="wg0", peers=(), **kw) -> Interface:
+    return Interface(name=name, peers={p.public_key: p for p in peers}, **kw)
+
+
+def test_precedence_tables_cover_every_field():
+    skip = {"name", "peers", "provenance", "seen_by"}
+    assert set(field_names(Interface)) - skip == set(INTERFACE_PRECEDENCE)
+    assert set(field_names(Peer)) - {"public_key", "provenance", "seen_by"} == set(PEER_PRECEDENCE)
+
+
+def test_kernel_wins_runtime_conf_wins_names_and_provenance_is_recorded():
+    pk = key()
+    kp = Peer(pk, allowed_ips=("10.0.0.2/32",), endpoint="192.0.2.7:51820", rx_bytes=5, tx_bytes=6)
+    cp = Peer(pk, allowed_ips=("10.0.0.2/32",), endpoint="vpn.example.org:51820", name="alice")
+    wp = Peer(pk, allowed_ips=("10.0.0.2/32",), rx_bytes=1, private_key=Secret(key()))
+    state = merge(
+        "h1",
+        "host",
+        [
+            res(K, iface(peers=[kp], listen_port=51820, implementation="userspace")),
+            res(C, iface(peers=[cp], listen_port=51820, mtu=1420, post_up=("iptables --dports 80,443",))),
+            res(W, iface(peers=[wp], mtu=1380)),
+        ],
+        NOW,
+    )
+    i = state.interfaces["wg0"]
+    p = i.peers[pk]
+    assert (p.endpoint, p.rx_bytes, p.name) == ("192.0.2.7:51820", 5, "alice")
+    assert p.provenance["endpoint"] is K and p.provenance["name"] is C and p.provenance["private_key"] is W
+    assert i.mtu == 1420 and i.provenance["mtu"] is C
+    assert i.post_up == ("iptables --dports 80,443",)
+    assert p.seen_by == (K, C, W) and i.seen_by == (K, C, W)
+    assert state.drift == []  # a DNS endpoint in conf is not comparable with the resolved one
+    assert not state.partial
+
+
+def test_peer_only_in_kernel_and_allowed_ips_differ_are_drift():
+    a, b = key(), key()
+    state = merge(
+        "h1",
+        "host",
+        [
+            res(K, iface(peers=[Peer(a, allowed_ips=("10.0.0.2/32",)), Peer(b, allowed_ips=())])),
+            res(C, iface(peers=[Peer(a, allowed_ips=("10.0.0.3/32",))])),
+        ],
+        NOW,
+    )
+    kinds = {(d.peer, d.field, d.kind) for d in state.drift}
+    assert (b, "peer", DriftKind.ONLY_IN) in kinds
+    assert (a, "allowed_ips", DriftKind.DIFFERS) in kinds
+    only = next(d for d in state.drift if d.peer == b)
+    assert dict(only.values) == {"kernel": "present", "conf": "absent"}
+
+
+def test_allowed_ips_compare_as_networks_and_sets():
+    a = key()
+    state = merge(
+        "h",
+        "h",
+        [
+            res(K, iface(peers=[Peer(a, allowed_ips=("10.0.0.0/24", "fd00::2/128"))])),
+            res(C, iface(peers=[Peer(a, allowed_ips=("fd00::2/128", "10.0.0.9/24"))])),
+        ],
+        NOW,
+    )
+    assert state.drift == []
+
+
+def test_disabled_conf_peer_is_not_drift_unless_running():
+    a, b = key(), key()
+    state = merge(
+        "h",
+        "h",
+        [
+            res(K, iface(peers=[Peer(b)])),
+            res(C, iface(peers=[Peer(a, disabled=True), Peer(b, disabled=True)])),
+        ],
+        NOW,
+    )
+    assert [(d.peer, d.field) for d in state.drift] == [(b, "disabled")]
+    assert state.interfaces["wg0"].peers[a].disabled is True
+
+
+def test_preshared_key_drift_shows_fingerprints_not_keys():
+    a, psk1, psk2 = key(), key(), key()
+    state = merge(
+        "h",
+        "h",
+        [
+            res(K, iface(peers=[Peer(a, preshared_key=Secret(psk1))])),
+            res(C, iface(peers=[Peer(a, preshared_key=Secret(psk2))])),
+        ],
+        NOW,
+    )
+    (d,) = state.drift
+    assert d.field == "preshared_key"
+    assert psk1 not in str(d) and psk2 not in str(d)
+    assert "fp:" in str(d)
+
+
+def test_failed_source_makes_partial_and_no_presence_drift_for_it():
+    a = key()
+    err = SourceError(W, "http://127.0.0.1:1/v1/devices/", "timed out")
+    state = merge(
+        "h",
+        "h",
+        [res(K, iface(peers=[Peer(a)])), res(C, iface(peers=[Peer(a)])), res(W, errors=[err])],
+        NOW,
+    )
+    assert state.partial and state.incomplete("wg0")
+    assert state.drift == []
+    assert state.sources == {K: True, C: True, W: False}
+
+
+def test_unavailable_source_is_not_partial():
+    a = key()
+    state = merge("h", "h", [res(K, iface(peers=[Peer(a)])), res(W, available=False)], NOW)
+    assert not state.partial and state.drift == []
+
+
+def test_interface_missing_from_a_healthy_source_is_drift():
+    state = merge("h", "h", [res(K, iface("wg0"), iface("wg1")), res(C, iface("wg0"))], NOW)
+    assert [(d.interface, d.field, dict(d.values)) for d in state.drift] == [
+        ("wg1", "interface", {"kernel": "present", "conf": "absent"})
+    ]
+
+
+def test_interface_error_confined_to_that_interface():
+    err = SourceError(C, "/etc/wireguard/wg1.conf:3 PublicKey", "bad key", interface="wg1")
+    state = merge("h", "h", [res(K, iface("wg0"), iface("wg1")), res(C, iface("wg0"), errors=[err])], NOW)
+    assert state.incomplete("wg1") and not state.incomplete("wg0")
+    assert state.drift == []
+
+
+def test_peer_order_is_kernel_then_conf_then_wgrest():
+    a, b, c = key(), key(), key()
+    state = merge(
+        "h",
+        "h",
+        [
+            res(K, iface(peers=[Peer(b)])),
+            res(C, iface(peers=[Peer(a), Peer(b)])),
+            res(W, iface(peers=[Peer(c)])),
+        ],
+        NOW,
+    )
+    assert list(state.interfaces["wg0"].peers) == [b, a, c]
