@@ -1,0 +1,46 @@
+# wgsyncd developer entry points. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEBIAN_PYTHON ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean
+
+$(BIN)/wgsyncd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/wgsyncd
+
+# Runs the main job here with nothing set up: a throwaway PostgreSQL, a wireguard-go
+# interface with peers, its conf file and a wgrest server -> wgsyncd sync -> status + rows.
+demo: venv
+	$(BIN)/python -m tests.demo
+
+lint: venv
+	$(BIN)/ruff check wgsyncd tests
+	$(BIN)/ruff format --check wgsyncd tests
+
+# Every tier, fast first: lint, unit + PostgreSQL + wireguard-go (PyPI libraries),
+# the same unit tests on Debian 12's own libraries, then the slow beds.
+test: lint test-fast test-debian-libs test-slow
+
+test-fast: venv
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+.cache/wgconfig-pylib/wgconfig/__init__.py: debian/vendor-wgconfig.sh
+	./debian/vendor-wgconfig.sh .cache/wgconfig-pylib .cache
+
+# Debian's python3-pyroute2 0.7.2, python3-psycopg 3.1, python3-click, python3-requests
+test-debian-libs: .cache/wgconfig-pylib/wgconfig/__init__.py
+	PYTHONPATH=$(CURDIR):$(CURDIR)/.cache/wgconfig-pylib $(DEBIAN_PYTHON) -m pytest -p no:cacheprovider \
+	    -m "not slow" tests/unit $(PYTEST_ARGS)
+
+test-slow: venv
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache *.egg-info
