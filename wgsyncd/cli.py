@@ -109,6 +109,8 @@ def sync(ctx: click.Context) -> None:
     cfg = _load(ctx)
     conn = _connect(cfg)
     try:
+        if cfg.database.auto_migrate:
+            store.migrate(conn)
         report = cycle.sync_once(cfg, conn)
     except store.StoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
