@@ -1,0 +1,432 @@
+"""`wgsyncd run`: the loop that keeps the database in step with the host.
+
+One cycle every ``daemon.interval`` seconds (+- jitter, so a fleet restarted
+together does not hit the database in lockstep); exponential backoff with a cap
+while the database is unreachable; a failing source makes a cycle partial, never
+the daemon dead.
+
+systemd sees the loop through sd_notify: READY=1 once the config is valid and
+the first cycle has been tried, STATUS= after every cycle, WATCHDOG=1 only from
+the loop itself after real progress (a cycle ended, a backoff step taken, a
+sleep slice elapsed) -- never from a side thread, which would keep pinging while
+the loop hangs. SIGHUP reloads the config (RELOADING=1 ... READY=1; a broken
+file keeps the old config). SIGTERM/SIGINT abandon a running cycle at once: the
+exception raised in the signal handler unwinds the cycle, the connection is
+closed without COMMIT (the server rolls the transaction back), STOPPING=1 is
+sent and the process exits 0.
+
+Timeouts vs. the watchdog: we WARN (naming the key) when a configured timeout is
+not below half of WatchdogSec, and do not clamp it: the operator's value stays
+in force and a call that really hangs that long is what the watchdog is for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import select
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wgsyncd import config as config_mod
+from wgsyncd import logs
+
+log = logging.getLogger("wgsyncd.daemon")
+
+EXIT_OK = 0
+EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad file does not restart-loop
+
+# (dotted key, getter) of every timeout that bounds one network or DB call
+TIMEOUT_KEYS: tuple[tuple[str, Callable[[config_mod.Config], float]], ...] = (
+    ("database.connect_timeout", lambda c: c.database.connect_timeout),
+    ("database.statement_timeout", lambda c: c.database.statement_timeout),
+    ("wgrest.timeout", lambda c: c.wgrest.timeout),
+    ("kernel.timeout", lambda c: c.kernel.timeout),
+)
+
+
+class CycleAbandoned(BaseException):
+    """Raised from the SIGTERM handler to unwind a running cycle.
+
+    A BaseException, so no ``except Exception`` in a source or the store can
+    swallow it; not a KeyboardInterrupt, so psycopg does not wait for a cancel
+    round-trip to a server that may be the very thing hanging.
+    """
+
+
+class Report(Protocol):
+    """What the daemon needs of cycle.CycleReport."""
+
+    status: str
+    errors: list[str]
+
+    def summary(self) -> str: ...
+
+
+SyncFn = Callable[[config_mod.Config, Any], Report]
+ConnectFn = Callable[[config_mod.Config], Any]
+
+
+class Notifier:
+    """sd_notify through the sdnotify library; silent when NOTIFY_SOCKET is unset."""
+
+    def __init__(self) -> None:
+        import sdnotify
+
+        self._enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._notifier = sdnotify.SystemdNotifier() if self._enabled else None
+
+    def send(self, *fields: str) -> None:
+        """Send KEY=VALUE fields as one datagram (systemd applies them together)."""
+        if self._notifier is None:
+            return
+        # sdnotify encodes latin-1: keep STATUS= text ASCII
+        text = "\n".join(f.encode("ascii", "replace").decode() for f in fields)
+        self._notifier.notify(text)
+
+
+def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+    """WatchdogSec in seconds when systemd asked *this* process for pings, else None."""
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC", "")
+    pid = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    if pid and pid != str(os.getpid()):
+        return None
+    return int(usec) / 1e6
+
+
+def timeout_warnings(cfg: config_mod.Config, watchdog: float | None) -> list[str]:
+    """One message per timeout that is not below half of WatchdogSec (empty when fine)."""
+    if watchdog is None:
+        return []
+    limit = watchdog / 2
+    return [
+        f"{key}: {get(cfg):g} s is not below half of WatchdogSec ({limit:g} s); "
+        "a call hanging that long will trip the watchdog"
+        for key, get in TIMEOUT_KEYS
+        if get(cfg) >= limit
+    ]
+
+
+def next_interval(cfg: config_mod.DaemonConfig, rng: random.Random) -> float:
+    """The wait before the next cycle: interval +- jitter, so a fleet spreads out."""
+    spread = cfg.interval * cfg.jitter
+    return max(0.0, cfg.interval + rng.uniform(-spread, spread))
+
+
+def backoff_delay(cfg: config_mod.DaemonConfig, failures: int) -> float:
+    """Exponential backoff after ``failures`` consecutive DB failures, capped at backoff_max."""
+    exponent = min(max(failures - 1, 0), 60)  # 2**60 s is already far above any cap
+    return min(cfg.backoff_max, cfg.backoff_initial * (2**exponent))
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the database failed", not "our code is broken"."""
+    import psycopg
+
+    errors: list[type[BaseException]] = [psycopg.Error]
+    try:
+        from wgsyncd import store
+
+        errors.append(store.StoreError)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(errors)
+
+
+def _default_connect(cfg: config_mod.Config) -> Any:
+    """Open the store's connection (migrations are applied by `wgsyncd db migrate`, not here)."""
+    from wgsyncd import store
+
+    return store.connect(cfg.database)
+
+
+def _default_sync(cfg: config_mod.Config, conn: Any) -> Report:
+    """One real cycle: read, merge, write."""
+    from wgsyncd import cycle
+
+    return cycle.sync_once(cfg, conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    """Close a connection, whatever state it is in; an open transaction is rolled back by the server.
+
+    Closing (not ROLLBACK) because the server may be the thing that hangs: a
+    ROLLBACK would wait for it, closing the socket does not.
+    """
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception as exc:  # the connection is being thrown away either way
+        log.debug("closing the DB connection failed: %s", type(exc).__name__)
+
+
+@dataclass
+class _Wake:
+    """A self-pipe the signal module writes to, so a sleeping loop wakes on any signal."""
+
+    reader: socket.socket
+    writer: socket.socket
+
+    @classmethod
+    def install(cls) -> _Wake:
+        """Create the pair and hand the write end to signal.set_wakeup_fd."""
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        return cls(reader, writer)
+
+    def wait(self, timeout: float) -> None:
+        """Block until a signal arrives or ``timeout`` passes; drain what the signals wrote."""
+        ready, _, _ = select.select([self.reader], [], [], max(timeout, 0.0))
+        if ready:
+            try:
+                while self.reader.recv(512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        """Give the wakeup fd back and close both ends."""
+        signal.set_wakeup_fd(-1)
+        self.reader.close()
+        self.writer.close()
+
+
+class Daemon:
+    """The loop's state: config, connection, failure count, signal flags."""
+
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        *,
+        config_path: str | None = None,
+        log_level: str | None = None,
+        notifier: Notifier | None = None,
+        sync: SyncFn | None = None,
+        connect: ConnectFn | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.log_level_override = log_level
+        self.notify = notifier or Notifier()
+        self.sync = sync or _default_sync
+        self.connect = connect or _default_connect
+        self.rng = rng or random.Random()
+        self.watchdog = watchdog_interval()
+        self.conn: Any = None
+        self.failures = 0
+        self.cycles = 0
+        self.stop_requested = False
+        self.reload_requested = False
+        self._in_cycle = False
+        self._abandoning = False
+
+    # -- signals -----------------------------------------------------------------
+    def _on_stop(self, signum: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: stop; a running cycle is abandoned right now, not after it ends."""
+        self.stop_requested = True
+        if self._in_cycle and not self._abandoning:
+            self._abandoning = True
+            raise CycleAbandoned(signal.Signals(signum).name)
+
+    def _on_hup(self, _signum: int, _frame: object) -> None:
+        """SIGHUP: reload the config once the current cycle (if any) is done."""
+        self.reload_requested = True
+
+    def _install_signals(self) -> None:
+        """Handlers that only set flags (and unwind a running cycle on stop)."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    # -- one cycle ---------------------------------------------------------------
+    def run_cycle(self) -> float:
+        """Connect if needed, sync once, report; returns how long to wait before the next one."""
+        sync_id = uuid.uuid4().hex
+        errors = _db_errors()
+        with logs.context(sync_id=sync_id):
+            self._in_cycle = True
+            try:
+                if self.conn is None:
+                    self.conn = self.connect(self.cfg)
+                report = self.sync(self.cfg, self.conn)
+            except CycleAbandoned:
+                raise
+            except errors as exc:
+                self._in_cycle = False
+                return self._db_failed(exc)
+            except Exception as exc:  # a bug must cost one cycle, not the daemon
+                self._in_cycle = False
+                log.exception("cycle crashed: %s", type(exc).__name__)
+                return self._cycle_failed(f"cycle crashed: {type(exc).__name__}; see the journal")
+            finally:
+                self._in_cycle = False
+            self.cycles += 1
+            return self._cycle_done(report)
+
+    def _cycle_done(self, report: Report) -> float:
+        """Tell systemd and the log what the cycle did; pick the next wait."""
+        summary = report.summary()
+        for err in report.errors:
+            log.warning("%s", err)
+        if report.status == "failed":
+            return self._cycle_failed(summary)
+        self.failures = 0
+        level = logging.INFO if report.status == "ok" else logging.WARNING
+        log.log(level, "%s", summary, extra={"sync_status": report.status})
+        self.notify.send(f"STATUS={summary}", "WATCHDOG=1")
+        return next_interval(self.cfg.daemon, self.rng)
+
+    def _db_failed(self, exc: BaseException) -> float:
+        """The DB is down or refused us: drop the connection and back off."""
+        _close_quietly(self.conn)
+        self.conn = None
+        self.failures += 1
+        delay = backoff_delay(self.cfg.daemon, self.failures)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.error(
+            "DB unreachable (%s); retry %d in %.0f s",
+            reason,
+            self.failures,
+            delay,
+            extra={"sync_status": "failed"},
+        )
+        self.notify.send(f"STATUS=DB unreachable, retry in {delay:.0f} s", "WATCHDOG=1")
+        return delay
+
+    def _cycle_failed(self, summary: str) -> float:
+        """A cycle that ended without a write: back off like a DB failure, drop the connection."""
+        _close_quietly(self.conn)
+        self.conn = None
+        self.failures += 1
+        delay = backoff_delay(self.cfg.daemon, self.failures)
+        log.error("%s; retry in %.0f s", summary, delay, extra={"sync_status": "failed"})
+        self.notify.send(f"STATUS={summary}; retry in {delay:.0f} s", "WATCHDOG=1")
+        return delay
+
+    # -- reload ------------------------------------------------------------------
+    def reload(self) -> None:
+        """Re-read the config; a broken one is logged (naming the key) and the old one kept."""
+        self.reload_requested = False
+        monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading config")
+        try:
+            new = load_config(self.config_path)
+        except config_mod.ConfigError as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            self.notify.send("READY=1", f"STATUS=config reload failed, kept the old one: {exc}")
+            return
+        if new.database != self.cfg.database:
+            _close_quietly(self.conn)
+            self.conn = None
+        self.cfg = new
+        apply_config_side_effects(new, self.log_level_override, self.watchdog)
+        log.info("config reloaded from %s", new.source_path or "defaults")
+        self.notify.send("READY=1", "STATUS=config reloaded")
+
+    # -- the loop ----------------------------------------------------------------
+    def sleep(self, wake: _Wake, seconds: float) -> None:
+        """Wait ``seconds`` unless a signal comes; ping the watchdog every half WatchdogSec meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not (self.stop_requested or self.reload_requested):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            slice_ = min(remaining, self.watchdog / 2) if self.watchdog else remaining
+            wake.wait(slice_)
+            if self.watchdog and not (self.stop_requested or self.reload_requested):
+                self.notify.send("WATCHDOG=1")
+
+    def loop(self) -> int:
+        """Cycle, report, sleep, until a stop signal; returns the exit code."""
+        wake = _Wake.install()
+        self._install_signals()
+        try:
+            ready = False
+            while not self.stop_requested:
+                try:
+                    delay = self.run_cycle()
+                except CycleAbandoned as exc:
+                    log.warning(
+                        "%s during a cycle: abandoned it; its uncommitted transaction is rolled back", exc
+                    )
+                    break
+                if not ready:
+                    self.notify.send("READY=1")
+                    ready = True
+                self.sleep(wake, delay)
+                if self.reload_requested and not self.stop_requested:
+                    self.reload()
+        finally:
+            _close_quietly(self.conn)
+            self.conn = None
+            self.notify.send("STOPPING=1", "STATUS=stopping")
+            wake.close()
+        log.info("stopped after %d cycle(s)", self.cycles)
+        return EXIT_OK
+
+
+def load_config(path: str | None) -> config_mod.Config:
+    """config.load plus what the daemon cannot run without (a database DSN)."""
+    cfg = config_mod.load(path)
+    if not cfg.database.dsn:
+        raise config_mod.ConfigError("database.dsn: not set (the daemon has nowhere to sync to)")
+    return cfg
+
+
+def apply_config_side_effects(cfg: config_mod.Config, log_level: str | None, watchdog: float | None) -> None:
+    """Log level, log context, secrets to redact, and the timeout-vs-watchdog warnings."""
+    logs.set_level(log_level or cfg.log_level)
+    logs.set_context(wgsyncd_host=cfg.host_id)
+    logs.register_secret(cfg.database.password)
+    logs.register_secret(cfg.wgrest.token)
+    for warning in timeout_warnings(cfg, watchdog):
+        log.warning("%s", warning)
+
+
+def run(
+    config_path: str | None,
+    *,
+    log_level: str | None = None,
+    json_logs: bool = False,
+    sync: SyncFn | None = None,
+    connect: ConnectFn | None = None,
+) -> int:
+    """Entry point of `wgsyncd run`; ``sync``/``connect`` replace the real cycle in tests."""
+    logs.setup(log_level or "info", json_logs=json_logs)
+    notifier = Notifier()
+    try:
+        cfg = load_config(config_path)
+    except config_mod.ConfigError as exc:
+        log.error("config: %s", exc)
+        notifier.send(f"STATUS=config error: {exc}")
+        return EXIT_CONFIG
+    watchdog = watchdog_interval()
+    apply_config_side_effects(cfg, log_level, watchdog)
+    log.info(
+        "starting: host_id %s, interval %g s, watchdog %s",
+        cfg.host_id,
+        cfg.daemon.interval,
+        f"{watchdog:g} s" if watchdog else "off",
+    )
+    daemon = Daemon(
+        cfg,
+        config_path=config_path,
+        log_level=log_level,
+        notifier=notifier,
+        sync=sync,
+        connect=connect,
+    )
+    return daemon.loop()
