@@ -1,0 +1,767 @@
+"""The wgrest source: wgrest's REST API (v1 or v2) and v1's data directory.
+
+wgrest is the Go REST API that manages WireGuard on a VPN host. This module only
+reads it: every device with all its peers (following the ``Link`` header page by
+page), mapped to :mod:`wgsyncd.state`, plus the peers' own private keys that
+wgrest v1 keeps in ``<data_dir>/v1/<url-safe-public-key>.conf``.
+
+Rules this module keeps (see ARCHITECTURE.md):
+- a device is returned with all its peers or not at all (then a SourceError with
+  ``interface=<name>`` tells the store not to remove anything of it);
+- the token, every key and every response body stay out of logs and errors: v2's
+  device list holds the server's private key;
+- every request carries ``timeout=cfg.timeout``, so a hung wgrest cannot stall the
+  daemon past its watchdog.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from wgsyncd.config import WgrestConfig
+from wgsyncd.state import Interface, Peer, Secret, Source, SourceError, SourceResult, StateError, parse_key
+
+log = logging.getLogger(__name__)
+
+# A Link chain longer than this is a broken server, not a big one (1M peers at 100 a page).
+MAX_PAGES = 10_000
+# Server-supplied error text we repeat, cut to this length (it is untrusted input).
+MAX_SERVER_TEXT = 160
+# Anything shaped like a base64 WireGuard key (standard or URL-safe alphabet).
+_KEYLIKE = re.compile(r"[A-Za-z0-9+/_-]{42,43}=")
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,  # Go accepts both micro signs
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+)
+_LINK_ENTRY = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
+_REL_PARAM = re.compile(r"""rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """wgrest v1's client-config defaults for one device (``<data_dir>/v1/<device>.conf``).
+
+    Not part of the host state (they describe configs handed to clients, not the
+    server), but a restore of a v1 host needs them to give clients the same configs.
+    """
+
+    device: str
+    dns: tuple[str, ...]
+    allowed_ips: tuple[str, ...]
+    host: str | None
+
+
+class WgrestProblem(Exception):
+    """One problem reading wgrest, already phrased for a SourceError (no secrets inside)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+class WgrestRefused(WgrestProblem):
+    """Nothing listens at the URL: wgrest is not installed or not running here."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go ``time.Duration`` string ("0s", "25s", "1m30s", "1h0m0s", "1.5s").
+
+    wgrest prints keepalive intervals with Go's ``Duration.String()``, so this is
+    the exact inverse; anything else is a ValueError (the caller names the field).
+    """
+    value = text.strip()
+    sign = 1.0
+    if value[:1] in "+-" and value:
+        sign = -1.0 if value[0] == "-" else 1.0
+        value = value[1:]
+    if value == "0":
+        return 0.0
+    if not value:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    while pos < len(value):
+        match = _GO_DURATION_PART.match(value, pos)
+        if not match:
+            raise ValueError("not a Go duration")
+        total += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return sign * total
+
+
+def keepalive_seconds(text: str) -> int:
+    """A keepalive interval in whole seconds (0 = off), as WireGuard stores it.
+
+    WireGuard keeps keepalive as a 16-bit count of seconds, so a fraction or an
+    out-of-range value cannot have come from a real interface.
+    """
+    seconds = parse_go_duration(text)
+    if seconds < 0 or seconds > 65535:
+        raise ValueError("keepalive out of range 0..65535 seconds")
+    if not math.isclose(seconds, round(seconds), abs_tol=1e-6):
+        raise ValueError("keepalive is not a whole number of seconds")
+    return round(seconds)
+
+
+def parse_handshake_time(text: str) -> datetime | None:
+    """An aware UTC datetime from wgrest's RFC 3339 time, or None for "never".
+
+    Go prints the zero time as 0001-01-01T00:00:00Z for a peer that never
+    connected; a Unix-epoch 0 (what a raw ``last_handshake_time_sec=0`` becomes)
+    also means never. Go may print nanoseconds; Python keeps microseconds.
+    """
+    match = _RFC3339.fullmatch(text.strip())
+    if not match:
+        raise ValueError("not an RFC 3339 time")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if year <= 1:
+        return None
+    micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
+    zone = match.group(8)
+    offset = timedelta(0)
+    if zone not in ("Z", "z"):
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+    when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - offset
+    return None if when == _EPOCH else when
+
+
+def url_safe_to_std(name: str) -> str | None:
+    """The standard base64 public key for wgrest's URL-safe file/path name, or None.
+
+    wgrest names a peer by ``base64.URLEncoding`` (``-_`` alphabet, ``=`` padded);
+    anything that does not decode to 32 bytes is not a peer key name.
+    """
+    if len(name) != 44 or not re.fullmatch(r"[A-Za-z0-9_-]{43}=", name):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(name)
+    except (binascii.Error, ValueError):
+        return None
+    return base64.b64encode(raw).decode() if len(raw) == 32 else None
+
+
+def std_to_url_safe(public_key: str) -> str:
+    """wgrest's URL-safe name for a standard base64 key (for paths and data-dir files)."""
+    return base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
+
+
+def parse_link_header(value: str) -> dict[str, str]:
+    """``rel`` -> URL from an RFC 5988 Link header (wgrest v1 joins with ",", v2 with ", ")."""
+    links: dict[str, str] = {}
+    for match in _LINK_ENTRY.finditer(value or ""):
+        for rel_match in _REL_PARAM.finditer(match.group(2)):
+            for rel in (rel_match.group(1) or rel_match.group(2) or "").split():
+                links.setdefault(rel.lower(), match.group(1).strip())
+    return links
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may appear in errors and logs: user:password@ removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def scrub(text: str, token: Secret | None) -> str:
+    """Untrusted server text made safe to repeat: no key-shaped strings, no token, short."""
+    if token and token.reveal():
+        text = text.replace(token.reveal(), "<token>")
+    text = _KEYLIKE.sub("<key>", text)
+    text = " ".join(text.split())
+    return text[:MAX_SERVER_TEXT] + ("..." if len(text) > MAX_SERVER_TEXT else "")
+
+
+# --------------------------------------------------------------------------- JSON fields
+
+
+def _type_name(value: Any) -> str:
+    """The JSON type of ``value`` for an error message (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _get_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    """A string field; None when absent/null and not required."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    if not isinstance(value, str):
+        raise WgrestProblem(f"{where} {key}", f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _get_int(obj: dict[str, Any], key: str, where: str, *, required: bool, low: int, high: int) -> int | None:
+    """A whole-number field within [low, high]; booleans and fractions are rejected."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WgrestProblem(f"{where} {key}", f"expected a whole number, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise WgrestProblem(f"{where} {key}", f"out of range {low}..{high}")
+    return value
+
+
+def _get_str_list(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """A list-of-strings field as a tuple; None when absent or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WgrestProblem(f"{where} {key}", "expected an array of strings")
+    return tuple(value)
+
+
+def _get_cidrs(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """A list of CIDRs (allowed IPs, addresses), each checked so garbage never reaches the DB."""
+    values = _get_str_list(obj, key, where)
+    for i, text in enumerate(values or ()):
+        try:
+            ipaddress.ip_interface(text.strip())
+        except ValueError:
+            raise WgrestProblem(f"{where} {key}[{i}]", "not an IP address in CIDR notation") from None
+    return values
+
+
+def _get_key(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    """A base64 WireGuard key field, checked by state.parse_key; "" means absent."""
+    text = _get_str(obj, key, where, required=required)
+    if not text:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    field_where = f"{where} {key}"
+    try:
+        return parse_key(text, where=field_where)
+    except StateError as exc:
+        raise WgrestProblem(field_where, str(exc).removeprefix(field_where + ": ")) from None
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def parse_peer(raw: Any, where: str) -> Peer:
+    """One wgrest Peer object (v1 and v2 share the shape) as a state.Peer.
+
+    v2 omits empty ``endpoint``, ``preshared_key`` and ``persistent_keepalive_interval``
+    (Go ``omitempty``), v1 sends ``""``; both read the same here.
+    """
+    if not isinstance(raw, dict):
+        raise WgrestProblem(where, f"expected a peer object, got {_type_name(raw)}")
+    peer = Peer(public_key=_get_key(raw, "public_key", where, required=True) or "")
+    psk = _get_key(raw, "preshared_key", where, required=False)
+    peer.preshared_key = Secret(psk) if psk else None
+    peer.allowed_ips = _get_cidrs(raw, "allowed_ips", where) or ()
+    peer.endpoint = _get_str(raw, "endpoint", where, required=False) or None
+    keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
+    if keepalive is not None:
+        try:
+            peer.persistent_keepalive = keepalive_seconds(keepalive)
+        except ValueError as exc:
+            raise WgrestProblem(f"{where} persistent_keepalive_interval", str(exc)) from None
+    handshake = _get_str(raw, "last_handshake_time", where, required=False)
+    if handshake:
+        try:
+            peer.latest_handshake = parse_handshake_time(handshake)
+        except ValueError as exc:
+            raise WgrestProblem(f"{where} last_handshake_time", str(exc)) from None
+    peer.rx_bytes = _get_int(raw, "receive_bytes", where, required=False, low=0, high=2**64 - 1)
+    peer.tx_bytes = _get_int(raw, "transmit_bytes", where, required=False, low=0, high=2**64 - 1)
+    private = _get_key(raw, "private_key", where, required=False)  # v2, create response only
+    peer.private_key = Secret(private) if private else None
+    _stamp(peer, _PEER_FIELDS)
+    return peer
+
+
+def parse_device(raw: Any, version: str, where: str) -> Interface:
+    """One wgrest Device object as a state.Interface (without peers).
+
+    v1 knows name/port/keys/fwmark/``networks``; v2 renames ``networks`` to
+    ``addresses`` and adds the wg-quick fields, all ``omitempty``: an absent list
+    there means "none", an absent mtu/table means "not set" (None).
+    """
+    if not isinstance(raw, dict):
+        raise WgrestProblem(where, f"expected a device object, got {_type_name(raw)}")
+    name = _get_str(raw, "name", where, required=True) or ""
+    if not name or len(name) > 15 or "/" in name or name in (".", ".."):
+        raise WgrestProblem(f"{where} name", "not a valid interface name")
+    iface = Interface(name=name)
+    iface.listen_port = _get_int(raw, "listen_port", where, required=False, low=0, high=65535)
+    iface.public_key = _get_key(raw, "public_key", where, required=False)
+    iface.fwmark = _get_int(raw, "firewall_mark", where, required=False, low=0, high=2**32 - 1)
+    private = _get_key(raw, "private_key", where, required=False)
+    iface.private_key = Secret(private) if private else None
+    if version == "v1":
+        iface.addresses = _get_cidrs(raw, "networks", where)
+    else:
+        iface.fwmark = iface.fwmark or 0
+        iface.addresses = _get_cidrs(raw, "addresses", where) or ()
+        iface.dns = _get_str_list(raw, "dns", where) or ()
+        iface.mtu = _get_int(raw, "mtu", where, required=False, low=0, high=65535) or None
+        iface.table = _get_str(raw, "table", where, required=False) or None
+        iface.pre_up = _get_str_list(raw, "pre_up", where) or ()
+        iface.post_up = _get_str_list(raw, "post_up", where) or ()
+        iface.pre_down = _get_str_list(raw, "pre_down", where) or ()
+        iface.post_down = _get_str_list(raw, "post_down", where) or ()
+    _stamp(iface, _V1_DEVICE_FIELDS if version == "v1" else _V2_DEVICE_FIELDS)
+    return iface
+
+
+# Fields wgrest always reports, so None there is a fact ("no endpoint", "never").
+_PEER_FIELDS = (
+    "public_key",
+    "preshared_key",
+    "allowed_ips",
+    "endpoint",
+    "persistent_keepalive",
+    "latest_handshake",
+    "rx_bytes",
+    "tx_bytes",
+)
+_V1_DEVICE_FIELDS = ("public_key", "listen_port", "fwmark", "addresses")
+_V2_DEVICE_FIELDS = (
+    *_V1_DEVICE_FIELDS,
+    "dns",
+    "mtu",
+    "table",
+    "pre_up",
+    "post_up",
+    "pre_down",
+    "post_down",
+)
+
+
+def _stamp(obj: Interface | Peer, fields: tuple[str, ...]) -> None:
+    """Mark the fields wgrest spoke about (plus any other it filled) as from wgrest.
+
+    A None in a listed field is what wgrest said ("no preshared key"); a None
+    elsewhere means wgrest does not know, so it gets no provenance.
+    """
+    for name in fields:
+        obj.provenance[name] = Source.WGREST
+    for name in ("private_key", "persistent_keepalive", "addresses"):
+        if getattr(obj, name, None) is not None:
+            obj.provenance[name] = Source.WGREST
+    for name in ("persistent_keepalive", "addresses", "listen_port", "fwmark", "public_key"):
+        if name in obj.provenance and getattr(obj, name, None) is None:
+            del obj.provenance[name]  # field absent in this answer: unknown, not "none"
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Client:
+    """One requests.Session bound to one wgrest: auth header, timeouts, error phrasing."""
+
+    def __init__(self, cfg: WgrestConfig, session: requests.Session) -> None:
+        self.cfg = cfg
+        self.base = cfg.url.rstrip("/")
+        self.session = session
+        # wgrest is a local API: no proxies or .netrc from the environment may see
+        # (or replace) the bearer token.
+        session.trust_env = False
+        session.headers["Accept"] = "application/json"
+        if cfg.token and cfg.token.reveal():
+            session.headers["Authorization"] = f"Bearer {cfg.token.reveal()}"
+        self.answered = False  # set after the first HTTP answer: refusal later is an error
+
+    def url(self, path: str) -> str:
+        """An absolute URL under the configured base (which may carry a path prefix)."""
+        return self.base + path
+
+    def get(self, url: str) -> requests.Response:
+        """GET with the configured timeout; transport failures become WgrestProblem."""
+        where = redact_url(url)
+        try:
+            resp = self.session.get(url, timeout=self.cfg.timeout)
+        except requests.Timeout:
+            raise WgrestProblem(where, f"no answer within {self.cfg.timeout:g}s (timeout)") from None
+        except requests.ConnectionError as exc:
+            if _is_refused(exc):
+                raise WgrestRefused(where, "connection refused (is wgrest running?)") from None
+            raise WgrestProblem(where, f"cannot connect: {_short_reason(exc)}") from None
+        except requests.RequestException as exc:
+            raise WgrestProblem(where, f"request failed: {type(exc).__name__}") from None
+        self.answered = True
+        log.debug("wgrest GET %s -> %d", where, resp.status_code)
+        return resp
+
+    def get_json(self, url: str) -> tuple[Any, requests.Response]:
+        """GET expecting 200 and JSON; other statuses and bad JSON become one WgrestProblem."""
+        resp = self.get(url)
+        where = redact_url(resp.url or url)
+        if resp.status_code != 200:
+            raise WgrestProblem(where, self.status_message(resp))
+        try:
+            return resp.json(), resp
+        except ValueError:
+            raise WgrestProblem(where, "response is not valid JSON") from None
+
+    def status_message(self, resp: requests.Response) -> str:
+        """An HTTP error phrased for a person, with wgrest's own code/message (scrubbed)."""
+        if resp.status_code == 401:
+            text = "HTTP 401 unauthorized: " + (
+                "the token was refused" if self.cfg.token else "wgrest wants a token (set wgrest.token_file)"
+            )
+        elif resp.status_code == 403:
+            text = "HTTP 403 forbidden: the token may not read this"
+        else:
+            text = f"HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+        detail = _server_error_text(resp)
+        return f"{text} ({scrub(detail, self.cfg.token)})" if detail else text
+
+    def paginate(self, first_url: str) -> list[Any]:
+        """Every item of a paginated list, following ``Link: rel="next"`` until none.
+
+        Pages are not counted (v1 is 1-based, v2 0-based); a next link seen before,
+        pointing at another host (the token would go with it) or a chain longer than
+        MAX_PAGES is an error, so a broken server cannot loop us forever.
+        """
+        items: list[Any] = []
+        url = first_url
+        seen: set[str] = set()
+        origin = _origin(first_url)
+        for _ in range(MAX_PAGES):
+            seen.add(url)
+            data, resp = self.get_json(url)
+            where = redact_url(resp.url or url)
+            if not isinstance(data, list):
+                raise WgrestProblem(where, f"expected a JSON array, got {_type_name(data)}")
+            items.extend(data)
+            nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
+            if not nxt:
+                return items
+            nxt = urljoin(resp.url or url, nxt)
+            if _origin(nxt) != origin:
+                raise WgrestProblem(where, 'Link rel="next" points to another host; not followed')
+            if nxt in seen:
+                raise WgrestProblem(where, 'pagination loop: Link rel="next" points to a page already read')
+            url = nxt
+        raise WgrestProblem(redact_url(first_url), f"more than {MAX_PAGES} pages; giving up")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """(scheme, host:port) of a URL, to keep Link-following on the same server."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.netloc.rpartition("@")[2]).lower()
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """True when the cause chain holds ECONNREFUSED: nothing listens there."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError):
+            return True
+        stack.extend([cur.__cause__, cur.__context__])
+        stack.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
+        stack.append(getattr(cur, "reason", None))
+    return False
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The innermost OS error of a connection failure, without URLs or reprs."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            break
+        if isinstance(cur, OSError) and cur.strerror:
+            return cur.strerror
+        nxt = getattr(cur, "reason", None) or (cur.args[0] if cur.args else None)
+        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
+    return type(exc).__name__
+
+
+def _server_error_text(resp: requests.Response) -> str:
+    """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[k]) for k in ("code", "message") if isinstance(body.get(k), str) and body[k]]
+    return ": ".join(parts)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def detect_version(client: _Client) -> str:
+    """Return "v2" when wgrest answers a version probe with {"wgrest": ...}, else "v1".
+
+    Only v2 has the version endpoint. Our docs put it at /v1/version; v2's router
+    serves it at /version (no auth), so both are tried. A v1 server answers 404
+    (or 401 when auth is on); a timeout or 5xx is a real problem, not a version.
+    """
+    for path in ("/v1/version", "/version"):
+        resp = client.get(client.url(path))
+        if resp.status_code in (401, 403, 404, 405):
+            continue
+        where = redact_url(resp.url or client.url(path))
+        if resp.status_code != 200:
+            raise WgrestProblem(where, client.status_message(resp))
+        try:
+            body = resp.json()
+        except ValueError:
+            raise WgrestProblem(where, "response is not valid JSON") from None
+        if isinstance(body, dict) and isinstance(body.get("wgrest"), str):
+            log.debug("wgrest: API v2 (wgrest %s)", scrub(body["wgrest"], None))
+            return "v2"
+    log.debug("wgrest: no version endpoint, API v1")
+    return "v1"
+
+
+def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
+    """All peers of one device, every page, or a WgrestProblem (never a partial dict)."""
+    first = client.url(f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}")
+    peers: dict[str, Peer] = {}
+    for index, raw in enumerate(client.paginate(first)):
+        peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
+        if peer.public_key in peers:
+            # the list changed between pages: a peer shifted, so another may be missing
+            raise WgrestProblem(redact_url(first), "peer list changed while paging (a peer came twice)")
+        peers[peer.public_key] = peer
+    return peers
+
+
+def read(cfg: WgrestConfig, want: Callable[[str], bool] | None = None) -> SourceResult:
+    """Read every wanted device of wgrest with all its peers, plus v1's peer private keys.
+
+    ``want(name)`` False skips a device before its peers are fetched. A wgrest that
+    refuses the connection is "not installed here" (available=False) when
+    ``cfg.optional``; every other failure is one SourceError naming the URL (and
+    field), confined to the device it concerns when it can be.
+    """
+    result = SourceResult(source=Source.WGREST)
+    if not cfg.enabled:
+        result.available = False
+        return result
+    with requests.Session() as session:
+        client = _Client(cfg, session)
+        try:
+            version = cfg.api_version if cfg.api_version in ("v1", "v2") else detect_version(client)
+            listing = client.url(f"/v1/devices/?per_page={cfg.per_page}")
+            raw_devices = client.paginate(listing)
+        except WgrestRefused as exc:
+            if cfg.optional and not client.answered:
+                log.debug("wgrest not running at %s: %s", redact_url(cfg.url), exc.message)
+                result.available = False
+            else:
+                result.errors.append(_error(exc))
+            return result
+        except WgrestProblem as exc:
+            result.errors.append(_error(exc))
+            return result
+        log.debug("wgrest %s: %d devices", version, len(raw_devices))
+        for index, raw in enumerate(raw_devices):
+            _read_device(client, version, raw, f"{redact_url(listing)} [{index}]", want, result)
+    if cfg.data_dir:
+        _attach_private_keys(Path(cfg.data_dir), result)
+    return result
+
+
+def _read_device(
+    client: _Client,
+    version: str,
+    raw: Any,
+    where: str,
+    want: Callable[[str], bool] | None,
+    result: SourceResult,
+) -> None:
+    """Add one device with all its peers to ``result``, or one SourceError for it."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    name = name if isinstance(name, str) and name else None
+    if name is not None and want is not None and not want(name):
+        return
+    try:
+        iface = parse_device(raw, version, where)
+        if iface.name in result.interfaces:
+            # the list shifted between pages, so another device may be missing:
+            # the error is source-wide so the store removes nothing this cycle
+            raise WgrestProblem(where, "device list changed while paging (a device came twice)")
+        iface.peers = _read_peers(client, iface.name)
+    except WgrestProblem as exc:
+        duplicate = name is not None and name in result.interfaces
+        result.errors.append(_error(exc, interface=None if duplicate else name))
+        return
+    iface.provenance["peers"] = Source.WGREST
+    result.interfaces[iface.name] = iface
+
+
+def _error(exc: WgrestProblem, interface: str | None = None) -> SourceError:
+    """A SourceError from a problem; logged once at warning level (it holds no secrets)."""
+    err = SourceError(source=Source.WGREST, where=exc.where, message=exc.message, interface=interface)
+    log.warning("%s", err)
+    return err
+
+
+# --------------------------------------------------------------------------- v1 data dir
+
+
+def _read_small_file(path: Path) -> str:
+    """A data-dir file's text; never follows a symlink (we run as root)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "r", encoding="utf-8", errors="strict") as fh:
+        return fh.read(65536)
+
+
+def _key_values(text: str) -> dict[str, str]:
+    """``Key = value`` lines (wgrest's own format), keys lower-cased; blank/# lines skipped."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError("a line without '='")
+        out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _peer_key_files(v1_dir: Path) -> dict[str, Path]:
+    """Standard base64 public key -> its private-key file in ``<data_dir>/v1/``."""
+    files: dict[str, Path] = {}
+    for entry in os.scandir(v1_dir):
+        if entry.name.endswith(".conf"):
+            public = url_safe_to_std(entry.name[: -len(".conf")])
+            if public:
+                files[public] = Path(entry.path)
+    return files
+
+
+def _shown_path(path: Path) -> str:
+    """A key file's path for errors: the name is a key, so only its first 8 chars show."""
+    return str(path.with_name(path.name[:8] + "...conf"))
+
+
+def _attach_private_keys(data_dir: Path, result: SourceResult) -> None:
+    """Fill Peer.private_key from wgrest v1's ``<url-safe-pubkey>.conf`` files.
+
+    wgrest never deletes those files, so a file whose peer is gone is ignored; a
+    bad file for a live peer is one SourceError for that peer's interface (the
+    interface stays: only the private key is unknown this cycle).
+    """
+    v1_dir = data_dir / "v1"
+    if not v1_dir.is_dir():
+        return
+    try:
+        files = _peer_key_files(v1_dir)
+    except OSError as exc:
+        result.errors.append(_error(WgrestProblem(str(v1_dir), f"cannot list: {exc.strerror}")))
+        return
+    for iface in result.interfaces.values():
+        for peer in iface.peers.values():
+            path = files.get(peer.public_key)
+            if path is None:
+                continue
+            try:
+                peer.private_key = _read_peer_private_key(path)
+                peer.provenance["private_key"] = Source.WGREST
+            except WgrestProblem as exc:
+                result.errors.append(_error(exc, interface=iface.name))
+
+
+def _read_peer_private_key(path: Path) -> Secret:
+    """The ``PrivateKey =`` of one peer key file, checked, as a Secret."""
+    where = _shown_path(path)
+    try:
+        values = _key_values(_read_small_file(path))
+    except OSError as exc:
+        raise WgrestProblem(where, f"cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise WgrestProblem(where, "not a wgrest key file (Key = value lines)") from None
+    text = values.get("privatekey")
+    if not text:
+        raise WgrestProblem(f"{where} PrivateKey", "missing")
+    try:
+        return Secret(parse_key(text, where=f"{where} PrivateKey"))
+    except StateError as exc:
+        raise WgrestProblem(f"{where} PrivateKey", str(exc).removeprefix(f"{where} PrivateKey: ")) from None
+
+
+def read_device_defaults(data_dir: str | Path) -> dict[str, DeviceDefaults]:
+    """wgrest v1's per-device client defaults (DNS, AllowedIPs, Host), by device name.
+
+    Kept out of :func:`read`'s state on purpose (they are not server state); restore
+    and the CLI can call this. Unreadable or malformed files raise WgrestProblem.
+    """
+    v1_dir = Path(data_dir) / "v1"
+    out: dict[str, DeviceDefaults] = {}
+    if not v1_dir.is_dir():
+        return out
+    for path in sorted(v1_dir.glob("*.conf")):
+        stem = path.name[: -len(".conf")]
+        if url_safe_to_std(stem):
+            continue
+        try:
+            values = _key_values(_read_small_file(path))
+        except OSError as exc:
+            raise WgrestProblem(str(path), f"cannot read: {exc.strerror}") from None
+        except (UnicodeDecodeError, ValueError):
+            raise WgrestProblem(str(path), "not a wgrest options file (Key = value lines)") from None
+        out[stem] = DeviceDefaults(
+            device=stem,
+            dns=_split_list(values.get("dns", "")),
+            allowed_ips=_split_list(values.get("allowedips", "")),
+            host=values.get("host") or None,
+        )
+    return out
+
+
+def _split_list(text: str) -> tuple[str, ...]:
+    """``a, b`` -> (a, b); wgrest writes lists comma-joined."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
