@@ -1,0 +1,708 @@
+"""The conf-file source: /etc/wireguard/*.conf read the way wg-quick and wg read them.
+
+wg-quick (bash ``parse_options``) and ``wg setconf`` (C) are what a host really runs,
+so their rules are the rules here, not those of any Python library:
+
+- a comment starts at the first ``#`` anywhere in a line, hooks included;
+- ``key = value`` splits at the first ``=``; keys and section headers are
+  case-insensitive; the last line may lack its newline;
+- ``wg`` removes every whitespace character from the lines it gets, so
+  ``Allowed IPs = 10.0.0.2 / 32`` is valid; empty values are an error for ``wg``;
+- AllowedIPs come back from the kernel masked and printed by glibc's inet_ntop,
+  so they are stored the same way (``10.0.0.5/24`` -> ``10.0.0.0/24``); Address
+  keeps its host bits (it is the interface's own address).
+
+wgconfig (the library wgrest v1 and our restore use to edit these files) is run on
+every file as the structural check of record: a file wgconfig cannot parse is an
+error, because the tools that write our files could not edit it. Its values are not
+used: it splits every value on commas, cuts hooks at ``#``, is case-sensitive on keys,
+collapses duplicate public keys and mis-assigns lines after a blank line inside a
+section. Disabled peers (wgconfig's ``#! `` prefixed blocks) are found here and
+cross-checked against wgconfig's own flags (a disagreement is logged at debug level;
+the wg-quick reading wins, because that is what runs).
+
+Sources only read: nothing here writes a file.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import logging
+import os
+import re
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wgconfig
+
+from wgsyncd.config import ConfConfig
+from wgsyncd.state import (
+    Interface,
+    Peer,
+    Secret,
+    Source,
+    SourceError,
+    SourceResult,
+    StateError,
+    parse_key,
+    public_key_from_private,
+)
+
+log = logging.getLogger(__name__)
+
+# wg-quick's own rule for the file name; the interface name is the part before .conf
+CONF_NAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\.conf$")
+# a conf with 10,000 peers is about 1.5 MB; anything far larger is not a conf file
+MAX_CONF_BYTES = 64 * 1024 * 1024
+
+_INTERFACE_KEYS = {
+    k.lower(): k
+    for k in (
+        "PrivateKey",
+        "ListenPort",
+        "FwMark",
+        "Address",
+        "DNS",
+        "MTU",
+        "Table",
+        "PreUp",
+        "PostUp",
+        "PreDown",
+        "PostDown",
+        "SaveConfig",
+    )
+}
+_PEER_KEYS = {
+    k.lower(): k for k in ("PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive")
+}
+_HOOKS = {"preup": "pre_up", "postup": "post_up", "predown": "pre_down", "postdown": "post_down"}
+_SAFE_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,23}$")
+_SAFE_HEADER_RE = re.compile(r"^\[[A-Za-z0-9_ -]{0,20}\]$")
+_SECRET_IN_COMMENT_RE = re.compile(r"(?i)((?:private|pre\s*shared)\s*key\s*[=:]\s*)\S+")
+_NAME_KEY_RE = re.compile(r"(?i)^#+\s*name\s*[=:]\s*(.*?)\s*$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfParseError(ValueError):
+    """A conf file that wg-quick/wg would refuse; names file, line and field, never a value."""
+
+    def __init__(self, path: str, lineno: int | None, field_name: str, message: str) -> None:
+        self.path = path
+        self.lineno = lineno
+        self.field_name = field_name
+        self.message = message
+        super().__init__(f"{self.where}: {message}")
+
+    @property
+    def where(self) -> str:
+        """``<path>:<line> <Field>``, or ``<path>`` for a problem with the whole file."""
+        if self.lineno is None:
+            return self.path
+        return f"{self.path}:{self.lineno} {self.field_name}"
+
+
+@dataclass
+class _Line:
+    """One classified line; ``disabled`` when it came from a ``#! `` line."""
+
+    no: int  # 1-based
+    kind: str  # blank | comment | header | kv | noeq
+    disabled: bool = False
+    key: str = ""  # lowercased key, or the lowercased header for kind == header
+    raw_key: str = ""
+    value: str = ""
+    comment: str = ""  # full comment line, or the inline comment of a kv/header line
+
+
+@dataclass
+class _Block:
+    """One [Interface] or [Peer] section (or a disabled ``#! [Peer]`` block)."""
+
+    kind: str  # interface | peer
+    header_no: int
+    disabled: bool = False
+    kvs: list[_Line] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    above: list[str] = field(default_factory=list)  # the comment run directly above the header
+
+
+def _safe_word(text: str, fallback: str) -> str:
+    """A key or header as written, if it cannot be (part of) a key; else a placeholder.
+
+    A pasted key line ``kP3...w=`` splits into a "key" that is a private key minus
+    its padding, so only short word-like names are ever echoed in an error.
+    """
+    return text if _SAFE_WORD_RE.match(text) else fallback
+
+
+def _redact_comment(text: str) -> str:
+    """Hide a commented-out PrivateKey/PresharedKey value: comments are stored in clear."""
+    return _SECRET_IN_COMMENT_RE.sub(r"\1<redacted>", text)
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines as bash ``read -r`` sees them: split on LF only, last line may lack one."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _classify_plain(no: int, s: str) -> _Line:
+    """Classify an already stripped line with wg-quick's rules (comment at first ``#``)."""
+    if not s:
+        return _Line(no, "blank")
+    code, hash_, rest = s.partition("#")
+    code = code.strip()
+    if not code:
+        return _Line(no, "comment", comment=s)
+    inline = hash_ + rest
+    key, eq, value = code.partition("=")
+    key = key.strip()
+    if key.startswith("["):
+        return _Line(no, "header", key=code.lower(), raw_key=code, comment=inline)
+    if not eq:
+        return _Line(no, "noeq", comment=inline)
+    return _Line(no, "kv", key=key.lower(), raw_key=key, value=value.strip(), comment=inline)
+
+
+def _classify(no: int, line: str) -> _Line:
+    """Classify one raw line; ``#! `` lines (wgconfig's disabled peers) are classified inside."""
+    s = line.strip()
+    if s == "#!" or s.startswith("#! "):
+        inner = _classify_plain(no, s[3:].strip())
+        inner.disabled = True
+        if inner.kind == "comment":
+            inner.comment = s[3:].strip()
+        return inner
+    return _classify_plain(no, s)
+
+
+class _Builder:
+    """Groups classified lines into blocks and attaches comments to them.
+
+    Rules: a key line belongs to the last header before it (wg-quick's rule);
+    ``#! `` key lines belong to the last ``#! [Peer]`` header if no enabled line came
+    in between. A run of comment lines directly above a header (no blank line
+    between) belongs to that header's section, except leading ``### end ...`` lines
+    (PiVPN's closing marker) which stay with the section before. Other comment lines
+    belong to the section they are in; those before any section go to the interface.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.blocks: list[_Block] = []
+        self.preamble: list[str] = []
+        self.owner: _Block | None = None
+        self.enabled: _Block | None = None
+        self.disabled: _Block | None = None
+        self.pending: list[str] = []
+
+    def _flush(self) -> None:
+        """Give the pending comment run to the current section (or the preamble)."""
+        (self.owner.comments if self.owner else self.preamble).extend(self.pending)
+        self.pending = []
+
+    def _open(self, kind: str, line: _Line) -> _Block:
+        """Start a section; the comment run right above it is its own."""
+        keep = 0
+        while keep < len(self.pending) and re.match(r"^#{2,}\s*end\b", self.pending[keep], re.I):
+            keep += 1
+        if keep:
+            (self.owner.comments if self.owner else self.preamble).extend(self.pending[:keep])
+        block = _Block(kind, line.no, disabled=line.disabled, above=self.pending[keep:])
+        block.comments.extend(block.above)
+        self.pending = []
+        if line.comment:
+            block.comments.append(_redact_comment(line.comment))
+        self.blocks.append(block)
+        self.owner = block
+        return block
+
+    def _as_comment(self, line: _Line, raw: str) -> None:
+        """Keep a line wg-quick sees as a comment (a stray ``#! `` line) as a comment."""
+        self.pending.append(_redact_comment(raw.strip()))
+
+    def add(self, line: _Line, raw: str) -> None:
+        """Place one classified line."""
+        if line.kind == "blank":
+            self._flush()
+        elif line.kind == "comment":
+            self.pending.append(_redact_comment(line.comment))
+        elif line.kind == "header":
+            self._header(line, raw)
+        elif line.disabled:
+            if line.kind == "kv" and self.disabled is not None:
+                self._flush()
+                self.disabled.kvs.append(line)
+                self.owner = self.disabled
+                if line.comment:
+                    self.disabled.comments.append(_redact_comment(line.comment))
+            else:
+                self._as_comment(line, raw)
+        else:
+            self._key_line(line)
+
+    def _header(self, line: _Line, raw: str) -> None:
+        """An enabled header opens a section; a ``#! [Peer]`` opens a disabled one."""
+        if line.key not in ("[interface]", "[peer]"):
+            if line.disabled:
+                self._as_comment(line, raw)
+                return
+            name = line.raw_key if _SAFE_HEADER_RE.match(line.raw_key) else "header"
+            raise ConfParseError(
+                self.path, line.no, name, "unknown section (wg-quick knows [Interface] and [Peer])"
+            )
+        kind = line.key[1:-1]
+        if line.disabled:
+            if kind != "peer":  # only peers can be disabled; a `#! [Interface]` is a comment
+                self._as_comment(line, raw)
+                return
+            self.disabled = self._open(kind, line)
+        else:
+            self.enabled = self._open(kind, line)
+            self.disabled = None
+
+    def _key_line(self, line: _Line) -> None:
+        """An enabled ``key = value`` (or a line without ``=``) in the current section."""
+        section = self.enabled
+        if section is None:
+            known = _INTERFACE_KEYS.get(line.key) or _PEER_KEYS.get(line.key)
+            raise ConfParseError(
+                self.path, line.no, known or "line", "key before any [Interface] or [Peer] section"
+            )
+        if line.kind == "noeq":
+            raise ConfParseError(
+                self.path,
+                line.no,
+                f"[{section.kind.capitalize()}]",
+                "line has no '=' (expected Key = Value)",
+            )
+        self._flush()
+        self.disabled = None
+        section.kvs.append(line)
+        self.owner = section
+        if line.comment:
+            section.comments.append(_redact_comment(line.comment))
+
+    def finish(self) -> None:
+        """Attach the comments at the end of the file."""
+        self._flush()
+
+
+def _wg_value(value: str) -> str:
+    """``wg`` drops every whitespace character of a line before parsing it."""
+    return re.sub(r"\s+", "", value)
+
+
+def _ntop(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as glibc's inet_ntop prints it: what ``wg show`` and ``ip`` print."""
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, addr.packed)
+
+
+class _FieldError(ValueError):
+    """A bad value; the caller adds file, line and field."""
+
+
+def _parse_uint(value: str, maximum: int, what: str) -> int:
+    """A decimal number (leading zeros allowed, as strtoul does) no larger than ``maximum``."""
+    if not value.isascii() or not value.isdigit() or int(value) > maximum:
+        raise _FieldError(f"not {what} (0-{maximum})")
+    return int(value)
+
+
+def _parse_fwmark(value: str) -> int:
+    """``off``, a decimal number or ``0x`` hex, as ``wg`` accepts (``0X`` is refused by wg too)."""
+    if value.lower() == "off":
+        return 0
+    try:
+        if len(value) > 2 and value.startswith("0x"):
+            number = int(value[2:], 16)
+            if not re.fullmatch(r"[0-9a-fA-F]+", value[2:]):
+                raise ValueError
+        else:
+            number = _parse_uint(value, 0xFFFFFFFF, "a number")
+    except (ValueError, _FieldError):
+        raise _FieldError("not off, a number or 0x hex (0-0xffffffff)") from None
+    if number > 0xFFFFFFFF:
+        raise _FieldError("not off, a number or 0x hex (0-0xffffffff)")
+    return number
+
+
+def _parse_keepalive(value: str) -> int:
+    """``off`` or seconds 0-65535; ``off`` is 0 as in ``wg show``."""
+    if value.lower() == "off":
+        return 0
+    return _parse_uint(value, 65535, "off or seconds")
+
+
+def _parse_allowed_ip(item: str) -> str:
+    """One AllowedIPs entry, masked and formatted like ``wg show dump`` prints it."""
+    ip_text, slash, cidr_text = item.partition("/")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise _FieldError("not an IP address or network") from None
+    if ip.version == 6 and ip.scope_id:
+        raise _FieldError("not an IP address or network")
+    cidr = _parse_uint(cidr_text, ip.max_prefixlen, "a prefix length") if slash else ip.max_prefixlen
+    net = ipaddress.ip_network((ip, cidr), strict=False)
+    return f"{_ntop(net.network_address)}/{cidr}"
+
+
+def _parse_allowed_ips(value: str) -> list[str]:
+    """A comma list; wg refuses empty entries (``a,,b`` or a trailing comma)."""
+    items = value.split(",")
+    if any(not i for i in items):
+        raise _FieldError("empty entry in the comma-separated list")
+    return [_parse_allowed_ip(i) for i in items]
+
+
+def _parse_endpoint(value: str) -> str:
+    """``host:port``, ``[v6]:port`` or unbracketed v6 (wg splits at the last colon).
+
+    IP literals are normalised to what ``wg show`` prints; DNS names are kept as written
+    (the kernel only ever shows the address they resolved to).
+    """
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or not rest.startswith(":") or len(rest) < 2:
+            raise _FieldError("not [address]:port")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host or not port_text:
+            raise _FieldError("not host:port")
+    port = _parse_uint(port_text, 65535, "a port number")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if ":" in host or not _HOSTNAME_RE.match(host):
+            raise _FieldError("not host:port with an IP address or DNS name") from None
+        return f"{host}:{port}"
+    if ip.version == 4:
+        return f"{_ntop(ip)}:{port}"
+    scope = f"%{ip.scope_id}" if ip.scope_id else ""
+    return f"[{_ntop(ipaddress.IPv6Address(ip.packed))}{scope}]:{port}"
+
+
+def _parse_address(value: str) -> list[str]:
+    """Address entries, comma or space separated; host bits kept, prefix made explicit."""
+    out = []
+    for item in value.replace(",", " ").split():
+        try:
+            iface = ipaddress.ip_interface(item)
+        except ValueError:
+            raise _FieldError("not an IP address with optional /prefix") from None
+        out.append(f"{_ntop(iface.ip)}/{iface.network.prefixlen}")
+    return out
+
+
+def _parse_bool(value: str) -> bool:
+    """wg-quick's read_bool: true or false, any case, nothing else."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _FieldError("must be true or false")
+
+
+def _peer_name(block: _Block) -> str | None:
+    """A peer's name from its comments: ``# Name = x``, ``### x`` / ``### begin x ###``, or
+    the comment line right above its ``[Peer]`` header, in that order of preference."""
+    for c in block.comments:
+        m = _NAME_KEY_RE.match(c)
+        if m and m.group(1):
+            return m.group(1)
+    for c in block.comments:
+        if c.startswith("###"):
+            text = c.strip("#").strip()
+            if re.match(r"(?i)^end\b", text):
+                continue
+            text = re.sub(r"(?i)^begin\s+", "", text).strip()
+            if text:
+                return text
+    if block.above:
+        text = block.above[-1].lstrip("#").strip()
+        if text:
+            return text
+    return None
+
+
+def _wgfield(path: str, line: _Line, canonical: str, fn: Callable[[str], object]) -> object:
+    """Parse one wg value, turning any value error into one error naming file, line, field."""
+    value = _wg_value(line.value)
+    if not value:
+        raise ConfParseError(path, line.no, canonical, "empty value (wg refuses it)")
+    try:
+        return fn(value)
+    except _FieldError as exc:
+        raise ConfParseError(path, line.no, canonical, str(exc)) from None
+    except StateError:
+        raise ConfParseError(path, line.no, canonical, "not a base64 WireGuard key of 32 bytes") from None
+
+
+def _key(value: str) -> str:
+    """A base64 key; the StateError is reworded by the caller without the value."""
+    return parse_key(value, "key")
+
+
+def _build_peer(path: str, block: _Block) -> Peer:
+    """One [Peer] block (enabled or ``#! `` disabled) as a Peer; last scalar wins like wg."""
+    public_key: str | None = None
+    psk: Secret | None = None
+    allowed: list[str] = []
+    endpoint: str | None = None
+    keepalive = 0
+    for line in block.kvs:
+        canonical = _PEER_KEYS.get(line.key)
+        if canonical is None:
+            name = _safe_word(line.raw_key, "key")
+            raise ConfParseError(path, line.no, name, "unknown [Peer] key")
+        if canonical == "PublicKey":
+            public_key = str(_wgfield(path, line, canonical, _key))
+        elif canonical == "PresharedKey":
+            psk = Secret(str(_wgfield(path, line, canonical, _key)))
+        elif canonical == "AllowedIPs":
+            allowed.extend(_wgfield(path, line, canonical, _parse_allowed_ips))  # type: ignore[arg-type]
+        elif canonical == "Endpoint":
+            endpoint = str(_wgfield(path, line, canonical, _parse_endpoint))
+        else:
+            keepalive = int(_wgfield(path, line, canonical, _parse_keepalive))  # type: ignore[call-overload]
+    if public_key is None:
+        raise ConfParseError(path, block.header_no, "PublicKey", "[Peer] has no PublicKey (wg refuses it)")
+    peer = Peer(
+        public_key=public_key,
+        preshared_key=psk,
+        allowed_ips=tuple(allowed),
+        endpoint=endpoint,
+        persistent_keepalive=keepalive,
+        name=_peer_name(block),
+        comments=tuple(block.comments),
+        disabled=block.disabled,
+    )
+    _set_provenance(peer, ("public_key", "preshared_key", "allowed_ips", "endpoint"))
+    _set_provenance(peer, ("persistent_keepalive", "name", "comments", "disabled"))
+    return peer
+
+
+def _set_provenance(obj: Peer | Interface, names: tuple[str, ...]) -> None:
+    """Every field this source set (not None) came from the conf file."""
+    for name in names:
+        if getattr(obj, name) is not None:
+            obj.provenance[name] = Source.CONF
+
+
+@dataclass
+class _IfaceValues:
+    """The [Interface] values being collected, in wg-quick's append/last-wins way."""
+
+    private_key: Secret | None = None
+    listen_port: int | None = None
+    fwmark: int | None = None
+    addresses: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    mtu: int | None = None
+    table: str | None = None
+    hooks: dict[str, list[str]] = field(default_factory=lambda: {v: [] for v in _HOOKS.values()})
+    save_config: bool = False
+
+
+def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues) -> None:
+    """Apply one [Interface] line: wg-quick's keys by wg-quick's rules, wg's keys by wg's."""
+    canonical = _INTERFACE_KEYS.get(line.key)
+    if canonical is None:
+        raise ConfParseError(path, line.no, _safe_word(line.raw_key, "key"), "unknown [Interface] key")
+    key, value = line.key, line.value
+    try:
+        if key == "privatekey":
+            vals.private_key = Secret(str(_wgfield(path, line, canonical, _key)))
+        elif key == "listenport":
+            vals.listen_port = int(_wgfield(path, line, canonical, lambda v: _parse_uint(v, 65535, "a port")))  # type: ignore[call-overload]
+        elif key == "fwmark":
+            vals.fwmark = int(_wgfield(path, line, canonical, _parse_fwmark))  # type: ignore[call-overload]
+        elif key == "address":
+            vals.addresses.extend(_parse_address(value))
+        elif key == "dns":
+            vals.dns.extend(value.replace(",", " ").split())
+        elif key == "mtu":  # wg-quick: last wins, empty means "automatic"
+            vals.mtu = _parse_uint(value, 65535, "an MTU") if value else None
+        elif key == "table":
+            vals.table = value or None
+        elif key in _HOOKS:
+            vals.hooks[_HOOKS[key]].append(value)
+        else:
+            vals.save_config = _parse_bool(value)
+    except _FieldError as exc:
+        raise ConfParseError(path, line.no, canonical, str(exc)) from None
+
+
+def _build_interface(name: str, path: str, text: str, blocks: list[_Block], preamble: list[str]) -> Interface:
+    """All [Interface] sections (wg-quick lets there be several) as one Interface, no peers."""
+    vals = _IfaceValues()
+    comments = list(preamble)
+    for block in blocks:
+        if block.kind != "interface":
+            continue
+        comments.extend(block.comments)
+        for line in block.kvs:
+            _apply_interface_line(path, line, vals)
+    iface = Interface(
+        name=name,
+        private_key=vals.private_key,
+        public_key=public_key_from_private(vals.private_key) if vals.private_key else None,
+        listen_port=vals.listen_port,
+        fwmark=vals.fwmark,
+        addresses=tuple(vals.addresses),
+        dns=tuple(vals.dns),
+        mtu=vals.mtu,
+        table=vals.table,
+        pre_up=tuple(vals.hooks["pre_up"]),
+        post_up=tuple(vals.hooks["post_up"]),
+        pre_down=tuple(vals.hooks["pre_down"]),
+        post_down=tuple(vals.hooks["post_down"]),
+        save_config=vals.save_config,
+        conf_path=path,
+        conf_text=Secret(text),
+        comments=tuple(comments),
+    )
+    _set_provenance(
+        iface,
+        ("private_key", "public_key", "listen_port", "fwmark", "addresses", "dns", "mtu", "table"),
+    )
+    _set_provenance(
+        iface, ("pre_up", "post_up", "pre_down", "post_down", "save_config", "conf_path", "conf_text")
+    )
+    _set_provenance(iface, ("comments",))
+    return iface
+
+
+def _wgconfig_check(text: str, path: str, peers: dict[str, Peer]) -> None:
+    """Run wgconfig over the file: it must understand the structure; compare disabled flags.
+
+    wgconfig numbers lines from 0 and names the section in its message; both are
+    safe to show (a section name is not a key).
+    """
+    wgc = wgconfig.WGConfig()
+    wgc.read_from_fileobj(io.StringIO(text, newline="\n"))
+    try:
+        theirs = wgc.get_peers(keys_only=False, include_disabled=True, include_details=True)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        m = re.search(r"in line (\d+)", str(exc))
+        lineno = int(m.group(1)) + 1 if m else None
+        raise ConfParseError(
+            path, lineno, "section", "wgconfig cannot parse this section (wgrest and restore edit with it)"
+        ) from None
+    for key, peer in peers.items():
+        data = theirs.get(key)
+        flag = data.get(wgconfig.WGConfig.SECTION_DISABLED) if isinstance(data, dict) else None
+        if flag is not None and bool(flag) != peer.disabled:
+            log.debug(
+                "%s: wgconfig and wg-quick disagree on whether a peer is disabled; using wg-quick's view",
+                path,
+            )
+
+
+def parse_conf(text: str, path: str) -> Interface:
+    """Parse one wg-quick conf file's text into an Interface named after the file.
+
+    Pure (no I/O). Raises ConfParseError naming ``path:line Field`` for anything
+    wg-quick or wg would refuse; never returns a half-parsed interface.
+    """
+    name = Path(path).name.removesuffix(".conf")
+    if text.startswith("\ufeff"):
+        raise ConfParseError(path, 1, "encoding", "starts with a byte order mark, which wg-quick cannot read")
+    builder = _Builder(path)
+    for i, raw in enumerate(_split_lines(text)):
+        builder.add(_classify(i + 1, raw), raw)
+    builder.finish()
+    iface = _build_interface(name, path, text, builder.blocks, builder.preamble)
+    first_line: dict[str, int] = {}
+    for block in builder.blocks:
+        if block.kind != "peer":
+            continue
+        peer = _build_peer(path, block)
+        if peer.public_key in first_line:
+            raise ConfParseError(
+                path,
+                block.header_no,
+                "PublicKey",
+                f"duplicate PublicKey: same peer as the [Peer] at line {first_line[peer.public_key]}",
+            )
+        first_line[peer.public_key] = block.header_no
+        iface.peers[peer.public_key] = peer
+    _wgconfig_check(text, path, iface.peers)
+    return iface
+
+
+def _read_text(path: str) -> str:
+    """Read a conf file as UTF-8 without blocking on a FIFO or swallowing a huge file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfParseError(path, None, "file", f"cannot open: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfParseError(path, None, "file", "not a regular file")
+        if st.st_size > MAX_CONF_BYTES:
+            raise ConfParseError(path, None, "file", f"larger than {MAX_CONF_BYTES} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONF_BYTES + 1)
+    except OSError as exc:
+        raise ConfParseError(path, None, "file", f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = data[: exc.start].count(b"\n") + 1
+        raise ConfParseError(path, lineno, "encoding", "not valid UTF-8") from None
+
+
+def _conf_names(directory: str) -> list[str]:
+    """The ``*.conf`` names in the directory, sorted; other names are not ours."""
+    with os.scandir(directory) as it:
+        return sorted(e.name for e in it if e.name.endswith(".conf"))
+
+
+def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceResult:
+    """Read every wg-quick conf in ``cfg.directory`` into one SourceResult (source=CONF).
+
+    A missing directory means "no conf files here" (available=False). A bad file gives
+    one interface-scoped SourceError and its interface is left out entirely; the other
+    files still count. ``want(ifname)`` False skips an interface without reading it.
+    """
+    result = SourceResult(source=Source.CONF)
+    if not cfg.enabled:
+        result.available = False
+        return result
+    try:
+        names = _conf_names(cfg.directory)
+    except FileNotFoundError:
+        result.available = False
+        return result
+    except OSError as exc:
+        result.errors.append(SourceError(Source.CONF, cfg.directory, f"cannot list: {exc.strerror}"))
+        return result
+    for fname in names:
+        if not CONF_NAME_RE.match(fname):
+            log.debug("%s: skipped, %r is not a wg-quick interface file name", cfg.directory, fname)
+            continue
+        ifname = fname.removesuffix(".conf")
+        if want is not None and not want(ifname):
+            continue
+        path = os.path.join(cfg.directory, fname)
+        try:
+            iface = parse_conf(_read_text(path), path)
+        except ConfParseError as exc:
+            if exc.lineno is None and not os.path.lexists(path):
+                log.debug("%s: vanished while reading the directory", path)
+                continue
+            result.errors.append(SourceError(Source.CONF, exc.where, exc.message, interface=ifname))
+            continue
+        result.interfaces[ifname] = iface
+    return result
