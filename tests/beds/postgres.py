@@ -214,3 +214,75 @@ def db_config(pg_cluster: PgCluster) -> object:
     from wgsyncd.config import DatabaseConfig
 
     return DatabaseConfig(dsn=pg_cluster.create_database(), connect_timeout=5.0, statement_timeout=20.0)
+
+
+def fake_key(*parts: object) -> str:
+    """A deterministic, valid-looking base64 WireGuard key from ``parts`` (same parts, same key)."""
+    import base64
+    import hashlib
+
+    raw = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return base64.b64encode(raw).decode()
+
+
+def synthetic_state(
+    host_id: str = "host-a",
+    *,
+    interfaces: int = 2,
+    peers: int = 250,
+    collected_at: object = None,
+    counters: int | None = 1000,
+) -> object:
+    """A merged HostState with keys, preshared keys and conf text, for store tests and benchmarks.
+
+    Same arguments give an equal state (keys are derived from host, interface and
+    index), so a test can build "the same state again" and change one thing.
+    """
+    from datetime import UTC, datetime
+
+    from wgsyncd.state import HostState, Interface, Peer, Secret, Source
+
+    when = collected_at or datetime.now(UTC)
+    state = HostState(host_id=host_id, hostname=f"{host_id}.example", collected_at=when)  # type: ignore[arg-type]
+    state.sources = {Source.KERNEL: True, Source.CONF: True}
+    for i in range(interfaces):
+        name = f"wg{i}"
+        priv = fake_key(host_id, name, "private")
+        iface = Interface(
+            name=name,
+            private_key=Secret(priv),
+            public_key=fake_key(host_id, name, "public"),
+            listen_port=51820 + i,
+            fwmark=0,
+            addresses=(f"198.51.100.{i + 1}/24",),
+            dns=("192.0.2.53",),
+            mtu=1420,
+            post_up=(f"iptables -A FORWARD -i {name} -j ACCEPT",),
+            save_config=False,
+            conf_path=f"/etc/wireguard/{name}.conf",
+            conf_text=Secret(f"[Interface]\nPrivateKey = {priv}\n"),
+            comments=(f"# {host_id} {name}",),
+            implementation="userspace",
+            provenance={"listen_port": Source.KERNEL, "addresses": Source.CONF},
+            seen_by=(Source.KERNEL, Source.CONF),
+        )
+        for j in range(peers):
+            pub = fake_key(host_id, name, "peer", j)
+            iface.peers[pub] = Peer(
+                public_key=pub,
+                preshared_key=Secret(fake_key(host_id, name, "psk", j)),
+                allowed_ips=(f"10.{i}.{j // 250}.{j % 250 + 1}/32",),
+                endpoint=f"203.0.113.{j % 250 + 1}:{40000 + j}" if j % 2 else None,
+                persistent_keepalive=25 if j % 3 == 0 else 0,
+                name=f"{host_id}-{name}-peer{j}",
+                comments=(f"# {host_id} peer {j}",),
+                disabled=False,
+                private_key=Secret(fake_key(host_id, name, "peerpriv", j)) if j % 5 == 0 else None,
+                rx_bytes=None if counters is None else counters + j,
+                tx_bytes=None if counters is None else 2 * counters + j,
+                latest_handshake=None,
+                provenance={"allowed_ips": Source.CONF, "endpoint": Source.KERNEL},
+                seen_by=(Source.KERNEL, Source.CONF),
+            )
+        state.interfaces[name] = iface
+    return state

@@ -1,0 +1,44 @@
+"""The PostgreSQL store: the only place in wgsyncd that speaks SQL.
+
+Other rooms call exactly these names: ``connect``, ``migrate``, ``write_cycle``,
+``record_failure``, ``status``, ``load_interfaces``, ``load_peers`` (and the row
+and report dataclasses). Every failure is a ``StoreError`` with one line naming
+the database and the operation, never a password or key.
+"""
+
+from wgsyncd.store.db import StoreError, connect, describe_conninfo
+from wgsyncd.store.migrate import migrate
+from wgsyncd.store.rows import (
+    InterfaceRow,
+    PeerRow,
+    PeerStatsRow,
+    ServerKeyRow,
+    StatusRow,
+    load_interfaces,
+    load_peer_stats,
+    load_peers,
+    load_server_keys,
+    status,
+)
+from wgsyncd.store.writer import TableCounts, WriteReport, record_failure, write_cycle
+
+__all__ = [
+    "InterfaceRow",
+    "PeerRow",
+    "PeerStatsRow",
+    "ServerKeyRow",
+    "StatusRow",
+    "StoreError",
+    "TableCounts",
+    "WriteReport",
+    "connect",
+    "describe_conninfo",
+    "load_interfaces",
+    "load_peer_stats",
+    "load_peers",
+    "load_server_keys",
+    "migrate",
+    "record_failure",
+    "status",
+    "write_cycle",
+]

@@ -1,0 +1,146 @@
+"""Connections and errors: the one place that turns psycopg failures into StoreError.
+
+Every message names the database (host or socket, port, dbname) and the operation,
+never the password: callers log these messages and show them in `wgsyncd status`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from wgsyncd.config import DatabaseConfig
+
+# keepalives: a dead DB host (or a NAT that dropped us) is noticed in about a minute
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+_LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq treats 1 as 2; be explicit
+
+
+class StoreError(Exception):
+    """A database operation failed; one line naming the DB and the operation, never a secret."""
+
+
+def describe_conninfo(dsn: str | None) -> str:
+    """``host=... port=... dbname=...`` from a DSN, without user secrets, for messages."""
+    if not dsn:
+        return "database (no dsn)"
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "database (unparsable dsn)"
+    return _describe(params.get("host") or params.get("hostaddr"), params.get("port"), params.get("dbname"))
+
+
+def _describe(host: Any, port: Any, dbname: Any) -> str:
+    """The common format of a DB target: ``db host:port/dbname`` (socket dirs are paths)."""
+    target = f"{host or 'localhost'}"
+    if port:
+        target += f":{port}"
+    return f"database {target}/{dbname or '?'}"
+
+
+def describe_connection(conn: psycopg.Connection[Any]) -> str:
+    """The target of an open (or broken) connection, for messages."""
+    try:
+        info = conn.info
+        return _describe(info.host, info.port, info.dbname)
+    except Exception:  # a finished pgconn cannot answer; the message still needs a target
+        return "database (connection lost)"
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """First line of ``text`` with every given secret replaced, so a message can be logged."""
+    line = (text.strip().splitlines() or [""])[0]
+    for s in secrets:
+        if s:
+            line = line.replace(s, "<redacted>")
+    return line
+
+
+def store_error(target: str, operation: str, exc: BaseException, *secrets: str | None) -> StoreError:
+    """Build the one-line StoreError for ``operation`` on ``target`` from a driver error."""
+    kind = type(exc).__name__
+    return StoreError(f"{target}: {operation} failed: {kind}: {redact(str(exc), *secrets) or 'no detail'}")
+
+
+def _session_options(cfg: DatabaseConfig, existing: str | None) -> str:
+    """``-c`` settings applied at connection start, so no statement runs without the limits.
+
+    lock_timeout is half the statement timeout: waiting on a lock (another agent with
+    the same host_id, a DBA's ALTER TABLE) fails with a clear error before the
+    statement would. UTC keeps timestamps identical whatever the server's zone.
+    """
+    stmt_ms = max(1, int(cfg.statement_timeout * 1000))
+    lock_ms = max(1, stmt_ms // 2)
+    idle_ms = max(60_000, stmt_ms * 3)
+    opts = [
+        f"-c statement_timeout={stmt_ms}",
+        f"-c lock_timeout={lock_ms}",
+        f"-c idle_in_transaction_session_timeout={idle_ms}",
+        "-c TimeZone=UTC",
+    ]
+    return " ".join([existing, *opts] if existing else opts)
+
+
+def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.Connection[Any]:
+    """Open a session with timeouts and keepalives; autocommit off.
+
+    The password travels as its own parameter (never inside a string we might log);
+    any failure becomes a StoreError naming host/socket and dbname only.
+    """
+    target = describe_conninfo(cfg.dsn)
+    if not cfg.dsn:
+        raise StoreError("database.dsn: not set; cannot connect")
+    password = cfg.password.reveal() if cfg.password else None
+    try:
+        params = conninfo_to_dict(cfg.dsn)
+    except psycopg.Error as exc:
+        raise StoreError(f"database.dsn: not a valid libpq conninfo or URI ({type(exc).__name__})") from None
+    dsn_password = params.get("password")
+    params["options"] = _session_options(cfg, params.get("options"))
+    params["connect_timeout"] = max(_LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(cfg.connect_timeout))
+    params["application_name"] = application_name
+    for key, value in _KEEPALIVES.items():
+        params.setdefault(key, value)
+    if password is not None:
+        params["password"] = password
+    try:
+        conn = psycopg.connect(make_conninfo(**params), autocommit=False)
+    except psycopg.Error as exc:
+        raise store_error(target, "connect", exc, password, dsn_password) from None
+    return conn
+
+
+@contextmanager
+def guarded(conn: psycopg.Connection[Any], operation: str) -> Iterator[None]:
+    """Run ``operation`` so a driver error rolls back and surfaces as a one-line StoreError."""
+    if conn.info.transaction_status == pq.TransactionStatus.INERROR:
+        conn.rollback()
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE and not conn.closed:
+        raise StoreError(
+            f"{describe_connection(conn)}: {operation}: the connection has an open transaction; "
+            "commit or roll it back first"
+        )
+    try:
+        yield
+    except psycopg.Error as exc:
+        target = describe_connection(conn)
+        try:
+            if not conn.closed:
+                conn.rollback()
+        except psycopg.Error:
+            pass
+        raise store_error(target, operation, exc) from None
+
+
+def advisory_key(namespace: str, value: str) -> int:
+    """A stable signed 64-bit advisory lock key, identical on every host and Python version."""
+    digest = hashlib.sha256(f"wgsyncd:{namespace}:{value}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -1,0 +1,612 @@
+"""The diffing writer: one HostState -> one transaction that writes only what changed.
+
+Why this shape: thousands of hosts sync every minute into one database, and almost
+every cycle changes nothing. So the writer loads the host's current rows (one query
+per table), compares in memory, and writes only changed rows in bulk (COPY into a
+temp table, then one INSERT .. ON CONFLICT). Runtime counters go to peer_stats and
+peer_traffic only, so a busy peer never bumps its config row's version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from wgsyncd.state import HostState, Interface, Peer, Secret, key_fingerprint, public_key_from_private
+from wgsyncd.store.db import StoreError, advisory_key, guarded
+from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
+
+# below this many rows an executemany (pipelined) beats CREATE TEMP + COPY + INSERT
+_SMALL_BATCH = 64
+_MAX_MESSAGE = 4000
+
+
+@dataclass
+class TableCounts:
+    """Rows of one table this cycle: new, changed, and marked removed/retired."""
+
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+
+    @property
+    def written(self) -> int:
+        """Every row this cycle wrote to the table."""
+        return self.inserted + self.updated + self.removed
+
+
+@dataclass
+class WriteReport:
+    """What one write_cycle did, for logs, `wgsyncd once --json` and benchmarks."""
+
+    host_id: str
+    sync_id: uuid.UUID
+    status: str  # ok | partial
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+    total_config_rows_written: int = 0  # interfaces + peers + server_keys
+    stats_rows_written: int = 0
+    traffic_rows_written: int = 0
+    round_trips: int = 0
+    duration_s: float = 0.0
+
+
+class _Tx:
+    """A cursor that counts round trips, so tests and benchmarks can see the batching work."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+        self.round_trips = 0
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        """One statement, one round trip."""
+        self.round_trips += 1
+        return self.cur.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """psycopg pipelines executemany (libpq >= 14): counted as one round trip."""
+        self.round_trips += 1
+        self.cur.executemany(sql, rows)
+
+    def copy_rows(self, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Stream rows with COPY FROM STDIN: one round trip whatever the row count."""
+        self.round_trips += 1
+        with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+# ---------------------------------------------------------------- desired rows
+
+
+def _arr(value: tuple[str, ...] | None) -> list[str] | None:
+    """Tuples become lists so they compare equal to what psycopg returns for text[]."""
+    return None if value is None else list(value)
+
+
+def _secret_pair(secret: Secret | None) -> tuple[bool | None, str | None]:
+    """(is there one, its fingerprint); the value itself never leaves this function."""
+    if secret is None:
+        return None, None
+    return (True, secret.fingerprint()) if secret else (False, None)
+
+
+def _provenance(prov: dict[str, Any]) -> dict[str, str]:
+    """Field -> source name, as stored in jsonb."""
+    return {str(k): str(v) for k, v in sorted(prov.items())}
+
+
+def _interface_public_key(iface: Interface) -> str | None:
+    """The interface's public key; derived when only the private key is known."""
+    if iface.public_key:
+        return iface.public_key
+    if iface.private_key:
+        return public_key_from_private(iface.private_key)
+    return None
+
+
+def interface_values(iface: Interface) -> tuple[Any, ...]:
+    """The INTERFACE_FIELDS of ``iface`` as stored; None where no source knew."""
+    conf_sha = hashlib.sha256(iface.conf_text.reveal().encode()).hexdigest() if iface.conf_text else None
+    values = {
+        "public_key": _interface_public_key(iface),
+        "listen_port": iface.listen_port,
+        "fwmark": iface.fwmark,
+        "addresses": _arr(iface.addresses),
+        "dns": _arr(iface.dns),
+        "mtu": iface.mtu,
+        "table_name": iface.table,
+        "pre_up": _arr(iface.pre_up),
+        "post_up": _arr(iface.post_up),
+        "pre_down": _arr(iface.pre_down),
+        "post_down": _arr(iface.post_down),
+        "save_config": iface.save_config,
+        "conf_path": iface.conf_path,
+        "conf_sha256": conf_sha,
+        "implementation": iface.implementation,
+        "comments": _arr(iface.comments),
+        "sources": sorted({str(s) for s in iface.seen_by}),
+        "provenance": _provenance(iface.provenance),
+    }
+    return tuple(values[f] for f in INTERFACE_FIELDS)
+
+
+def peer_values(peer: Peer) -> tuple[Any, ...]:
+    """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters."""
+    has_psk, psk_fp = _secret_pair(peer.preshared_key)
+    has_priv, priv_fp = _secret_pair(peer.private_key)
+    values = {
+        "name": peer.name,
+        "comments": _arr(peer.comments),
+        "allowed_ips": _arr(peer.allowed_ips),
+        "endpoint": peer.endpoint,
+        "persistent_keepalive": peer.persistent_keepalive,
+        "disabled": peer.disabled,
+        "has_preshared_key": has_psk,
+        "preshared_key_fp": psk_fp,
+        "has_private_key": has_priv,
+        "private_key_fp": priv_fp,
+        "sources": sorted({str(s) for s in peer.seen_by}),
+        "provenance": _provenance(peer.provenance),
+    }
+    return tuple(values[f] for f in PEER_FIELDS)
+
+
+# pairs that must be taken together from one side when merging known values
+_PAIRS = {("has_preshared_key", "preshared_key_fp"), ("has_private_key", "private_key_fp")}
+
+
+def keep_known(fields: Sequence[str], old: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
+    """For an incomplete interface: new values where known, the stored value where None.
+
+    sources and provenance accumulate instead of shrinking: a source that failed this
+    cycle is not evidence that it stopped seeing the thing.
+    """
+    out = [n if n is not None else o for o, n in zip(old, new, strict=True)]
+    idx = {f: i for i, f in enumerate(fields)}
+    for flag, fp in _PAIRS:
+        if flag in idx and new[idx[flag]] is not None:
+            out[idx[fp]] = new[idx[fp]]
+    if "sources" in idx:
+        i = idx["sources"]
+        out[i] = sorted(set(old[i] or ()) | set(new[i] or ()))
+    if "provenance" in idx:
+        i = idx["provenance"]
+        out[i] = {**(old[i] or {}), **(new[i] or {})}
+    return tuple(out)
+
+
+def row_hash(key: Sequence[Any], values: Sequence[Any]) -> str:
+    """A stable hash of a row's config, stored so other readers can compare cheaply."""
+    blob = json.dumps([list(key), list(values)], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- bulk write
+
+
+def _upsert(
+    tx: _Tx,
+    table: str,
+    cols: Sequence[str],
+    key: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    set_clause: str | None = None,
+) -> None:
+    """Insert-or-update ``rows`` (key columns first) in primary key order, in bulk.
+
+    Sorting by key gives every writer the same lock order; ``set_clause`` defaults
+    to "every non-key column except created_at/first_seen from EXCLUDED".
+    """
+    if not rows:
+        return
+    rows.sort(key=lambda r: r[: len(key)])
+    collist = ", ".join(cols)
+    if set_clause is None:
+        keep = set(key) | {"created_at", "first_seen"}
+        set_clause = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keep)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {set_clause}"
+    if len(rows) <= _SMALL_BATCH:
+        ph = ", ".join(["%s"] * len(cols))
+        tx.executemany(f"INSERT INTO {table} ({collist}) VALUES ({ph}) {conflict}", rows)
+        return
+    tmp = f"_wgsyncd_{table}"
+    tx.execute(f"CREATE TEMP TABLE {tmp} (LIKE {table}) ON COMMIT DROP")
+    tx.copy_rows(tmp, cols, rows)
+    tx.execute(
+        f"INSERT INTO {table} ({collist}) SELECT {collist} FROM {tmp} ORDER BY {', '.join(key)} {conflict}"
+    )
+    tx.execute(f"DROP TABLE {tmp}")
+
+
+def _jsonify(fields: Sequence[str], values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Wrap the jsonb columns so psycopg sends them as jsonb (executemany and COPY alike)."""
+    return tuple(Jsonb(v) if f == "provenance" else v for f, v in zip(fields, values, strict=True))
+
+
+# ---------------------------------------------------------------- the cycle
+
+
+@dataclass
+class _Plan:
+    """Rows to write, built in memory from the diff."""
+
+    interfaces: list[tuple[Any, ...]] = field(default_factory=list)
+    peers: list[tuple[Any, ...]] = field(default_factory=list)
+    server_keys: list[tuple[Any, ...]] = field(default_factory=list)
+    stats: list[tuple[Any, ...]] = field(default_factory=list)
+    traffic: list[tuple[Any, ...]] = field(default_factory=list)
+    counts: dict[str, TableCounts] = field(
+        default_factory=lambda: {t: TableCounts() for t in ("hosts", "interfaces", "peers", "server_keys")}
+    )
+
+
+_META = ("row_hash", "version", "created_at", "updated_at", "removed_at")
+_ICOLS = ("host_id", "name", *INTERFACE_FIELDS, *_META)
+_PCOLS = ("host_id", "interface", "public_key", *PEER_FIELDS, *_META)
+_KCOLS = ("host_id", "interface", "public_key", "fingerprint", "first_seen", "last_seen", "retired_at")
+_SCOLS = (
+    "host_id",
+    "interface",
+    "public_key",
+    "latest_handshake",
+    "rx_bytes",
+    "tx_bytes",
+    "rx_total",
+    "tx_total",
+    "observed_at",
+)
+_TCOLS = ("host_id", "interface", "public_key", "observed_at", "rx_delta", "tx_delta")
+
+
+def _load(tx: _Tx, host_id: str) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
+    """The host's current rows, one query per table, keyed by primary key (minus host_id)."""
+    ifaces = {
+        r[0]: (tuple(r[1:-3]), r[-3], r[-2], r[-1])
+        for r in tx.execute(
+            f"SELECT name, {', '.join(INTERFACE_FIELDS)}, version, created_at, removed_at "
+            "FROM interfaces WHERE host_id = %s",
+            (host_id,),
+        ).fetchall()
+    }
+    peers = {
+        (r[0], r[1]): (tuple(r[2:-3]), r[-3], r[-2], r[-1])
+        for r in tx.execute(
+            f"SELECT interface, public_key, {', '.join(PEER_FIELDS)}, version, created_at, removed_at "
+            "FROM peers WHERE host_id = %s",
+            (host_id,),
+        ).fetchall()
+    }
+    keys = {
+        (r[0], r[1]): (r[2], r[3])
+        for r in tx.execute(
+            "SELECT interface, public_key, first_seen, retired_at FROM server_keys WHERE host_id = %s",
+            (host_id,),
+        ).fetchall()
+    }
+    stats = {
+        (r[0], r[1]): (r[2], r[3], r[4], int(r[5]), int(r[6]))
+        for r in tx.execute(
+            "SELECT interface, public_key, latest_handshake, rx_bytes, tx_bytes, rx_total, tx_total "
+            "FROM peer_stats WHERE host_id = %s",
+            (host_id,),
+        ).fetchall()
+    }
+    return ifaces, peers, keys, stats
+
+
+def _plan_config(
+    plan: _Plan,
+    state: HostState,
+    now: datetime,
+    table: str,
+    fields: Sequence[str],
+    current: dict[Any, Any],
+    desired: dict[Any, tuple[tuple[Any, ...], bool]],
+    removable: set[Any],
+) -> None:
+    """Diff one config table: ``desired`` maps key -> (values, incomplete).
+
+    Keys in ``current`` but not in ``desired`` are marked removed when they are in
+    ``removable`` (their interface was read completely). Unchanged rows are skipped.
+    """
+    out = plan.interfaces if table == "interfaces" else plan.peers
+    counts = plan.counts[table]
+    key_len = 1 if table == "interfaces" else 2
+    for key, (values, incomplete) in desired.items():
+        old = current.get(key)
+        if old is None:
+            row_values, version, created = values, 1, now
+            counts.inserted += 1
+        else:
+            old_values, old_version, created, removed_at = old
+            row_values = keep_known(fields, old_values, values) if incomplete else values
+            if row_values == old_values and removed_at is None:
+                continue
+            version = old_version + 1
+            counts.updated += 1
+        pk = (key,) if key_len == 1 else key
+        out.append(
+            (
+                state.host_id,
+                *pk,
+                *_jsonify(fields, row_values),
+                row_hash(pk, row_values),
+                version,
+                created,
+                now,
+                None,
+            )
+        )
+    for key, (old_values, old_version, created, removed_at) in current.items():
+        if key in desired or removed_at is not None or key not in removable:
+            continue
+        pk = (key,) if key_len == 1 else key
+        counts.removed += 1
+        out.append(
+            (
+                state.host_id,
+                *pk,
+                *_jsonify(fields, old_values),
+                row_hash(pk, old_values),
+                old_version + 1,
+                created,
+                now,
+                now,
+            )
+        )
+
+
+def _plan_server_keys(
+    plan: _Plan,
+    state: HostState,
+    now: datetime,
+    prev_seen: datetime | None,
+    keys: dict[tuple[str, str], tuple[datetime, datetime | None]],
+    current_key: dict[str, str | None],
+    gone: set[str],
+) -> None:
+    """Record each interface's current public key; retire the ones replaced or gone.
+
+    A key replaced or gone gets last_seen = the previous sync (the last time it was
+    still current). An unknown key (None) retires nothing: unknown is not "changed".
+    """
+    counts = plan.counts["server_keys"]
+    for (ifname, pk), (first_seen, retired_at) in sorted(keys.items()):
+        new = current_key.get(ifname)
+        if retired_at is None and (ifname in gone or (new is not None and new != pk)):
+            counts.removed += 1
+            plan.server_keys.append(
+                (state.host_id, ifname, pk, key_fingerprint(pk), first_seen, prev_seen or now, now)
+            )
+    for ifname, pk in sorted((i, k) for i, k in current_key.items() if k is not None):
+        old = keys.get((ifname, pk))
+        if old is None:
+            counts.inserted += 1
+            plan.server_keys.append((state.host_id, ifname, pk, key_fingerprint(pk), now, now, None))
+        elif old[1] is not None:
+            counts.updated += 1
+            plan.server_keys.append((state.host_id, ifname, pk, key_fingerprint(pk), old[0], now, None))
+
+
+def counter_delta(new: int, last: int, reset: bool) -> int:
+    """Bytes since the last reading; after a reset (interface restart) the counter restarted at 0."""
+    return new if reset or new < last else new - last
+
+
+def _plan_stats(
+    plan: _Plan,
+    state: HostState,
+    stats: dict[tuple[str, str], tuple[datetime | None, int, int, int, int]],
+) -> None:
+    """New counters -> peer_stats (only when changed) and non-zero deltas -> peer_traffic.
+
+    A reset is when either counter went down: both restarted with the interface, so
+    both deltas are the new values (a counter that grew past its old value since the
+    restart would otherwise be undercounted).
+    """
+    at = state.collected_at
+    for ifname, iface in state.interfaces.items():
+        for peer in iface.peers.values():
+            if peer.rx_bytes is None and peer.tx_bytes is None and peer.latest_handshake is None:
+                continue
+            key = (ifname, peer.public_key)
+            old = stats.get(key)
+            o_hs, o_rx, o_tx, o_rxt, o_txt = old if old else (None, 0, 0, 0, 0)
+            counters_known = peer.rx_bytes is not None or peer.tx_bytes is not None
+            rx = peer.rx_bytes if peer.rx_bytes is not None else o_rx
+            tx = peer.tx_bytes if peer.tx_bytes is not None else o_tx
+            hs = peer.latest_handshake if counters_known or peer.latest_handshake is not None else o_hs
+            if old is not None and (hs, rx, tx) == (o_hs, o_rx, o_tx):
+                continue
+            reset = old is not None and (rx < o_rx or tx < o_tx)
+            d_rx = counter_delta(rx, o_rx, reset)
+            d_tx = counter_delta(tx, o_tx, reset)
+            plan.stats.append(
+                (state.host_id, ifname, peer.public_key, hs, rx, tx, o_rxt + d_rx, o_txt + d_tx, at)
+            )
+            if d_rx or d_tx:
+                plan.traffic.append((state.host_id, ifname, peer.public_key, at, d_rx, d_tx))
+
+
+def _drift_json(state: HostState) -> list[dict[str, Any]]:
+    """The drift list as jsonb: values are text and never secrets (see state.Drift)."""
+    return [
+        {
+            "interface": d.interface,
+            "peer": d.peer,
+            "field": d.field,
+            "kind": str(d.kind),
+            "values": [[str(s), str(v)] for s, v in d.values],
+        }
+        for d in state.drift
+    ]
+
+
+def _plan(
+    state: HostState,
+    now: datetime,
+    prev_seen: datetime | None,
+    loaded: tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]],
+) -> _Plan:
+    """Everything to write this cycle, from the state and the loaded rows."""
+    cur_ifaces, cur_peers, cur_keys, cur_stats = loaded
+    plan = _Plan()
+    gone = {n for n in cur_ifaces if n not in state.interfaces and not state.incomplete(n)}
+    want_ifaces = {n: (interface_values(i), state.incomplete(n)) for n, i in state.interfaces.items()}
+    _plan_config(plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, gone)
+    want_peers: dict[tuple[str, str], tuple[tuple[Any, ...], bool]] = {}
+    for ifname, iface in state.interfaces.items():
+        incomplete = state.incomplete(ifname)
+        for peer in iface.peers.values():
+            want_peers[(ifname, peer.public_key)] = (peer_values(peer), incomplete)
+    removable_ifaces = gone | {n for n in state.interfaces if not state.incomplete(n)}
+    removable = {k for k in cur_peers if k[0] in removable_ifaces}
+    _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable)
+    current_key = {n: want_ifaces[n][0][INTERFACE_FIELDS.index("public_key")] for n in state.interfaces}
+    _plan_server_keys(plan, state, now, prev_seen, cur_keys, current_key, gone)
+    _plan_stats(plan, state, cur_stats)
+    return plan
+
+
+def _write(tx: _Tx, plan: _Plan) -> None:
+    """Write the plan, parents before children (interfaces before peers, for the foreign key)."""
+    _upsert(tx, "interfaces", _ICOLS, ("host_id", "name"), plan.interfaces)
+    _upsert(tx, "peers", _PCOLS, ("host_id", "interface", "public_key"), plan.peers)
+    _upsert(tx, "server_keys", _KCOLS, ("host_id", "interface", "public_key"), plan.server_keys)
+    _upsert(tx, "peer_stats", _SCOLS, ("host_id", "interface", "public_key"), plan.stats)
+    _upsert(
+        tx,
+        "peer_traffic",
+        _TCOLS,
+        ("host_id", "interface", "public_key", "observed_at"),
+        plan.traffic,
+        set_clause="rx_delta = peer_traffic.rx_delta + EXCLUDED.rx_delta, "
+        "tx_delta = peer_traffic.tx_delta + EXCLUDED.tx_delta",
+    )
+
+
+_HOST_UPSERT = """
+WITH prev AS (SELECT last_seen FROM hosts WHERE host_id = %(host_id)s)
+INSERT INTO hosts (host_id, hostname, first_seen, last_seen, agent_version, last_sync_id)
+VALUES (%(host_id)s, %(hostname)s, now(), now(), %(agent_version)s, %(sync_id)s)
+ON CONFLICT (host_id) DO UPDATE SET hostname = EXCLUDED.hostname, last_seen = EXCLUDED.last_seen,
+    agent_version = EXCLUDED.agent_version, last_sync_id = EXCLUDED.last_sync_id
+RETURNING (SELECT last_seen FROM prev)
+"""
+
+_STATUS_INSERT = """
+INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, errors, message,
+    drift_count, drift, interfaces, peers, config_rows_written, duration_ms, agent_version)
+VALUES (%(host_id)s, %(sync_id)s, %(started_at)s, clock_timestamp(), %(status)s, %(errors)s, %(message)s,
+    %(drift_count)s, %(drift)s, %(interfaces)s, %(peers)s, %(written)s,
+    GREATEST(0, (extract(epoch FROM clock_timestamp() - %(started_at)s::timestamptz) * 1000))::int,
+    %(agent_version)s)
+"""
+
+
+def write_cycle(
+    conn: psycopg.Connection[Any],
+    state: HostState,
+    *,
+    sync_id: uuid.UUID,
+    started_at: datetime,
+    agent_version: str,
+) -> WriteReport:
+    """Write one host's state in ONE transaction under the host's advisory lock.
+
+    A reader sees the previous snapshot or this one, never a mix; two agents with
+    the same host_id queue instead of interleaving. Raises StoreError (rolled back).
+    """
+    t0 = time.monotonic()
+    report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
+    with guarded(conn, f"write_cycle for host {state.host_id}"), conn.transaction(), conn.cursor() as cur:
+        tx = _Tx(cur)
+        row = tx.execute(
+            "SELECT pg_advisory_xact_lock(%s), now()", (advisory_key("host", state.host_id),)
+        ).fetchone()
+        assert row is not None
+        now = row[1]
+        host_row = tx.execute(
+            _HOST_UPSERT,
+            {
+                "host_id": state.host_id,
+                "hostname": state.hostname,
+                "agent_version": agent_version,
+                "sync_id": sync_id,
+            },
+        ).fetchone()
+        prev_seen = host_row[0] if host_row else None
+        plan = _plan(state, now, prev_seen, _load(tx, state.host_id))
+        first = prev_seen is None
+        plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
+        _write(tx, plan)
+        report.tables = plan.counts
+        report.total_config_rows_written = sum(
+            plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
+        )
+        report.stats_rows_written = len(plan.stats)
+        report.traffic_rows_written = len(plan.traffic)
+        tx.execute(
+            _STATUS_INSERT,
+            {
+                "host_id": state.host_id,
+                "sync_id": sync_id,
+                "started_at": started_at,
+                "status": report.status,
+                "errors": [str(e) for e in state.errors],
+                "message": None,
+                "drift_count": len(state.drift),
+                "drift": Jsonb(_drift_json(state)),
+                "interfaces": len(state.interfaces),
+                "peers": sum(len(i.peers) for i in state.interfaces.values()),
+                "written": report.total_config_rows_written,
+                "agent_version": agent_version,
+            },
+        )
+        report.round_trips = tx.round_trips + 1  # + COMMIT
+    report.duration_s = time.monotonic() - t0
+    return report
+
+
+def record_failure(
+    conn: psycopg.Connection[Any],
+    host_id: str,
+    sync_id: uuid.UUID,
+    started_at: datetime,
+    message: str,
+    agent_version: str,
+) -> None:
+    """Record a cycle that died after connecting, in its own transaction.
+
+    The caller passes a message already free of secrets (a StoreError or SourceError
+    text); it is cut to one bounded field so a huge traceback cannot bloat the table.
+    """
+    if not isinstance(message, str):
+        raise StoreError("record_failure: message must be text")
+    with guarded(conn, f"record_failure for host {host_id}"), conn.transaction():
+        conn.execute(
+            _STATUS_INSERT,
+            {
+                "host_id": host_id,
+                "sync_id": sync_id,
+                "started_at": started_at,
+                "status": "failed",
+                "errors": [],
+                "message": message[:_MAX_MESSAGE],
+                "drift_count": 0,
+                "drift": Jsonb([]),
+                "interfaces": 0,
+                "peers": 0,
+                "written": 0,
+                "agent_version": agent_version,
+            },
+        )
