@@ -143,10 +143,17 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 
 
 def _default_connect(cfg: config_mod.Config) -> Any:
-    """Open the store's connection (migrations are applied by `wgsyncd db migrate`, not here)."""
+    """Open the store's connection; apply pending migrations first, as `wgsyncd sync` does."""
     from wgsyncd import store
 
-    return store.connect(cfg.database)
+    conn = store.connect(cfg.database)
+    try:
+        if cfg.database.auto_migrate:
+            store.migrate(conn)
+    except BaseException:
+        _close_quietly(conn)
+        raise
+    return conn
 
 
 def _default_sync(cfg: config_mod.Config, conn: Any) -> Report:

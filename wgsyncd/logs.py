@@ -262,6 +262,7 @@ class JournalHandler(logging.Handler):
         fd = os.memfd_create("wgsyncd-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.write(fd, payload)
+            os.lseek(fd, 0, os.SEEK_SET)  # the receiver shares this file offset
             seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
