@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -203,16 +203,20 @@ def _upsert(
 ) -> None:
     """Insert-or-update ``rows`` (key columns first) in primary key order, in bulk.
 
-    Sorting by key gives every writer the same lock order; ``set_clause`` defaults
-    to "every non-key column except created_at/first_seen from EXCLUDED".
+    Sorting by key gives every writer the same lock order. ``set_clause`` defaults to
+    "every non-key column from EXCLUDED, except created_at/first_seen; version + 1",
+    so the version bump happens in SQL and the writer need not load old versions.
     """
     if not rows:
         return
     rows.sort(key=lambda r: r[: len(key)])
     collist = ", ".join(cols)
     if set_clause is None:
-        keep = set(key) | {"created_at", "first_seen"}
-        set_clause = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c not in keep)
+        keep = set(key) | {"created_at", "first_seen", "version"}
+        sets = [f"{c} = EXCLUDED.{c}" for c in cols if c not in keep]
+        if "version" in cols:
+            sets.append(f"version = {table}.version + 1")
+        set_clause = ", ".join(sets)
     conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {set_clause}"
     if len(rows) <= _SMALL_BATCH:
         ph = ", ".join(["%s"] * len(cols))
@@ -227,6 +231,24 @@ def _upsert(
     tx.execute(f"DROP TABLE {tmp}")
 
 
+def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]) -> None:
+    """Set removed_at (and bump version) on rows that disappeared; never DELETE config."""
+    if not keys:
+        return
+    keys.sort()
+    if table == "interfaces":
+        where = "name = ANY(%s::text[])"
+        params: list[Any] = [host_id, [k[0] for k in keys]]
+    else:
+        where = "(interface, public_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        params = [host_id, [k[0] for k in keys], [k[1] for k in keys]]
+    tx.execute(
+        f"UPDATE {table} SET removed_at = now(), updated_at = now(), version = version + 1 "
+        f"WHERE host_id = %s AND removed_at IS NULL AND {where}",
+        params,
+    )
+
+
 def _jsonify(fields: Sequence[str], values: tuple[Any, ...]) -> tuple[Any, ...]:
     """Wrap the jsonb columns so psycopg sends them as jsonb (executemany and COPY alike)."""
     return tuple(Jsonb(v) if f == "provenance" else v for f, v in zip(fields, values, strict=True))
@@ -236,11 +258,21 @@ def _jsonify(fields: Sequence[str], values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @dataclass
+class _Current:
+    """A config table's current rows: key -> (row_hash, removed?), and full values where needed."""
+
+    hashes: dict[Any, tuple[str, bool]] = field(default_factory=dict)
+    full: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass
 class _Plan:
     """Rows to write, built in memory from the diff."""
 
-    interfaces: list[tuple[Any, ...]] = field(default_factory=list)
-    peers: list[tuple[Any, ...]] = field(default_factory=list)
+    upserts: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: {"interfaces": [], "peers": []})
+    removals: dict[str, list[tuple[str, ...]]] = field(
+        default_factory=lambda: {"interfaces": [], "peers": []}
+    )
     server_keys: list[tuple[Any, ...]] = field(default_factory=list)
     stats: list[tuple[Any, ...]] = field(default_factory=list)
     traffic: list[tuple[Any, ...]] = field(default_factory=list)
@@ -265,42 +297,72 @@ _SCOLS = (
     "observed_at",
 )
 _TCOLS = ("host_id", "interface", "public_key", "observed_at", "rx_delta", "tx_delta")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _load(tx: _Tx, host_id: str) -> tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]:
-    """The host's current rows, one query per table, keyed by primary key (minus host_id)."""
-    ifaces = {
-        r[0]: (tuple(r[1:-3]), r[-3], r[-2], r[-1])
-        for r in tx.execute(
-            f"SELECT name, {', '.join(INTERFACE_FIELDS)}, version, created_at, removed_at "
-            "FROM interfaces WHERE host_id = %s",
-            (host_id,),
+def _micros(when: datetime | None) -> int | None:
+    """Exact microseconds since the epoch (naive = UTC), to compare with what the DB holds."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def _agg_lines(tx: _Tx, sql: str, params: Any) -> list[list[str]]:
+    """One string_agg value instead of thousands of rows: the pure-Python driver pays per value.
+
+    Only for columns that cannot hold a tab or newline (interface names, base64 keys,
+    hex hashes, numbers).
+    """
+    row = tx.execute(sql, params).fetchone()
+    text = row[0] if row else None
+    return [line.split("\t") for line in text.split("\n")] if text else []
+
+
+def _load_config(tx: _Tx, table: str, fields: Sequence[str], host_id: str, incomplete: list[str]) -> _Current:
+    """Hashes of all the host's rows, full values only for rows of incomplete interfaces."""
+    key_cols = ("name",) if table == "interfaces" else ("interface", "public_key")
+    key_sql = " || E'\\t' || ".join(key_cols)
+    cur = _Current()
+    for parts in _agg_lines(
+        tx,
+        f"SELECT string_agg({key_sql} || E'\\t' || row_hash || E'\\t' || (removed_at IS NOT NULL)::int, "
+        f"E'\\n') FROM {table} WHERE host_id = %s",
+        (host_id,),
+    ):
+        cur.hashes[tuple(parts[:-2])] = (parts[-2], parts[-1] == "1")
+    if incomplete:
+        rows = tx.execute(
+            f"SELECT {', '.join(key_cols)}, {', '.join(fields)} FROM {table} "
+            f"WHERE host_id = %s AND {key_cols[0]} = ANY(%s::text[])",
+            (host_id, incomplete),
         ).fetchall()
+        cur.full = {tuple(r[: len(key_cols)]): tuple(r[len(key_cols) :]) for r in rows}
+    return cur
+
+
+def _load_keys(tx: _Tx, host_id: str) -> dict[tuple[str, str], tuple[datetime, datetime | None]]:
+    """The interfaces' public keys (a handful of rows)."""
+    rows = tx.execute(
+        "SELECT interface, public_key, first_seen, retired_at FROM server_keys WHERE host_id = %s",
+        (host_id,),
+    ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+def _load_stats(tx: _Tx, host_id: str) -> dict[tuple[str, str], tuple[int | None, int, int, int, int]]:
+    """Last counters and totals per peer; the handshake as epoch microseconds."""
+    lines = _agg_lines(
+        tx,
+        "SELECT string_agg(concat_ws(E'\\t', interface, public_key, "
+        "coalesce(((extract(epoch FROM latest_handshake) * 1000000)::bigint)::text, ''), "
+        "rx_bytes, tx_bytes, rx_total, tx_total), E'\\n') FROM peer_stats WHERE host_id = %s",
+        (host_id,),
+    )
+    return {
+        (p[0], p[1]): (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6])) for p in lines
     }
-    peers = {
-        (r[0], r[1]): (tuple(r[2:-3]), r[-3], r[-2], r[-1])
-        for r in tx.execute(
-            f"SELECT interface, public_key, {', '.join(PEER_FIELDS)}, version, created_at, removed_at "
-            "FROM peers WHERE host_id = %s",
-            (host_id,),
-        ).fetchall()
-    }
-    keys = {
-        (r[0], r[1]): (r[2], r[3])
-        for r in tx.execute(
-            "SELECT interface, public_key, first_seen, retired_at FROM server_keys WHERE host_id = %s",
-            (host_id,),
-        ).fetchall()
-    }
-    stats = {
-        (r[0], r[1]): (r[2], r[3], r[4], int(r[5]), int(r[6]))
-        for r in tx.execute(
-            "SELECT interface, public_key, latest_handshake, rx_bytes, tx_bytes, rx_total, tx_total "
-            "FROM peer_stats WHERE host_id = %s",
-            (host_id,),
-        ).fetchall()
-    }
-    return ifaces, peers, keys, stats
 
 
 def _plan_config(
@@ -309,60 +371,35 @@ def _plan_config(
     now: datetime,
     table: str,
     fields: Sequence[str],
-    current: dict[Any, Any],
-    desired: dict[Any, tuple[tuple[Any, ...], bool]],
-    removable: set[Any],
+    current: _Current,
+    desired: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]],
+    removable: set[tuple[str, ...]],
 ) -> None:
     """Diff one config table: ``desired`` maps key -> (values, incomplete).
 
     Keys in ``current`` but not in ``desired`` are marked removed when they are in
-    ``removable`` (their interface was read completely). Unchanged rows are skipped.
+    ``removable`` (their interface was read completely). Unchanged rows are skipped:
+    same row_hash and not removed.
     """
-    out = plan.interfaces if table == "interfaces" else plan.peers
     counts = plan.counts[table]
-    key_len = 1 if table == "interfaces" else 2
     for key, (values, incomplete) in desired.items():
-        old = current.get(key)
+        old = current.hashes.get(key)
+        if incomplete and key in current.full:
+            values = keep_known(fields, current.full[key], values)
+        digest = row_hash(key, values)
         if old is None:
-            row_values, version, created = values, 1, now
             counts.inserted += 1
-        else:
-            old_values, old_version, created, removed_at = old
-            row_values = keep_known(fields, old_values, values) if incomplete else values
-            if row_values == old_values and removed_at is None:
-                continue
-            version = old_version + 1
-            counts.updated += 1
-        pk = (key,) if key_len == 1 else key
-        out.append(
-            (
-                state.host_id,
-                *pk,
-                *_jsonify(fields, row_values),
-                row_hash(pk, row_values),
-                version,
-                created,
-                now,
-                None,
-            )
-        )
-    for key, (old_values, old_version, created, removed_at) in current.items():
-        if key in desired or removed_at is not None or key not in removable:
+        elif old == (digest, False):
             continue
-        pk = (key,) if key_len == 1 else key
-        counts.removed += 1
-        out.append(
-            (
-                state.host_id,
-                *pk,
-                *_jsonify(fields, old_values),
-                row_hash(pk, old_values),
-                old_version + 1,
-                created,
-                now,
-                now,
-            )
+        else:
+            counts.updated += 1
+        plan.upserts[table].append(
+            (state.host_id, *key, *_jsonify(fields, values), digest, 1, now, now, None)
         )
+    for key, (_digest, removed) in current.hashes.items():
+        if not removed and key not in desired and key in removable:
+            counts.removed += 1
+            plan.removals[table].append(key)
 
 
 def _plan_server_keys(
@@ -405,33 +442,34 @@ def counter_delta(new: int, last: int, reset: bool) -> int:
 def _plan_stats(
     plan: _Plan,
     state: HostState,
-    stats: dict[tuple[str, str], tuple[datetime | None, int, int, int, int]],
+    stats: dict[tuple[str, str], tuple[int | None, int, int, int, int]],
 ) -> None:
     """New counters -> peer_stats (only when changed) and non-zero deltas -> peer_traffic.
 
     A reset is when either counter went down: both restarted with the interface, so
     both deltas are the new values (a counter that grew past its old value since the
-    restart would otherwise be undercounted).
+    restart would otherwise be undercounted). Totals only ever grow.
     """
     at = state.collected_at
     for ifname, iface in state.interfaces.items():
         for peer in iface.peers.values():
             if peer.rx_bytes is None and peer.tx_bytes is None and peer.latest_handshake is None:
                 continue
-            key = (ifname, peer.public_key)
-            old = stats.get(key)
+            old = stats.get((ifname, peer.public_key))
             o_hs, o_rx, o_tx, o_rxt, o_txt = old if old else (None, 0, 0, 0, 0)
             counters_known = peer.rx_bytes is not None or peer.tx_bytes is not None
             rx = peer.rx_bytes if peer.rx_bytes is not None else o_rx
             tx = peer.tx_bytes if peer.tx_bytes is not None else o_tx
-            hs = peer.latest_handshake if counters_known or peer.latest_handshake is not None else o_hs
+            # with counters (kernel), None means "never"; without, it means "unknown"
+            hs = _micros(peer.latest_handshake) if counters_known or peer.latest_handshake else o_hs
             if old is not None and (hs, rx, tx) == (o_hs, o_rx, o_tx):
                 continue
             reset = old is not None and (rx < o_rx or tx < o_tx)
             d_rx = counter_delta(rx, o_rx, reset)
             d_tx = counter_delta(tx, o_tx, reset)
+            hs_at = None if hs is None else _EPOCH + timedelta(microseconds=hs)
             plan.stats.append(
-                (state.host_id, ifname, peer.public_key, hs, rx, tx, o_rxt + d_rx, o_txt + d_tx, at)
+                (state.host_id, ifname, peer.public_key, hs_at, rx, tx, o_rxt + d_rx, o_txt + d_tx, at)
             )
             if d_rx or d_tx:
                 plan.traffic.append((state.host_id, ifname, peer.public_key, at, d_rx, d_tx))
@@ -451,36 +489,37 @@ def _drift_json(state: HostState) -> list[dict[str, Any]]:
     ]
 
 
-def _plan(
-    state: HostState,
-    now: datetime,
-    prev_seen: datetime | None,
-    loaded: tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]],
-) -> _Plan:
-    """Everything to write this cycle, from the state and the loaded rows."""
-    cur_ifaces, cur_peers, cur_keys, cur_stats = loaded
+def _plan(tx: _Tx, state: HostState, now: datetime, prev_seen: datetime | None) -> _Plan:
+    """Load the host's current rows and work out everything to write this cycle."""
     plan = _Plan()
-    gone = {n for n in cur_ifaces if n not in state.interfaces and not state.incomplete(n)}
-    want_ifaces = {n: (interface_values(i), state.incomplete(n)) for n, i in state.interfaces.items()}
-    _plan_config(plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, gone)
-    want_peers: dict[tuple[str, str], tuple[tuple[Any, ...], bool]] = {}
+    incomplete = sorted(n for n in state.interfaces if state.incomplete(n))
+    cur_ifaces = _load_config(tx, "interfaces", INTERFACE_FIELDS, state.host_id, incomplete)
+    cur_peers = _load_config(tx, "peers", PEER_FIELDS, state.host_id, incomplete)
+    gone = {k[0] for k in cur_ifaces.hashes if k[0] not in state.interfaces and not state.incomplete(k[0])}
+    want_ifaces = {(n,): (interface_values(i), n in incomplete) for n, i in state.interfaces.items()}
+    _plan_config(
+        plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}
+    )
+    want_peers: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]] = {}
     for ifname, iface in state.interfaces.items():
-        incomplete = state.incomplete(ifname)
         for peer in iface.peers.values():
-            want_peers[(ifname, peer.public_key)] = (peer_values(peer), incomplete)
-    removable_ifaces = gone | {n for n in state.interfaces if not state.incomplete(n)}
-    removable = {k for k in cur_peers if k[0] in removable_ifaces}
+            want_peers[(ifname, peer.public_key)] = (peer_values(peer), ifname in incomplete)
+    complete = gone | (set(state.interfaces) - set(incomplete))
+    removable = {k for k in cur_peers.hashes if k[0] in complete}
     _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable)
-    current_key = {n: want_ifaces[n][0][INTERFACE_FIELDS.index("public_key")] for n in state.interfaces}
-    _plan_server_keys(plan, state, now, prev_seen, cur_keys, current_key, gone)
-    _plan_stats(plan, state, cur_stats)
+    key_idx = INTERFACE_FIELDS.index("public_key")
+    current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
+    _plan_server_keys(plan, state, now, prev_seen, _load_keys(tx, state.host_id), current_key, gone)
+    _plan_stats(plan, state, _load_stats(tx, state.host_id))
     return plan
 
 
-def _write(tx: _Tx, plan: _Plan) -> None:
+def _write(tx: _Tx, host_id: str, plan: _Plan) -> None:
     """Write the plan, parents before children (interfaces before peers, for the foreign key)."""
-    _upsert(tx, "interfaces", _ICOLS, ("host_id", "name"), plan.interfaces)
-    _upsert(tx, "peers", _PCOLS, ("host_id", "interface", "public_key"), plan.peers)
+    _upsert(tx, "interfaces", _ICOLS, ("host_id", "name"), plan.upserts["interfaces"])
+    _upsert(tx, "peers", _PCOLS, ("host_id", "interface", "public_key"), plan.upserts["peers"])
+    _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
+    _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     _upsert(tx, "server_keys", _KCOLS, ("host_id", "interface", "public_key"), plan.server_keys)
     _upsert(tx, "peer_stats", _SCOLS, ("host_id", "interface", "public_key"), plan.stats)
     _upsert(
@@ -545,10 +584,10 @@ def write_cycle(
             },
         ).fetchone()
         prev_seen = host_row[0] if host_row else None
-        plan = _plan(state, now, prev_seen, _load(tx, state.host_id))
+        plan = _plan(tx, state, now, prev_seen)
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
-        _write(tx, plan)
+        _write(tx, state.host_id, plan)
         report.tables = plan.counts
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
