@@ -44,3 +44,7 @@ test-slow: venv
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache *.egg-info
+
+# The Debian package, built from a copy of the tree into dist/ (README: `make deb`).
+deb:
+	./debian/build-deb.sh $(CURDIR)/dist

@@ -8,13 +8,16 @@ VERSION=1.2.0
 SHA256=a9e564606d8eba67a1388e0df45a457fc96aca8796c84ce592c36cf7d4f056a2
 DEST=${1:?usage: vendor-wgconfig.sh DEST [CACHE_DIR]}
 CACHE=${2:-${XDG_CACHE_HOME:-$HOME/.cache}/wgsyncd}
+# pip to download with: Debian's python3-pip, or e.g. the project's venv
+# (WGSYNCD_PIP_PYTHON=.venv/bin/python) on a machine without python3-pip.
+PIP_PYTHON=${WGSYNCD_PIP_PYTHON:-python3}
 TARBALL="$CACHE/wgconfig-$VERSION.tar.gz"
 mkdir -p "$CACHE"
 if ! echo "$SHA256  $TARBALL" | sha256sum -c --status 2>/dev/null; then
     rm -f "$TARBALL"
-    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+    "$PIP_PYTHON" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
         -d "$CACHE" "wgconfig==$VERSION" 2>/dev/null \
-      || python3 -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "wgconfig==$VERSION"
+      || "$PIP_PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "wgconfig==$VERSION"
 fi
 echo "$SHA256  $TARBALL" | sha256sum -c --quiet || { echo "wgconfig $VERSION: hash mismatch" >&2; exit 1; }
 work=$(mktemp -d)
@@ -25,4 +28,7 @@ rm -rf "$DEST/wgconfig"
 cp -r "$work/wgconfig-$VERSION/src/wgconfig" "$DEST/wgconfig"
 cp "$work/wgconfig-$VERSION/LICENSE" "$DEST/wgconfig/LICENSE"
 find "$DEST/wgconfig" -name '__pycache__' -prune -exec rm -rf {} +
+# the sdist marks the modules executable; they are libraries, not scripts
+find "$DEST/wgconfig" -type d -exec chmod 0755 {} +
+find "$DEST/wgconfig" -type f -exec chmod 0644 {} +
 echo "wgconfig $VERSION -> $DEST/wgconfig"
