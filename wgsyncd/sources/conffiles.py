@@ -84,6 +84,7 @@ _SAFE_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,23}$")
 _SAFE_HEADER_RE = re.compile(r"^\[[A-Za-z0-9_ -]{0,20}\]$")
 _SECRET_IN_COMMENT_RE = re.compile(r"(?i)((?:private|pre\s*shared)\s*key\s*[=:]\s*)\S+")
 _NAME_KEY_RE = re.compile(r"(?i)^#+\s*name\s*[=:]\s*(.*?)\s*$")
+_SETTING_RE = re.compile(r"^[A-Za-z][A-Za-z ]*=|<redacted>")  # "PrivateKey = ..." commented out: not a name
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -412,7 +413,8 @@ def _parse_bool(value: str) -> bool:
 
 def _peer_name(block: _Block) -> str | None:
     """A peer's name from its comments: ``# Name = x``, ``### x`` / ``### begin x ###``, or
-    the comment line right above its ``[Peer]`` header, in that order of preference."""
+    the comment line right above its ``[Peer]`` header (unless it is a commented-out
+    ``Key = value`` setting), in that order of preference."""
     for c in block.comments:
         m = _NAME_KEY_RE.match(c)
         if m and m.group(1):
@@ -427,7 +429,7 @@ def _peer_name(block: _Block) -> str | None:
                 return text
     if block.above:
         text = block.above[-1].lstrip("#").strip()
-        if text:
+        if text and not _SETTING_RE.search(text):
             return text
     return None
 
