@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pytest
 
-FAULTS = (None, "500", "garbage", "hang", "401", "bad_key", "fail_page_2", "link_loop")
+FAULTS = (None, "500", "garbage", "hang", "401", "bad_key", "fail_page_2", "link_loop", "link_offsite")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # A value shaped like a key but invalid (43 chars + "="): what the "bad_key" fault
 # serves as a preshared key. Tests check it never shows up in errors or logs.
@@ -185,7 +185,7 @@ class ServerBox:
         self.version = version
         self.token = token
         self.data_dir = Path(data_dir) if data_dir else None  # v1 writes peer keys here
-        self.fault: str | None = None
+        self._fault: str | None = None
         self.fault_path: str | None = None  # fault only on paths containing this
         self.devices: dict[str, FakeDevice] = {}
         self.requests: list[RequestRecord] = []
@@ -194,6 +194,17 @@ class ServerBox:
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def fault(self) -> str | None:
+        """The fault every matching request gets (see FAULTS); None = behave."""
+        return self._fault
+
+    @fault.setter
+    def fault(self, value: str | None) -> None:
+        if value not in FAULTS:
+            raise ValueError(f"unknown fault {value!r}; one of {FAULTS}")
+        self._fault = value
 
     # ---- lifecycle
 
@@ -213,7 +224,9 @@ class ServerBox:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="wgrest-bed", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="wgrest-bed", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -535,7 +548,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             self._error(500, "internal_error", "failed on page 2")
         else:
-            return False  # bad_key and link_loop change a good answer instead
+            return False  # bad_key and link_* change a good answer instead
         return True
 
     # ---- routes
@@ -585,6 +598,8 @@ class _Handler(BaseHTTPRequestHandler):
             first = "1" if box.version == "v1" else "0"
             qs = urlencode(sorted({**query, "page": first}.items()))
             link = f'<{path}?{qs}>; rel="next"'
+        if box.fault == "link_offsite" and (not box.fault_path or box.fault_path in path):
+            link = f'<http://203.0.113.9:51822{path}?page=2>; rel="next"'  # TEST-NET-3, never reached
         self._send(200, chunk, {"Link": link} if link else None)
 
     def _peers(self, dev: FakeDevice, method: str, path: str, query: dict[str, str], body: Any) -> None:
