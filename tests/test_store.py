@@ -1,0 +1,627 @@
+"""The PostgreSQL store against a real PostgreSQL 15 (tests/beds/postgres.py)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.beds.postgres import PgCluster, fake_key, synthetic_state
+from wgsyncd import store
+from wgsyncd.config import DatabaseConfig
+from wgsyncd.state import (
+    Drift,
+    DriftKind,
+    HostState,
+    Interface,
+    Peer,
+    Secret,
+    Source,
+    SourceError,
+    key_fingerprint,
+)
+from wgsyncd.store.migrate import MIGRATIONS_DIR
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """A store connection (timeouts set) to a fresh, migrated database."""
+    c = store.connect(db_config)
+    store.migrate(c)
+    yield c
+    c.close()
+
+
+def write(conn: psycopg.Connection[Any], state: HostState) -> store.WriteReport:
+    """One cycle with a fresh sync id."""
+    return store.write_cycle(
+        conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version="test"
+    )
+
+
+def snapshot(conn: psycopg.Connection[Any], host_id: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """(interface, key) -> (version, updated_at, removed_at, row_hash) of every peer row."""
+    return {
+        (p.interface, p.public_key): (p.version, p.updated_at, p.removed_at, p.row_hash)
+        for p in store.load_peers(conn, host_id)
+    }
+
+
+def superuser(cluster: PgCluster, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """A second, autocommit superuser connection to the same database as ``conn``."""
+    return psycopg.connect(cluster.dsn(conn.info.dbname), autocommit=True)
+
+
+def count(c: psycopg.Connection[Any], table: str) -> int:
+    """Rows in ``table`` (committed, seen from ``c``)."""
+    row = c.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def test_migrate_twice_is_a_noop(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as c:
+        assert store.migrate(c) == ["0001_initial"]
+        assert store.migrate(c) == []
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        rows = c.execute("SELECT version, name FROM schema_migrations").fetchall()
+        assert rows == [("0001", "0001_initial")]
+
+
+def test_concurrent_migrate_from_two_connections(pg_dsn: str) -> None:
+    barrier = threading.Barrier(2)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(pg_dsn) as c:
+                barrier.wait(timeout=10)
+                results.append(store.migrate(c))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert sorted(results) == [[], ["0001_initial"]]
+
+
+def test_migrate_applies_new_files_and_refuses_edited_ones(pg_dsn: str) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        shutil.copy(MIGRATIONS_DIR / "0001_initial.sql", tmp)
+        with psycopg.connect(pg_dsn) as c:
+            assert store.migrate(c, tmp) == ["0001_initial"]
+            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x int);")
+            assert store.migrate(c, tmp) == ["0002_extra"]
+            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x bigint);")
+            with pytest.raises(store.StoreError, match=r"0002_extra\.sql changed"):
+                store.migrate(c, tmp)
+            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x int);")
+            (tmp / "0003_broken.sql").write_text("CREATE TABLE extra (y int);")  # already exists
+            with pytest.raises(store.StoreError, match="migrate failed: DuplicateTable"):
+                store.migrate(c, tmp)
+            versions = [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+            assert versions == ["0001", "0002"]
+            # the lock was released: another session can take it at once
+            with psycopg.connect(pg_dsn) as other:
+                assert store.migrate(other) == []
+    finally:
+        shutil.rmtree(tmp)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_first_write_rows_equal_the_state(conn: psycopg.Connection[Any]) -> None:
+    state = synthetic_state("host-a", interfaces=2, peers=250)
+    report = write(conn, state)
+    assert report.status == "ok"
+    assert report.tables["interfaces"].inserted == 2
+    assert report.tables["peers"].inserted == 500
+    assert report.tables["server_keys"].inserted == 2
+    assert report.total_config_rows_written == 504
+    assert report.round_trips < 40  # bulk, not a round trip per row
+
+    ifaces = {i.name: i for i in store.load_interfaces(conn, "host-a")}
+    assert set(ifaces) == {"wg0", "wg1"}
+    for name, want in state.interfaces.items():
+        row = ifaces[name]
+        assert row.public_key == want.public_key
+        assert row.listen_port == want.listen_port
+        assert row.addresses == list(want.addresses or ())
+        assert row.post_up == list(want.post_up or ())
+        assert row.mtu == 1420 and row.fwmark == 0 and row.save_config is False
+        assert want.conf_text is not None
+        assert row.conf_sha256 == hashlib.sha256(want.conf_text.reveal().encode()).hexdigest()
+        assert row.sources == ["conf", "kernel"]
+        assert row.provenance == {"listen_port": "kernel", "addresses": "conf"}
+        assert row.version == 1 and row.removed_at is None
+
+    rows = {(p.interface, p.public_key): p for p in store.load_peers(conn, "host-a")}
+    assert len(rows) == 500
+    for ifname, iface in state.interfaces.items():
+        for key, peer in iface.peers.items():
+            row = rows[(ifname, key)]
+            assert row.name == peer.name
+            assert row.allowed_ips == list(peer.allowed_ips or ())
+            assert row.endpoint == peer.endpoint
+            assert row.persistent_keepalive == peer.persistent_keepalive
+            assert row.comments == list(peer.comments or ())
+            assert row.disabled is False
+            assert peer.preshared_key is not None
+            assert row.has_preshared_key is True
+            assert row.preshared_key_fp == peer.preshared_key.fingerprint()
+            assert row.has_private_key is (True if peer.private_key else None)  # None = unknown
+            assert row.provenance == {"allowed_ips": "conf", "endpoint": "kernel"}
+            assert row.version == 1
+    assert len(store.load_peers(conn, "host-a", "wg1")) == 250
+
+    keys = store.load_server_keys(conn, "host-a")
+    assert [(k.interface, k.public_key, k.fingerprint, k.retired_at) for k in keys] == [
+        (n, i.public_key, key_fingerprint(i.public_key or ""), None) for n, i in state.interfaces.items()
+    ]
+    stats = store.load_peer_stats(conn, "host-a")
+    assert len(stats) == 500
+    assert all(s.rx_total == s.rx_bytes and s.tx_total == s.tx_bytes for s in stats)
+    [st] = store.status(conn, "host-a")
+    assert (st.status, st.interfaces, st.peers, st.config_rows_written) == ("ok", 2, 500, 504)
+    assert st.sync_id == report.sync_id
+
+
+def test_same_state_again_writes_zero_config_rows(conn: psycopg.Connection[Any]) -> None:
+    write(conn, synthetic_state("host-a"))
+    before = snapshot(conn, "host-a")
+    ifaces_before = [(i.name, i.version, i.updated_at) for i in store.load_interfaces(conn, "host-a")]
+    keys_before = store.load_server_keys(conn, "host-a")
+    stats_before = store.load_peer_stats(conn, "host-a")
+
+    report = write(conn, synthetic_state("host-a"))
+    assert report.total_config_rows_written == 0
+    assert report.stats_rows_written == 0 and report.traffic_rows_written == 0
+    assert all(c.written == 0 for t, c in report.tables.items() if t != "hosts")
+    assert report.round_trips <= 10
+    assert snapshot(conn, "host-a") == before
+    assert [(i.name, i.version, i.updated_at) for i in store.load_interfaces(conn, "host-a")] == ifaces_before
+    assert store.load_server_keys(conn, "host-a") == keys_before
+    assert store.load_peer_stats(conn, "host-a") == stats_before
+    assert [s.config_rows_written for s in store.status(conn, "host-a")] == [0, 504]
+
+
+def test_runtime_changes_never_bump_peer_rows(conn: psycopg.Connection[Any]) -> None:
+    write(conn, synthetic_state("host-a", collected_at=T0))
+    before = snapshot(conn, "host-a")
+    busy = synthetic_state("host-a", collected_at=T0 + timedelta(minutes=1), counters=5000)
+    for iface in busy.interfaces.values():
+        for peer in iface.peers.values():
+            peer.latest_handshake = T0 + timedelta(seconds=30)
+    report = write(conn, busy)
+    assert report.total_config_rows_written == 0
+    assert report.stats_rows_written == 500 and report.traffic_rows_written == 500
+    assert snapshot(conn, "host-a") == before
+    hs = {s.latest_handshake for s in store.load_peer_stats(conn, "host-a")}
+    assert hs == {T0 + timedelta(seconds=30)}
+
+
+def test_add_change_remove_one_peer(conn: psycopg.Connection[Any]) -> None:
+    original = synthetic_state("host-a")
+    write(conn, original)
+    before = snapshot(conn, "host-a")
+
+    state = synthetic_state("host-a")
+    wg0 = state.interfaces["wg0"]
+    keys = list(wg0.peers)
+    gone, changed = keys[3], keys[7]
+    del wg0.peers[gone]
+    wg0.peers[changed].allowed_ips = ("10.99.0.1/32", "10.99.0.2/32")
+    new = fake_key("host-a", "new-peer")
+    wg0.peers[new] = Peer(public_key=new, allowed_ips=("10.98.0.1/32",), seen_by=(Source.KERNEL,))
+    report = write(conn, state)
+    assert (report.tables["peers"].inserted, report.tables["peers"].updated) == (1, 1)
+    assert report.tables["peers"].removed == 1
+    assert report.total_config_rows_written == 3
+
+    after = snapshot(conn, "host-a")
+    differ = {k for k in after if after[k] != before.get(k)}
+    assert differ == {("wg0", gone), ("wg0", changed), ("wg0", new)}
+    assert after[("wg0", gone)][0] == 2 and after[("wg0", gone)][2] is not None
+    assert after[("wg0", changed)][0] == 2 and after[("wg0", changed)][2] is None
+    assert after[("wg0", changed)][1] > before[("wg0", changed)][1]
+    assert after[("wg0", new)][0] == 1
+    [row] = [p for p in store.load_peers(conn, "host-a", "wg0") if p.public_key == changed]
+    assert row.allowed_ips == ["10.99.0.1/32", "10.99.0.2/32"]
+    assert {p.public_key for p in store.load_peers(conn, "host-a", include_removed=False)} == (
+        {k for i in state.interfaces.values() for k in i.peers}
+    )
+
+    # the original again: the removed peer comes back, the new one goes, the changed one reverts
+    report = write(conn, original)
+    assert (report.tables["peers"].inserted, report.tables["peers"].updated) == (0, 2)
+    assert report.tables["peers"].removed == 1
+    back = snapshot(conn, "host-a")
+    assert back[("wg0", gone)][0] == 3 and back[("wg0", gone)][2] is None
+    assert back[("wg0", new)][2] is not None
+    assert back[("wg0", changed)][3] == before[("wg0", changed)][3]  # same config, same hash
+
+
+def test_incomplete_interface_removes_nothing_and_keeps_known_values(conn: psycopg.Connection[Any]) -> None:
+    write(conn, synthetic_state("host-a"))
+    before = snapshot(conn, "host-a")
+    state = synthetic_state("host-a")
+    state.errors = [
+        SourceError(Source.WGREST, "http://127.0.0.1:51822/v1/devices/wg0/peers", "timeout", "wg0")
+    ]
+    wg0, wg1 = state.interfaces["wg0"], state.interfaces["wg1"]
+    keys0, keys1 = list(wg0.peers), list(wg1.peers)
+    for k in keys0[:10]:
+        del wg0.peers[k]  # not seen this cycle: must not be removed
+    wg0.listen_port = None
+    wg0.addresses = None
+    wg0.public_key = None
+    wg0.private_key = None
+    wg0.seen_by = (Source.KERNEL,)
+    p = wg0.peers[keys0[20]]
+    p.endpoint = None
+    p.preshared_key = None
+    p.name = None
+    p.allowed_ips = ("10.77.0.1/32",)  # known and changed: updated
+    p.seen_by = (Source.KERNEL,)
+    p.provenance = {"allowed_ips": Source.KERNEL}
+    del wg1.peers[keys1[0]]  # wg1 was read completely: this one is removed
+
+    report = write(conn, state)
+    assert report.status == "partial"
+    assert report.tables["peers"].removed == 1
+    assert report.tables["peers"].updated == 1
+    assert report.tables["interfaces"].written == 0  # only unknowns and a subset of sources: no change
+    after = snapshot(conn, "host-a")
+    assert all(after[("wg0", k)] == before[("wg0", k)] for k in keys0[:10])
+    assert after[("wg1", keys1[0])][2] is not None
+    [iface] = [i for i in store.load_interfaces(conn, "host-a") if i.name == "wg0"]
+    assert iface.listen_port == 51820 and iface.addresses == ["198.51.100.1/24"]
+    assert iface.public_key == fake_key("host-a", "wg0", "public")
+    assert iface.sources == ["conf", "kernel"] and iface.removed_at is None
+    [row] = [r for r in store.load_peers(conn, "host-a", "wg0") if r.public_key == keys0[20]]
+    original = synthetic_state("host-a").interfaces["wg0"].peers[keys0[20]]
+    assert row.allowed_ips == ["10.77.0.1/32"]
+    assert row.endpoint == original.endpoint and row.name == original.name
+    assert row.has_preshared_key is True and row.preshared_key_fp is not None
+    assert row.sources == ["conf", "kernel"]
+    assert row.provenance == {"allowed_ips": "kernel", "endpoint": "kernel"}
+    assert [k.retired_at for k in store.load_server_keys(conn, "host-a")] == [None, None]
+    [st] = store.status(conn, "host-a", limit=1)
+    assert st.status == "partial"
+    assert st.errors == ["wgrest: http://127.0.0.1:51822/v1/devices/wg0/peers: timeout"]
+
+
+def test_interface_missing_during_whole_source_error_is_kept(conn: psycopg.Connection[Any]) -> None:
+    write(conn, synthetic_state("host-a"))
+    before = snapshot(conn, "host-a")
+    state = synthetic_state("host-a")
+    del state.interfaces["wg1"]
+    state.errors = [SourceError(Source.CONF, "/etc/wireguard", "permission denied")]
+    report = write(conn, state)
+    assert report.total_config_rows_written == 0
+    assert snapshot(conn, "host-a") == before
+
+    # a complete read without wg1: the interface, its peers and its key go
+    state.errors = []
+    report = write(conn, state)
+    assert report.tables["interfaces"].removed == 1
+    assert report.tables["peers"].removed == 250
+    assert report.tables["server_keys"].removed == 1
+    wg1 = next(i for i in store.load_interfaces(conn, "host-a") if i.name == "wg1")
+    assert wg1.removed_at is not None and wg1.version == 2
+    assert all(p.removed_at is not None for p in store.load_peers(conn, "host-a", "wg1"))
+    retired = {k.interface: k.retired_at for k in store.load_server_keys(conn, "host-a")}
+    assert retired["wg1"] is not None and retired["wg0"] is None
+
+    # and it comes back
+    report = write(conn, synthetic_state("host-a"))
+    assert report.tables["interfaces"].updated == 1 and report.tables["peers"].updated == 250
+    assert report.tables["server_keys"].updated == 1
+    assert all(p.removed_at is None and p.version == 3 for p in store.load_peers(conn, "host-a", "wg1"))
+
+
+def test_server_key_rotation_retires_the_old_key(conn: psycopg.Connection[Any]) -> None:
+    write(conn, synthetic_state("host-a", peers=3))
+    state = synthetic_state("host-a", peers=3)
+    old_key = state.interfaces["wg0"].public_key
+    state.interfaces["wg0"].private_key = Secret(fake_key("rotated"))
+    state.interfaces["wg0"].public_key = None  # derived from the private key by the store
+    report = write(conn, state)
+    assert report.tables["server_keys"].inserted == 1 and report.tables["server_keys"].removed == 1
+    keys = [k for k in store.load_server_keys(conn, "host-a") if k.interface == "wg0"]
+    assert [(k.public_key == old_key, k.retired_at is not None) for k in keys] == [
+        (True, True),
+        (False, False),
+    ]
+    [iface] = [i for i in store.load_interfaces(conn, "host-a") if i.name == "wg0"]
+    assert iface.public_key == keys[1].public_key and iface.version == 2
+    assert len(base64.b64decode(keys[1].public_key)) == 32
+
+
+def _one_peer_state(at: datetime, rx: int, tx: int) -> HostState:
+    """One interface, one peer with the given counters."""
+    key = fake_key("counter-peer")
+    iface = Interface(name="wg0", public_key=fake_key("counter-if"), seen_by=(Source.KERNEL,))
+    iface.peers[key] = Peer(public_key=key, allowed_ips=("10.0.0.2/32",), rx_bytes=rx, tx_bytes=tx)
+    return HostState(host_id="host-c", hostname="c", collected_at=at, interfaces={"wg0": iface})
+
+
+def test_counter_reset_keeps_totals_monotonic(conn: psycopg.Connection[Any]) -> None:
+    readings = [(100, 1000), (300, 1000), (300, 1000), (50, 10), (80, 20), (80, 2000)]
+    want_rx = [100, 200, 0, 50, 30, 0]  # a reset: the delta is the new value
+    want_tx = [1000, 0, 0, 10, 10, 1980]
+    totals: list[tuple[int, int]] = []
+    for n, (rx, tx) in enumerate(readings):
+        write(conn, _one_peer_state(T0 + timedelta(minutes=n), rx, tx))
+        [s] = store.load_peer_stats(conn, "host-c")
+        assert (s.rx_bytes, s.tx_bytes) == (rx, tx)
+        totals.append((s.rx_total, s.tx_total))
+    assert totals == sorted(totals)  # never down
+    assert totals[-1] == (sum(want_rx), sum(want_tx))
+    history = conn.execute(
+        "SELECT observed_at, rx_delta, tx_delta FROM peer_traffic WHERE host_id = 'host-c' ORDER BY 1"
+    ).fetchall()
+    conn.rollback()
+    expect = [
+        (T0 + timedelta(minutes=n), r, t)
+        for n, (r, t) in enumerate(zip(want_rx, want_tx, strict=True))
+        if r or t
+    ]
+    assert history == expect
+    assert sum(h[1] for h in history) == totals[-1][0] and sum(h[2] for h in history) == totals[-1][1]
+    # the unchanged reading (n=2) wrote no stats row: observed_at stayed at minute 1 until minute 3
+    [s] = store.load_peer_stats(conn, "host-c")
+    assert s.observed_at == T0 + timedelta(minutes=5)
+
+
+def test_drift_and_status_rows(conn: psycopg.Connection[Any]) -> None:
+    state = synthetic_state("host-a", peers=2)
+    state.drift = [
+        Drift("wg0", None, "listen_port", DriftKind.DIFFERS, (("kernel", "51820"), ("conf", "51821"))),
+        Drift("wg0", "abc", "peer", DriftKind.ONLY_IN, (("kernel", "present"),)),
+    ]
+    first = write(conn, state)
+    sid = uuid.uuid4()
+    store.record_failure(conn, "host-a", sid, datetime.now(UTC), "database x: boom", "test")
+    store.record_failure(conn, "host-b", uuid.uuid4(), datetime.now(UTC), "other host", "test")
+    rows = store.status(conn, "host-a")
+    assert [r.status for r in rows] == ["failed", "ok"]
+    assert rows[0].sync_id == sid and rows[0].message == "database x: boom"
+    assert rows[1].sync_id == first.sync_id and rows[1].drift_count == 2
+    assert rows[1].drift[0] == {
+        "interface": "wg0",
+        "peer": None,
+        "field": "listen_port",
+        "kind": "differs",
+        "values": [["kernel", "51820"], ["conf", "51821"]],
+    }
+    assert rows[1].duration_ms >= 0
+    assert [r.host_id for r in store.status(conn)] == ["host-b", "host-a", "host-a"]
+    assert len(store.status(conn, limit=1)) == 1
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_unreachable_socket_dir_names_target_not_password() -> None:
+    empty = tempfile.mkdtemp(prefix="wgs-nopg-")
+    try:
+        cfg = DatabaseConfig(
+            dsn=f"host={empty} port=5999 dbname=wgsyncd_db user=wgs password=InlinePw99",
+            password=Secret("S3cretPassw0rd"),
+            connect_timeout=2,
+        )
+        with pytest.raises(store.StoreError) as info:
+            store.connect(cfg)
+        msg = str(info.value)
+        assert empty in msg and "wgsyncd_db" in msg and "connect failed" in msg
+        assert "S3cretPassw0rd" not in msg and "InlinePw99" not in msg
+        assert "\n" not in msg
+    finally:
+        shutil.rmtree(empty)
+
+
+def test_tcp_port_that_never_answers_times_out() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(8)  # the kernel completes the handshake; nobody ever answers
+        port = black_hole.getsockname()[1]
+        cfg = DatabaseConfig(
+            dsn=f"postgresql://wgs@127.0.0.1:{port}/wgsyncd_db",
+            password=Secret("S3cretPassw0rd"),
+            connect_timeout=2,
+        )
+        t = time.monotonic()
+        with pytest.raises(store.StoreError) as info:
+            store.connect(cfg)
+        elapsed = time.monotonic() - t
+    assert 1.5 <= elapsed < 10, elapsed
+    msg = str(info.value)
+    assert f"127.0.0.1:{port}/wgsyncd_db" in msg and "S3cretPassw0rd" not in msg
+
+
+def test_role_without_insert_rights_writes_nothing(
+    pg_cluster: PgCluster, conn: psycopg.Connection[Any]
+) -> None:
+    role = "ro_" + uuid.uuid4().hex[:8]
+    dbname = conn.info.dbname
+    with superuser(pg_cluster, conn) as su:
+        su.execute(f"CREATE ROLE {role} LOGIN")
+        su.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    cfg = DatabaseConfig(dsn=pg_cluster.dsn(dbname, user=role), password=Secret("RoPassw0rd!"))
+    ro = store.connect(cfg)
+    try:
+        with pytest.raises(store.StoreError) as info:
+            write(ro, synthetic_state("host-r", peers=100))
+        msg = str(info.value)
+        assert "InsufficientPrivilege" in msg and dbname in msg and "write_cycle for host host-r" in msg
+        assert "RoPassw0rd!" not in msg
+        with pytest.raises(store.StoreError, match="record_failure"):
+            store.record_failure(ro, "host-r", uuid.uuid4(), datetime.now(UTC), "x", "test")
+        assert store.status(ro) == []  # the connection is usable again
+    finally:
+        ro.close()
+    with superuser(pg_cluster, conn) as su:
+        for table in (
+            "hosts",
+            "interfaces",
+            "peers",
+            "server_keys",
+            "peer_stats",
+            "peer_traffic",
+            "sync_status",
+        ):
+            assert count(su, table) == 0, table
+
+
+def test_lock_timeout_rolls_back_everything(pg_cluster: PgCluster, db_config: DatabaseConfig) -> None:
+    db_config.statement_timeout = 2.0  # lock_timeout is half: 1 s
+    c = store.connect(db_config)
+    store.migrate(c)
+    write(c, synthetic_state("host-a", peers=100))
+    with superuser(pg_cluster, c) as su:
+        before = su.execute("SELECT last_seen, last_sync_id FROM hosts").fetchall()
+        blocker = psycopg.connect(pg_cluster.dsn(c.info.dbname))
+        blocker.execute("LOCK TABLE peers IN ACCESS EXCLUSIVE MODE")
+        changed = synthetic_state("host-a", peers=100, counters=9999)
+        del changed.interfaces["wg1"]
+        t = time.monotonic()
+        with pytest.raises(store.StoreError, match="LockNotAvailable"):
+            write(c, changed)
+        assert time.monotonic() - t < 5
+        blocker.rollback()
+        blocker.close()
+        assert su.execute("SELECT last_seen, last_sync_id FROM hosts").fetchall() == before
+        assert count(su, "sync_status") == 1
+        assert su.execute("SELECT count(*) FROM peers WHERE removed_at IS NOT NULL").fetchone() == (0,)
+        assert su.execute("SELECT max(rx_bytes) FROM peer_stats").fetchone() == (1099,)
+    report = write(c, changed)  # and the same connection works afterwards
+    assert report.tables["peers"].removed == 100
+    c.close()
+
+
+def test_killed_connection_is_a_store_error(pg_cluster: PgCluster, conn: psycopg.Connection[Any]) -> None:
+    pid = conn.info.backend_pid
+    with superuser(pg_cluster, conn) as su:
+        su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(store.StoreError) as info:
+        write(conn, synthetic_state("host-a", peers=5))
+    assert "write_cycle for host host-a" in str(info.value)
+
+
+def test_no_key_material_in_any_column(pg_cluster: PgCluster, conn: psycopg.Connection[Any]) -> None:
+    state = synthetic_state("host-a", interfaces=2, peers=50)
+    state.drift = [Drift("wg0", None, "listen_port", DriftKind.DIFFERS, (("kernel", "1"), ("conf", "2")))]
+    write(conn, state)
+    changed = copy.deepcopy(state)
+    changed.interfaces["wg0"].peers.popitem()
+    write(conn, changed)
+    secrets: list[str] = []
+    for iface in state.interfaces.values():
+        for s in (iface.private_key, iface.conf_text):
+            if s is not None:
+                secrets.append(s.reveal())
+        for p in iface.peers.values():
+            secrets += [s.reveal() for s in (p.preshared_key, p.private_key) if s is not None]
+    assert len(secrets) > 100
+    needles = set(secrets)
+    for s in secrets:
+        try:
+            raw = base64.b64decode(s, validate=True)
+        except ValueError:
+            continue  # conf text
+        needles |= {raw.hex(), s.rstrip("=")}
+    with superuser(pg_cluster, conn) as su:
+        tables = [
+            r[0]
+            for r in su.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            ).fetchall()
+        ]
+        assert {"hosts", "peers", "interfaces", "server_keys", "sync_status"} <= set(tables)
+        dump = "\n".join(
+            str(r[0]) for t in tables for r in su.execute(f"SELECT t::text FROM {t} t").fetchall()
+        )
+    assert len(dump) > 10_000
+    leaked = [n for n in needles if n in dump]
+    assert leaked == []
+
+
+def test_open_transaction_is_refused(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT 1")  # leaves a transaction open (autocommit off)
+    with pytest.raises(store.StoreError, match="open transaction"):
+        write(conn, synthetic_state("host-a", peers=1))
+    conn.rollback()
+    assert write(conn, synthetic_state("host-a", peers=1)).status == "ok"
+
+
+def test_connect_sets_session_limits(db_config: DatabaseConfig) -> None:
+    db_config.statement_timeout = 7.5
+    c = store.connect(db_config, application_name="wgsyncd-test")
+    try:
+        got = {
+            name: c.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("statement_timeout", "lock_timeout", "TimeZone", "application_name")
+        }
+        assert got == {
+            "statement_timeout": "7500ms",
+            "lock_timeout": "3750ms",
+            "TimeZone": "UTC",
+            "application_name": "wgsyncd-test",
+        }
+        assert c.autocommit is False
+    finally:
+        c.close()
+
+
+def test_timings_10k_peers(conn: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    state = synthetic_state("host-big", interfaces=1, peers=10_000, collected_at=T0)
+    t = time.monotonic()
+    first = write(conn, state)
+    t_first = time.monotonic() - t
+    state.collected_at = T0 + timedelta(minutes=1)
+    t = time.monotonic()
+    idle = write(conn, state)
+    t_idle = time.monotonic() - t
+    for n, peer in enumerate(state.interfaces["wg0"].peers.values()):
+        if n % 10 == 0:
+            peer.rx_bytes = (peer.rx_bytes or 0) + 4096
+    state.collected_at = T0 + timedelta(minutes=2)
+    t = time.monotonic()
+    busy = write(conn, state)
+    t_busy = time.monotonic() - t
+    assert first.total_config_rows_written == 10_002 and idle.total_config_rows_written == 0
+    assert busy.total_config_rows_written == 0 and busy.stats_rows_written == 1000
+    with capsys.disabled():
+        print(
+            f"\n10,000 peers: first write {t_first:.3f}s ({first.round_trips} round trips), "
+            f"idle {t_idle:.3f}s ({idle.round_trips}), 10% counters {t_busy:.3f}s ({busy.round_trips})"
+        )
