@@ -1,0 +1,407 @@
+"""The .deb: built once per session, lintian-clean, and installed on a clean Debian 12.
+
+The install test boots a CLEAN bookworm (minbase + systemd only, none of wgsyncd's
+dependencies) under real systemd with the nspawn bed's ``boot``, lets apt pull the
+dependencies from Debian's archive, and then runs the package the way an operator
+would: ``wgsyncd --version``, ``wgsyncd collect`` against a real wireguard-go
+interface and a conf file (read through the vendored wgconfig), ``systemctl start
+wgsyncd`` syncing into a PostgreSQL on the host, then ``apt-get remove`` and
+``purge`` leaving nothing behind.
+
+``build_deb`` and ``debootstrap_tarball`` are shared with tests/test_container.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.beds import nspawn
+from tests.beds.postgres import PgCluster
+from tests.beds.wireguard import WgBed, WgIface, missing_reason
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+DIST = REPO / "dist"
+CACHE = REPO / ".cache"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+# a clean Debian 12 with systemd as PID 1 and nothing of wgsyncd's dependencies
+CLEAN_SYSTEMD = ("systemd", "systemd-sysv", "dbus")
+EXPECTED_DEPENDS = {
+    "python3-click",
+    "python3-psycopg",
+    "python3-pyroute2",
+    "python3-requests",
+    "python3-sdnotify",
+    "python3:any",
+}
+UNITS = ("wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-sync.timer", "wgsyncd-sync.path")
+
+
+class DebBuildError(RuntimeError):
+    """The package could not be built; the message carries the tail of the build log."""
+
+
+def unavailable(reason: str) -> None:
+    """Skip with the reason, except in CI (CI=true), where a bed that cannot be built fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def build_missing() -> str | None:
+    """Why the .deb cannot be built here (tools missing), or None."""
+    for tool, pkg in (
+        ("dpkg-buildpackage", "dpkg-dev"),
+        ("dh", "debhelper"),
+        ("dh_python3", "dh-python"),
+        ("lintian", "lintian"),
+        ("git", "git"),
+    ):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            return f"{tool} is not installed (apt-get install {pkg})"
+    if not Path("/usr/share/perl5/Debian/Debhelper/Dh_Lib.pm").exists():
+        return "debhelper is not installed"
+    return None
+
+
+@functools.cache
+def build_deb() -> Path:
+    """Build dist/wgsyncd_<version>_all.deb with `make deb`'s script, once per process.
+
+    Cached here rather than in a fixture so the install test and the container test
+    (two modules) share one build.
+    """
+    proc = subprocess.run(
+        [str(REPO / "debian/build-deb.sh"), str(DIST)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DebBuildError(f"debian/build-deb.sh exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    deb = Path(proc.stdout.strip().splitlines()[-1])
+    if not deb.is_file():
+        raise DebBuildError(f"debian/build-deb.sh printed {deb}, which does not exist")
+    return deb
+
+
+@pytest.fixture(scope="session")
+def deb_path() -> Path:
+    """The built package (skips/fails when the packaging tools are missing)."""
+    reason = build_missing()
+    if reason:
+        unavailable(reason)
+    return build_deb()
+
+
+def debootstrap_tarball(name: str, include: tuple[str, ...], prepare=None) -> Path:  # noqa: ANN001
+    """A debootstrapped bookworm minbase (+ ``include``), packed and cached under .cache/.
+
+    Keyed by the package list, built in a temporary dir and renamed into place, so an
+    interrupted build never leaves a tarball later runs would trust. ``prepare(root)``
+    may adjust the tree before it is packed.
+    """
+    key = hashlib.sha256("\n".join((SUITE, MIRROR, name, *include)).encode()).hexdigest()[:12]
+    target = CACHE / f"{name}-{SUITE}-{key}.tar"
+    if target.exists():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=CACHE))
+    try:
+        root = work / "rootfs"
+        cmd = ["debootstrap", "--variant=minbase"]
+        if include:
+            cmd.append(f"--include={','.join(include)}")
+        proc = subprocess.run(
+            [*cmd, SUITE, str(root), MIRROR], capture_output=True, text=True, timeout=900, check=False
+        )
+        if proc.returncode != 0:
+            raise nspawn.BedError(f"debootstrap {name} failed ({proc.returncode}): {proc.stdout[-1500:]}")
+        use_host_apt_sources(root)
+        if prepare:
+            prepare(root)
+        partial = work / "rootfs.tar"
+        subprocess.run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
+            check=True,
+            capture_output=True,
+        )
+        partial.rename(target)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def use_host_apt_sources(root: Path) -> None:
+    """Give the rootfs the host's Debian sources (incl. updates/security), nothing third-party.
+
+    Only files apt would read (*.list, *.sources) and only those naming a Debian
+    archive, so a host's extra repositories (with keys the rootfs lacks) stay out.
+    """
+    host = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    picked = [
+        p
+        for p in host
+        if p.is_file() and p.suffix in (".list", ".sources") and "debian.org/debian" in p.read_text()
+    ]
+    if not picked:
+        return  # keep debootstrap's own sources.list
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    for p in picked:
+        dest = root / "etc/apt" / p.relative_to("/etc/apt")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dest)
+
+
+def clean_rootfs(root: Path) -> None:
+    """machine-id and the nspawn bed's quiet-boot tweaks (no gettys, no apt timers)."""
+    subprocess.run(["systemd-machine-id-setup", f"--root={root}"], check=True, capture_output=True)
+    nspawn._prepare_rootfs(root)
+
+
+@dataclass
+class Installed:
+    """A booted clean bookworm with the .deb installed, and what the test gave it."""
+
+    box: nspawn.Container
+    iface: WgIface
+    cluster: PgCluster
+    dbname: str
+    host_id: str
+    install_log: str
+    files: list[str]  # `dpkg -L wgsyncd` right after install
+
+
+def _config(iface: WgIface, dsn: str, host_id: str) -> str:
+    """The operator's /etc/wgsyncd/wgsyncd.toml for the test: our interface only, no wgrest."""
+    return (
+        f'host_id = "{host_id}"\n'
+        f'interfaces = ["{iface.name}"]\n'
+        "[database]\n"
+        f'dsn = "{dsn}"\n'
+        "connect_timeout = 5.0\n"
+        "[kernel]\n"
+        'backend = "uapi"\n'
+        "[wgrest]\n"
+        "enabled = false\n"
+        "[daemon]\n"
+        "interval = 2.0\n"
+        "jitter = 0.0\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(deb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """Boot the clean bookworm, `apt-get install ./wgsyncd_*.deb`, configure it; tear all down."""
+    reason = nspawn.missing_requirements() or missing_reason()
+    if reason:
+        unavailable(reason)
+    try:
+        tarball = debootstrap_tarball("clean-systemd", CLEAN_SYSTEMD, clean_rootfs)
+    except (nspawn.BedError, subprocess.SubprocessError, OSError) as exc:
+        unavailable(f"clean bookworm rootfs: {exc}")
+        raise
+    pg_base = tempfile.mkdtemp(prefix="wgs-debpg-", dir="/tmp")
+    cluster = PgCluster.start(pg_base, tcp=True)
+    bed = WgBed()
+    box = None
+    try:
+        iface = bed.create(peers=3)
+        dbname = "deb_" + uuid.uuid4().hex[:8]
+        cluster.create_database(dbname)
+        workdir = tmp_path_factory.mktemp("deb-nspawn")
+        binds = [f"{deb_path.parent}:/dist", "rw:/run/wireguard:/run/wireguard"]
+        try:
+            box = nspawn.boot(tarball, binds, workdir)
+        except (nspawn.BedError, subprocess.SubprocessError, OSError) as exc:
+            unavailable(f"booting the clean bookworm: {exc}")
+            raise
+        box.run("apt-get", "update", "-q", timeout=300)
+        res = box.run(
+            "env",
+            "DEBIAN_FRONTEND=noninteractive",
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            f"/dist/{deb_path.name}",
+            timeout=600,
+        )
+        files = box.run("dpkg", "-L", "wgsyncd").stdout.split()
+        host_id = f"deb-{uuid.uuid4().hex[:8]}"
+        dsn = cluster.dsn(dbname, via_tcp=True)
+        box.write("/etc/wgsyncd/wgsyncd.toml", _config(iface, dsn, host_id), mode=0o640)
+        # the interface's own conf file: read through the vendored wgconfig
+        box.write(f"/etc/wireguard/{iface.name}.conf", iface.showconf(), mode=0o600)
+        yield Installed(box, iface, cluster, dbname, host_id, res.stdout + res.stderr, files)
+    finally:
+        if box is not None:
+            nspawn.shutdown(box)
+        bed.close()
+        cluster.stop("immediate")
+        shutil.rmtree(pg_base, ignore_errors=True)
+
+
+def _control_field(deb: Path, name: str) -> str:
+    """One field of the package's control file."""
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_lintian_has_no_errors_or_warnings(deb_path: Path) -> None:
+    """Acceptance: lintian on the .deb reports no E: and no W: (overrides carry a reason)."""
+    proc = subprocess.run(
+        ["lintian", "--pedantic", str(deb_path)], capture_output=True, text=True, timeout=300, check=False
+    )
+    bad = [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert not bad, "\n".join(bad)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_depends_only_on_bookworm_packages(deb_path: Path) -> None:
+    """Depends names exactly Debian's five libraries + python3; wgconfig is inside, not a Depends."""
+    depends = {d.split("(")[0].strip() for d in _control_field(deb_path, "Depends").split(",")}
+    assert depends == EXPECTED_DEPENDS
+    assert "wireguard-tools" in _control_field(deb_path, "Recommends")
+
+
+def test_package_contents(deb_path: Path, tmp_path: Path) -> None:
+    """Conffile 0640, vendored wgconfig + its licence, man page, completion, units."""
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(deb_path)], capture_output=True, text=True, check=True
+    ).stdout
+    modes = {line.split()[-1].lstrip("."): line.split()[0] for line in listing.splitlines()}
+    assert modes["/etc/wgsyncd/wgsyncd.toml"] == "-rw-r-----"
+    for path in (
+        "/usr/bin/wgsyncd",
+        "/usr/lib/wgsyncd/vendor/wgconfig/__init__.py",
+        "/usr/share/doc/wgsyncd/copyright",
+        "/usr/share/man/man8/wgsyncd.8.gz",
+        "/usr/share/bash-completion/completions/wgsyncd",
+        *(f"/lib/systemd/system/{u}" for u in UNITS),
+    ):
+        assert path in modes, f"{path} missing from the package"
+    assert any(p.startswith("/usr/share/doc/wgsyncd/wgconfig.LICENSE") for p in modes)
+    assert not any("__pycache__" in p for p in modes)
+    ctrl = tmp_path / "ctrl"
+    subprocess.run(["dpkg-deb", "-e", str(deb_path), str(ctrl)], check=True)
+    assert (ctrl / "conffiles").read_text().split() == ["/etc/wgsyncd/wgsyncd.toml"]
+    # the private path is byte-compiled at install and cleaned at removal (no stray __pycache__)
+    assert "py3compile -p wgsyncd /usr/lib/wgsyncd" in (ctrl / "postinst").read_text()
+    assert "py3clean -p wgsyncd" in (ctrl / "prerm").read_text()
+    subprocess.run(["dpkg-deb", "-x", str(deb_path), str(tmp_path / "root")], check=True)
+    copyright_text = (tmp_path / "root/usr/share/doc/wgsyncd/copyright").read_text()
+    assert "Files: debian/.vendor/wgconfig/*" in copyright_text
+    assert "Dirk Henrici" in copyright_text and "GNU AFFERO GENERAL PUBLIC LICENSE" in copyright_text
+
+
+def test_install_pulls_only_debian_packages(installed: Installed) -> None:
+    """apt resolved every dependency from Debian (no pip anywhere) at bookworm's versions."""
+    box = installed.box
+    assert "python3-psycopg" in installed.install_log and "python3-pyroute2" in installed.install_log
+    versions = dict(
+        line.split("\t")
+        for line in box.run(
+            "dpkg-query", "-W", "-f", "${Package}\t${Version}\n", "python3-psycopg", "python3-pyroute2"
+        ).stdout.splitlines()
+    )
+    assert versions["python3-pyroute2"].startswith("0.7.2")
+    assert versions["python3-psycopg"].startswith("3.1.")
+    assert box.run("python3", "-c", "import pip", check=False).returncode != 0, "pip is installed"
+    assert box.sh("ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l").stdout.strip() == "0"
+    where = box.run(
+        "python3", "-c", "import wgsyncd, wgconfig, pyroute2, psycopg; print(wgconfig.__file__)"
+    ).stdout.strip()
+    assert where == "/usr/lib/wgsyncd/vendor/wgconfig/__init__.py"
+
+
+def test_version_and_collect(installed: Installed) -> None:
+    """`wgsyncd --version` and `collect` work on Debian's pyroute2 0.7.2 / psycopg 3.1."""
+    box, iface = installed.box, installed.iface
+    assert box.run("wgsyncd", "--version").stdout.strip() == "wgsyncd, version 0.1.0"
+    import json
+
+    res = box.run("wgsyncd", "collect", "--json")
+    state = json.loads(res.stdout)
+    text = json.dumps(state)
+    assert iface.name in text
+    peers = [line.split("\t")[0] for line in iface.dump().splitlines()[1:]]
+    assert len(peers) == 3
+    for key in peers:
+        assert key in text, "a peer of the interface is missing from collect"
+    # both the running interface and its conf file (via the vendored wgconfig) were read
+    assert "kernel" in text and "conf" in text
+    assert "crashed" not in text, text[:2000]
+
+
+def _db_peers(inst: Installed) -> set[str]:
+    """Public keys the database holds for the test interface (read on the host)."""
+    import psycopg
+
+    with psycopg.connect(inst.cluster.dsn(inst.dbname), connect_timeout=5) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT public_key FROM peers WHERE host_id = %s AND interface = %s AND removed_at IS NULL",
+                (inst.host_id, inst.iface.name),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return set()
+    return {r[0] for r in rows}
+
+
+def test_service_syncs_into_postgres(installed: Installed) -> None:
+    """Installed units are not enabled; once configured, `systemctl start wgsyncd` syncs."""
+    box = installed.box
+    for unit in ("wgsyncd.service", "wgsyncd-sync.timer", "wgsyncd-sync.path"):
+        state = box.run("systemctl", "is-enabled", unit, check=False).stdout.strip()
+        assert state == "disabled", f"{unit} is {state!r} right after install"
+    assert box.unit_property("wgsyncd.service", "ActiveState") == "inactive"
+    box.run("systemctl", "start", "wgsyncd.service", timeout=120)
+    expected = {line.split("\t")[0] for line in installed.iface.dump().splitlines()[1:]}
+    try:
+        box.wait_for("the peers in PostgreSQL", lambda: _db_peers(installed) == expected, timeout=60)
+    except AssertionError:
+        journal = box.run("journalctl", "-u", "wgsyncd", "--no-pager", "-n", "60", check=False).stdout
+        raise AssertionError(f"peers never landed; journal:\n{journal}") from None
+    assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
+    assert box.unit_property("wgsyncd.service", "NRestarts") == "0"
+
+
+def test_remove_then_purge_leaves_nothing(installed: Installed) -> None:
+    """remove stops every unit; purge removes /etc/wgsyncd, state, links and every file."""
+    box = installed.box
+    # an operator's enablement, which purge must clean up too
+    box.run("systemctl", "enable", "wgsyncd.service", "wgsyncd-sync.timer")
+    box.run("systemctl", "start", "wgsyncd.service", timeout=120)
+    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q", "wgsyncd", timeout=300)
+    for unit in UNITS:
+        assert box.unit_property(unit, "ActiveState") in ("inactive", ""), f"{unit} still active"
+    assert box.run("pgrep", "-f", "/usr/bin/wgsyncd", check=False).returncode == 1
+    assert box.run("test", "-e", "/etc/wgsyncd/wgsyncd.toml", check=False).returncode == 0  # conffile kept
+    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q", "wgsyncd", timeout=300)
+    assert box.run("dpkg-query", "-W", "wgsyncd", check=False).returncode != 0
+    leftovers = box.sh(
+        "find / -xdev \\( -path /proc -o -path /sys -o -path /dist -o -path /run/wireguard \\) -prune"
+        " -o \\( -name '*wgsyncd*' -o -path '/usr/lib/python3/dist-packages/wgsyncd*' \\) -print"
+    ).stdout.split()
+    assert leftovers == [], leftovers
+    owned_dirs = ("/usr/lib/wgsyncd", "/etc/wgsyncd", "/var/lib/wgsyncd")
+    for path in [*installed.files, *owned_dirs]:
+        if path.startswith(owned_dirs) or "wgsyncd" in path:
+            assert box.run("test", "-e", path, check=False).returncode != 0, f"{path} left after purge"
