@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from pathlib import Path
 
@@ -430,13 +431,29 @@ def test_disabled_line_outside_a_disabled_peer_is_a_comment() -> None:
         ("[Interface]\nPublicKey = x\n", 2, "PublicKey", "unknown [Interface] key"),
         (f"[Peer]\nPublicKey = {A}\nAddress = 10.0.0.2/32\n", 3, "Address", "unknown [Peer] key"),
         ("\ufeff[Interface]\n", 1, "encoding", "byte order mark"),
-        (f"[Interface]\nListenPort = 1\n#! [Foo]\n#! PublicKey = {A}\n", 3, "section", "wgconfig"),
     ],
 )
 def test_errors_name_file_line_field(text: str, line: int, field: str, words: str) -> None:
     err = parse_error(text)
     assert err.where == f"/etc/wireguard/wg0.conf:{line} {field}"
     assert words in err.message
+
+
+def test_file_wgconfig_cannot_parse_is_read_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    text = f"[Interface]\nListenPort = 1\n#! [Foo]\n#! PublicKey = {A}\n[ Peer ]\nPublicKey = {B}\n"
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.sources.conffiles"):
+        iface = parse(text)
+    assert list(iface.peers) == [B]
+    assert iface.peers[B].comments == ("#! [Foo]", "#! PublicKey = " + A)
+    assert "/etc/wireguard/wg0.conf:3: wgconfig cannot parse" in caplog.text
+
+
+def test_wg_whitespace_rules_for_keys_and_headers() -> None:
+    iface = parse(f"[Interface]\nListen Port = 5\n[ Peer ]\nPublic Key = {A}\nAllowed IPs = 10.0.0.2/32\n")
+    assert iface.listen_port == 5 and iface.peers[A].allowed_ips == ("10.0.0.2/32",)
+    err = parse_error("[ Interface ]\nAddress = 10.0.0.1/24\n")  # wg-quick does not consume it, wg refuses
+    assert err.where.endswith(":2 Address") and "exactly [Interface]" in err.message
+    assert parse_error("[Interface]\nPost Up = x\n").where.endswith(":2 Post Up")
 
 
 def test_unknown_key_that_looks_like_a_key_is_not_echoed() -> None:

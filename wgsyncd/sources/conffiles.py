@@ -12,14 +12,14 @@ so their rules are the rules here, not those of any Python library:
   so they are stored the same way (``10.0.0.5/24`` -> ``10.0.0.0/24``); Address
   keeps its host bits (it is the interface's own address).
 
-wgconfig (the library wgrest v1 and our restore use to edit these files) is run on
-every file as the structural check of record: a file wgconfig cannot parse is an
-error, because the tools that write our files could not edit it. Its values are not
-used: it splits every value on commas, cuts hooks at ``#``, is case-sensitive on keys,
-collapses duplicate public keys and mis-assigns lines after a blank line inside a
-section. Disabled peers (wgconfig's ``#! `` prefixed blocks) are found here and
-cross-checked against wgconfig's own flags (a disagreement is logged at debug level;
-the wg-quick reading wins, because that is what runs).
+wgconfig (the library wgrest v1 uses to edit these files) is run on every file as a
+structural cross-check: its peer set and disabled flags are compared with ours, and a
+file it cannot parse (``[ Peer ]``, ``#! [Foo]``) gets a warning, not an error, because
+wg-quick runs it fine and a backup must not skip a working interface. Its values are
+not used: it splits every value on commas, cuts hooks at ``#``, is case-sensitive on
+keys, collapses duplicate public keys, treats ``#! `` anywhere in a line as nothing,
+and gives lines after a blank line inside a section to the next section. Disabled
+peers (wgconfig's ``#! `` prefixed blocks) are found here with wg-quick's reading.
 
 Sources only read: nothing here writes a file.
 """
@@ -59,12 +59,10 @@ CONF_NAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\.conf$")
 # a conf with 10,000 peers is about 1.5 MB; anything far larger is not a conf file
 MAX_CONF_BYTES = 64 * 1024 * 1024
 
-_INTERFACE_KEYS = {
+# [Interface] keys wg-quick consumes itself (matched on the trimmed key, as bash does)
+_WGQUICK_KEYS = {
     k.lower(): k
     for k in (
-        "PrivateKey",
-        "ListenPort",
-        "FwMark",
         "Address",
         "DNS",
         "MTU",
@@ -76,6 +74,8 @@ _INTERFACE_KEYS = {
         "SaveConfig",
     )
 }
+# keys passed to `wg`, which drops all whitespace first: "Listen Port" is ListenPort to wg
+_WG_INTERFACE_KEYS = {k.lower(): k for k in ("PrivateKey", "ListenPort", "FwMark")}
 _PEER_KEYS = {
     k.lower(): k for k in ("PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive")
 }
@@ -113,10 +113,11 @@ class _Line:
     no: int  # 1-based
     kind: str  # blank | comment | header | kv | noeq
     disabled: bool = False
-    key: str = ""  # lowercased key, or the lowercased header for kind == header
+    key: str = ""  # lowercased key, or the lowercased header without whitespace (as wg sees it)
     raw_key: str = ""
     value: str = ""
     comment: str = ""  # full comment line, or the inline comment of a kv/header line
+    wgquick: bool = True  # header: wg-quick sees it as [Interface] (exact, no inner spaces)
 
 
 @dataclass
@@ -129,6 +130,7 @@ class _Block:
     kvs: list[_Line] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     above: list[str] = field(default_factory=list)  # the comment run directly above the header
+    wgquick: bool = True  # wg-quick consumes its Address/DNS/... (header written exactly)
 
 
 def _safe_word(text: str, fallback: str) -> str:
@@ -143,6 +145,11 @@ def _safe_word(text: str, fallback: str) -> str:
 def _redact_comment(text: str) -> str:
     """Hide a commented-out PrivateKey/PresharedKey value: comments are stored in clear."""
     return _SECRET_IN_COMMENT_RE.sub(r"\1<redacted>", text)
+
+
+def _nospace(text: str) -> str:
+    """``wg`` drops every whitespace character of a line before parsing it."""
+    return re.sub(r"\s+", "", text)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -165,7 +172,14 @@ def _classify_plain(no: int, s: str) -> _Line:
     key, eq, value = code.partition("=")
     key = key.strip()
     if key.startswith("["):
-        return _Line(no, "header", key=code.lower(), raw_key=code, comment=inline)
+        return _Line(
+            no,
+            "header",
+            key=_nospace(code).lower(),
+            raw_key=code,
+            comment=inline,
+            wgquick=key.lower() == "[interface]",
+        )
     if not eq:
         return _Line(no, "noeq", comment=inline)
     return _Line(no, "kv", key=key.lower(), raw_key=key, value=value.strip(), comment=inline)
@@ -215,7 +229,7 @@ class _Builder:
             keep += 1
         if keep:
             (self.owner.comments if self.owner else self.preamble).extend(self.pending[:keep])
-        block = _Block(kind, line.no, disabled=line.disabled, above=self.pending[keep:])
+        block = _Block(kind, line.no, disabled=line.disabled, above=self.pending[keep:], wgquick=line.wgquick)
         block.comments.extend(block.above)
         self.pending = []
         if line.comment:
@@ -272,7 +286,8 @@ class _Builder:
         """An enabled ``key = value`` (or a line without ``=``) in the current section."""
         section = self.enabled
         if section is None:
-            known = _INTERFACE_KEYS.get(line.key) or _PEER_KEYS.get(line.key)
+            bare = _nospace(line.key)
+            known = _WGQUICK_KEYS.get(line.key) or _WG_INTERFACE_KEYS.get(bare) or _PEER_KEYS.get(bare)
             raise ConfParseError(
                 self.path, line.no, known or "line", "key before any [Interface] or [Peer] section"
             )
@@ -293,11 +308,6 @@ class _Builder:
     def finish(self) -> None:
         """Attach the comments at the end of the file."""
         self._flush()
-
-
-def _wg_value(value: str) -> str:
-    """``wg`` drops every whitespace character of a line before parsing it."""
-    return re.sub(r"\s+", "", value)
 
 
 def _ntop(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -436,7 +446,7 @@ def _peer_name(block: _Block) -> str | None:
 
 def _wgfield(path: str, line: _Line, canonical: str, fn: Callable[[str], object]) -> object:
     """Parse one wg value, turning any value error into one error naming file, line, field."""
-    value = _wg_value(line.value)
+    value = _nospace(line.value)
     if not value:
         raise ConfParseError(path, line.no, canonical, "empty value (wg refuses it)")
     try:
@@ -460,7 +470,7 @@ def _build_peer(path: str, block: _Block) -> Peer:
     endpoint: str | None = None
     keepalive = 0
     for line in block.kvs:
-        canonical = _PEER_KEYS.get(line.key)
+        canonical = _PEER_KEYS.get(_nospace(line.key))
         if canonical is None:
             name = _safe_word(line.raw_key, "key")
             raise ConfParseError(path, line.no, name, "unknown [Peer] key")
@@ -513,12 +523,27 @@ class _IfaceValues:
     save_config: bool = False
 
 
-def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues) -> None:
+def _interface_key(path: str, line: _Line, wgquick: bool) -> tuple[str, str]:
+    """(lowercase key, canonical name) of an [Interface] line, the way wg-quick then wg match it."""
+    if wgquick and line.key in _WGQUICK_KEYS:
+        return line.key, _WGQUICK_KEYS[line.key]
+    bare = _nospace(line.key)
+    if bare in _WG_INTERFACE_KEYS:
+        return bare, _WG_INTERFACE_KEYS[bare]
+    if line.key in _WGQUICK_KEYS:
+        raise ConfParseError(
+            path,
+            line.no,
+            _WGQUICK_KEYS[line.key],
+            "wg-quick only reads this key under a header written exactly [Interface]; wg refuses it",
+        )
+    raise ConfParseError(path, line.no, _safe_word(line.raw_key, "key"), "unknown [Interface] key")
+
+
+def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues, wgquick: bool) -> None:
     """Apply one [Interface] line: wg-quick's keys by wg-quick's rules, wg's keys by wg's."""
-    canonical = _INTERFACE_KEYS.get(line.key)
-    if canonical is None:
-        raise ConfParseError(path, line.no, _safe_word(line.raw_key, "key"), "unknown [Interface] key")
-    key, value = line.key, line.value
+    key, canonical = _interface_key(path, line, wgquick)
+    value = line.value
     try:
         if key == "privatekey":
             vals.private_key = Secret(str(_wgfield(path, line, canonical, _key)))
@@ -551,7 +576,7 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
             continue
         comments.extend(block.comments)
         for line in block.kvs:
-            _apply_interface_line(path, line, vals)
+            _apply_interface_line(path, line, vals, block.wgquick)
     iface = Interface(
         name=name,
         private_key=vals.private_key,
@@ -583,10 +608,11 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
 
 
 def _wgconfig_check(text: str, path: str, peers: dict[str, Peer]) -> None:
-    """Run wgconfig over the file: it must understand the structure; compare disabled flags.
+    """Run wgconfig over the file and compare its view of peers with ours; log disagreements.
 
-    wgconfig numbers lines from 0 and names the section in its message; both are
-    safe to show (a section name is not a key).
+    Advisory only: wg-quick and wg decide what runs, so a file they accept is read
+    even when wgconfig cannot parse it (e.g. a ``[ Peer ]`` header). The warning
+    tells the operator that wgrest v1 and tools built on wgconfig cannot edit it.
     """
     wgc = wgconfig.WGConfig()
     wgc.read_from_fileobj(io.StringIO(text, newline="\n"))
@@ -594,10 +620,11 @@ def _wgconfig_check(text: str, path: str, peers: dict[str, Peer]) -> None:
         theirs = wgc.get_peers(keys_only=False, include_disabled=True, include_details=True)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         m = re.search(r"in line (\d+)", str(exc))
-        lineno = int(m.group(1)) + 1 if m else None
-        raise ConfParseError(
-            path, lineno, "section", "wgconfig cannot parse this section (wgrest and restore edit with it)"
-        ) from None
+        where = f"{path}:{int(m.group(1)) + 1}" if m else path
+        log.warning(
+            "%s: wgconfig cannot parse this file (wg-quick can); tools using wgconfig cannot edit it", where
+        )
+        return
     for key, peer in peers.items():
         data = theirs.get(key)
         flag = data.get(wgconfig.WGConfig.SECTION_DISABLED) if isinstance(data, dict) else None
@@ -606,6 +633,8 @@ def _wgconfig_check(text: str, path: str, peers: dict[str, Peer]) -> None:
                 "%s: wgconfig and wg-quick disagree on whether a peer is disabled; using wg-quick's view",
                 path,
             )
+    if len(theirs) != len(peers):
+        log.debug("%s: wgconfig sees %d peers, wg-quick reading %d", path, len(theirs), len(peers))
 
 
 def parse_conf(text: str, path: str) -> Interface:
