@@ -14,19 +14,17 @@ Bad files: whatever we reject, wg-quick or ``wg setconf`` rejects too.
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.beds.wireguard import WgBed, WgBedError, WgIface, missing_reason
 from wgsyncd.sources.conffiles import ConfParseError, parse_conf
 from wgsyncd.state import Interface, Secret, public_key_from_private
 
@@ -229,94 +227,31 @@ def test_what_we_reject_the_tools_reject(tmp_path: Path, name: str, wg_iface: Wg
         return  # wg-quick itself dies on it
     if wg_iface is None:
         pytest.skip("wg-quick accepts it; checking wg setconf needs root and /dev/net/tun")
-    stripped = tmp_path / "stripped"
-    stripped.write_text(wg_quick_strip(path))
-    assert wg_iface.setconf(stripped).returncode != 0, "wg setconf accepted what we reject"
+    with pytest.raises(WgBedError, match="setconf"):
+        wg_iface.setconf(wg_quick_strip(path))
 
 
 # ---------------------------------------------------------------- the real interface
 
 
-@dataclass
-class WgIface:
-    """A wireguard-go interface in its own network namespace."""
-
-    netns: str
-    name: str
-
-    def wg(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run `wg` inside the namespace."""
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, "wg", *args], capture_output=True, text=True, timeout=20
-        )
-
-    def setconf(self, path: Path) -> subprocess.CompletedProcess[str]:
-        """`wg setconf NAME FILE`: replaces the whole wg config of the interface."""
-        return self.wg("setconf", self.name, str(path))
-
-    def dump(self) -> tuple[list[str], list[list[str]]]:
-        """`wg show NAME dump`: the interface line and one line per peer, split on tabs."""
-        out = self.wg("show", self.name, "dump")
-        assert out.returncode == 0, out.stderr
-        lines = [line.split("\t") for line in out.stdout.splitlines()]
-        return lines[0], lines[1:]
-
-
-def _root_reason() -> str | None:
-    """Why the wireguard-go bed cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root for network namespaces"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    for tool in ("wireguard-go", "ip"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def wg_iface() -> Iterator[WgIface | None]:
-    """One wireguard-go interface for the module (None when the bed cannot run)."""
-    if _root_reason():
+    """One wireguard-go interface (shared bed) for the module, or None when it cannot run here."""
+    if missing_reason():
         yield None
         return
-    tag = f"{os.getpid() % 100000:05d}"
-    netns, name = f"wgsyncd-conf-{tag}", f"cfo{tag}"
-    sock = Path(f"/run/wireguard/{name}.sock")
-    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=20)
-    proc = None
+    bed = WgBed()
     try:
-        env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "wireguard-go", "-f", name],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert proc.poll() is None, f"wireguard-go exited: {proc.stderr.read() if proc.stderr else ''}"
-            assert time.monotonic() < deadline, "wireguard-go did not create its control socket"
-            time.sleep(0.02)
-        yield WgIface(netns, name)
+        yield bed.create(conf_text="[Interface]\nListenPort = 0\n")
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        subprocess.run(["ip", "netns", "del", netns], timeout=20, check=False)
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
+        bed.close()
 
 
 @pytest.fixture
 def live(wg_iface: WgIface | None) -> WgIface:
     """The interface, or a skip with the reason it cannot exist here."""
     if wg_iface is None:
-        pytest.skip(_root_reason() or "wireguard-go bed unavailable")
+        pytest.skip(missing_reason() or "wireguard-go bed unavailable")
     return wg_iface
 
 
@@ -325,15 +260,10 @@ def live(wg_iface: WgIface | None) -> WgIface:
 def test_wireguard_go_agrees(tmp_path: Path, name: str, live: WgIface) -> None:
     path = write_conf(tmp_path, name, TRICKY[name])
     ours = parse_conf(TRICKY[name], str(path))
-    stripped = tmp_path / "stripped"
-    stripped.write_text(wg_quick_strip(path))
     # a fixed start state, so absent ListenPort/FwMark do not inherit the previous file's values
-    reset = tmp_path / "reset"
-    reset.write_text("[Interface]\nListenPort = 0\nFwMark = 0\n")
-    assert live.setconf(reset).returncode == 0
-    out = live.setconf(stripped)
-    assert out.returncode == 0, out.stderr
-    head, peers = live.dump()
+    live.setconf("[Interface]\nListenPort = 0\nFwMark = 0\n")
+    live.setconf(wg_quick_strip(path))
+    head, *peers = [line.split("\t") for line in live.dump().splitlines()]
     priv, pub, port, fwmark = head
     assert priv == (ours.private_key.reveal() if ours.private_key else "(none)")
     assert pub == (ours.public_key or "(none)")
