@@ -333,6 +333,40 @@ def test_hang_on_one_device(server: ServerBox) -> None:
     assert [e.interface for e in result.errors] == ["wg1"]
 
 
+def test_list_shifting_between_pages_is_read_again(server: ServerBox) -> None:
+    server.add_device("wg0")
+    server.add_peers("wg0", 150)
+    server.fault = "shift_peers"
+    server.fault_limit = 1  # one peer added while the first read was paging
+    result = wgrest.read(config(server))
+    assert result.errors == []
+    assert list(result.interfaces["wg0"].peers) == list(server.devices["wg0"].peers)
+    assert len(result.interfaces["wg0"].peers) == 151
+    assert len([p for p in server.paths() if "/wg0/peers/" in p]) == 4  # 2 pages, twice
+
+
+def test_list_that_keeps_shifting_drops_the_device(server: ServerBox) -> None:
+    server.add_device("wg0")
+    server.add_peers("wg0", 150)
+    server.add_device("wg1")
+    server.fault = "shift_peers"
+    server.fault_path = "/wg0/"
+    result = wgrest.read(config(server))
+    assert set(result.interfaces) == {"wg1"}
+    (err,) = result.errors
+    assert err.interface == "wg0" and "kept changing" in err.message
+    assert len([p for p in server.paths() if "/wg0/peers/" in p]) == 2 * wgrest.PEER_READ_ATTEMPTS
+
+
+def test_v2_config_only_device_is_skipped() -> None:
+    with make_wgrest_server("v2") as box:
+        box.add_device("wg0")
+        box.add_device("wg5", running=False)
+        result = wgrest.read(config(box))
+        assert set(result.interfaces) == {"wg0"} and result.errors == []
+        assert not any("/wg5/" in p for p in box.paths())
+
+
 def _free_port() -> int:
     """A port nothing listens on (bound then closed)."""
     with socket.socket() as sock:

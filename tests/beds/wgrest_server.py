@@ -34,7 +34,18 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pytest
 
-FAULTS = (None, "500", "garbage", "hang", "401", "bad_key", "fail_page_2", "link_loop", "link_offsite")
+FAULTS = (
+    None,
+    "500",
+    "garbage",
+    "hang",
+    "401",
+    "bad_key",
+    "fail_page_2",
+    "link_loop",
+    "link_offsite",
+    "shift_peers",  # a peer is added at the front after page 1 is served (list shifts)
+)
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # A value shaped like a key but invalid (43 chars + "="): what the "bad_key" fault
 # serves as a preshared key. Tests check it never shows up in errors or logs.
@@ -163,6 +174,7 @@ class FakeDevice:
     post_up: list[str] = field(default_factory=list)
     pre_down: list[str] = field(default_factory=list)
     post_down: list[str] = field(default_factory=list)
+    running: bool = True  # v2 also lists config-only devices (running false, no peers)
     peers: dict[str, FakePeer] = field(default_factory=dict)
 
 
@@ -187,6 +199,8 @@ class ServerBox:
         self.data_dir = Path(data_dir) if data_dir else None  # v1 writes peer keys here
         self._fault: str | None = None
         self.fault_path: str | None = None  # fault only on paths containing this
+        self.fault_limit: int | None = None  # fire this many times, then behave (None = always)
+        self._fault_lock = threading.Lock()
         self.devices: dict[str, FakeDevice] = {}
         self.requests: list[RequestRecord] = []
         self.release = threading.Event()  # set at stop: hung handlers give up
@@ -205,6 +219,17 @@ class ServerBox:
         if value not in FAULTS:
             raise ValueError(f"unknown fault {value!r}; one of {FAULTS}")
         self._fault = value
+
+    def fire(self, kind: str, path: str) -> bool:
+        """True when fault ``kind`` applies to a request for ``path`` (and count it)."""
+        with self._fault_lock:
+            if self._fault != kind or (self.fault_path and self.fault_path not in path):
+                return False
+            if self.fault_limit is not None:
+                if self.fault_limit <= 0:
+                    return False
+                self.fault_limit -= 1
+            return True
 
     # ---- lifecycle
 
@@ -369,7 +394,7 @@ class ServerBox:
             out["networks"] = list(dev.addresses)
             return out
         out["private_key"] = dev.private_key
-        out["running"] = True
+        out["running"] = dev.running
         optional = {
             "addresses": dev.addresses,
             "dns": dev.dns,
@@ -529,26 +554,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, path: str, query: dict[str, str]) -> bool:
         """Apply the configured fault to this request; True when it answered already."""
         box = self.server_box
-        fault = box.fault
-        if fault is None or (box.fault_path and box.fault_path not in path):
-            return False
-        if fault == "500":
+        second = "2" if box.version == "v1" else "1"
+        if box.fire("500", path):
             self._error(500, "internal_error", "wireguard: failed to get device")
-        elif fault == "garbage":
+        elif box.fire("garbage", path):
             self._send(200, b"<html>this is not json")
-        elif fault == "401":
+        elif box.fire("401", path):
             self._error(401, "unauthorized", "invalid token")
-        elif fault == "hang":
+        elif box.fire("hang", path):
             box.hung.set()
             box.release.wait()
             self.close_connection = True
-        elif fault == "fail_page_2" and path.endswith("/peers/"):
-            second = "2" if box.version == "v1" else "1"
-            if query.get("page") != second:
-                return False
+        elif path.endswith("/peers/") and query.get("page") == second and box.fire("fail_page_2", path):
             self._error(500, "internal_error", "failed on page 2")
         else:
-            return False  # bad_key and link_* change a good answer instead
+            return False  # bad_key, link_* and shift_peers change a good answer instead
         return True
 
     # ---- routes
@@ -594,11 +614,11 @@ class _Handler(BaseHTTPRequestHandler):
         box = self.server_box
         pager = _page_v1 if box.version == "v1" else _page_v2
         chunk, link = pager(items, path, query)
-        if box.fault == "link_loop" and (not box.fault_path or box.fault_path in path):
+        if box.fire("link_loop", path):
             first = "1" if box.version == "v1" else "0"
             qs = urlencode(sorted({**query, "page": first}.items()))
             link = f'<{path}?{qs}>; rel="next"'
-        if box.fault == "link_offsite" and (not box.fault_path or box.fault_path in path):
+        if box.fire("link_offsite", path):
             link = f'<http://203.0.113.9:51822{path}?page=2>; rel="next"'  # TEST-NET-3, never reached
         self._send(200, chunk, {"Link": link} if link else None)
 
@@ -607,11 +627,15 @@ class _Handler(BaseHTTPRequestHandler):
         box = self.server_box
         if method == "GET":
             peers = [box.peer_json(p) for p in dev.peers.values()]
-            if box.fault == "bad_key" and peers and (not box.fault_path or box.fault_path in path):
+            if peers and box.fire("bad_key", path):
                 peers[-1]["preshared_key"] = BAD_KEY
             if query.get("q"):
                 peers = [p for p in peers if any(query["q"] in ip for ip in p["allowed_ips"])]
             self._list(peers, path, query)
+            first_page = query.get("page", "0") in ("", "0", "1" if box.version == "v1" else "0")
+            if first_page and box.fire("shift_peers", path):
+                new = FakePeer(public_key=random_key(), allowed_ips=["192.0.2.99/32"])
+                dev.peers = {new.public_key: new, **dev.peers}
             return
         if method != "POST":
             self._error(405, "method_not_allowed", "Method Not Allowed")

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # A Link chain longer than this is a broken server, not a big one (1M peers at 100 a page).
 MAX_PAGES = 10_000
+# Reads of one device's peers when its list shifts between pages.
+PEER_READ_ATTEMPTS = 3
 # Server-supplied error text we repeat, cut to this length (it is untrusted input).
 MAX_SERVER_TEXT = 160
 # Anything shaped like a base64 WireGuard key (standard or URL-safe alphabet).
@@ -565,15 +567,38 @@ def detect_version(client: _Client) -> str:
     return "v1"
 
 
+class _Shifted(WgrestProblem):
+    """The peer list changed between two pages (a peer came twice): read it again."""
+
+
 def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
-    """All peers of one device, every page, or a WgrestProblem (never a partial dict)."""
+    """All peers of one device, every page, or a WgrestProblem (never a partial dict).
+
+    Pages are separate requests, so a peer added meanwhile shifts the list: one
+    peer shows up twice. That read is thrown away and the device read again, up
+    to PEER_READ_ATTEMPTS times. (A peer removed meanwhile can make another one
+    slip by unseen; the next cycle sees it, and the kernel source sees it now.)
+    """
+    for attempt in range(1, PEER_READ_ATTEMPTS + 1):
+        try:
+            return _read_peers_once(client, name)
+        except _Shifted as exc:
+            if attempt == PEER_READ_ATTEMPTS:
+                raise WgrestProblem(
+                    exc.where, f"peer list kept changing while paging ({attempt} attempts)"
+                ) from None
+            log.debug("wgrest: %s changed while paging, reading it again", name)
+    raise AssertionError("unreachable")
+
+
+def _read_peers_once(client: _Client, name: str) -> dict[str, Peer]:
+    """One pass over all pages of a device's peers."""
     first = client.url(f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}")
     peers: dict[str, Peer] = {}
     for index, raw in enumerate(client.paginate(first)):
         peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
         if peer.public_key in peers:
-            # the list changed between pages: a peer shifted, so another may be missing
-            raise WgrestProblem(redact_url(first), "peer list changed while paging (a peer came twice)")
+            raise _Shifted(redact_url(first), "a peer came twice")
         peers[peer.public_key] = peer
     return peers
 
@@ -626,6 +651,11 @@ def _read_device(
     name = raw.get("name") if isinstance(raw, dict) else None
     name = name if isinstance(name, str) and name else None
     if name is not None and want is not None and not want(name):
+        return
+    if version == "v2" and isinstance(raw, dict) and raw.get("running") is False:
+        # v2 also lists devices that only exist as a conf file; it has no peers
+        # for them (the conf source reads that file itself)
+        log.debug("wgrest: %s is not running, skipped", name)
         return
     try:
         iface = parse_device(raw, version, where)
