@@ -205,17 +205,17 @@ def encode(messages: list[tuple[list[list[object]], int]], check_sizes: bool = T
     return data + done.data
 
 
-def decode(data: bytes) -> list[object]:
+def decode(data: bytes, keep_done: bool = False) -> list[object]:
     """Parse one recv() buffer with pyroute2's Marshal, wgmsg registered like bind() does."""
     marshal = Marshal()
     marshal.msg_map[WG_FAMILY_ID] = wgmsg
-    return [m for m in marshal.parse(data) if m["header"]["type"] == WG_FAMILY_ID]
+    return [m for m in marshal.parse(data) if keep_done or m["header"]["type"] == WG_FAMILY_ID]
 
 
 def roundtrip(dev: KDevice, budget: int) -> tuple[list[object], int]:
-    """Cut, encode, decode: the messages the coalescer sees, and how many there were."""
-    msgs = decode(encode(kernel_dump(dev, budget)))
-    return msgs, len(msgs)
+    """Cut, encode, decode: the messages the coalescer sees (NLMSG_DONE included), and how many."""
+    msgs = decode(encode(kernel_dump(dev, budget)), keep_done=True)
+    return msgs, sum(1 for m in msgs if m["header"]["type"] == WG_FAMILY_ID)
 
 
 def b64(raw: bytes) -> str:

@@ -165,7 +165,7 @@ def coalesce(name: str, messages: Iterable[Any]) -> Interface:
         error = msg["header"].get("error")
         if error is not None:
             raise InterfaceReadError(f"netlink error in dump: {_describe(error)}")
-        for attr in msg.get("attrs", ()):
+        for attr in msg.get("attrs") or ():
             key, value = attr[0], attr[1]
             if key == "WGDEVICE_A_PEERS":
                 for peer in value:
