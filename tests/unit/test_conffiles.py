@@ -356,6 +356,12 @@ def test_commented_out_keys_are_redacted_in_comments() -> None:
     assert old not in repr(iface)
 
 
+def test_bare_keys_in_comments_are_redacted_unless_public() -> None:
+    old = key(98)
+    iface = parse(f"[Interface]\n# old: {old}\n# peer public key {A}\nListenPort = 1\n")
+    assert iface.comments == ("# old: <redacted>", f"# peer public key {A}")
+
+
 # ---------------------------------------------------------------- disabled peers
 
 

@@ -83,6 +83,7 @@ _HOOKS = {"preup": "pre_up", "postup": "post_up", "predown": "pre_down", "postdo
 _SAFE_WORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,23}$")
 _SAFE_HEADER_RE = re.compile(r"^\[[A-Za-z0-9_ -]{0,20}\]$")
 _SECRET_IN_COMMENT_RE = re.compile(r"(?i)((?:private|pre\s*shared)\s*key\s*[=:]\s*)\S+")
+_BARE_KEY_RE = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=(?![A-Za-z0-9+/=])")
 _NAME_KEY_RE = re.compile(r"(?i)^#+\s*name\s*[=:]\s*(.*?)\s*$")
 _SETTING_RE = re.compile(r"^[A-Za-z][A-Za-z ]*=|<redacted>")  # "PrivateKey = ..." commented out: not a name
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -143,8 +144,15 @@ def _safe_word(text: str, fallback: str) -> str:
 
 
 def _redact_comment(text: str) -> str:
-    """Hide a commented-out PrivateKey/PresharedKey value: comments are stored in clear."""
-    return _SECRET_IN_COMMENT_RE.sub(r"\1<redacted>", text)
+    """Hide commented-out key material: comments are stored in clear, conf_text is not.
+
+    A value labelled PrivateKey/PresharedKey is always hidden; a bare 32-byte base64
+    key is hidden unless the comment says it is a public key (the raw text keeps both).
+    """
+    text = _SECRET_IN_COMMENT_RE.sub(r"\1<redacted>", text)
+    if "public" not in text.lower():
+        text = _BARE_KEY_RE.sub("<redacted>", text)
+    return text
 
 
 def _nospace(text: str) -> str:
