@@ -328,6 +328,11 @@ def test_interface_missing_during_whole_source_error_is_kept(conn: psycopg.Conne
     assert report.total_config_rows_written == 0
     assert snapshot(conn, "host-a") == before
 
+    # no source available at all: an empty state means "unknown", not "no interfaces"
+    nothing = HostState(host_id="host-a", hostname="a", collected_at=datetime.now(UTC))
+    assert write(conn, nothing).total_config_rows_written == 0
+    assert snapshot(conn, "host-a") == before
+
     # a complete read without wg1: the interface, its peers and its key go
     state.errors = []
     report = write(conn, state)

@@ -309,15 +309,22 @@ def _micros(when: datetime | None) -> int | None:
     return (when - _EPOCH) // timedelta(microseconds=1)
 
 
-def _agg_lines(tx: _Tx, sql: str, params: Any) -> list[list[str]]:
+def _agg_lines(tx: _Tx, sql: str, params: Any, fields: int) -> list[list[str]]:
     """One string_agg value instead of thousands of rows: the pure-Python driver pays per value.
 
-    Only for columns that cannot hold a tab or newline (interface names, base64 keys,
-    hex hashes, numbers).
+    Each line is ``interface<TAB>rest``; the rest is split from the right into
+    ``fields - 1`` parts, so a stray tab inside a public key cannot shift columns
+    (interface names cannot hold whitespace; the other fields are hex or numbers).
     """
     row = tx.execute(sql, params).fetchone()
     text = row[0] if row else None
-    return [line.split("\t") for line in text.split("\n")] if text else []
+    if not text:
+        return []
+    out = []
+    for line in text.split("\n"):
+        first, _, rest = line.partition("\t")
+        out.append([first, *rest.rsplit("\t", fields - 2)] if fields > 1 else [first])
+    return out
 
 
 def _load_config(tx: _Tx, table: str, fields: Sequence[str], host_id: str, incomplete: list[str]) -> _Current:
@@ -330,6 +337,7 @@ def _load_config(tx: _Tx, table: str, fields: Sequence[str], host_id: str, incom
         f"SELECT string_agg({key_sql} || E'\\t' || row_hash || E'\\t' || (removed_at IS NOT NULL)::int, "
         f"E'\\n') FROM {table} WHERE host_id = %s",
         (host_id,),
+        len(key_cols) + 2,
     ):
         cur.hashes[tuple(parts[:-2])] = (parts[-2], parts[-1] == "1")
     if incomplete:
@@ -359,6 +367,7 @@ def _load_stats(tx: _Tx, host_id: str) -> dict[tuple[str, str], tuple[int | None
         "coalesce(((extract(epoch FROM latest_handshake) * 1000000)::bigint)::text, ''), "
         "rx_bytes, tx_bytes, rx_total, tx_total), E'\\n') FROM peer_stats WHERE host_id = %s",
         (host_id,),
+        7,
     )
     return {
         (p[0], p[1]): (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6])) for p in lines
@@ -489,13 +498,23 @@ def _drift_json(state: HostState) -> list[dict[str, Any]]:
     ]
 
 
+def _may_remove(state: HostState, ifname: str) -> bool:
+    """Whether things of ``ifname`` missing from the state may be marked removed.
+
+    Not when some source could not read it (state.incomplete), and not when no source
+    read anything at all (every source unavailable: an empty state is then "unknown",
+    not "the host has no interfaces").
+    """
+    return bool(state.sources) and all(state.sources.values()) and not state.incomplete(ifname)
+
+
 def _plan(tx: _Tx, state: HostState, now: datetime, prev_seen: datetime | None) -> _Plan:
     """Load the host's current rows and work out everything to write this cycle."""
     plan = _Plan()
-    incomplete = sorted(n for n in state.interfaces if state.incomplete(n))
+    incomplete = sorted(n for n in state.interfaces if not _may_remove(state, n))
     cur_ifaces = _load_config(tx, "interfaces", INTERFACE_FIELDS, state.host_id, incomplete)
     cur_peers = _load_config(tx, "peers", PEER_FIELDS, state.host_id, incomplete)
-    gone = {k[0] for k in cur_ifaces.hashes if k[0] not in state.interfaces and not state.incomplete(k[0])}
+    gone = {k[0] for k in cur_ifaces.hashes if k[0] not in state.interfaces and _may_remove(state, k[0])}
     want_ifaces = {(n,): (interface_values(i), n in incomplete) for n, i in state.interfaces.items()}
     _plan_config(
         plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}
