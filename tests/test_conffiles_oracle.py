@@ -19,13 +19,23 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.beds.wireguard import WgBed, WgBedError, WgIface, missing_reason
-from wgsyncd.sources.conffiles import ConfParseError, parse_conf
+from tests.beds.wireguard import (
+    WgBed,
+    WgBedError,
+    WgIface,
+    generated_peers,
+    genkey,
+    make_conf,
+    missing_reason,
+)
+from wgsyncd.config import ConfConfig
+from wgsyncd.sources.conffiles import ConfParseError, parse_conf, read
 from wgsyncd.state import Interface, Secret, public_key_from_private
 
 TOOLS = ("wg", "wg-quick", "bash")
@@ -263,21 +273,44 @@ def test_wireguard_go_agrees(tmp_path: Path, name: str, live: WgIface) -> None:
     # a fixed start state, so absent ListenPort/FwMark do not inherit the previous file's values
     live.setconf("[Interface]\nListenPort = 0\nFwMark = 0\n")
     live.setconf(wg_quick_strip(path))
-    head, *peers = [line.split("\t") for line in live.dump().splitlines()]
-    priv, pub, port, fwmark = head
+    dump = live.dump()
+    priv, pub, port, fwmark = dump.splitlines()[0].split("\t")
     assert priv == (ours.private_key.reveal() if ours.private_key else "(none)")
     assert pub == (ours.public_key or "(none)")
     if ours.listen_port:
         assert int(port) == ours.listen_port
     assert fwmark == ("off" if not ours.fwmark else hex(ours.fwmark))
-    kernel = {
-        p[0]: (
+    # wireguard-go lists peers in Go map order: compare as a mapping
+    assert _dump_peers(dump) == wg_fields(ours)["peers"]
+
+
+def _dump_peers(dump: str) -> dict[str, tuple[object, ...]]:
+    """`wg show NAME dump` peer lines as {public key: (psk, allowed_ips, endpoint, keepalive)}."""
+    out: dict[str, tuple[object, ...]] = {}
+    for line in dump.splitlines()[1:]:
+        p = line.split("\t")
+        out[p[0]] = (
             None if p[1] == "(none)" else p[1],
             () if p[3] == "(none)" else tuple(p[3].split(",")),
             None if p[2] == "(none)" else p[2],
             0 if p[7] == "off" else int(p[7]),
         )
-        for p in peers
-    }
-    # wireguard-go lists peers in Go map order: compare as a mapping
-    assert kernel == wg_fields(ours)["peers"]
+    return out
+
+
+@pytest.mark.root
+def test_10000_peers_read_equals_wireguard_go(tmp_path: Path, live: WgIface) -> None:
+    """A big generated conf: read() (file I/O + wgconfig + ours) against the running interface."""
+    text = make_conf(genkey(), 0, 0x2A, generated_peers(10000))
+    (tmp_path / "big.conf").write_text(text)
+    start = time.perf_counter()
+    result = read(ConfConfig(directory=str(tmp_path)))
+    elapsed = time.perf_counter() - start
+    iface = result.interfaces["big"]
+    live.setconf(text)
+    start = time.perf_counter()
+    dump = live.dump()
+    dump_s = time.perf_counter() - start
+    print(f"\nread(): 10,000 peers, {len(text)} bytes in {elapsed:.3f} s; `wg show dump` {dump_s:.3f} s")
+    assert len(iface.peers) == 10000
+    assert _dump_peers(dump) == wg_fields(iface)["peers"]
