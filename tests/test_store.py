@@ -630,3 +630,52 @@ def test_timings_10k_peers(conn: psycopg.Connection[Any], capsys: pytest.Capture
             f"\n10,000 peers: first write {t_first:.3f}s ({first.round_trips} round trips), "
             f"idle {t_idle:.3f}s ({idle.round_trips}), 10% counters {t_busy:.3f}s ({busy.round_trips})"
         )
+
+
+# ---------------------------------------------------------------- pure helpers (no database)
+
+
+def test_describe_conninfo_never_shows_the_password() -> None:
+    assert store.describe_conninfo("postgresql://u:TopS3cret@db.example:6432/wg?sslmode=require") == (
+        "database db.example:6432/wg"
+    )
+    assert store.describe_conninfo("host=/run/postgresql dbname=wg password=TopS3cret") == (
+        "database /run/postgresql/wg"
+    )
+    assert "TopS3cret" not in store.describe_conninfo("password=TopS3cret host=x dbname=")
+    assert store.describe_conninfo(None) == "database (no dsn)"
+
+
+def test_bad_dsn_is_a_clear_error_without_the_dsn() -> None:
+    cfg = DatabaseConfig(dsn="host=x password='TopS3cret", password=Secret("pw"))
+    with pytest.raises(store.StoreError) as info:
+        store.connect(cfg)
+    assert str(info.value).startswith("database.dsn: ") and "TopS3cret" not in str(info.value)
+    with pytest.raises(store.StoreError, match=r"database\.dsn: not set"):
+        store.connect(DatabaseConfig(dsn=None))
+
+
+def test_session_options_keep_existing_options() -> None:
+    from wgsyncd.store.db import _session_options
+
+    opts = _session_options(DatabaseConfig(statement_timeout=4), "-c search_path=wg")
+    assert opts.startswith("-c search_path=wg ")
+    assert "-c statement_timeout=4000" in opts and "-c lock_timeout=2000" in opts
+
+
+def test_counter_delta_and_keep_known() -> None:
+    from wgsyncd.store.writer import counter_delta, keep_known
+
+    assert counter_delta(150, 100, False) == 50
+    assert counter_delta(40, 100, False) == 40  # went down: restarted
+    assert counter_delta(400, 100, True) == 400  # the other counter went down: both restarted
+    fields = ("endpoint", "has_preshared_key", "preshared_key_fp", "sources", "provenance")
+    old = ("203.0.113.1:1", True, "fp-old", ["conf", "kernel"], {"endpoint": "conf"})
+    new = (None, False, None, ["kernel"], {"allowed_ips": "kernel"})
+    assert keep_known(fields, old, new) == (
+        "203.0.113.1:1",
+        False,
+        None,  # the pair is taken together: "no preshared key now" is known
+        ["conf", "kernel"],
+        {"endpoint": "conf", "allowed_ips": "kernel"},
+    )

@@ -109,6 +109,9 @@ def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.C
     params["application_name"] = application_name
     for key, value in _KEEPALIVES.items():
         params.setdefault(key, value)
+    # unacknowledged writes to a vanished DB host fail after this instead of hanging for
+    # minutes in TCP retransmits (the server-side statement_timeout cannot help then)
+    params.setdefault("tcp_user_timeout", int(max(10.0, cfg.statement_timeout + 5) * 1000))
     if password is not None:
         params["password"] = password
     try:
