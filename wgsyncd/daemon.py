@@ -285,9 +285,7 @@ class Daemon:
 
     def _cycle_done(self, report: Report) -> float:
         """Tell systemd and the log what the cycle did; pick the next wait."""
-        summary = report.summary()
-        for err in report.errors:
-            log.warning("%s", err)
+        summary = report.summary()  # the source errors themselves were logged by the cycle
         if report.status == "failed":
             return self._cycle_failed(summary)
         self.failures = 0
