@@ -23,6 +23,7 @@ import base64
 import json
 import math
 import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -491,6 +492,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_box: ServerBox
     protocol_version = "HTTP/1.1"  # keep-alive, like Go's net/http
 
+    def setup(self) -> None:
+        """TCP_NODELAY like Go's net/http: else Nagle + delayed ACK add ~40 ms a page."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log (tests read ``.requests`` instead)."""
 
@@ -589,8 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
         with box.lock:
             if len(segs) == 1:
                 if method == "GET":
-                    devices = [box.device_json(d) for d in box.devices.values()]
-                    self._list(devices, path, query)
+                    self._list(list(box.devices.values()), path, query, box.device_json)
                 elif method == "POST" and box.version == "v1":
                     self._send(501, None)
                 else:
@@ -609,11 +614,18 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._error(404, "not_found", "Not Found")
 
-    def _list(self, items: list[Any], path: str, query: dict[str, str]) -> None:
-        """A paginated list answer with the version's Link header."""
+    def _list(self, items: list[Any], path: str, query: dict[str, str], render: Any) -> None:
+        """A paginated list answer with the version's Link header.
+
+        Only the page served is rendered, so 10,000 peers at 100 a page cost the
+        bed O(n), not O(n^2) (the benchmark measures the client, not the bed).
+        """
         box = self.server_box
         pager = _page_v1 if box.version == "v1" else _page_v2
-        chunk, link = pager(items, path, query)
+        page, link = pager(items, path, query)
+        chunk = [render(item) for item in page]
+        if chunk and path.endswith("/peers/") and box.fire("bad_key", path):
+            chunk[-1]["preshared_key"] = BAD_KEY
         if box.fire("link_loop", path):
             first = "1" if box.version == "v1" else "0"
             qs = urlencode(sorted({**query, "page": first}.items()))
@@ -626,12 +638,10 @@ class _Handler(BaseHTTPRequestHandler):
         """GET (list) and POST (create) on /v1/devices/{name}/peers/."""
         box = self.server_box
         if method == "GET":
-            peers = [box.peer_json(p) for p in dev.peers.values()]
-            if peers and box.fire("bad_key", path):
-                peers[-1]["preshared_key"] = BAD_KEY
+            peers = list(dev.peers.values())
             if query.get("q"):
-                peers = [p for p in peers if any(query["q"] in ip for ip in p["allowed_ips"])]
-            self._list(peers, path, query)
+                peers = [p for p in peers if any(query["q"] in ip for ip in p.allowed_ips)]
+            self._list(peers, path, query, box.peer_json)
             first_page = query.get("page", "0") in ("", "0", "1" if box.version == "v1" else "0")
             if first_page and box.fire("shift_peers", path):
                 new = FakePeer(public_key=random_key(), allowed_ips=["192.0.2.99/32"])
