@@ -55,7 +55,8 @@ PEER_PRECEDENCE: dict[str, tuple[Source, ...]] = {
 }
 
 # fields compared between sources for drift, with how to make values comparable
-_INTERFACE_DRIFT = ("public_key", "private_key", "listen_port", "fwmark", "addresses")
+# private keys are compared through their public keys: wg clamps the private key it shows
+_INTERFACE_DRIFT = ("public_key", "listen_port", "fwmark", "addresses")
 _PEER_DRIFT = ("allowed_ips", "preshared_key", "persistent_keepalive", "endpoint")
 
 
