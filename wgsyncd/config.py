@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wgsyncd.state import Secret
+from wgsyncd.state import Secret, parse_key
 
 DEFAULT_PATH = "/etc/wgsyncd/wgsyncd.toml"
 ENV_PREFIX = "WGSYNCD_"
@@ -98,6 +98,9 @@ class Config:
     interfaces: tuple[str, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
     log_level: str = "info"
+    # the operator's recovery public key (`wgsyncd keys init-recovery`): secrets are
+    # sealed to it before they leave the host; unset = secrets are not stored at all
+    recovery_public_key: str | None = None
     kernel: KernelConfig = field(default_factory=KernelConfig)
     conf: ConfConfig = field(default_factory=ConfConfig)
     wgrest: WgrestConfig = field(default_factory=WgrestConfig)
@@ -259,6 +262,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("wgrest.per_page: must be at least 1")
     if not cfg.wgrest.url.startswith(("http://", "https://")):
         raise ConfigError("wgrest.url: must start with http:// or https://")
+    if cfg.recovery_public_key:
+        try:
+            parse_key(cfg.recovery_public_key, "recovery_public_key")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not cfg.host_id or len(cfg.host_id) > 128:
         raise ConfigError("host_id: must be 1 to 128 characters")
 
