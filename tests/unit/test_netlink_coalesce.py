@@ -244,6 +244,8 @@ def check(dev: KDevice, budget: int, n_messages: int | None = None) -> None:
     if n_messages is not None:
         assert count == n_messages
     iface = netlink.coalesce(IFNAME, msgs)
+    # the lean raw-bytes path and pyroute2's own decoded attributes must agree exactly
+    assert netlink.coalesce(IFNAME, msgs, lean=False) == iface
     assert iface.name == IFNAME
     assert iface.listen_port == dev.port
     assert iface.fwmark == dev.fwmark
@@ -396,3 +398,25 @@ def test_key_from_wire_accepts_every_spelling() -> None:
     assert key_from_wire(raw.hex(), "k") == text
     with pytest.raises(ValueError, match="k: "):
         key_from_wire(b"short", "k")
+
+
+def test_malformed_attribute_fails_the_interface() -> None:
+    data = bytearray(encode(kernel_dump(device([make_peer(0)]), 4096)))
+    # the first device attribute claims to run past the end of its message
+    data[20:22] = (5000).to_bytes(2, "little")
+    with pytest.raises(InterfaceReadError, match="malformed netlink attribute"):
+        netlink.coalesce(IFNAME, decode(bytes(data)))
+
+
+def test_ten_thousand_peers_lean_enough() -> None:
+    """10,000 peers in kernel-sized (32 KiB) messages: the lean path must stay well under a second."""
+    import time
+
+    dev = device([make_peer(i, endpoint=("192.0.2.1", 1 + i)) for i in range(10_000)])
+    msgs = decode(encode(kernel_dump(dev, 32768), check_sizes=False))
+    t0 = time.perf_counter()
+    iface = netlink.coalesce(IFNAME, msgs)
+    elapsed = time.perf_counter() - t0
+    print(f"\ncoalesce 10,000 peers from {len(msgs)} messages: {elapsed:.3f} s")
+    assert len(iface.peers) == 10_000
+    assert elapsed < 3.0, "the netlink decode is no longer lean"
