@@ -679,3 +679,35 @@ def test_counter_delta_and_keep_known() -> None:
         ["conf", "kernel"],
         {"endpoint": "conf", "allowed_ips": "kernel"},
     )
+
+
+def test_server_crash_mid_life_then_recovery() -> None:
+    """A crashed server: the next write is a StoreError; after restart every commit is there."""
+    base = tempfile.mkdtemp(prefix="wgs-crash-", dir="/tmp")
+    cluster = PgCluster.start(base)
+    try:
+        cfg = DatabaseConfig(dsn=cluster.create_database("crashdb"), connect_timeout=2)
+        conn = store.connect(cfg)
+        store.migrate(conn)
+        state = synthetic_state("host-k", peers=100)
+        write(conn, state)
+        cluster.crash()
+        with pytest.raises(store.StoreError) as info:
+            write(conn, state)
+        assert "crashdb" in str(info.value) or "connection lost" in str(info.value)
+        with pytest.raises(store.StoreError, match="connect failed"):
+            store.connect(cfg)
+        cluster.restart()
+        conn = store.connect(cfg)
+        assert len(store.load_peers(conn, "host-k")) == 200
+        assert write(conn, state).total_config_rows_written == 0
+        assert [r.status for r in store.status(conn, "host-k")] == ["ok", "ok"]
+        conn.close()
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_pg_conn_fixture_is_migrated(pg_conn: psycopg.Connection[Any]) -> None:
+    assert store.migrate(pg_conn) == []
+    assert store.status(pg_conn) == []

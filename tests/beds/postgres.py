@@ -112,12 +112,17 @@ class PgCluster:
             "UTF8",
             "--locale=C",
         )
-        listen = "127.0.0.1" if tcp else ""
-        opts = (
-            f"-p {port} -k {base} -c listen_addresses='{listen}' -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        cluster._pg(
+            "pg_ctl",
+            "-D",
+            str(cluster.data_dir),
+            "-o",
+            cluster._opts(),
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
         )
-        cluster._pg("pg_ctl", "-D", str(cluster.data_dir), "-o", opts, "-l", str(base / "log"), "-w", "start")
         return cluster
 
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -163,12 +168,31 @@ class PgCluster:
         """Stop like a power cut (``-m immediate``): no checkpoint, clients see a dead server."""
         self.stop("immediate")
 
+    def _opts(self) -> str:
+        """Server options: our socket dir and port, TCP only if asked, no fsync (tests only).
+
+        fsync=off survives a server crash (``crash()``: the OS still has the pages),
+        only an OS crash would lose data; commits stay synchronous so a test that
+        crashes the server right after a commit still finds the commit.
+        """
+        listen = "127.0.0.1" if self.tcp else ""
+        return (
+            f"-p {self.port} -k {self.base_dir} -c listen_addresses='{listen}' -c fsync=off "
+            "-c max_connections=200"
+        )
+
     def restart(self) -> None:
         """Start a stopped (or crashed) cluster again, same port and socket."""
-        listen = "127.0.0.1" if self.tcp else ""
-        opts = f"-p {self.port} -k {self.base_dir} -c listen_addresses='{listen}' -c fsync=off"
         self._pg(
-            "pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.base_dir / "log"), "-w", "start"
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-o",
+            self._opts(),
+            "-l",
+            str(self.base_dir / "log"),
+            "-w",
+            "start",
         )
 
 
