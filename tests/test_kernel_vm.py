@@ -7,16 +7,26 @@ becomes one test here; a result that never came back fails. Run with::
     .venv/bin/pytest tests/test_kernel_vm.py -m slow -q
 
 Outside root or without qemu / a kernel it skips with the reason; with CI=true it fails.
+The tests at the bottom (not slow) check the host-side pieces without a VM: the
+comparison catches every kind of difference, result lines parse strictly, the cpio
+writer makes archives ``cpio`` reads back.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from tests.beds import qemu
-from tests.kernel_vm import cases
+from tests.kernel_vm import cases, compare
+from wgsyncd.sources.kernel import parse_wg_dump
 
-pytestmark = pytest.mark.slow
 LABELS = qemu.pyroute2_labels()
 EXPECTED = cases.expected_ids(LABELS)
 
@@ -36,6 +46,7 @@ def _result(run: qemu.VmRun, rid: str) -> dict:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rid", EXPECTED)
 def test_in_vm(vm_run: qemu.VmRun, rid: str, record_property: pytest.RecordProperty) -> None:
     """One check that ran inside the VM: the netlink read equals the dump, the setup, the write."""
@@ -45,12 +56,14 @@ def test_in_vm(vm_run: qemu.VmRun, rid: str, record_property: pytest.RecordPrope
     assert result["ok"], f"{rid}: {result['detail']}"
 
 
+@pytest.mark.slow
 def test_vm_sent_only_expected_results(vm_run: qemu.VmRun) -> None:
     """Every id the VM sent is one the host expects, so the two sides never drift apart silently."""
     assert sorted(set(vm_run.results) - set(EXPECTED)) == []
     assert vm_run.done is not None, vm_run.error
 
 
+@pytest.mark.slow
 def test_vm_boot_within_budget(vm_run: qemu.VmRun) -> None:
     """The whole tier must fit CI's 10 minutes: build plus boot well under that."""
     total = vm_run.build_seconds + vm_run.boot_seconds
@@ -60,6 +73,7 @@ def test_vm_boot_within_budget(vm_run: qemu.VmRun) -> None:
     assert total < 540, f"kernel VM took {total:.0f}s"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", LABELS)
 def test_timing_10000_peers_reported(
     vm_run: qemu.VmRun, label: str, record_property: pytest.RecordProperty
@@ -76,6 +90,134 @@ def test_timing_10000_peers_reported(
     assert metrics.get("netlink_read_s", 0) > 0 and metrics.get("wg_dump_s", 0) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skip(reason="restore --apply not built yet (issue 5)")
 def test_restore_apply_reproduces_dump() -> None:
     """Placeholder: wipe an interface, `wgsyncd restore --apply` through netlink, compare the dump."""
+
+
+# ---------------------------------------------------------------- host-side, no VM
+
+
+def _key(n: int) -> str:
+    """A fixed, distinct base64 key per n (no randomness: failures reproduce)."""
+    return base64.b64encode(bytes([n]) * 32).decode()
+
+
+def _dump_text() -> str:
+    """A small `wg show all dump` with a many-allowed-IP peer, a psk and a live peer."""
+    many = ",".join(f"198.18.{i // 256}.{i % 256}/32" for i in range(300))
+    return "\n".join(
+        [
+            f"wgt0\t{_key(1)}\t{_key(2)}\t51820\t0x1234",
+            f"wgt0\t{_key(3)}\t{_key(4)}\t203.0.113.5:51820\t{many}\t0\t0\t0\t25",
+            f"wgt0\t{_key(5)}\t(none)\t[2001:db8::1]:1\t192.0.2.0/24,2001:db8::/64\t1700000000\t100\t200\toff",
+            f"wgt0\t{_key(6)}\t(none)\t(none)\t(none)\t0\t0\t0\toff",
+        ]
+    )
+
+
+def _mutations() -> dict[str, tuple]:
+    """Each way a read can differ from the dump, and the field the report must name."""
+
+    def drop_last_allowed(i):
+        p = i.peers[_key(3)]
+        p.allowed_ips = p.allowed_ips[:-1]
+
+    def swap_peers(i):
+        i.peers = dict(reversed(list(i.peers.items())))
+
+    return {
+        "last allowed IP missing": (drop_last_allowed, "allowed_ips"),
+        "endpoint": (lambda i: setattr(i.peers[_key(5)], "endpoint", "[2001:db8::2]:1"), "endpoint"),
+        "preshared key": (lambda i: setattr(i.peers[_key(3)], "preshared_key", None), "preshared_key"),
+        "keepalive": (lambda i: setattr(i.peers[_key(3)], "persistent_keepalive", 0), "persistent_keepalive"),
+        "rx counter": (lambda i: setattr(i.peers[_key(5)], "rx_bytes", 101), "rx_bytes"),
+        "handshake": (lambda i: setattr(i.peers[_key(5)], "latest_handshake", None), "latest_handshake"),
+        "peer missing": (lambda i: i.peers.pop(_key(6)), "1 missing"),
+        "peer order": (swap_peers, "peer order differs"),
+        "fwmark": (lambda i: setattr(i, "fwmark", 0), "fwmark"),
+        "listen port": (lambda i: setattr(i, "listen_port", 1), "listen_port"),
+        "private key": (lambda i: setattr(i, "private_key", None), "private_key"),
+    }
+
+
+def test_compare_identical_is_clean() -> None:
+    """The same dump compared with itself shows no difference."""
+    iface = parse_wg_dump(_dump_text())["wgt0"]
+    assert compare.compare_to_dump(iface, iface, copy.deepcopy(iface)) == ([], 0)
+
+
+@pytest.mark.parametrize("mutation", list(_mutations()))
+def test_compare_catches_each_difference(mutation: str) -> None:
+    """One changed field, one missing allowed IP or peer makes the kernel tier fail, and is named."""
+    dump = parse_wg_dump(_dump_text())["wgt0"]
+    got = copy.deepcopy(dump)
+    change, expected = _mutations()[mutation]
+    change(got)
+    diffs, _ = compare.compare_to_dump(got, dump, dump)
+    assert diffs and any(expected in d for d in diffs), diffs
+    assert not any(_key(1) in d for d in diffs), "a private key value leaked into a message"
+
+
+def test_compare_moving_counters_are_bounded() -> None:
+    """A counter that moved between the two dumps passes only inside [before, after]."""
+    before = parse_wg_dump(_dump_text())["wgt0"]
+    after = copy.deepcopy(before)
+    after.peers[_key(5)].rx_bytes = 300
+    got = copy.deepcopy(before)
+    got.peers[_key(5)].rx_bytes = 250
+    assert compare.compare_to_dump(got, before, after) == ([], 1)
+    got.peers[_key(5)].rx_bytes = 301
+    assert compare.compare_to_dump(got, before, after)[0]
+
+
+def test_parse_results_is_strict() -> None:
+    """CR from the serial line is fine; a truncated JSON line is reported, never a pass."""
+    text = (
+        'noise\r\nWGSYNCD-RESULT {"id": "a", "ok": true, "detail": "", "metrics": {}}\r\n'
+        'WGSYNCD-RESULT {"id": "b", "ok": tr\n'
+        'WGSYNCD-DONE {"uptime_s": 1}\n'
+    )
+    results, done, bad = qemu.parse_results(text)
+    assert list(results) == ["a"] and results["a"]["ok"] is True
+    assert done == {"uptime_s": 1}
+    assert len(bad) == 1 and bad[0].startswith("WGSYNCD-RESULT")
+
+
+def test_expected_ids_are_unique() -> None:
+    """Two checks with one id would hide one of them."""
+    ids = cases.expected_ids(["debian", "pypi"])
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio is not installed (apt-get install cpio)")
+def test_cpio_writer_roundtrip(tmp_path: Path) -> None:
+    """What CpioWriter writes, GNU cpio extracts with the same bytes, modes, mtimes and links."""
+    src = tmp_path / "src.py"
+    src.write_text("x = 1\n")
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    archive = tmp_path / "a.cpio"
+    with archive.open("wb") as out:
+        w = qemu.CpioWriter(out)
+        w.add_file("usr/lib/x/src.py", src)
+        w.add_bytes("init", b"#!/bin/sh\n", 0o755)
+        w.symlink("bin/sh", "busybox")
+        w.close()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    subprocess.run(["cpio", "-idm", "--quiet", "-F", str(archive)], cwd=dest, check=True, capture_output=True)
+    assert (dest / "usr/lib/x/src.py").read_text() == "x = 1\n"
+    assert int((dest / "usr/lib/x/src.py").stat().st_mtime) == 1_600_000_000
+    assert (dest / "init").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(dest / "bin/sh") == "busybox"
+
+
+def test_unavailable_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CI=true a missing bed is a failure, elsewhere a skip."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="unavailable in CI: no qemu"):
+        qemu._unavailable("no qemu")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no qemu"):
+        qemu._unavailable("no qemu")

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel_vm.runner import IP, WG, fingerprint, random_key, sh
+from kernel_vm.compare import compare_to_dump, fingerprint
+from kernel_vm.runner import IP, WG, random_key, sh
 
 
 def _dump(name: str) -> Any:
@@ -99,7 +100,6 @@ def add_peer(name: str, version: str) -> tuple[bool, str, dict]:
 
 def _reader_agrees(name: str, dumped: Any) -> list[str]:
     """wgsyncd's netlink read of the written interface must equal the dump too."""
-    from kernel_vm.runner import compare_to_dump
 
     from wgsyncd.config import KernelConfig
     from wgsyncd.sources.kernel import read
