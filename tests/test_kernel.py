@@ -116,6 +116,10 @@ def test_handshake_and_counters_over_a_real_tunnel(wg_pair: WgPair) -> None:
     (peer2,) = again.peers.values()
     assert (peer2.rx_bytes, peer2.tx_bytes, peer2.latest_handshake) == (0, 0, None)
     assert again.private_key == got.private_key and again.public_key == got.public_key
+    # and the restarted side is a working tunnel again (addresses and conf reapplied)
+    wg_pair.ping(1)
+    (peer3,) = read_one("uapi", wg_pair.a.name).peers.values()
+    assert peer3.latest_handshake is not None and peer3.rx_bytes
 
 
 def test_wg_backend_sees_the_handshake_too(wg_pair: WgPair) -> None:
