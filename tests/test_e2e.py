@@ -1,0 +1,305 @@
+"""End to end: real wireguard-go + conf files + a wgrest server -> `wgsyncd sync` -> PostgreSQL.
+
+Everything is real and runs through the installed CLI in a subprocess, the way an
+operator runs it. The reference for "what is running" is `wg show NAME dump`,
+parsed here independently of wgsyncd's own parser.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.beds.wireguard import PeerSpec, generated_peers, genkey, random_key
+from wgsyncd import store
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class DumpPeer:
+    public_key: str
+    preshared_key: str | None
+    endpoint: str | None
+    allowed_ips: list[str]
+    latest_handshake: int
+    rx: int
+    tx: int
+    keepalive: int
+
+
+def parse_dump(text: str) -> tuple[list[str], dict[str, DumpPeer]]:
+    """`wg show IF dump`: first line the interface, then one tab-separated line per peer."""
+    lines = text.strip("\n").split("\n")
+    head = lines[0].split("\t")
+    peers = {}
+    for line in lines[1:]:
+        pub, psk, ep, ips, hs, rx, tx, ka = line.split("\t")
+        peers[pub] = DumpPeer(
+            pub,
+            None if psk == "(none)" else psk,
+            None if ep == "(none)" else ep,
+            [] if ips == "(none)" else ips.split(","),
+            int(hs),
+            int(rx),
+            int(tx),
+            0 if ka == "off" else int(ka),
+        )
+    return head, peers
+
+
+def wg_quick_conf(
+    private_key: str, port: int, specs: list[PeerSpec], disabled: PeerSpec | None = None
+) -> str:
+    """A wg-quick file with the fields operators use: hooks with commas, names, a disabled peer."""
+    out = [
+        "# office VPN, managed by hand",
+        "[Interface]",
+        "Address = 10.99.0.1/24, fd99::1/64",
+        "DNS = 192.0.2.53, corp.example",
+        "MTU = 1420",
+        f"ListenPort = {port}",
+        f"PrivateKey = {private_key}",
+        "PostUp = iptables -A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT",
+        "PostDown = iptables -D INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT",
+    ]
+    for p in specs:
+        out += ["", f"# Name = {peer_name(p.public_key)}", "[Peer]", f"PublicKey = {p.public_key}"]
+        if p.preshared_key:
+            out.append(f"PresharedKey = {p.preshared_key}")
+        if p.endpoint:
+            out.append(f"Endpoint = {p.endpoint}")
+        out.append(f"AllowedIPs = {', '.join(p.allowed_ips)}")
+        if p.persistent_keepalive:
+            out.append(f"PersistentKeepalive = {p.persistent_keepalive}")
+    if disabled:
+        out += ["", "#! [Peer]", f"#! PublicKey = {disabled.public_key}", "#! AllowedIPs = 10.99.9.9/32"]
+    return "\n".join(out) + "\n"
+
+
+def peer_name(public_key: str) -> str:
+    """A stable name per peer, as an operator would put in a comment."""
+    return "peer-" + "".join(c for c in public_key if c.isalnum())[:8]
+
+
+def strip(conf: Path) -> str:
+    """What wg-quick would hand to `wg setconf`: the real oracle."""
+    return subprocess.run(["wg-quick", "strip", str(conf)], check=True, capture_output=True, text=True).stdout
+
+
+class Host:
+    """One simulated VPN host: its interfaces, conf dir, wgrest, config file and the CLI."""
+
+    def __init__(self, tmp: Path, wg_bed, dsn: str, host_id: str, wgrest_url: str | None = None):
+        self.tmp, self.bed, self.dsn, self.host_id = tmp, wg_bed, dsn, host_id
+        self.conf_dir = tmp / f"etc-wireguard-{host_id}"
+        self.conf_dir.mkdir(mode=0o700)
+        self.wgrest_url = wgrest_url
+        self.ifaces: dict[str, object] = {}
+        self.specs: dict[str, list[PeerSpec]] = {}
+        self.keys: dict[str, str] = {}
+        self.disabled: dict[str, PeerSpec | None] = {}
+        self.config = tmp / f"wgsyncd-{host_id}.toml"
+
+    def add_interface(self, peers: int, disabled: PeerSpec | None = None) -> str:
+        iface = self.bed.create()
+        name = iface.name
+        self.ifaces[name] = iface
+        self.specs[name] = generated_peers(peers)
+        self.keys[name] = genkey()
+        self.disabled[name] = disabled
+        self.apply(name)
+        return name
+
+    def apply(self, name: str) -> None:
+        """Write the conf file and make the interface run exactly what wg-quick would give it."""
+        conf = self.conf_dir / f"{name}.conf"
+        conf.write_text(wg_quick_conf(self.keys[name], 51820, self.specs[name], self.disabled[name]))
+        conf.chmod(0o600)
+        self.ifaces[name].setconf(strip(conf))
+
+    def write_config(self, extra: str = "") -> None:
+        names = ", ".join(f'"{n}"' for n in self.ifaces)
+        wgrest = (
+            f'[wgrest]\nurl = "{self.wgrest_url}"\ntimeout = 2.0\noptional = false\ndata_dir = ""\n'
+            if self.wgrest_url
+            else "[wgrest]\nenabled = false\n"
+        )
+        self.config.write_text(
+            textwrap.dedent(f"""\
+                host_id = "{self.host_id}"
+                interfaces = [{names}]
+                [database]
+                dsn = "{self.dsn}"
+                connect_timeout = 5.0
+                [kernel]
+                backend = "auto"
+                [conf]
+                directory = "{self.conf_dir}"
+            """)
+            + wgrest
+            + extra
+        )
+
+    def wgsyncd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WGSYNCD_")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "wgsyncd", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"wgsyncd {args} exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def host(tmp_path, wg_bed, pg_cluster):
+    return Host(tmp_path, wg_bed, pg_cluster.create_database(), "host-e2e")
+
+
+def peers_by_key(dsn: str, host_id: str) -> dict[tuple[str, str], store.PeerRow]:
+    with psycopg.connect(dsn) as conn:
+        return {(r.interface, r.public_key): r for r in store.load_peers(conn, host_id)}
+
+
+def test_sync_500_peers_rows_equal_wg_dump_with_names(host, make_wgrest):
+    a = host.add_interface(300, disabled=PeerSpec(public_key=random_key()))
+    b = host.add_interface(200)
+    wgrest = make_wgrest("v1")
+    from wgsyncd.sources import kernel as kernel_source
+
+    for name, iface in host.ifaces.items():
+        wgrest.load_state(kernel_source.parse_wg_dump(iface.dump(), name).values())
+    host.wgrest_url = wgrest.url
+    host.write_config()
+
+    out = host.wgsyncd("sync")
+    assert "synced 2 interfaces" in out.stdout, out.stdout + out.stderr
+
+    rows = peers_by_key(host.dsn, host.host_id)
+    for name, iface in host.ifaces.items():
+        _, dump = parse_dump(iface.dump())
+        for pub, d in dump.items():
+            row = rows.pop((name, pub))
+            assert row.allowed_ips == d.allowed_ips
+            assert row.endpoint == d.endpoint
+            assert (row.persistent_keepalive or 0) == d.keepalive
+            assert bool(row.has_preshared_key) == (d.preshared_key is not None)
+            assert row.name == peer_name(pub)
+            assert row.removed_at is None
+            assert set(row.sources) == {"kernel", "conf", "wgrest"}
+    # what is left is the disabled peer of the conf file, and nothing else
+    (left,) = rows.values()
+    assert (left.interface, left.public_key, left.disabled) == (a, host.disabled[a].public_key, True)
+    assert left.sources == ["conf"]
+    with psycopg.connect(host.dsn) as conn:
+        ifaces = {i.name: i for i in store.load_interfaces(conn, host.host_id)}
+        keys = store.load_server_keys(conn, host.host_id)
+    assert set(ifaces) == {a, b}
+    assert ifaces[a].post_up == ["iptables -A INPUT -p tcp -m multiport --dports 80,443 -j ACCEPT"]
+    assert ifaces[a].addresses == ["10.99.0.1/24", "fd99::1/64"] and ifaces[a].mtu == 1420
+    assert {k.public_key for k in keys} == {parse_dump(i.dump())[0][1] for i in host.ifaces.values()}
+
+
+def _versions(dsn: str, host_id: str) -> dict[tuple[str, str], tuple[int, object, object]]:
+    return {k: (r.version, r.updated_at, r.removed_at) for k, r in peers_by_key(dsn, host_id).items()}
+
+
+def test_idle_sync_writes_nothing_and_changes_touch_exactly_their_rows(host):
+    a = host.add_interface(60)
+    host.write_config()
+    host.wgsyncd("sync")
+    before = _versions(host.dsn, host.host_id)
+    with psycopg.connect(host.dsn) as conn:
+        if_before = [(i.name, i.version, i.updated_at) for i in store.load_interfaces(conn, host.host_id)]
+
+    out = host.wgsyncd("sync")
+    assert _versions(host.dsn, host.host_id) == before
+    with psycopg.connect(host.dsn) as conn:
+        assert [
+            (i.name, i.version, i.updated_at) for i in store.load_interfaces(conn, host.host_id)
+        ] == if_before
+    assert "rows written" not in out.stdout  # the summary names written rows only when there are some
+
+    specs = host.specs[a]
+    removed, changed = specs[5], specs[6]
+    added = PeerSpec(public_key=random_key(), allowed_ips=("10.99.77.1/32",), persistent_keepalive=15)
+    specs.remove(removed)
+    changed.allowed_ips = (*changed.allowed_ips, "10.99.66.0/24")
+    specs.append(added)
+    host.apply(a)
+    host.wgsyncd("sync")
+    after = _versions(host.dsn, host.host_id)
+
+    diff = {k for k in after if after[k] != before.get(k)}
+    assert diff == {(a, removed.public_key), (a, changed.public_key), (a, added.public_key)}
+    assert after[(a, removed.public_key)][2] is not None  # marked removed, not deleted
+    assert after[(a, changed.public_key)][0] == before[(a, changed.public_key)][0] + 1
+    assert after[(a, added.public_key)][0] == 1
+
+
+def test_handshake_counters_land_and_totals_survive_restart(tmp_path, wg_pair, pg_cluster):
+    host = Host(tmp_path, None, pg_cluster.create_database(), "host-pair")
+    host.ifaces = {wg_pair.a.name: wg_pair.a}
+    host.write_config()
+    wg_pair.ping(3)
+    host.wgsyncd("sync")
+    with psycopg.connect(host.dsn) as conn:
+        (s1,) = store.load_peer_stats(conn, host.host_id)
+    assert s1.latest_handshake is not None and s1.rx_bytes > 0 and s1.tx_bytes > 0
+    assert (s1.rx_total, s1.tx_total) == (s1.rx_bytes, s1.tx_bytes)
+
+    wg_pair.a.restart()  # counters back to 0, like an interface restart
+    wg_pair.ping(1)
+    host.wgsyncd("sync")
+    with psycopg.connect(host.dsn) as conn:
+        (s2,) = store.load_peer_stats(conn, host.host_id)
+        rx_sum, tx_sum = conn.execute(
+            "SELECT sum(rx_delta), sum(tx_delta) FROM peer_traffic WHERE host_id = %s", (host.host_id,)
+        ).fetchone()
+    assert s2.rx_bytes < s1.rx_bytes  # the reset really happened
+    assert s2.rx_total >= s1.rx_total + s2.rx_bytes and s2.tx_total >= s1.tx_total + s2.tx_bytes
+    assert (rx_sum, tx_sum) == (s2.rx_total, s2.tx_total)
+
+
+def test_two_hosts_sync_concurrently_into_one_db(tmp_path, wg_bed, pg_cluster):
+    dsn = pg_cluster.create_database()
+    hosts = []
+    for hid in ("host-x", "host-y"):
+        h = Host(tmp_path, wg_bed, dsn, hid)
+        h.add_interface(150)
+        h.write_config()
+        hosts.append(h)
+    hosts[0].wgsyncd("db", "migrate")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WGSYNCD_")}
+    script = "for i in 1 2 3 4 5; do {py} -m wgsyncd --config {cfg} sync || exit 1; done"
+    procs = [
+        subprocess.Popen(
+            ["sh", "-c", script.format(py=sys.executable, cfg=h.config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for h in hosts
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err
+    with psycopg.connect(dsn) as conn:
+        for h in hosts:
+            rows = store.load_peers(conn, h.host_id)
+            assert len(rows) == 150 and all(r.removed_at is None for r in rows)
+            assert {r.interface for r in rows} == set(h.ifaces)
+            statuses = store.status(conn, h.host_id, limit=20)
+            assert len(statuses) == 5 and {s.status for s in statuses} == {"ok"}
