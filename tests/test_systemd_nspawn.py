@@ -246,6 +246,34 @@ def test_sigterm_via_systemctl_stop_is_clean(installed: Installed) -> None:
     assert any(str(e.get("MESSAGE", "")).startswith("stopped after") for e in installed.journal("wgsyncd"))
 
 
+def test_broken_config_fails_naming_the_key_and_stops_retrying(installed: Installed) -> None:
+    box = installed.box
+    good = box.run("cat", "/etc/wgsyncd/wgsyncd.toml").stdout
+    box.write("/etc/wgsyncd/wgsyncd.toml", good.replace("interval = 1\n", 'interval = "soon"\n'), 0o600)
+    installed.drop_in("wgsyncd.service", "[Service]\nRestartSec=100ms\n")
+    box.run("systemctl", "stop", "wgsyncd")
+    box.run("systemctl", "reset-failed", "wgsyncd", check=False)  # a fresh start-limit counter
+    try:
+        res = box.run("systemctl", "start", "wgsyncd", check=False, timeout=60)
+        assert res.returncode != 0
+        box.wait_for(
+            "the start limit to end the retries",
+            lambda: any(
+                "Start request repeated too quickly" in str(e.get("MESSAGE", ""))
+                for e in installed.journal("wgsyncd")
+            ),
+            timeout=60,
+        )
+        box.wait_for("the unit to be failed", lambda: box.unit_property("wgsyncd", "ActiveState") == "failed")
+        assert int(box.unit_property("wgsyncd", "NRestarts")) < 12
+        messages = [str(e.get("MESSAGE", "")) for e in installed.journal("wgsyncd")]
+        assert any(m.startswith("wgsyncd: config: daemon.interval:") for m in messages)
+    finally:
+        box.write("/etc/wgsyncd/wgsyncd.toml", good, 0o600)
+        installed.drop_in("wgsyncd.service", None)
+        box.run("systemctl", "reset-failed", "wgsyncd", check=False)
+
+
 def test_unconfigured_install_is_skipped_not_failed(installed: Installed) -> None:
     box = installed.box
     box.run("mv", "/etc/wgsyncd/wgsyncd.toml", "/etc/wgsyncd/wgsyncd.toml.off")
