@@ -47,6 +47,7 @@ EXPECTED_DEPENDS = {
     "python3-sdnotify",
     "python3:any",
 }
+APT = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q")
 UNITS = ("wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-sync.timer", "wgsyncd-sync.path")
 
 
@@ -82,8 +83,14 @@ def build_deb() -> Path:
     """Build dist/wgsyncd_<version>_all.deb with `make deb`'s script, once per process.
 
     Cached here rather than in a fixture so the install test and the container test
-    (two modules) share one build.
+    (two modules) share one build. WGS_TEST_DEB=path uses an already built
+    package instead (e.g. the artefact of an earlier CI step).
     """
+    prebuilt = os.environ.get("WGS_TEST_DEB")
+    if prebuilt:
+        if not Path(prebuilt).is_file():
+            raise DebBuildError(f"WGS_TEST_DEB={prebuilt}: no such file")
+        return Path(prebuilt).resolve()
     proc = subprocess.run(
         [str(REPO / "debian/build-deb.sh"), str(DIST)],
         capture_output=True,
@@ -108,7 +115,7 @@ def deb_path() -> Path:
     return build_deb()
 
 
-def debootstrap_tarball(name: str, include: tuple[str, ...], prepare=None) -> Path:  # noqa: ANN001
+def debootstrap_tarball(name: str, include: tuple[str, ...], prepare=None) -> Path:
     """A debootstrapped bookworm minbase (+ ``include``), packed and cached under .cache/.
 
     Keyed by the package list, built in a temporary dir and renamed into place, so an
@@ -173,6 +180,21 @@ def clean_rootfs(root: Path) -> None:
     nspawn._prepare_rootfs(root)
 
 
+# nsenter passes our whole environment into the container (CI=, WGSYNCD_*...):
+# every command there runs with a clean one, like an operator's shell would.
+CLEAN_ENV = ("env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8")
+
+
+def crun(box: nspawn.Container, *args: str, **kw) -> subprocess.CompletedProcess:
+    """Run a command in the container with a clean environment."""
+    return box.run(*CLEAN_ENV, *args, **kw)
+
+
+def csh(box: nspawn.Container, script: str, **kw) -> subprocess.CompletedProcess:
+    """Run a shell snippet in the container with a clean environment."""
+    return crun(box, "/bin/sh", "-c", script, **kw)
+
+
 @dataclass
 class Installed:
     """A booted clean bookworm with the .deb installed, and what the test gave it."""
@@ -230,8 +252,9 @@ def installed(deb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         except (nspawn.BedError, subprocess.SubprocessError, OSError) as exc:
             unavailable(f"booting the clean bookworm: {exc}")
             raise
-        box.run("apt-get", "update", "-q", timeout=300)
-        res = box.run(
+        crun(box, "apt-get", "update", "-q", timeout=300)
+        res = crun(
+            box,
             "env",
             "DEBIAN_FRONTEND=noninteractive",
             "apt-get",
@@ -242,7 +265,7 @@ def installed(deb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             f"/dist/{deb_path.name}",
             timeout=600,
         )
-        files = box.run("dpkg", "-L", "wgsyncd").stdout.split()
+        files = crun(box, "dpkg", "-L", "wgsyncd").stdout.split()
         host_id = f"deb-{uuid.uuid4().hex[:8]}"
         dsn = cluster.dsn(dbname, via_tcp=True)
         box.write("/etc/wgsyncd/wgsyncd.toml", _config(iface, dsn, host_id), mode=0o640)
@@ -317,16 +340,16 @@ def test_install_pulls_only_debian_packages(installed: Installed) -> None:
     assert "python3-psycopg" in installed.install_log and "python3-pyroute2" in installed.install_log
     versions = dict(
         line.split("\t")
-        for line in box.run(
-            "dpkg-query", "-W", "-f", "${Package}\t${Version}\n", "python3-psycopg", "python3-pyroute2"
+        for line in crun(
+            box, "dpkg-query", "-W", "-f", "${Package}\t${Version}\n", "python3-psycopg", "python3-pyroute2"
         ).stdout.splitlines()
     )
     assert versions["python3-pyroute2"].startswith("0.7.2")
     assert versions["python3-psycopg"].startswith("3.1.")
-    assert box.run("python3", "-c", "import pip", check=False).returncode != 0, "pip is installed"
-    assert box.sh("ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l").stdout.strip() == "0"
-    where = box.run(
-        "python3", "-c", "import wgsyncd, wgconfig, pyroute2, psycopg; print(wgconfig.__file__)"
+    assert crun(box, "python3", "-c", "import pip", check=False).returncode != 0, "pip is installed"
+    assert csh(box, "ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l").stdout.strip() == "0"
+    where = crun(
+        box, "python3", "-c", "import wgsyncd, wgconfig, pyroute2, psycopg; print(wgconfig.__file__)"
     ).stdout.strip()
     assert where == "/usr/lib/wgsyncd/vendor/wgconfig/__init__.py"
 
@@ -334,10 +357,10 @@ def test_install_pulls_only_debian_packages(installed: Installed) -> None:
 def test_version_and_collect(installed: Installed) -> None:
     """`wgsyncd --version` and `collect` work on Debian's pyroute2 0.7.2 / psycopg 3.1."""
     box, iface = installed.box, installed.iface
-    assert box.run("wgsyncd", "--version").stdout.strip() == "wgsyncd, version 0.1.0"
+    assert crun(box, "wgsyncd", "--version").stdout.strip() == "wgsyncd, version 0.1.0"
     import json
 
-    res = box.run("wgsyncd", "collect", "--json")
+    res = crun(box, "wgsyncd", "collect", "--json")
     state = json.loads(res.stdout)
     text = json.dumps(state)
     assert iface.name in text
@@ -369,15 +392,15 @@ def test_service_syncs_into_postgres(installed: Installed) -> None:
     """Installed units are not enabled; once configured, `systemctl start wgsyncd` syncs."""
     box = installed.box
     for unit in ("wgsyncd.service", "wgsyncd-sync.timer", "wgsyncd-sync.path"):
-        state = box.run("systemctl", "is-enabled", unit, check=False).stdout.strip()
+        state = crun(box, "systemctl", "is-enabled", unit, check=False).stdout.strip()
         assert state == "disabled", f"{unit} is {state!r} right after install"
     assert box.unit_property("wgsyncd.service", "ActiveState") == "inactive"
-    box.run("systemctl", "start", "wgsyncd.service", timeout=120)
+    crun(box, "systemctl", "start", "wgsyncd.service", timeout=120)
     expected = {line.split("\t")[0] for line in installed.iface.dump().splitlines()[1:]}
     try:
         box.wait_for("the peers in PostgreSQL", lambda: _db_peers(installed) == expected, timeout=60)
     except AssertionError:
-        journal = box.run("journalctl", "-u", "wgsyncd", "--no-pager", "-n", "60", check=False).stdout
+        journal = crun(box, "journalctl", "-u", "wgsyncd", "--no-pager", "-n", "60", check=False).stdout
         raise AssertionError(f"peers never landed; journal:\n{journal}") from None
     assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
     assert box.unit_property("wgsyncd.service", "NRestarts") == "0"
@@ -387,21 +410,27 @@ def test_remove_then_purge_leaves_nothing(installed: Installed) -> None:
     """remove stops every unit; purge removes /etc/wgsyncd, state, links and every file."""
     box = installed.box
     # an operator's enablement, which purge must clean up too
-    box.run("systemctl", "enable", "wgsyncd.service", "wgsyncd-sync.timer")
-    box.run("systemctl", "start", "wgsyncd.service", timeout=120)
-    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q", "wgsyncd", timeout=300)
+    crun(box, "systemctl", "enable", "wgsyncd.service", "wgsyncd-sync.timer")
+    crun(box, "systemctl", "start", "wgsyncd.service", timeout=120)
+    crun(
+        box, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q", "wgsyncd", timeout=300
+    )
     for unit in UNITS:
         assert box.unit_property(unit, "ActiveState") in ("inactive", ""), f"{unit} still active"
-    assert box.run("pgrep", "-f", "/usr/bin/wgsyncd", check=False).returncode == 1
-    assert box.run("test", "-e", "/etc/wgsyncd/wgsyncd.toml", check=False).returncode == 0  # conffile kept
-    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q", "wgsyncd", timeout=300)
-    assert box.run("dpkg-query", "-W", "wgsyncd", check=False).returncode != 0
-    leftovers = box.sh(
+    running = csh(
+        box, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c '[/]usr/bin/wgsyncd' || true"
+    )
+    assert running.stdout.strip() == "0", "a wgsyncd process survived apt-get remove"
+    assert crun(box, "test", "-e", "/etc/wgsyncd/wgsyncd.toml", check=False).returncode == 0  # conffile kept
+    crun(box, *APT, "purge", "wgsyncd", timeout=300)
+    assert crun(box, "dpkg-query", "-W", "wgsyncd", check=False).returncode != 0
+    leftovers = csh(
+        box,
         "find / -xdev \\( -path /proc -o -path /sys -o -path /dist -o -path /run/wireguard \\) -prune"
-        " -o \\( -name '*wgsyncd*' -o -path '/usr/lib/python3/dist-packages/wgsyncd*' \\) -print"
+        " -o \\( -name '*wgsyncd*' -o -path '/usr/lib/python3/dist-packages/wgsyncd*' \\) -print",
     ).stdout.split()
     assert leftovers == [], leftovers
     owned_dirs = ("/usr/lib/wgsyncd", "/etc/wgsyncd", "/var/lib/wgsyncd")
     for path in [*installed.files, *owned_dirs]:
         if path.startswith(owned_dirs) or "wgsyncd" in path:
-            assert box.run("test", "-e", path, check=False).returncode != 0, f"{path} left after purge"
+            assert crun(box, "test", "-e", path, check=False).returncode != 0, f"{path} left after purge"
