@@ -517,3 +517,31 @@ def test_missing_dsn_is_a_config_error(
     d = start_daemon(cfg)
     assert d.wait_exit(15) == daemon.EXIT_CONFIG
     assert "database.dsn: not set" in d.log()
+
+
+@pytest.mark.postgres
+def test_a_refused_write_is_recorded_and_the_next_cycle_recovers(
+    tmp_path: Path, db: str, notify: NotifySocket, start_daemon: Callable[..., DaemonProc]
+) -> None:
+    import psycopg
+
+    host_id = host()
+    cfg = tmp_path / "wgsyncd.toml"
+    # statement_timeout 1 s -> the store's lock_timeout 0.5 s: a locked table fails the write fast
+    write_config(cfg, db, host_id, database__statement_timeout=1.0, daemon__interval=0.5)
+    locker = psycopg.connect(db)
+    try:
+        locker.execute("LOCK TABLE interfaces IN ACCESS EXCLUSIVE MODE")
+        d = start_daemon(cfg)
+        failed = notify.wait_for("a failed write", notify.status_startswith("DB write failed, retry in 1 s"))
+        assert notify.received[failed].fields.get("WATCHDOG") == "1"
+    finally:
+        locker.rollback()
+        locker.close()
+    notify.wait_for("recovery", notify.status_startswith("synced 0 interfaces"), start=failed + 1)
+    rows = query(db, "SELECT status, message FROM sync_status WHERE host_id=%s ORDER BY id", (host_id,))
+    assert rows[0][0] == "failed" and "lock timeout" in rows[0][1], rows
+    assert any(r[0] == "ok" for r in rows[1:]), rows
+    assert "DB write failed" in d.log()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(10) == 0

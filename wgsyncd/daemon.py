@@ -22,6 +22,8 @@ in force and a call that really hangs that long is what the watchdog is for.
 
 from __future__ import annotations
 
+import datetime
+import inspect
 import logging
 import os
 import random
@@ -69,7 +71,7 @@ class Report(Protocol):
     def summary(self) -> str: ...
 
 
-SyncFn = Callable[[config_mod.Config, Any], Report]
+SyncFn = Callable[[config_mod.Config, Any, uuid.UUID], Report]
 ConnectFn = Callable[[config_mod.Config], Any]
 
 
@@ -156,10 +158,15 @@ def _default_connect(cfg: config_mod.Config) -> Any:
     return conn
 
 
-def _default_sync(cfg: config_mod.Config, conn: Any) -> Report:
-    """One real cycle: read, merge, write."""
+def _default_sync(cfg: config_mod.Config, conn: Any, sync_id: uuid.UUID) -> Report:
+    """One real cycle: read, merge, write; under our sync_id when the cycle accepts one.
+
+    The same id then appears as SYNC_ID in the journal and as sync_id in the DB.
+    """
     from wgsyncd import cycle
 
+    if "sync_id" in inspect.signature(cycle.sync_once).parameters:
+        return cycle.sync_once(cfg, conn, sync_id=sync_id)
     return cycle.sync_once(cfg, conn)
 
 
@@ -261,19 +268,20 @@ class Daemon:
     # -- one cycle ---------------------------------------------------------------
     def run_cycle(self) -> float:
         """Connect if needed, sync once, report; returns how long to wait before the next one."""
-        sync_id = uuid.uuid4().hex
+        sync_id = uuid.uuid4()
+        started = datetime.datetime.now(datetime.UTC)
         errors = _db_errors()
-        with logs.context(sync_id=sync_id):
+        with logs.context(sync_id=sync_id.hex):
             self._in_cycle = True
             try:
                 if self.conn is None:
                     self.conn = self.connect(self.cfg)
-                report = self.sync(self.cfg, self.conn)
+                report = self.sync(self.cfg, self.conn, sync_id)
             except CycleAbandoned:
                 raise
             except errors as exc:
                 self._in_cycle = False
-                return self._db_failed(exc)
+                return self._db_failed(exc, sync_id, started)
             except Exception as exc:  # a bug must cost one cycle, not the daemon
                 self._in_cycle = False
                 log.exception("cycle crashed: %s", type(exc).__name__)
@@ -294,22 +302,36 @@ class Daemon:
         self.notify.send(f"STATUS={summary}", "WATCHDOG=1")
         return next_interval(self.cfg.daemon, self.rng)
 
-    def _db_failed(self, exc: BaseException) -> float:
-        """The DB is down or refused us: drop the connection and back off."""
+    def _db_failed(self, exc: BaseException, sync_id: uuid.UUID, started: datetime.datetime) -> float:
+        """The DB is down or refused a write: record it if the DB still answers, then back off."""
+        reason = logs.redactor().redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        alive = self.conn is not None and not self.conn.closed and not getattr(self.conn, "broken", False)
+        if alive:
+            self._record_failure(sync_id, started, reason)
         _close_quietly(self.conn)
         self.conn = None
         self.failures += 1
         delay = backoff_delay(self.cfg.daemon, self.failures)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        what = "DB write failed" if alive else "DB unreachable"
         log.error(
-            "DB unreachable (%s); retry %d in %.0f s",
+            "%s (%s); retry %d in %.0f s",
+            what,
             reason,
             self.failures,
             delay,
             extra={"sync_status": "failed"},
         )
-        self.notify.send(f"STATUS=DB unreachable, retry in {delay:.0f} s", "WATCHDOG=1")
+        self.notify.send(f"STATUS={what}, retry in {delay:.0f} s", "WATCHDOG=1")
         return delay
+
+    def _record_failure(self, sync_id: uuid.UUID, started: datetime.datetime, reason: str) -> None:
+        """A failed row in sync_status, so `wgsyncd status` shows the failure too (best effort)."""
+        try:
+            from wgsyncd import __version__, store
+
+            store.record_failure(self.conn, self.cfg.host_id, sync_id, started, reason, __version__)
+        except Exception as exc:  # the DB just failed us once; a second failure only gets logged
+            log.debug("could not record the failed cycle: %s", type(exc).__name__)
 
     def _cycle_failed(self, summary: str) -> float:
         """A cycle that ended without a write: back off like a DB failure, drop the connection."""
