@@ -96,6 +96,22 @@ def test_read_equals_wg_dump(wg_bed: WgBed, backend: str, peers: int | str) -> N
         assert third.endpoint is None and third.allowed_ips == ()
 
 
+def test_peer_changes_show_on_the_next_read(wg_bed: WgBed) -> None:
+    iface = wg_bed.create(peers=list(MIXED))
+    gone, kept = MIXED[0].public_key or "", MIXED[1].public_key or ""
+    iface.remove_peer(gone)
+    added, psk = random_key(), random_key()
+    iface.set_peer(added, preshared_key=psk, endpoint="198.51.100.9:1", allowed_ips=("fd00:9::/64",))
+    iface.set_peer(kept, allowed_ips=("192.0.2.77/32", "fd00:77::1/128"), persistent_keepalive=5)
+    got = read_one("uapi", iface.name)
+    assert gone not in got.peers
+    assert got.peers[added].preshared_key is not None and got.peers[added].preshared_key.reveal() == psk
+    assert got.peers[added].endpoint == "198.51.100.9:1"
+    assert got.peers[kept].allowed_ips == ("192.0.2.77/32", "fd00:77::1/128")
+    assert got.peers[kept].persistent_keepalive == 5
+    assert_same(got, parse_wg_dump(iface.dump(), iface.name)[iface.name])
+
+
 def test_handshake_and_counters_over_a_real_tunnel(wg_pair: WgPair) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     wg_pair.ping(3)
