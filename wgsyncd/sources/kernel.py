@@ -356,7 +356,7 @@ def _read_uapi(
     for name in names:
         if name in seen or not accept(name):
             continue
-        path = str(Path(cfg.socket_dir) / f"{name}.sock")
+        path = uapi.socket_path(cfg.socket_dir, name)
         try:
             iface = uapi.read_interface(name, path, cfg.timeout)
         except uapi.StaleSocket:
