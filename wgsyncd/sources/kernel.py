@@ -311,10 +311,8 @@ def read(cfg: KernelConfig, want: Callable[[str], bool] | None = None) -> Source
 
 
 def _error(result: SourceResult, where: str, message: str, interface: str | None) -> None:
-    """Record one problem; logged by name only (messages never carry key values)."""
-    err = SourceError(source=Source.KERNEL, where=where, message=message, interface=interface)
-    log.warning("%s", err)
-    result.errors.append(err)
+    """Record one problem; the cycle logs it once, at error level, with the others."""
+    result.errors.append(SourceError(source=Source.KERNEL, where=where, message=message, interface=interface))
 
 
 def _read_netlink(
