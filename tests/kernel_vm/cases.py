@@ -26,7 +26,9 @@ CASE_CHECKS = ("read_matches_dump", "read_matches_setup")
 # checks run once per pyroute2 version
 LABEL_CHECKS = (
     "full_read",  # read() of every interface: no errors, same names as `wg show all dump`
+    "live_pair_far_end",  # wgB read from inside its namespace nsB
     "timing_10000_peers",  # netlink read time next to `wg show dump` time, same boot
+    "read_during_churn",  # a dump racing peer changes: retried or an error, never half-read
     "write_add_peer",
     "write_update_allowed_ips",
     "write_remove_peer",

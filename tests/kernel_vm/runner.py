@@ -256,10 +256,21 @@ def case_live_pair() -> dict:
         sh(*exec_ns, WG, "setconf", name, str(path))
         sh(*prefix, "addr", "add", addr, "dev", name)
         sh(*prefix, "link", "set", name, "up")
-    sh("ping", "-c", "3", "-W", "5", "198.51.100.2")
+    ping_until_answered("198.51.100.2", HANDSHAKE_TIMEOUT)
     wait_for_handshake("wgA", HANDSHAKE_TIMEOUT)
     exp = expectation(key_a, 51820, 0, [peer_b], live=True)
     return exp
+
+
+def ping_until_answered(addr: str, timeout: float) -> None:
+    """Ping through the tunnel until one reply comes back (the first may die in the handshake)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = subprocess.run(["ping", "-c", "1", "-W", "2", addr], capture_output=True, check=False)
+        if proc.returncode == 0:
+            sh("ping", "-c", "3", "-i", "0.2", "-W", "2", addr)  # some traffic both ways for the counters
+            return
+    raise CommandError(f"no ping reply from {addr} through the tunnel within {timeout:.0f}s")
 
 
 def wait_for_handshake(name: str, timeout: float) -> None:
@@ -352,7 +363,9 @@ def cmd_check(label: str) -> int:
             cases.case_id("read_matches_setup", case, label),
             lambda name=name: check_setup(state, expect, name),
         )
+    run_check(cases.label_id("live_pair_far_end", label), far_end_in_namespace)
     run_check(cases.label_id("timing_10000_peers", label), lambda: timing(cfg, version))
+    run_check(cases.label_id("read_during_churn", label), lambda: read_during_churn(cfg, version))
     from kernel_vm import writes
 
     for check in ("write_add_peer", "write_update_allowed_ips", "write_remove_peer"):
@@ -388,24 +401,37 @@ def check_setup(state: dict, expect: dict, name: str) -> tuple[bool, str, dict]:
     return not diffs, "\n".join(diffs[:40]) or f"{name}: as configured", {"diffs": len(diffs)}
 
 
+TIMING_ROUNDS = 3  # best of 3: the VM shares a noisy machine
+
+
+def _best(fn: Callable[[], Any], rounds: int = TIMING_ROUNDS) -> tuple[float, Any]:
+    """The fastest of ``rounds`` runs of ``fn`` and the last value it returned."""
+    best, value = float("inf"), None
+    for _ in range(rounds):
+        t = time.monotonic()
+        value = fn()
+        best = min(best, time.monotonic() - t)
+    return best, value
+
+
 def timing(cfg: Any, version: str) -> tuple[bool, str, dict]:
-    """Netlink read of the 10,000-peer interface next to `wg show dump` of it, in this boot."""
+    """Netlink read of the 10,000-peer interface next to `wg show dump` of it, in this boot.
+
+    Both sides are timed end to end as the daemon would run them: read() includes
+    the link dump; `wg show dump` includes starting the process; parse_wg_dump is
+    reported apart because the `wg` backend pays it too.
+    """
     from wgsyncd.sources.kernel import parse_wg_dump, read
 
     name = cases.CASES["peers_10000"]
-    t = time.monotonic()
-    result = read(cfg, want=lambda n: n == name)
-    read_s = time.monotonic() - t
-    t = time.monotonic()
-    text = sh(WG, "show", name, "dump")
-    dump_s = time.monotonic() - t
-    t = time.monotonic()
-    parsed = parse_wg_dump(text, name)
-    parse_s = time.monotonic() - t
+    read_s, result = _best(lambda: read(cfg, want=lambda n: n == name))
+    dump_s, text = _best(lambda: sh(WG, "show", name, "dump"))
+    parse_s, parsed = _best(lambda: parse_wg_dump(text, name))
     peers = len(result.interfaces[name].peers) if name in result.interfaces else 0
     metrics = {
         "pyroute2": version,
         "peers": peers,
+        "rounds": TIMING_ROUNDS,
         "netlink_read_s": round(read_s, 3),
         "wg_dump_s": round(dump_s, 3),
         "parse_wg_dump_s": round(parse_s, 3),
@@ -415,10 +441,93 @@ def timing(cfg: Any, version: str) -> tuple[bool, str, dict]:
     ok = peers == 10000 and len(parsed[name].peers) == 10000 and not result.errors
     detail = (
         f"pyroute2 {version}: netlink read {read_s:.2f}s, `wg show dump` {dump_s:.2f}s "
-        f"(+ parse_wg_dump {parse_s:.2f}s) for {peers} peers"
+        f"(+ parse_wg_dump {parse_s:.2f}s) for {peers} peers, best of {TIMING_ROUNDS}"
     )
     print(detail, file=sys.stderr)
     return ok, detail, metrics
+
+
+def read_during_churn(cfg: Any, version: str) -> tuple[bool, str, dict]:
+    """Read the 10,000-peer interface while a peer is added and removed in a loop.
+
+    The kernel flags a dump that raced a change (NLM_F_DUMP_INTR); the reader must
+    retry or report an error for that interface, never return it half-read: the
+    result is all 10,000 peers (plus, maybe, the churning one) or an error naming it.
+    """
+    from wgsyncd.sources.kernel import read
+
+    name = cases.CASES["peers_10000"]
+    before = set(sh(WG, "show", name, "peers").split())
+    churn_key = random_key()
+    loop = (
+        f"while :; do {WG} set {name} peer {churn_key} allowed-ips 10.255.0.1/32; "
+        f"{WG} set {name} peer {churn_key} remove; done"
+    )
+    churn = subprocess.Popen(["/bin/sh", "-c", loop], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        results = [read(cfg, want=lambda n: n == name) for _ in range(3)]
+    finally:
+        churn.kill()
+        churn.wait()
+        sh(WG, "set", name, "peer", churn_key, "remove")
+    outcomes, problems = [], []
+    for result in results:
+        iface = result.interfaces.get(name)
+        errors = [e for e in result.errors if e.interface == name]
+        if iface is None:
+            outcomes.append(f"error ({errors[0].message})" if errors else "missing")
+            if not errors:
+                problems.append(f"{name} missing from the read without an error naming it")
+            elif "interrupted" not in errors[0].message:
+                problems.append(f"expected an 'interrupted' error, got: {errors[0]}")
+            continue
+        got = set(iface.peers)
+        outcomes.append("read")
+        if not before <= got or len(got - before - {churn_key}) or errors:
+            problems.append(
+                f"half-read: {len(before - got)} of {len(before)} peers missing, "
+                f"{len(got - before - {churn_key})} unknown, errors {[str(e) for e in errors]}"
+            )
+    detail = f"pyroute2 {version}: 3 reads during churn: {', '.join(outcomes)}"
+    return not problems, "; ".join([detail, *problems]), {"outcomes": outcomes}
+
+
+def far_end_in_namespace() -> tuple[bool, str, dict]:
+    """Read wgB from inside namespace nsB (a second process there), as a containerised host would."""
+    proc = subprocess.run(
+        [IP, "netns", "exec", "nsB", sys.executable, "-S", "-m", "kernel_vm.runner", "far-end"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/job",
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return False, f"far-end process exit {proc.returncode}: {proc.stderr.strip()[-1500:]}", {}
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return answer["ok"], answer["detail"], answer["metrics"]
+
+
+def cmd_far_end() -> int:
+    """Inside nsB: wgB read by netlink must equal the dump and carry the handshake and counters."""
+    from wgsyncd.config import KernelConfig
+    from wgsyncd.sources.kernel import parse_wg_dump, read
+
+    before = parse_wg_dump(sh(WG, "show", "all", "dump"))
+    result = read(KernelConfig(backend="netlink", timeout=READ_TIMEOUT))
+    after = parse_wg_dump(sh(WG, "show", "all", "dump"))
+    problems = [str(e) for e in result.errors]
+    if sorted(result.interfaces) != ["wgB"] or "wgB" not in before:
+        problems.append(f"interfaces in nsB: netlink {sorted(result.interfaces)} dump {sorted(before)}")
+        bounded = 0
+    else:
+        diffs, bounded = compare_to_dump(result.interfaces["wgB"], before["wgB"], after["wgB"])
+        problems += diffs
+        for peer in result.interfaces["wgB"].peers.values():
+            if not (peer.latest_handshake and peer.rx_bytes and peer.tx_bytes):
+                problems.append(f"wgB: peer {peer.public_key}: no handshake/counters")
+    detail = "; ".join(problems) or "wgB in nsB identical to its dump, handshake and counters set"
+    print(json.dumps({"ok": not problems, "detail": detail, "metrics": {"bounded": bounded}}))
+    return 0
 
 
 def cmd_done() -> int:
@@ -434,15 +543,17 @@ def cmd_done() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch setup / check / done."""
+    """Dispatch setup / check / far-end / done."""
     parser = argparse.ArgumentParser(prog="kernel_vm.runner")
-    parser.add_argument("command", choices=("setup", "check", "done"))
+    parser.add_argument("command", choices=("setup", "check", "far-end", "done"))
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
     if args.command == "setup":
         return cmd_setup()
     if args.command == "check":
         return cmd_check(args.label)
+    if args.command == "far-end":
+        return cmd_far_end()
     return cmd_done()
 
 
