@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.beds.postgres",
     "tests.beds.wireguard",
     "tests.beds.wgrest_server",
+    "tests.beds.nspawn",
 ]

@@ -135,13 +135,19 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
                 return False
             raise ValueError("expected true or false")
         if annotation == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number") from None
         if annotation == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError("expected a whole number") from None
         if annotation.startswith("tuple"):
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split() if v]

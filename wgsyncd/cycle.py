@@ -103,11 +103,14 @@ class CycleReport:
         return text
 
 
-def sync_once(cfg: Config, conn) -> CycleReport:
-    """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails."""
+def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleReport:
+    """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails.
+
+    ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status.
+    """
     from wgsyncd import store
 
-    sync_id = uuid.uuid4()
+    sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
     state = collect(cfg)

@@ -23,7 +23,6 @@ in force and a call that really hangs that long is what the watchdog is for.
 from __future__ import annotations
 
 import datetime
-import inspect
 import logging
 import os
 import random
@@ -159,15 +158,13 @@ def _default_connect(cfg: config_mod.Config) -> Any:
 
 
 def _default_sync(cfg: config_mod.Config, conn: Any, sync_id: uuid.UUID) -> Report:
-    """One real cycle: read, merge, write; under our sync_id when the cycle accepts one.
+    """One real cycle: read, merge, write, under our sync_id.
 
     The same id then appears as SYNC_ID in the journal and as sync_id in the DB.
     """
     from wgsyncd import cycle
 
-    if "sync_id" in inspect.signature(cycle.sync_once).parameters:
-        return cycle.sync_once(cfg, conn, sync_id=sync_id)
-    return cycle.sync_once(cfg, conn)
+    return cycle.sync_once(cfg, conn, sync_id=sync_id)
 
 
 def _close_quietly(conn: Any) -> None:

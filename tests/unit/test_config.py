@@ -40,6 +40,7 @@ def test_file_then_env_override(tmp_path):
         ('[kernel]\nbackend = "ebpf"\n', {}, "kernel.backend: must be one of"),
         ("[wgrest]\nper_page = 1.5\n", {}, "wgrest.per_page: expected a whole number"),
         ("[conf]\nenabled = 3\n", {}, "conf.enabled: expected true or false"),
+        ("", {"WGSYNCD_DAEMON_INTERVAL": "soon"}, "daemon.interval: expected a number"),
         ("database = 1\n", {}, "database: expected a [database] table"),
         ("x = [\n", {}, "not valid TOML"),
         ("", {"WGSYNCD_NOPE": "1"}, "WGSYNCD_NOPE: unknown environment variable"),
