@@ -156,7 +156,7 @@ def test_image_metadata(image: Podman) -> None:
     """CMD runs the daemon with JSON logs; the healthcheck is set; the .deb is installed."""
     data = json.loads(image.run("image", "inspect", IMAGE).stdout)[0]
     assert data["Config"]["Cmd"] == ["wgsyncd", "--json-logs", "run"]
-    health = data.get("HealthCheck") or data["Config"].get("Healthcheck")
+    health = data.get("Healthcheck") or data.get("HealthCheck") or data["Config"].get("Healthcheck")
     assert health and health["Test"][1:] == ["wgsyncd", "check-config"], data
     out = image.run("run", "--rm", "--network=host", *RUN_FLAGS, IMAGE, "dpkg-query", "-W", "wgsyncd").stdout
     assert out.split() == ["wgsyncd", "0.1.0"]

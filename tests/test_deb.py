@@ -438,3 +438,17 @@ def test_remove_then_purge_leaves_nothing(installed: Installed) -> None:
     for path in [*installed.files, *owned_dirs]:
         if path.startswith(owned_dirs) or "wgsyncd" in path:
             assert crun(box, "test", "-e", path, check=False).returncode != 0, f"{path} left after purge"
+
+
+def test_vendor_path_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wgsyncd/_vendor.py puts an existing private dir first on sys.path and ignores a missing one."""
+    import sys
+
+    from wgsyncd import _vendor
+
+    monkeypatch.setattr(sys, "path", ["/somewhere"])
+    assert _vendor.activate(str(tmp_path / "missing")) is False
+    assert sys.path == ["/somewhere"]
+    assert _vendor.activate(str(tmp_path)) is True
+    assert _vendor.activate(str(tmp_path)) is True
+    assert sys.path == [str(tmp_path), "/somewhere"]
