@@ -16,7 +16,7 @@ CASES: dict[str, str] = {
     "one_peer": "wgk1",
     "peers_1000": "wgk1k",
     "peers_10000": "wgk10k",
-    "many_allowed_ips": "wgkmany",  # one peer with 300 allowed IPs, one with 1,500
+    "many_allowed_ips": "wgkmany",  # eight peers with 300 allowed IPs, one with 1,500
     "mixed_fields": "wgkmix",  # psk, v4/v6 endpoints, keepalive edge values, fwmark
     "bare_interface": "wgkbare",  # no key, no port, no peers
     "live_pair": "wgA",  # real handshake with wgB in namespace nsB over veth
