@@ -322,6 +322,31 @@ def test_hang_trips_timeout(server: ServerBox, caplog: pytest.LogCaptureFixture)
     assert_no_secrets(result, caplog, secrets_of(server))
 
 
+def test_drip_trips_the_whole_answer_deadline(server: ServerBox) -> None:
+    populate(server)
+    server.fault = "drip"
+    start = time.monotonic()
+    result = wgrest.read(config(server, timeout=0.5, api_version=server.version))
+    assert time.monotonic() - start < 3.0
+    (err,) = result.errors
+    assert "timeout" in err.message and err.interface is None and result.interfaces == {}
+
+
+def test_after_a_timeout_remaining_devices_are_not_asked(server: ServerBox) -> None:
+    for name in ("wg0", "wg1", "wg2", "wg3"):
+        server.add_device(name)
+        server.add_peers(name, 2)
+    server.fault = "hang"
+    server.fault_path = "/peers/"
+    start = time.monotonic()
+    result = wgrest.read(config(server, timeout=0.5))
+    assert time.monotonic() - start < 1.5  # one timeout, not four
+    assert result.interfaces == {}
+    assert [e.interface for e in result.errors] == ["wg0", "wg1", "wg2", "wg3"]
+    assert "timeout" in result.errors[0].message and "timed out earlier" in result.errors[3].message
+    assert len([p for p in server.paths() if "/peers/" in p]) == 1
+
+
 def test_hang_on_one_device(server: ServerBox) -> None:
     populate(server)
     server.fault = "hang"

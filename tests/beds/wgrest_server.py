@@ -46,6 +46,7 @@ FAULTS = (
     "link_loop",
     "link_offsite",
     "shift_peers",  # a peer is added at the front after page 1 is served (list shifts)
+    "drip",  # headers at once, then the body a byte every 50 ms (never trips a socket timeout)
 )
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # A value shaped like a key but invalid (43 chars + "="): what the "bad_key" fault
@@ -567,6 +568,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html>this is not json")
         elif box.fire("401", path):
             self._error(401, "unauthorized", "invalid token")
+        elif box.fire("drip", path):
+            self._drip()
         elif box.fire("hang", path):
             box.hung.set()
             box.release.wait()
@@ -576,6 +579,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             return False  # bad_key, link_* and shift_peers change a good answer instead
         return True
+
+    def _drip(self) -> None:
+        """A slow server: valid headers, then a trickle of body until stopped or done."""
+        body = b'[{"name": "wg0"}]' + b" " * 10_000
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(len(body)):
+            if self.server_box.release.wait(0.05):
+                break  # the bed is stopping
+            try:
+                self.wfile.write(body[i : i + 1])
+            except OSError:
+                break  # the client gave up: that is the point
+        self.close_connection = True
 
     # ---- routes
 

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
+import json
 import logging
 import math
 import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # A Link chain longer than this is a broken server, not a big one (1M peers at 100 a page).
 MAX_PAGES = 10_000
+# Largest answer read (10,000 peers in one page are about 3 MiB).
+MAX_BODY = 128 * 2**20
 # Reads of one device's peers when its list shifts between pages.
 PEER_READ_ATTEMPTS = 3
 # Server-supplied error text we repeat, cut to this length (it is untrusted input).
@@ -401,6 +408,21 @@ def _stamp(obj: Interface | Peer, fields: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------- HTTP
 
 
+@dataclass
+class _Answer:
+    """One HTTP answer, fully read within the deadline (the body never leaves this module)."""
+
+    status: int
+    reason: str
+    url: str
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.body)
+
+
 class _Client:
     """One requests.Session bound to one wgrest: auth header, timeouts, error phrasing."""
 
@@ -415,49 +437,87 @@ class _Client:
         if cfg.token and cfg.token.reveal():
             session.headers["Authorization"] = f"Bearer {cfg.token.reveal()}"
         self.answered = False  # set after the first HTTP answer: refusal later is an error
+        self.timed_out = False  # set after a timeout: a stuck wgrest is not asked again
 
     def url(self, path: str) -> str:
         """An absolute URL under the configured base (which may carry a path prefix)."""
         return self.base + path
 
-    def get(self, url: str) -> requests.Response:
-        """GET with the configured timeout; transport failures become WgrestProblem."""
-        where = redact_url(url)
-        try:
-            resp = self.session.get(url, timeout=self.cfg.timeout)
-        except requests.Timeout:
-            raise WgrestProblem(where, f"no answer within {self.cfg.timeout:g}s (timeout)") from None
-        except requests.ConnectionError as exc:
-            if _is_refused(exc):
-                raise WgrestRefused(where, "connection refused (is wgrest running?)") from None
-            raise WgrestProblem(where, f"cannot connect: {_short_reason(exc)}") from None
-        except requests.RequestException as exc:
-            raise WgrestProblem(where, f"request failed: {type(exc).__name__}") from None
-        self.answered = True
-        log.debug("wgrest GET %s -> %d", where, resp.status_code)
-        return resp
+    def get(self, url: str) -> _Answer:
+        """GET, read whole within ``cfg.timeout``; transport failures become WgrestProblem.
 
-    def get_json(self, url: str) -> tuple[Any, requests.Response]:
+        requests' timeout bounds each socket wait, not the whole answer: a server
+        dripping a byte now and then would never trip it. So once the headers are in,
+        a timer cuts the connection at the deadline (shutdown wakes the blocked read).
+        """
+        where = redact_url(url)
+        timeout = self.cfg.timeout
+        deadline = time.monotonic() + timeout
+        cut = threading.Event()
+        try:
+            with self.session.get(url, timeout=timeout, stream=True) as resp:
+                timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut_connection, (resp, cut))
+                timer.daemon = True
+                timer.start()
+                try:
+                    body = self._read_body(resp, where)
+                finally:
+                    timer.cancel()
+                answer = _Answer(resp.status_code, resp.reason or "", resp.url or url, resp.headers, body)
+        except requests.RequestException as exc:
+            raise self._transport_problem(exc, where, cut.is_set()) from None
+        if cut.is_set():  # urllib3 1.26 (Debian 12) returns the cut body as if complete
+            raise self._transport_problem(requests.Timeout(), where, True)
+        _check_length(answer, where)
+        self.answered = True
+        log.debug("wgrest GET %s -> %d (%d bytes)", where, answer.status, len(answer.body))
+        return answer
+
+    def _transport_problem(self, exc: requests.RequestException, where: str, cut: bool) -> WgrestProblem:
+        """One clear problem for a failed request: refused, timed out, or broken."""
+        if cut or isinstance(exc, requests.Timeout) or _is_timeout(exc):
+            self.timed_out = True
+            what = "answer not complete" if cut else "no answer"
+            return WgrestProblem(where, f"{what} within {self.cfg.timeout:g}s (timeout)")
+        if isinstance(exc, requests.ConnectionError) and _is_refused(exc):
+            return WgrestRefused(where, "connection refused (is wgrest running?)")
+        if isinstance(exc, requests.ConnectionError):
+            return WgrestProblem(where, f"cannot connect: {_short_reason(exc)}")
+        return WgrestProblem(where, f"request failed: {type(exc).__name__}")
+
+    @staticmethod
+    def _read_body(resp: requests.Response, where: str) -> bytes:
+        """The body in chunks, refusing more than MAX_BODY bytes."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_content(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise WgrestProblem(where, f"answer larger than {MAX_BODY // 2**20} MiB")
+        return b"".join(chunks)
+
+    def get_json(self, url: str) -> tuple[Any, _Answer]:
         """GET expecting 200 and JSON; other statuses and bad JSON become one WgrestProblem."""
         resp = self.get(url)
-        where = redact_url(resp.url or url)
-        if resp.status_code != 200:
+        where = redact_url(resp.url)
+        if resp.status != 200:
             raise WgrestProblem(where, self.status_message(resp))
         try:
             return resp.json(), resp
         except ValueError:
             raise WgrestProblem(where, "response is not valid JSON") from None
 
-    def status_message(self, resp: requests.Response) -> str:
+    def status_message(self, resp: _Answer) -> str:
         """An HTTP error phrased for a person, with wgrest's own code/message (scrubbed)."""
-        if resp.status_code == 401:
+        if resp.status == 401:
             text = "HTTP 401 unauthorized: " + (
                 "the token was refused" if self.cfg.token else "wgrest wants a token (set wgrest.token_file)"
             )
-        elif resp.status_code == 403:
+        elif resp.status == 403:
             text = "HTTP 403 forbidden: the token may not read this"
         else:
-            text = f"HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+            text = f"HTTP {resp.status} {resp.reason}".rstrip()
         detail = _server_error_text(resp)
         return f"{text} ({scrub(detail, self.cfg.token)})" if detail else text
 
@@ -475,20 +535,38 @@ class _Client:
         for _ in range(MAX_PAGES):
             seen.add(url)
             data, resp = self.get_json(url)
-            where = redact_url(resp.url or url)
+            where = redact_url(resp.url)
             if not isinstance(data, list):
                 raise WgrestProblem(where, f"expected a JSON array, got {_type_name(data)}")
             items.extend(data)
             nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
             if not nxt:
                 return items
-            nxt = urljoin(resp.url or url, nxt)
+            nxt = urljoin(resp.url, nxt)
             if _origin(nxt) != origin:
                 raise WgrestProblem(where, 'Link rel="next" points to another host; not followed')
             if nxt in seen:
                 raise WgrestProblem(where, 'pagination loop: Link rel="next" points to a page already read')
             url = nxt
         raise WgrestProblem(redact_url(first_url), f"more than {MAX_PAGES} pages; giving up")
+
+
+def _check_length(answer: _Answer, where: str) -> None:
+    """A body shorter than its Content-Length was cut off (urllib3 1.26 does not check)."""
+    declared = answer.headers.get("Content-Length")
+    if answer.headers.get("Content-Encoding") or not declared or not declared.strip().isdigit():
+        return
+    if int(declared) != len(answer.body):
+        raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
+
+
+def _cut_connection(resp: requests.Response, cut: threading.Event) -> None:
+    """Deadline passed: shut the answer's socket down so the blocked read returns."""
+    cut.set()
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -514,6 +592,19 @@ def _is_refused(exc: BaseException) -> bool:
     return False
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """True when a ConnectionError wraps a read timeout (requests does that mid-body)."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            return False
+        if isinstance(cur, TimeoutError | socket.timeout) or "Timeout" in type(cur).__name__:
+            return True
+        nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = nxt or cur.__cause__ or cur.__context__
+    return False
+
+
 def _short_reason(exc: BaseException) -> str:
     """The innermost OS error of a connection failure, without URLs or reprs."""
     cur: BaseException | None = exc
@@ -527,7 +618,7 @@ def _short_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _server_error_text(resp: requests.Response) -> str:
+def _server_error_text(resp: _Answer) -> str:
     """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
     try:
         body = resp.json()
@@ -551,10 +642,10 @@ def detect_version(client: _Client) -> str:
     """
     for path in ("/v1/version", "/version"):
         resp = client.get(client.url(path))
-        if resp.status_code in (401, 403, 404, 405):
+        if resp.status in (401, 403, 404, 405):
             continue
-        where = redact_url(resp.url or client.url(path))
-        if resp.status_code != 200:
+        where = redact_url(resp.url)
+        if resp.status != 200:
             raise WgrestProblem(where, client.status_message(resp))
         try:
             body = resp.json()
@@ -656,6 +747,12 @@ def _read_device(
         # v2 also lists devices that only exist as a conf file; it has no peers
         # for them (the conf source reads that file itself)
         log.debug("wgrest: %s is not running, skipped", name)
+        return
+    if client.timed_out:
+        # one timeout already cost cfg.timeout; asking a stuck wgrest about every
+        # remaining device would multiply that past the watchdog
+        problem = WgrestProblem(where, "not read: wgrest timed out earlier in this cycle")
+        result.errors.append(_error(problem, interface=name))
         return
     try:
         iface = parse_device(raw, version, where)
