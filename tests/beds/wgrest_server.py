@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-import pytest
+try:  # the demo and the benchmark start the server without pytest
+    import pytest
+except ImportError:  # pragma: no cover
+    pytest = None  # type: ignore[assignment]
 
 FAULTS = (
     None,
@@ -748,7 +751,12 @@ def make_wgrest_server(
     return ServerBox(version, token, data_dir).start()
 
 
-@pytest.fixture
+def _fixture(func: Any) -> Any:
+    """pytest.fixture when pytest is there; the plain function otherwise."""
+    return pytest.fixture(func) if pytest is not None else func
+
+
+@_fixture
 def wgrest_server() -> Iterator[ServerBox]:
     """A v1 wgrest without auth; change ``.version``/``.token``/``.fault`` freely."""
     box = make_wgrest_server("v1")
@@ -758,7 +766,7 @@ def wgrest_server() -> Iterator[ServerBox]:
         box.stop()
 
 
-@pytest.fixture
+@_fixture
 def make_wgrest() -> Iterator[Any]:
     """A factory fixture: ``make_wgrest("v2", token=...)``; every server stops at teardown."""
     boxes: list[ServerBox] = []
@@ -775,3 +783,32 @@ def make_wgrest() -> Iterator[Any]:
     finally:
         for box in boxes:
             box.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a populated fake wgrest until interrupted (README demo, manual checks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a fake wgrest (v1 or v2) on 127.0.0.1")
+    parser.add_argument("--api", choices=("v1", "v2"), default="v2")
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--peers", type=int, default=3, help="peers per device")
+    args = parser.parse_args(argv)
+    box = make_wgrest_server(args.api, token=args.token, data_dir=args.data_dir)
+    for d in range(args.devices):
+        box.add_device(f"wg{d}", listen_port=51820 + d, addresses=[f"10.{d}.0.1/16"])
+        box.add_peers(f"wg{d}", args.peers, keepalive=25)
+    print(f"wgrest {args.api} at {box.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        box.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

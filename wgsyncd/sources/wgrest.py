@@ -770,9 +770,9 @@ def _read_device(
 
 
 def _error(exc: WgrestProblem, interface: str | None = None) -> SourceError:
-    """A SourceError from a problem; logged once at warning level (it holds no secrets)."""
+    """A SourceError from a problem (debug log only: cycle.py logs every SourceError)."""
     err = SourceError(source=Source.WGREST, where=exc.where, message=exc.message, interface=interface)
-    log.warning("%s", err)
+    log.debug("%s", err)
     return err
 
 
