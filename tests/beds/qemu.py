@@ -20,8 +20,10 @@ the reason; with CI=true it FAILS, so CI cannot go green by skipping the kernel 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import py_compile
 import re
@@ -355,6 +357,22 @@ poweroff -f
 """
 
 
+def module_bytes(path: Path) -> tuple[str, bytes]:
+    """A module file as plain ``.ko`` (newer Debian kernels ship .ko.xz, busybox insmod wants it raw)."""
+    data = path.read_bytes()
+    name = str(path)
+    if name.endswith(".xz"):
+        return name[:-3], lzma.decompress(data)
+    if name.endswith(".gz"):
+        return name[:-3], gzip.decompress(data)
+    if name.endswith(".zst"):
+        raw = subprocess.run(["zstd", "-dc", name], capture_output=True, check=False)
+        if raw.returncode != 0:
+            raise BedError(f"zstd -d {name}: {raw.stderr.decode(errors='replace').strip()}")
+        return name[:-4], raw.stdout
+    return name, data
+
+
 def base_archive_path(inputs: BaseInputs) -> Path:
     """Where the cached base archive lives (gitignored; CI may cache .cache/)."""
     return CACHE_DIR / f"kernel-vm-base-{inputs.kernel}-{inputs.key()}.cpio.zst"
@@ -378,8 +396,9 @@ def _write_base(cpio: CpioWriter, inputs: BaseInputs) -> None:
     cpio.add_tree(str(PY_STDLIB), PY_STDLIB, STDLIB_SKIP)
     order = []
     for module in inputs.modules:
-        cpio.add_file(str(module), module)
-        order.append(str(module))
+        dest, data = module_bytes(module)
+        cpio.add_bytes(dest, data)
+        order.append(dest)
     cpio.add_bytes("etc/wgsyncd-vm/modules", ("\n".join(order) + "\n").encode())
     for label, (tree, version) in inputs.pyroute2.items():
         cpio.add_tree(f"opt/pyroute2-{label}/pyroute2", tree)
@@ -405,7 +424,7 @@ def build_base(inputs: BaseInputs) -> Path:
     if target.is_file():
         return target
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE_DIR.glob("kernel-vm-base-*.cpio.zst"):
+    for stale in CACHE_DIR.glob(f"kernel-vm-base-{inputs.kernel}-*.cpio.zst"):
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, prefix=".kernel-vm-base-", suffix=".cpio")
     try:
