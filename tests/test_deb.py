@@ -210,6 +210,7 @@ class Installed:
     host_id: str
     install_log: str
     files: list[str]  # `dpkg -L wgsyncd` right after install
+    conf_mode: str  # "640 root:root" as installed, before the test wrote its own config
 
 
 def _config(iface: WgIface, dsn: str, host_id: str) -> str:
@@ -270,12 +271,13 @@ def installed(deb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             timeout=600,
         )
         files = crun(box, "dpkg", "-L", "wgsyncd").stdout.split()
+        conf_mode = crun(box, "stat", "-c", "%a %U:%G", "/etc/wgsyncd/wgsyncd.toml").stdout.strip()
         host_id = f"deb-{uuid.uuid4().hex[:8]}"
         dsn = cluster.dsn(dbname, via_tcp=True)
         box.write("/etc/wgsyncd/wgsyncd.toml", _config(iface, dsn, host_id), mode=0o640)
         # the interface's own conf file: read through the vendored wgconfig
         box.write(f"/etc/wireguard/{iface.name}.conf", iface.showconf(), mode=0o600)
-        yield Installed(box, iface, cluster, dbname, host_id, res.stdout + res.stderr, files)
+        yield Installed(box, iface, cluster, dbname, host_id, res.stdout + res.stderr, files, conf_mode)
     finally:
         if box is not None:
             nspawn.shutdown(box)
@@ -356,6 +358,18 @@ def test_install_pulls_only_debian_packages(installed: Installed) -> None:
         box, "python3", "-c", "import wgsyncd, wgconfig, pyroute2, psycopg; print(wgconfig.__file__)"
     ).stdout.strip()
     assert where == "/usr/lib/wgsyncd/vendor/wgconfig/__init__.py"
+    assert installed.conf_mode == "640 root:root"
+
+
+def test_bash_completion_completes_commands(installed: Installed) -> None:
+    """The shipped completion (click's, generated at build time) completes subcommands."""
+    script = (
+        "source /usr/share/bash-completion/completions/wgsyncd; "
+        "COMP_WORDS=(wgsyncd che); COMP_CWORD=1; _wgsyncd_completion wgsyncd che wgsyncd; "
+        "echo ${COMPREPLY[@]}"
+    )
+    out = crun(installed.box, "bash", "-c", script).stdout.split()
+    assert out == ["check-config"]
 
 
 def test_version_and_collect(installed: Installed) -> None:
