@@ -590,6 +590,10 @@ def boot(inputs: BaseInputs, base: Path, job: Path, workdir: Path, timeout: floa
         proc.kill()
         qemu_out, _ = proc.communicate()
         run.error = f"qemu did not power off within {timeout:.0f}s (killed)"
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C): never leave our qemu behind
+            proc.kill()
+            proc.wait()
     run.boot_seconds = time.monotonic() - start
     if proc.returncode not in (0, None) and run.error is None:
         run.error = f"qemu exited {proc.returncode}: {qemu_out.decode(errors='replace')[-500:]}"
@@ -645,7 +649,8 @@ def boot_session(tmp_path_factory: pytest.TempPathFactory) -> VmRun:
         _unavailable(f"could not build the kernel VM: {exc}")
     print(
         f"\nkernel VM: build {run.build_seconds:.1f}s (base cached: {run.base_cached}, "
-        f"{run.base_size / 1e6:.1f} MB), boot+job {run.boot_seconds:.1f}s, {len(run.results)} results"
+        f"{run.base_size / 1e6:.1f} MB), boot+job {run.boot_seconds:.1f}s, {len(run.results)} results "
+        f"(console and raw results in {workdir})"
     )
     return run
 
