@@ -17,7 +17,9 @@ if ! echo "$SHA256  $TARBALL" | sha256sum -c --status 2>/dev/null; then
     rm -f "$TARBALL"
     "$PIP_PYTHON" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
         -d "$CACHE" "wgconfig==$VERSION" 2>/dev/null \
-      || "$PIP_PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "wgconfig==$VERSION"
+      || "$PIP_PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$CACHE" "wgconfig==$VERSION" \
+      || { echo "wgconfig $VERSION: download with $PIP_PYTHON -m pip failed (install python3-pip, or set" \
+                "WGSYNCD_PIP_PYTHON to a python that has pip)" >&2; exit 1; }
 fi
 echo "$SHA256  $TARBALL" | sha256sum -c --quiet || { echo "wgconfig $VERSION: hash mismatch" >&2; exit 1; }
 work=$(mktemp -d)
