@@ -148,7 +148,10 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
         print(f"image built in {time.monotonic() - started:.1f} s")
         yield podman
     finally:
-        podman.run("system", "reset", "--force", timeout=120, check=False)
+        # not `system reset`: that also touches the host's network configs
+        podman.run("rm", "--all", "--force", timeout=120, check=False)
+        podman.run("rmi", "--all", "--force", timeout=120, check=False)
+        subprocess.run(["umount", "-R", str(podman.root / "root" / "overlay")], capture_output=True)
         shutil.rmtree(podman.root, ignore_errors=True)
 
 
