@@ -134,11 +134,15 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int) -
     conn = _connect(cfg)
     try:
         rows = store.status(conn, host_id=host_id, limit=limit)
+        hosts = {r.host_id for r in rows} | ({host_id} if host_id else set())
+        warnings = _unsealed_warnings(conn, sorted(hosts))
     except store.StoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
         sys.exit(1)
     finally:
         conn.close()
+    for w in warnings:
+        click.echo(w, err=True)
     if as_json:
         _emit([render.plain(r) for r in rows])
         return
@@ -146,6 +150,18 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int) -
         click.echo(_status_line(render.plain(r)))
     if not rows:
         click.echo("no cycles recorded yet")
+
+
+def _unsealed_warnings(conn, host_ids: list[str]) -> list[str]:
+    """`restore will be incomplete` for every listed host whose latest version has no sealed secrets."""
+    from wgsyncd import restore
+
+    out = []
+    for h in host_ids:
+        w = restore.unsealed_warning(conn, h)
+        if w:
+            out.append(w)
+    return out
 
 
 def _status_line(row: dict[str, Any]) -> str:
@@ -201,6 +217,170 @@ def run(ctx: click.Context) -> None:
     sys.exit(
         daemon.run(ctx.obj["config_path"], log_level=ctx.obj["log_level"], json_logs=ctx.obj["json_logs"])
     )
+
+
+@main.group()
+def keys() -> None:
+    """The operator's recovery key (secrets in the database are sealed to it)."""
+
+
+@keys.command("init-recovery")
+@click.argument("path")
+def init_recovery(path: str) -> None:
+    """Make a recovery key pair: the private half goes to PATH (0600, never overwritten)."""
+    from wgsyncd import secrets
+
+    try:
+        made = secrets.init_recovery(path)
+    except FileExistsError:
+        click.echo(f"wgsyncd: {path}: already exists; refusing to overwrite a recovery key", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"wgsyncd: {path}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote the recovery private key to {path}: keep it offline; restore needs it")
+    click.echo("put this line into every host's wgsyncd.toml:")
+    click.echo(f'recovery_public_key = "{made.public}"')
+
+
+@main.command()
+@click.option("--host", "host_id", default=None, help="A host_id; default: this host's.")
+@click.option("--limit", default=None, type=int, help="Newest N versions only.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json: bool) -> None:
+    """The host's config versions, newest first (time, sync id, counts, sealed or not)."""
+    from wgsyncd import restore, store
+
+    cfg = _load(ctx)
+    conn = _connect(cfg)
+    host = host_id or cfg.host_id
+    try:
+        rows = restore.history(conn, host, limit)
+    except (store.StoreError, restore.RestoreError) as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        conn.close()
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        sealed = "sealed" if r["sealed"] else "NO SECRETS"
+        click.echo(
+            f"v{r['version']}  {r['created_at']}  sync {r['sync_id']}  "
+            f"{r['interfaces']} interfaces  {r['peers']} peers  {sealed}"
+        )
+    if not rows:
+        click.echo(f"host {host}: no config versions yet")
+
+
+@main.command("restore")
+@click.option("--host", "host_id", default=None, help="The host_id to restore from (any machine's).")
+@click.option("--version", "version", type=int, default=None, help="Version number (see `history`).")
+@click.option("--at", "at", default=None, help="The version current at this ISO time (UTC if no zone).")
+@click.option("--interface", "interfaces", multiple=True, help="Only this interface (repeatable).")
+@click.option("--recovery-key", "recovery_key", default=None, help="The recovery private key file.")
+@click.option(
+    "--to-dir",
+    "to_dir",
+    is_flag=False,
+    flag_value="/etc/wireguard",
+    default=None,
+    help="Write conf files here (default /etc/wireguard).",
+)
+@click.option("--apply", "do_apply", is_flag=True, help="Bring the running interfaces to the version.")
+@click.option("--apply-via", type=click.Choice(["auto", "uapi", "wg"]), default="auto", show_default=True)
+@click.option("--to-wgrest", "wgrest_url", default=None, help="Recreate peers through this wgrest URL.")
+@click.option("--token-file", default=None, help="wgrest bearer token file.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option(
+    "--allow-missing-secrets", is_flag=True, help="Restore interfaces whose keys were never stored."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def restore_cmd(
+    ctx: click.Context,
+    host_id: str | None,
+    version: int | None,
+    at: str | None,
+    interfaces: tuple[str, ...],
+    recovery_key: str | None,
+    to_dir: str | None,
+    do_apply: bool,
+    apply_via: str,
+    wgrest_url: str | None,
+    token_file: str | None,
+    dry_run: bool,
+    allow_missing_secrets: bool,
+    as_json: bool,
+) -> None:
+    """Restore a config version: conf files (--to-dir), running interfaces (--apply), wgrest."""
+    from wgsyncd import restore, store
+
+    if not (to_dir or do_apply or wgrest_url):
+        click.echo("wgsyncd: restore: choose a target: --to-dir [DIR], --apply or --to-wgrest URL", err=True)
+        sys.exit(2)
+    cfg = _load(ctx)
+    out: dict[str, Any] = {}
+    try:
+        when = restore.parse_time(at) if at else None
+        token = restore.read_token(token_file) if token_file else None
+        conn = _connect(cfg)
+        try:
+            loaded = restore.load(
+                conn,
+                host_id or cfg.host_id,
+                version=version,
+                at=when,
+                interfaces=interfaces,
+                recovery_key_file=recovery_key,
+                allow_missing_secrets=allow_missing_secrets,
+            )
+        finally:
+            conn.close()
+        out["host_id"], out["version"] = loaded.host_id, loaded.version
+        out["created_at"] = loaded.created_at.isoformat()
+        out["without_secrets"] = loaded.without_secrets
+        # every target checks everything it needs before its first write
+        if to_dir:
+            out["files"] = restore.to_dir(loaded, to_dir, dry_run=dry_run)
+        if do_apply:
+            out["interfaces"] = restore.apply(
+                loaded,
+                socket_dir=cfg.kernel.socket_dir,
+                wg_command=cfg.kernel.wg_command,
+                via=apply_via,
+                dry_run=dry_run,
+            )
+        if wgrest_url:
+            out["wgrest"] = restore.to_wgrest(loaded, wgrest_url, token=token, dry_run=dry_run)
+    except (store.StoreError, restore.RestoreError) as exc:
+        click.echo(f"wgsyncd: restore: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        _emit(restore.as_json({**out, "dry_run": dry_run}))
+        return
+    _print_restore(out, dry_run)
+
+
+def _print_restore(out: dict[str, Any], dry_run: bool) -> None:
+    """Text output of restore: one line per file/interface/device; diffs on a dry run."""
+    verb = "would restore" if dry_run else "restored"
+    click.echo(f"{verb} host {out['host_id']} version {out['version']} ({out['created_at']})")
+    for name in out["without_secrets"]:
+        click.echo(f"  warning: {name}: restored without keys (they were never stored)")
+    for f in out.get("files", []):
+        extra = f", backup {f.backup}" if f.backup else ""
+        click.echo(
+            f"  {f.path}: {'would be ' if dry_run and f.action != 'unchanged' else ''}{f.action}{extra}"
+        )
+        if dry_run and f.diff:
+            click.echo(f.diff, nl=False)
+    for ch in out.get("interfaces", []):
+        click.echo(f"  {ch.summary()}" + (" (dry run)" if dry_run else ""))
+    for ch in out.get("wgrest", []):
+        click.echo(f"  {ch.summary()}" + (" (dry run)" if dry_run else ""))
 
 
 if __name__ == "__main__":

@@ -114,7 +114,14 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
     started = datetime.now(UTC)
     t0 = time.monotonic()
     state = collect(cfg)
-    report = store.write_cycle(conn, state, sync_id=sync_id, started_at=started, agent_version=__version__)
+    report = store.write_cycle(
+        conn,
+        state,
+        sync_id=sync_id,
+        started_at=started,
+        agent_version=__version__,
+        recovery_public_key=cfg.recovery_public_key,
+    )
     return CycleReport(
         sync_id=sync_id,
         started_at=started,

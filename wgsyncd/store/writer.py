@@ -22,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from wgsyncd.state import HostState, Interface, Peer, Secret, key_fingerprint, public_key_from_private
+from wgsyncd.store import versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
@@ -57,6 +58,7 @@ class WriteReport:
     traffic_rows_written: int = 0
     round_trips: int = 0
     duration_s: float = 0.0
+    config_version: int | None = None  # the config version this cycle made, None = no change
 
 
 class _Tx:
@@ -578,11 +580,15 @@ def write_cycle(
     sync_id: uuid.UUID,
     started_at: datetime,
     agent_version: str,
+    recovery_public_key: str | None = None,
 ) -> WriteReport:
     """Write one host's state in ONE transaction under the host's advisory lock.
 
     A reader sees the previous snapshot or this one, never a mix; two agents with
     the same host_id queue instead of interleaving. Raises StoreError (rolled back).
+    A config version (store/versions.py) is added in the same transaction when the
+    configuration changed; its secrets are sealed to ``recovery_public_key`` (None:
+    secrets are not stored at all).
     """
     t0 = time.monotonic()
     report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
@@ -607,6 +613,7 @@ def write_cycle(
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         _write(tx, state.host_id, plan)
+        report.config_version = versions.record(tx, state, now, sync_id, recovery_public_key)
         report.tables = plan.counts
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")

@@ -1,0 +1,347 @@
+"""Config history: one version per change of a host's configuration, secrets sealed per interface.
+
+Why this shape:
+
+- A version is made only when its content hash differs from the latest version's,
+  so an idle cycle writes nothing and runtime (handshakes, counters) never makes one.
+- The hash is computed on the host over the public document AND the secrets (each
+  interface's document names the sha256 of its clear secrets). A sha256 over 256-bit
+  random keys reveals nothing, so storing it is safe, and it means a rotated
+  preshared key makes a version even when no recovery key is configured.
+- Secrets are sealed to the operator's recovery public key, one blob per interface,
+  stored once and addressed by (sha256 of the clear secrets, recovery key). The host
+  can write blobs but never open them; that is why an interface whose read failed
+  this cycle carries its previous document *including its secrets reference*
+  forward, instead of recording a half view.
+- Endpoints: the document holds the running (merged) endpoint, but a kernel-learned
+  endpoint is left out of the hash: a roaming client moving between networks must
+  not make a version every time. A configured endpoint still counts: it is in the
+  conf text, whose sha256 is part of the secrets hash, and a wgrest/conf-only
+  endpoint is hashed as it is. The endpoint recorded for a kernel peer is the one
+  seen when the version was made for some other reason.
+- Peer order is not part of the hash: wireguard-go lists peers in a new order on
+  every read. A conf file's order survives in its raw text, byte for byte.
+
+This module speaks SQL only through the writer's transaction (``record``) and in
+the small readers below; it never parses conf files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from wgsyncd import secrets as sealing
+from wgsyncd.state import HostState, Interface, Peer, Source, key_fingerprint, public_key_from_private
+from wgsyncd.store.db import guarded
+
+DOC_FORMAT = 1
+
+
+# ---------------------------------------------------------------- building content (pure)
+
+
+def _canonical(obj: Any) -> bytes:
+    """One byte string per value: sorted keys, no spaces, so the same content hashes the same."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _list(value: tuple[str, ...] | None) -> list[str] | None:
+    """Tuples as lists (JSON), None kept: unknown is not the same as empty."""
+    return None if value is None else list(value)
+
+
+def interface_secrets(iface: Interface) -> dict[str, Any]:
+    """Every secret of one interface as a clear dict; it only ever leaves the host sealed."""
+    return {
+        "private_key": iface.private_key.reveal() if iface.private_key else None,
+        "conf_text": iface.conf_text.reveal() if iface.conf_text is not None else None,
+        "preshared_keys": {
+            p.public_key: p.preshared_key.reveal() for p in iface.peers.values() if p.preshared_key
+        },
+        "peer_private_keys": {
+            p.public_key: p.private_key.reveal() for p in iface.peers.values() if p.private_key
+        },
+    }
+
+
+def secrets_sha256(secrets: dict[str, Any]) -> str:
+    """sha256 of the canonical secrets JSON: safe to store (256-bit keys inside), exact to compare."""
+    return hashlib.sha256(_canonical(secrets)).hexdigest()
+
+
+def _peer_doc(peer: Peer) -> dict[str, Any]:
+    """A peer's public fields; secrets appear only as "there is one"."""
+    src = peer.provenance.get("endpoint")
+    return {
+        "public_key": peer.public_key,
+        "allowed_ips": _list(peer.allowed_ips),
+        "endpoint": peer.endpoint,
+        "endpoint_source": str(src) if src is not None else None,
+        "persistent_keepalive": peer.persistent_keepalive,
+        "name": peer.name,
+        "comments": _list(peer.comments),
+        "disabled": peer.disabled,
+        "has_preshared_key": bool(peer.preshared_key),
+        "has_private_key": bool(peer.private_key),
+    }
+
+
+def _public_key(iface: Interface) -> str | None:
+    """The interface's public key, derived from the private key when no source gave it."""
+    if iface.public_key:
+        return iface.public_key
+    return public_key_from_private(iface.private_key) if iface.private_key else None
+
+
+def interface_doc(iface: Interface, secrets_ref: dict[str, Any]) -> dict[str, Any]:
+    """The public document of one interface: wg-quick fields, keys, conf path, peers in order."""
+    return {
+        "name": iface.name,
+        "public_key": _public_key(iface),
+        "listen_port": iface.listen_port,
+        "fwmark": iface.fwmark,
+        "addresses": _list(iface.addresses),
+        "dns": _list(iface.dns),
+        "mtu": iface.mtu,
+        "table": iface.table,
+        "pre_up": _list(iface.pre_up),
+        "post_up": _list(iface.post_up),
+        "pre_down": _list(iface.pre_down),
+        "post_down": _list(iface.post_down),
+        "save_config": iface.save_config,
+        "conf_path": iface.conf_path,
+        "comments": _list(iface.comments),
+        "implementation": iface.implementation,
+        "has_private_key": bool(iface.private_key),
+        "has_conf_text": iface.conf_text is not None,
+        "secrets": secrets_ref,
+        "peers": [_peer_doc(p) for p in iface.peers.values()],
+    }
+
+
+def content_sha256(doc: dict[str, Any]) -> str:
+    """The version hash: the document minus kernel-learned endpoints (see the module doc)."""
+    hashed = copy.deepcopy(doc)
+    for iface in hashed["interfaces"].values():
+        # wireguard-go lists peers in a different order on every read; a conf's order is
+        # kept in its raw text (hashed with the secrets), so order is not identity here
+        iface["peers"].sort(key=lambda p: p["public_key"])
+        for peer in iface["peers"]:
+            if peer.get("endpoint_source") == str(Source.KERNEL):
+                peer["endpoint"] = None
+    return hashlib.sha256(_canonical(hashed)).hexdigest()
+
+
+def interface_complete(state: HostState, name: str) -> bool:
+    """Whether this cycle read ``name`` fully; the same rule the writer uses for removals."""
+    return bool(state.sources) and all(state.sources.values()) and not state.incomplete(name)
+
+
+@dataclass
+class Content:
+    """One host's version content: the public doc, the fresh secrets to seal, and the hash."""
+
+    doc: dict[str, Any]
+    fresh: dict[str, dict[str, Any]]  # interface -> clear secrets, only those read this cycle
+    sha256: str
+
+
+def build_content(state: HostState, recovery_public: str | None, previous: dict[str, Any] | None) -> Content:
+    """The version content for ``state``; interfaces read incompletely come from ``previous``.
+
+    An interface missing from the state is kept from ``previous`` unless the cycle could
+    have seen it (complete read): then it is really gone.
+    """
+    fp = key_fingerprint(recovery_public) if recovery_public else None
+    prev_ifaces: dict[str, Any] = (previous or {}).get("interfaces", {})
+    out: dict[str, Any] = {}
+    fresh: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(state.interfaces) | set(prev_ifaces)):
+        if not interface_complete(state, name) and name in prev_ifaces:
+            out[name] = prev_ifaces[name]
+            continue
+        iface = state.interfaces.get(name)
+        if iface is None:
+            continue  # read completely and not there: removed
+        clear = interface_secrets(iface)
+        ref = {"sha256": secrets_sha256(clear), "sealed_to": fp}
+        out[name] = interface_doc(iface, ref)
+        fresh[name] = clear
+    doc = {"format": DOC_FORMAT, "interfaces": out}
+    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc))
+
+
+# ---------------------------------------------------------------- writing (inside write_cycle)
+
+
+def record(
+    tx: Any,
+    state: HostState,
+    now: datetime,
+    sync_id: uuid.UUID,
+    recovery_public: str | None,
+) -> int | None:
+    """Add a config version when the content changed; return its number, or None (no change).
+
+    ``tx`` is the writer's counting cursor, so this runs in the cycle's transaction
+    under the host's advisory lock (version numbers cannot race).
+    """
+    need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
+    cols = "version, content_sha256" + (", doc" if need_doc else "")
+    row = tx.execute(
+        f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
+        (state.host_id,),
+    ).fetchone()
+    previous = row[2] if (row and need_doc) else None
+    content = build_content(state, recovery_public, previous)
+    if row is not None and row[1] == content.sha256:
+        return None
+    version = (row[0] if row else 0) + 1
+    _store_secrets(tx, state.host_id, now, content, recovery_public)
+    ifaces = content.doc["interfaces"].values()
+    refs = [i["secrets"]["sealed_to"] for i in ifaces]
+    fp = key_fingerprint(recovery_public) if recovery_public else None
+    tx.execute(
+        "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
+        "interfaces, peers, sealed, recovery_key_fp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            state.host_id,
+            version,
+            now,
+            sync_id,
+            content.sha256,
+            Jsonb(content.doc),
+            len(refs),
+            sum(len(i["peers"]) for i in ifaces),
+            all(r is not None for r in refs),
+            fp,
+        ),
+    )
+    return version
+
+
+def _store_secrets(
+    tx: Any, host_id: str, now: datetime, content: Content, recovery_public: str | None
+) -> None:
+    """Seal each interface's fresh secrets once; a blob already stored is not written again."""
+    if not recovery_public or not content.fresh:
+        return
+    fp = key_fingerprint(recovery_public)
+    rows = []
+    for name, clear in sorted(content.fresh.items()):
+        sha = content.doc["interfaces"][name]["secrets"]["sha256"]
+        rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
+    tx.executemany(
+        "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
+        "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        rows,
+    )
+
+
+# ---------------------------------------------------------------- reading (history, restore)
+
+
+@dataclass
+class VersionRow:
+    """One config version without its document (for `wgsyncd history`)."""
+
+    host_id: str
+    version: int
+    created_at: datetime
+    sync_id: uuid.UUID
+    content_sha256: str
+    interfaces: int
+    peers: int
+    sealed: bool
+    recovery_key_fp: str | None
+
+
+@dataclass
+class Version(VersionRow):
+    """One config version with its public document."""
+
+    doc: dict[str, Any]
+
+
+_ROW_COLS = (
+    "host_id, version, created_at, sync_id, content_sha256, interfaces, peers, sealed, recovery_key_fp"
+)
+
+
+def host_known(conn: psycopg.Connection[Any], host_id: str) -> bool:
+    """Whether the host ever synced (a row in ``hosts``)."""
+    with guarded(conn, f"host lookup for {host_id}"), conn.transaction():
+        return conn.execute("SELECT 1 FROM hosts WHERE host_id = %s", (host_id,)).fetchone() is not None
+
+
+def list_versions(conn: psycopg.Connection[Any], host_id: str, limit: int | None = None) -> list[VersionRow]:
+    """The host's versions, newest first."""
+    sql = f"SELECT {_ROW_COLS} FROM config_versions WHERE host_id = %s ORDER BY version DESC"
+    params: tuple[Any, ...] = (host_id,)
+    if limit is not None:
+        sql += " LIMIT %s"
+        params = (host_id, limit)
+    with (
+        guarded(conn, f"history of host {host_id}"),
+        conn.transaction(),
+        conn.cursor(row_factory=class_row(VersionRow)) as cur,
+    ):
+        return cur.execute(sql, params).fetchall()
+
+
+def load_version(
+    conn: psycopg.Connection[Any], host_id: str, *, version: int | None = None, at: datetime | None = None
+) -> Version | None:
+    """One version with its doc: by number, the last one at or before ``at``, or the latest."""
+    sql = f"SELECT {_ROW_COLS}, doc FROM config_versions WHERE host_id = %s"
+    params: list[Any] = [host_id]
+    if version is not None:
+        sql += " AND version = %s"
+        params.append(version)
+    if at is not None:
+        sql += " AND created_at <= %s"
+        params.append(at)
+    sql += " ORDER BY version DESC LIMIT 1"
+    with (
+        guarded(conn, f"load version of host {host_id}"),
+        conn.transaction(),
+        conn.cursor(row_factory=class_row(Version)) as cur,
+    ):
+        return cur.execute(sql, params).fetchone()
+
+
+def first_version_time(conn: psycopg.Connection[Any], host_id: str) -> datetime | None:
+    """When the host's first version was made (to explain a too-early ``--at``)."""
+    with guarded(conn, f"history of host {host_id}"), conn.transaction():
+        row = conn.execute(
+            "SELECT min(created_at) FROM config_versions WHERE host_id = %s", (host_id,)
+        ).fetchone()
+    return row[0] if row else None
+
+
+def load_sealed(
+    conn: psycopg.Connection[Any], host_id: str, refs: dict[str, tuple[str, str]]
+) -> dict[str, bytes]:
+    """The sealed blobs for ``refs`` (interface -> (secrets sha256, recovery key fp)); missing left out."""
+    if not refs:
+        return {}
+    names = sorted(refs)
+    with guarded(conn, f"load sealed secrets of host {host_id}"), conn.transaction():
+        rows = conn.execute(
+            "SELECT s.interface, s.sealed FROM config_secrets s "
+            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS r(interface, sha, fp) "
+            "ON s.interface = r.interface AND s.secrets_sha256 = r.sha AND s.recovery_key_fp = r.fp "
+            "WHERE s.host_id = %s",
+            (names, [refs[n][0] for n in names], [refs[n][1] for n in names], host_id),
+        ).fetchall()
+    return {r[0]: bytes(r[1]) for r in rows}
