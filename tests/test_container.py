@@ -165,19 +165,20 @@ def test_image_metadata(image: Podman) -> None:
     assert out.split() == ["wgsyncd", "0.1.0"]
 
 
-def _db_peers(cluster: PgCluster, dbname: str, host_id: str, iface: str) -> set[str]:
-    """Public keys the database holds for the interface (empty before the first sync)."""
+def _db_peers(cluster: PgCluster, dbname: str, host_id: str, iface: str) -> dict[str, set[str]]:
+    """Public key -> sources of the interface's live peers in the database (empty before a sync)."""
     import psycopg
 
     with psycopg.connect(cluster.dsn(dbname), connect_timeout=5) as conn:
         try:
             rows = conn.execute(
-                "SELECT public_key FROM peers WHERE host_id = %s AND interface = %s AND removed_at IS NULL",
+                "SELECT public_key, sources FROM peers"
+                " WHERE host_id = %s AND interface = %s AND removed_at IS NULL",
                 (host_id, iface),
             ).fetchall()
         except psycopg.errors.UndefinedTable:
             return set()
-    return {r[0] for r in rows}
+    return {r[0]: set(r[1]) for r in rows}
 
 
 def _wait(what: str, check, timeout: float, diagnose=None):
@@ -256,11 +257,14 @@ def test_container_syncs_peers_into_postgres(image: Podman, wg_iface: WgIface, t
         started = time.monotonic()
         _wait(
             "the peers in PostgreSQL",
-            lambda: _db_peers(cluster, dbname, host_id, wg_iface.name) == expected,
+            lambda: set(_db_peers(cluster, dbname, host_id, wg_iface.name)) == expected,
             timeout=60,
             diagnose=logs,
         )
         print(f"peers landed {time.monotonic() - started:.1f} s after start")
+        # the control socket (ro bind) and the conf file (read via the vendored wgconfig)
+        sources = _db_peers(cluster, dbname, host_id, wg_iface.name)
+        assert all(src == {"kernel", "conf"} for src in sources.values()), sources
         state = json.loads(image.run("inspect", name).stdout)[0]["State"]
         assert state["Running"], state
         # logs on stdout/stderr, one JSON object per line, no key material

@@ -211,6 +211,7 @@ class Installed:
     install_log: str
     files: list[str]  # `dpkg -L wgsyncd` right after install
     conf_mode: str  # "640 root:root" as installed, before the test wrote its own config
+    deb_name: str  # the package file, under /dist in the container
 
 
 def _config(iface: WgIface, dsn: str, host_id: str) -> str:
@@ -277,7 +278,9 @@ def installed(deb_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         box.write("/etc/wgsyncd/wgsyncd.toml", _config(iface, dsn, host_id), mode=0o640)
         # the interface's own conf file: read through the vendored wgconfig
         box.write(f"/etc/wireguard/{iface.name}.conf", iface.showconf(), mode=0o600)
-        yield Installed(box, iface, cluster, dbname, host_id, res.stdout + res.stderr, files, conf_mode)
+        yield Installed(
+            box, iface, cluster, dbname, host_id, res.stdout + res.stderr, files, conf_mode, deb_path.name
+        )
     finally:
         if box is not None:
             nspawn.shutdown(box)
@@ -391,19 +394,20 @@ def test_version_and_collect(installed: Installed) -> None:
     assert "crashed" not in text, text[:2000]
 
 
-def _db_peers(inst: Installed) -> set[str]:
-    """Public keys the database holds for the test interface (read on the host)."""
+def _db_peers(inst: Installed) -> dict[str, set[str]]:
+    """Public key -> sources, for the live peers the database holds for the test interface."""
     import psycopg
 
     with psycopg.connect(inst.cluster.dsn(inst.dbname), connect_timeout=5) as conn:
         try:
             rows = conn.execute(
-                "SELECT public_key FROM peers WHERE host_id = %s AND interface = %s AND removed_at IS NULL",
+                "SELECT public_key, sources FROM peers"
+                " WHERE host_id = %s AND interface = %s AND removed_at IS NULL",
                 (inst.host_id, inst.iface.name),
             ).fetchall()
         except psycopg.errors.UndefinedTable:
             return set()
-    return {r[0] for r in rows}
+    return {r[0]: set(r[1]) for r in rows}
 
 
 def test_service_syncs_into_postgres(installed: Installed) -> None:
@@ -416,12 +420,29 @@ def test_service_syncs_into_postgres(installed: Installed) -> None:
     crun(box, "systemctl", "start", "wgsyncd.service", timeout=120)
     expected = {line.split("\t")[0] for line in installed.iface.dump().splitlines()[1:]}
     try:
-        box.wait_for("the peers in PostgreSQL", lambda: _db_peers(installed) == expected, timeout=60)
+        box.wait_for("the peers in PostgreSQL", lambda: set(_db_peers(installed)) == expected, timeout=60)
     except AssertionError:
         journal = crun(box, "journalctl", "-u", "wgsyncd", "--no-pager", "-n", "60", check=False).stdout
         raise AssertionError(f"peers never landed; journal:\n{journal}") from None
+    # each peer seen by the running interface AND its conf file (read via the vendored wgconfig)
+    assert all(src == {"kernel", "conf"} for src in _db_peers(installed).values()), _db_peers(installed)
     assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
     assert box.unit_property("wgsyncd.service", "NRestarts") == "0"
+
+
+def test_reinstall_keeps_config_and_running_service(installed: Installed) -> None:
+    """An upgrade/reinstall keeps the operator's config (no conffile prompt) and service state."""
+    box = installed.box
+    crun(box, "systemctl", "enable", "--now", "wgsyncd.service", timeout=120)
+    before = crun(box, "cat", "/etc/wgsyncd/wgsyncd.toml").stdout
+    crun(box, *APT, "install", "--reinstall", f"/dist/{installed.deb_name}", timeout=300)
+    assert crun(box, "cat", "/etc/wgsyncd/wgsyncd.toml").stdout == before
+    assert crun(box, "systemctl", "is-enabled", "wgsyncd.service", check=False).stdout.strip() == "enabled"
+    box.wait_for(
+        "wgsyncd.service active again",
+        lambda: box.unit_property("wgsyncd.service", "ActiveState") == "active",
+        timeout=60,
+    )
 
 
 def test_remove_then_purge_leaves_nothing(installed: Installed) -> None:
