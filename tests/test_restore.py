@@ -441,3 +441,39 @@ def test_keys_init_recovery_cli(rhost, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     again = rhost.wgsyncd("keys", "init-recovery", str(path), check=False)
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+
+
+# ---------------------------------------------------------------- partial cycles
+
+
+def test_partial_cycle_carries_the_unreadable_interface_forward(rhost, recovery, tmp_path):
+    key_file, public = recovery
+    a = rhost.add_interface(8)
+    b = rhost.add_interface(8)
+    rhost.write_config(recovery_public=public)
+    rhost.wgsyncd("sync")
+    v1_files = snapshot_files(rhost.conf_dir)
+
+    # b's conf becomes unreadable while a really changes: v2 = a's change + b as in v1
+    good_b = (rhost.conf_dir / f"{b}.conf").read_text()
+    (rhost.conf_dir / f"{b}.conf").write_text(good_b + "\nthis line has no equals sign\n")
+    rhost.specs[a].append(PeerSpec(public_key=random_key(), allowed_ips=("10.99.5.0/24",)))
+    rhost.apply(a)
+    part = rhost.wgsyncd("sync", check=False)
+    assert part.returncode == 4, part.stdout + part.stderr
+    hist = history(rhost)
+    assert [v["version"] for v in hist] == [2, 1] and hist[0]["sealed"]
+    with psycopg.connect(rhost.dsn) as conn:
+        docs = dict(conn.execute("SELECT version, doc FROM config_versions").fetchall())
+    assert docs[2]["interfaces"][b] == docs[1]["interfaces"][b]
+    assert len(docs[2]["interfaces"][a]["peers"]) == 9
+
+    # another partial cycle with nothing else changed makes no version
+    rhost.wgsyncd("sync", check=False)
+    assert len(history(rhost)) == 2
+
+    target = tmp_path / "v2"
+    rhost.wgsyncd("restore", "--version", "2", "--to-dir", str(target), "--recovery-key", key_file)
+    got = snapshot_files(target)
+    assert got[f"{b}.conf"] == v1_files[f"{b}.conf"]  # the good file, not the broken one
+    assert got[f"{a}.conf"] == (rhost.conf_dir / f"{a}.conf").read_bytes()
