@@ -487,3 +487,31 @@ def test_vendor_path_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert _vendor.activate(str(tmp_path)) is True
     assert _vendor.activate(str(tmp_path)) is True
     assert sys.path == [str(tmp_path), "/somewhere"]
+
+
+def test_man_page_names_every_command() -> None:
+    """The hand-written wgsyncd(8) lists every CLI command, so it cannot silently go stale."""
+    import click
+
+    from wgsyncd.cli import main
+
+    page = (REPO / "debian/wgsyncd.8").read_text().replace("\\-", "-")
+
+    def names(group: click.Group, prefix: str = "") -> list[str]:
+        out = []
+        for name, cmd in group.commands.items():
+            out.append(prefix + name)
+            if isinstance(cmd, click.Group):
+                out += names(cmd, f"{prefix}{name} ")
+        return out
+
+    missing = [n for n in names(main) if n.split()[-1] not in page]
+    assert not missing, f"debian/wgsyncd.8 does not describe: {missing}"
+    lint = subprocess.run(
+        ["man", "--warnings", "-l", str(REPO / "debian/wgsyncd.8")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MANWIDTH": "80"},
+        check=False,
+    )
+    assert lint.stderr.strip() == "", lint.stderr
