@@ -507,6 +507,8 @@ def test_man_page_names_every_command() -> None:
 
     missing = [n for n in names(main) if n.split()[-1] not in page]
     assert not missing, f"debian/wgsyncd.8 does not describe: {missing}"
+    if shutil.which("man") is None:
+        return  # roff warnings are checked where man-db is installed (lintian checks them too)
     lint = subprocess.run(
         ["man", "--warnings", "-l", str(REPO / "debian/wgsyncd.8")],
         capture_output=True,
