@@ -477,3 +477,134 @@ def test_partial_cycle_carries_the_unreadable_interface_forward(rhost, recovery,
     got = snapshot_files(target)
     assert got[f"{b}.conf"] == v1_files[f"{b}.conf"]  # the good file, not the broken one
     assert got[f"{a}.conf"] == (rhost.conf_dir / f"{a}.conf").read_bytes()
+
+
+# ---------------------------------------------------------------- a real kernel interface (qemu)
+
+# Runs inside the kernel VM of tests/beds/qemu.py (its own job archive, same base image):
+# restore.apply on a real WireGuard kernel interface, i.e. the `wg syncconf` backend.
+# No database or PyNaCl there: the Loaded version is built in the VM from the model.
+VM_SCRIPT = r"""
+import base64, json, os, subprocess, sys, time
+from datetime import UTC, datetime
+from wgsyncd import restore
+from wgsyncd.sources.kernel import parse_wg_dump
+from wgsyncd.state import Interface, Peer, Secret, public_key_from_private
+
+OUT = open("/dev/ttyS1", "w")
+def emit(rid, ok, detail="", **metrics):
+    line = json.dumps({"id": rid, "ok": ok, "detail": detail[:3000], "metrics": metrics})
+    OUT.write("WGSYNCD-RESULT " + line + "\n")
+    OUT.flush()
+def sh(*argv, stdin=None):
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{argv[:3]}: {p.stderr.strip()}")
+    return p.stdout
+def key(private=False):
+    raw = bytearray(os.urandom(32))
+    if private:
+        raw[0] &= 248; raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()
+def dump(name):
+    return parse_wg_dump(sh("/usr/bin/wg", "show", name, "dump"), name)[name]
+def differences(want, got):
+    out = []
+    if got.public_key != public_key_from_private(want.private_key): out.append("private key")
+    if (got.listen_port, got.fwmark) != (want.listen_port, want.fwmark): out.append("port/fwmark")
+    run = restore.running_peers(want)
+    if set(got.peers) != set(run): out.append(f"peer set: {len(got.peers)} vs {len(run)}")
+    for k, p in run.items():
+        g = got.peers.get(k)
+        if g is None: continue
+        fp = lambda s: s.fingerprint() if s else None
+        if fp(g.preshared_key) != fp(p.preshared_key): out.append(f"{k} psk")
+        if g.endpoint != p.endpoint: out.append(f"{k} endpoint {g.endpoint} != {p.endpoint}")
+        if (g.persistent_keepalive or 0) != (p.persistent_keepalive or 0): out.append(f"{k} keepalive")
+        if restore._networks(g.allowed_ips) != restore._networks(p.allowed_ips):
+            out.append(f"{k} allowed ips {g.allowed_ips} != {p.allowed_ips}")
+    return out
+
+name = "wgr0"
+sh("/usr/bin/ip", "link", "add", name, "type", "wireguard")
+stale, kept, same = key(), key(), key()
+start = Interface(name=name, private_key=Secret(key(True)), listen_port=1111, fwmark=0)
+start.peers[stale] = Peer(stale, allowed_ips=("10.9.0.1/32",))
+start.peers[kept] = Peer(kept, allowed_ips=("10.9.0.2/32",), persistent_keepalive=5)
+start.peers[same] = Peer(same, preshared_key=Secret(key()), allowed_ips=("10.9.0.3/32",))
+sh("/usr/bin/wg", "setconf", name, "/proc/self/fd/0", stdin=restore.render_setconf(start))
+
+want = Interface(name=name, private_key=Secret(key(True)), listen_port=51999, fwmark=0x42)
+want.peers[kept] = Peer(kept, preshared_key=Secret(key()), allowed_ips=("10.9.0.2/32", "fd00:9::/64"),
+                        endpoint="203.0.113.9:51820", persistent_keepalive=25)
+want.peers[same] = start.peers[same]
+for i in range(300):
+    pub = key()
+    want.peers[pub] = Peer(pub, preshared_key=Secret(key()) if i % 2 else None,
+                           allowed_ips=(f"10.{i // 250}.{i % 250}.0/24", f"fd10:{i:x}::/64"),
+                           endpoint=(f"198.51.100.{i % 250 + 1}:{1000 + i}" if i % 3 == 0
+                                     else f"[fd00::{i:x}]:{1000 + i}" if i % 3 == 1 else None),
+                           persistent_keepalive=25 if i % 4 == 0 else 0)
+disabled = key()
+want.peers[disabled] = Peer(disabled, allowed_ips=("10.99.0.0/24",), disabled=True)
+loaded = restore.Loaded("vm-host", 1, datetime.now(UTC), {name: want})
+
+try:
+    t0 = time.monotonic()
+    (changes,) = restore.apply(loaded, socket_dir="/run/wireguard", wg_command="/usr/bin/wg")
+    secs = time.monotonic() - t0
+    diffs = differences(want, dump(name))
+    acts = sorted((c.action, c.fields) for c in changes.peers if c.action != "add")
+    fields = ("preshared_key", "endpoint", "persistent_keepalive", "allowed_ips")
+    expect = [("remove", ()), ("update", fields)]
+    if changes.backend != "wg": diffs.append(f"backend {changes.backend}")
+    if acts != expect: diffs.append(f"changes {acts}")
+    detail = "; ".join(diffs) or changes.summary()
+    emit("restore_apply_kernel", not diffs, detail, apply_seconds=round(secs, 2))
+except Exception as exc:
+    emit("restore_apply_kernel", False, f"{type(exc).__name__}: {exc}")
+try:
+    (again,) = restore.apply(loaded, socket_dir="/run/wireguard", wg_command="/usr/bin/wg")
+    emit("restore_apply_kernel_again_is_a_noop", again.empty, again.summary())
+    other = Interface(name=name, private_key=Secret(key(True)), listen_port=2222, fwmark=0)
+    before = sh("/usr/bin/wg", "show", name, "dump")
+    (dry,) = restore.apply(restore.Loaded("vm-host", 2, datetime.now(UTC), {name: other}),
+                           wg_command="/usr/bin/wg", dry_run=True)
+    after = sh("/usr/bin/wg", "show", name, "dump")
+    emit("restore_apply_kernel_dry_run", before == after and len(dry.peers) == 302, dry.summary())
+except Exception as exc:
+    emit("restore_apply_kernel_again_is_a_noop", False, f"{type(exc).__name__}: {exc}")
+OUT.write("WGSYNCD-DONE " + json.dumps({"job": "restore"}) + "\n")
+OUT.flush()
+"""
+
+VM_RUN = """#!/bin/sh
+cd /job
+PYTHONPATH=/job /usr/bin/python3.11 -S /job/restore_vm.py > /dev/ttyS0 2>&1
+"""
+
+
+@pytest.mark.slow
+def test_apply_on_a_real_kernel_interface_in_the_vm(tmp_path):
+    from tests.beds import qemu
+
+    reason = qemu.missing_requirements()
+    if reason:
+        qemu._unavailable(reason)
+    inputs = qemu.gather_inputs()
+    base = qemu.build_base(inputs)
+    job = tmp_path / "job.cpio"
+    with job.open("wb") as out:
+        cpio = qemu.CpioWriter(out)
+        qemu._add_package(cpio, "job/wgsyncd", qemu.REPO / "wgsyncd", tmp_path)
+        cpio.add_bytes("job/restore_vm.py", VM_SCRIPT.encode())
+        cpio.add_bytes("job/run.sh", VM_RUN.encode(), 0o755)
+        cpio.close()
+    run = qemu.boot(inputs, base, job, tmp_path)
+    ids = ("restore_apply_kernel", "restore_apply_kernel_again_is_a_noop", "restore_apply_kernel_dry_run")
+    missing = [i for i in ids if i not in run.results]
+    assert not missing, f"{missing}: {run.error}\n{run.console_tail()}"
+    for rid in ids:
+        assert run.results[rid]["ok"], f"{rid}: {run.results[rid]['detail']}"
+    print(f"\nkernel VM: restore --apply of 302 peers via wg syncconf {run.results[ids[0]]['metrics']}, "
+          f"boot {run.boot_seconds:.1f} s")  # fmt: skip

@@ -40,12 +40,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin
 
-from wgsyncd import secrets as sealing
 from wgsyncd.state import Interface, Peer, Secret, StateError, key_fingerprint, public_key_from_private
-from wgsyncd.store import versions
+
+if TYPE_CHECKING:
+    from wgsyncd.store import versions
+
+# The database (psycopg) and sealing (PyNaCl) parts are imported where they are used:
+# to_dir/apply/render work from a Loaded alone, e.g. inside the kernel test VM.
 
 ZERO_KEY_HEX = "0" * 64
 DEFAULT_DIR = "/etc/wireguard"
@@ -88,6 +92,8 @@ def parse_time(text: str) -> datetime:
 
 def _pick_version(conn: Any, host_id: str, version: int | None, at: datetime | None) -> versions.Version:
     """The requested version, or a one-line refusal saying what exists instead."""
+    from wgsyncd.store import versions
+
     if not versions.host_known(conn, host_id):
         raise RestoreError(f"host {host_id}: unknown host (it never synced to this database)")
     found = versions.load_version(conn, host_id, version=version, at=at)
@@ -122,6 +128,8 @@ def _select(ver: versions.Version, interfaces: Iterable[str]) -> dict[str, dict[
 
 def _recovery_key(path: str | None, label: str) -> Secret:
     """The operator's recovery private key from ``path``; a missing option says restore is impossible."""
+    from wgsyncd import secrets as sealing
+
     if not path:
         raise RestoreError(
             f"{label}: secrets are sealed; restoring them is impossible without the recovery private key "
@@ -141,6 +149,9 @@ def _open_secrets(
     allow_missing: bool,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Check the key, then open and verify every selected interface's sealed secrets."""
+    from wgsyncd import secrets as sealing
+    from wgsyncd.store import versions
+
     label = f"host {ver.host_id} version {ver.version}"
     unsealed = {n: d["secrets"] for n, d in docs.items() if not (d.get("secrets") or {}).get("sealed_to")}
     missing = sorted(unsealed)
@@ -742,7 +753,14 @@ def apply(
             assert target.socket_path
             _uapi_exchange(target.socket_path, uapi_set_request(desired, changes, where), UAPI_TIMEOUT, where)
         else:
-            _wg(wg_command, "syncconf", target.name, "/dev/stdin", stdin=render_setconf(desired), where=where)
+            _wg(
+                wg_command,
+                "syncconf",
+                target.name,
+                "/proc/self/fd/0",
+                stdin=render_setconf(desired),
+                where=where,
+            )
         changes.seconds = time.monotonic() - t0
     return [c for _t, _d, c, _w in work]
 
@@ -941,6 +959,8 @@ def read_token(path: str) -> Secret:
 
 def history(conn: Any, host_id: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The host's versions, newest first, as plain dicts (for text and --json output)."""
+    from wgsyncd.store import versions
+
     if not versions.host_known(conn, host_id):
         raise RestoreError(f"host {host_id}: unknown host (it never synced to this database)")
     return [
@@ -959,6 +979,8 @@ def history(conn: Any, host_id: str, limit: int | None = None) -> list[dict[str,
 
 def unsealed_warning(conn: Any, host_id: str) -> str | None:
     """The `status` warning when the host's latest version has no sealed secrets, else None."""
+    from wgsyncd.store import versions
+
     rows = versions.list_versions(conn, host_id, 1)
     if rows and not rows[0].sealed:
         return (
