@@ -160,7 +160,7 @@ def test_image_metadata(image: Podman) -> None:
     data = json.loads(image.run("image", "inspect", IMAGE).stdout)[0]
     assert data["Config"]["Cmd"] == ["wgsyncd", "--json-logs", "run"]
     health = data.get("Healthcheck") or data.get("HealthCheck") or data["Config"].get("Healthcheck")
-    assert health and health["Test"][1:] == ["wgsyncd", "check-config"], data
+    assert health and health["Test"][1:] == ["wgsyncd", "status", "--local"], data
     out = image.run("run", "--rm", "--network=host", *RUN_FLAGS, IMAGE, "dpkg-query", "-W", "wgsyncd").stdout
     assert out.split() == ["wgsyncd", "0.1.0"]
 

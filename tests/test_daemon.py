@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from wgsyncd import config, daemon
+from wgsyncd import config, daemon, heartbeat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,13 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 def write_config(path: Path, dsn: str, host_id: str, **overrides: object) -> None:
     """A config with every source off (a cycle is then pure DB work) and test-sized timings."""
     db = {"connect_timeout": 3.0, "statement_timeout": 10.0}
-    dm = {"interval": 60.0, "jitter": 0.0, "backoff_initial": 1.0, "backoff_max": 2.0}
+    dm = {
+        "interval": 60.0,
+        "jitter": 0.0,
+        "backoff_initial": 1.0,
+        "backoff_max": 2.0,
+        "state_dir": f'"{path.parent / "state"}"',
+    }
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         {"database": db, "daemon": dm}[section][name] = value
@@ -306,6 +312,8 @@ def test_ready_once_and_status_after_every_cycle(
     )
     assert rows >= 3
     assert sum(1 for n in notify.snapshot() if n.fields.get("READY") == "1") == 1
+    beat = heartbeat.read(str(tmp_path / "state"))  # what `wgsyncd status --local` checks
+    assert beat.status == "ok" and beat.summary.startswith("synced 0 interfaces") and beat.problem() is None
     d.signal(signal.SIGTERM)
     assert d.wait_exit(10) == 0
     notify.wait_for("STOPPING=1", notify.has("STOPPING", "1"))

@@ -125,24 +125,24 @@ def sync(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--host", "host_id", default=None, help="A host_id; default: every host.")
 @click.option("--limit", default=10, show_default=True, help="Cycles per host.")
+@click.option("--local", is_flag=True, help="This host's daemon only, from its last-cycle file; no database.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int) -> None:
-    """The last cycles recorded in sync_status, newest first."""
+def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int, local: bool) -> None:
+    """The last cycles recorded in sync_status, newest first (exit 1 if --local is unhealthy)."""
     from wgsyncd import store
 
     cfg = _load(ctx)
+    if local:
+        _local_status(cfg, as_json)
+        return
     conn = _connect(cfg)
     try:
         rows = store.status(conn, host_id=host_id, limit=limit)
-        hosts = {r.host_id for r in rows} | ({host_id} if host_id else set())
-        warnings = _unsealed_warnings(conn, sorted(hosts))
     except store.StoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
         sys.exit(1)
     finally:
         conn.close()
-    for w in warnings:
-        click.echo(w, err=True)
     if as_json:
         _emit([render.plain(r) for r in rows])
         return
@@ -152,16 +152,21 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int) -
         click.echo("no cycles recorded yet")
 
 
-def _unsealed_warnings(conn, host_ids: list[str]) -> list[str]:
-    """`restore will be incomplete` for every listed host whose latest version has no sealed secrets."""
-    from wgsyncd import restore
+def _local_status(cfg: config.Config, as_json: bool) -> None:
+    """The healthcheck: the daemon's last cycle is recent and did not fail."""
+    from wgsyncd import heartbeat
 
-    out = []
-    for h in host_ids:
-        w = restore.unsealed_warning(conn, h)
-        if w:
-            out.append(w)
-    return out
+    try:
+        beat = heartbeat.read(cfg.daemon.state_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        click.echo(f"wgsyncd: no usable last-cycle file in {cfg.daemon.state_dir}: {exc}", err=True)
+        sys.exit(1)
+    problem = beat.problem()
+    if as_json:
+        _emit({**render.plain(beat), "healthy": problem is None, "problem": problem})
+    else:
+        click.echo(problem or f"healthy: {beat.summary}")
+    sys.exit(1 if problem else 0)
 
 
 def _status_line(row: dict[str, Any]) -> str:

@@ -86,6 +86,8 @@ class DaemonConfig:
     jitter: float = 0.1  # fraction of interval, random +-
     backoff_initial: float = 5.0
     backoff_max: float = 300.0
+    # where the loop leaves last-cycle.json for `wgsyncd status --local` (healthchecks)
+    state_dir: str = "/var/lib/wgsyncd"
 
 
 @dataclass

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wgsyncd import config as config_mod
-from wgsyncd import logs
+from wgsyncd import heartbeat, logs
 
 log = logging.getLogger("wgsyncd.daemon")
 
@@ -297,7 +297,18 @@ class Daemon:
         level = logging.INFO if report.status == "ok" else logging.WARNING
         log.log(level, "%s", summary, extra={"sync_status": report.status})
         self.notify.send(f"STATUS={summary}", "WATCHDOG=1")
+        self._beat(report.status, summary)
         return next_interval(self.cfg.daemon, self.rng)
+
+    def _beat(self, status: str, summary: str) -> None:
+        """Leave last-cycle.json for `wgsyncd status --local`; a failure here only gets logged."""
+        try:
+            heartbeat.write(
+                self.cfg.daemon.state_dir,
+                heartbeat.Heartbeat(time.time(), status, summary, self.cfg.daemon.interval),
+            )
+        except OSError as exc:
+            log.debug("cannot write %s: %s", self.cfg.daemon.state_dir, exc.strerror)
 
     def _db_failed(self, exc: BaseException, sync_id: uuid.UUID, started: datetime.datetime) -> float:
         """The DB is down or refused a write: record it if the DB still answers, then back off."""
@@ -319,6 +330,7 @@ class Daemon:
             extra={"sync_status": "failed"},
         )
         self.notify.send(f"STATUS={what}, retry in {delay:.0f} s", "WATCHDOG=1")
+        self._beat("failed", f"{what} ({reason})")
         return delay
 
     def _record_failure(self, sync_id: uuid.UUID, started: datetime.datetime, reason: str) -> None:
@@ -338,6 +350,7 @@ class Daemon:
         delay = backoff_delay(self.cfg.daemon, self.failures)
         log.error("%s; retry in %.0f s", summary, delay, extra={"sync_status": "failed"})
         self.notify.send(f"STATUS={summary}; retry in {delay:.0f} s", "WATCHDOG=1")
+        self._beat("failed", summary)
         return delay
 
     # -- reload ------------------------------------------------------------------
