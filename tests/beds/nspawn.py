@@ -182,9 +182,14 @@ class Container:
     def run(
         self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
     ) -> subprocess.CompletedProcess:
-        """Run a command inside every namespace of the container (as its root)."""
+        """Run a command inside every namespace of the container (as its root).
+
+        With a clean environment: the host's (a test run's WGSYNCD_*, a venv's PATH)
+        must not leak into the container and change what is being tested.
+        """
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         cmd = ["nsenter", "-t", str(self.leader), "-a", "--", *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, env=env)
         if check and res.returncode != 0:
             raise AssertionError(
                 f"{' '.join(args)} exited {res.returncode}\nstdout: {res.stdout}\nstderr: {res.stderr}"
