@@ -1,0 +1,267 @@
+"""``python -m tests.bench``: the whole benchmark in one run; table on stdout, JSON on disk.
+
+Default size: N = 1,000 and 10,000 peers on one host (``--large`` adds 50,000), and
+1,000 hosts x 1,000 peers at a 60 s interval; under 10 minutes on a 2-core box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the issue's targets, as ratios (value / floor) or absolute numbers
+TARGETS = {
+    "first_sync_vs_floor": 1.5,
+    "idle_vs_floor": 0.10,
+    "steady_vs_floor": 1.0,
+    "rss_mb": 80.0,
+}
+
+
+def machine() -> dict[str, Any]:
+    """nproc, memory, CPU model, kernel, library versions: what a later run must match to compare."""
+    model = ""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as fh:
+        mem_kib = int(fh.readline().split()[1])
+    import psycopg
+
+    pg = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/postgres", "--version"], capture_output=True, text=True
+    ).stdout
+    wggo = subprocess.run(["wireguard-go", "--version"], capture_output=True, text=True).stdout
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "psycopg": psycopg.__version__,
+        "postgres": pg.strip(),
+        "wireguard_go": wggo.strip().splitlines()[0] if wggo.strip() else "",
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def ratios(size: dict[str, Any]) -> dict[str, float]:
+    """The issue's ratios for one N (0 when the floor could not be measured)."""
+
+    def div(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    return {
+        "first_sync_vs_floor": div(size["first_sync_s"], size["floor_cold_s"]),
+        "idle_vs_floor": div(size["idle"]["total_s"], size["floor_warm_s"]),
+        "idle_db_vs_floor": div(size["idle"]["write_s"], size["floor_warm_s"]),
+        "steady_vs_floor": div(size["steady"]["total_s"], size["floor_warm_s"]),
+        "steady_db_vs_floor": div(size["steady"]["write_s"], size["floor_warm_s"]),
+        "rss_mb": size["rss_kib"] / 1024,
+    }
+
+
+def _ok(name: str, value: float) -> str:
+    """'ok' / 'MISS' against the target of ``name`` (or '' when it has none)."""
+    target = TARGETS.get(name)
+    if target is None:
+        return ""
+    return "ok" if value <= target else "MISS"
+
+
+def _row(what: str, value: str, ratio: float | None, target: str = "", raw: float | None = None) -> str:
+    """One markdown row: measurement, value, ratio to the floor, target and verdict."""
+    limit = TARGETS.get(target)
+    shown = "" if ratio is None else f"{ratio:.2f}x"
+    goal = "" if limit is None else (f"<= {limit:g} MB" if target == "rss_mb" else f"<= {limit:g}x")
+    verdict = _ok(target, raw if raw is not None else (ratio or 0.0)) if limit is not None else ""
+    return f"| {what} | {value} | {shown} | {goal} | {verdict} |"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The printed (and README) table: one block per N, then the multi-host line."""
+    lines = []
+    for size in result["sizes"]:
+        r, idle, steady = size["ratios"], size["idle"], size["steady"]
+        lines += [
+            f"N = {size['n']:,} peers (medians of {size['reps']})",
+            "| measurement | time | vs floor | target | |",
+            "|---|---|---|---|---|",
+            _row("floor: wg dump -> psql \\copy + upsert, empty table", f"{size['floor_cold_s']:.3f} s", 1.0),
+            _row("floor, table already filled", f"{size['floor_warm_s']:.3f} s", 1.0),
+            _row(
+                "first full sync (`wgsyncd sync`, 3 sources, new process)",
+                f"{size['first_sync_s']:.3f} s",
+                r["first_sync_vs_floor"],
+                "first_sync_vs_floor",
+            ),
+            _row(
+                f"steady cycle ({steady['stats_rows']:,} peers with new counters)",
+                f"{steady['total_s']:.3f} s",
+                r["steady_vs_floor"],
+                "steady_vs_floor",
+            ),
+            _row(
+                "- of which DB write",
+                f"{steady['write_s']:.3f} s",
+                r["steady_db_vs_floor"],
+                "steady_vs_floor",
+            ),
+            _row(
+                f"idle cycle ({idle['rows_written']} config rows, {idle['stats_rows']} stats rows, "
+                f"{idle['round_trips']} round trips)",
+                f"{idle['total_s']:.3f} s",
+                r["idle_vs_floor"],
+                "idle_vs_floor",
+            ),
+            _row("- of which DB write", f"{idle['write_s']:.3f} s", r["idle_db_vs_floor"], "idle_vs_floor"),
+            _row("peak RSS (sync process)", f"{r['rss_mb']:.1f} MB", None, "rss_mb", r["rss_mb"]),
+            "",
+        ]
+    mh = result.get("multihost")
+    if mh:
+        cap, paced = mh["capacity"], mh["paced"]
+        lines += [
+            f"{mh['hosts']:,} hosts x {mh['peers_per_host']:,} peers every {mh['interval_s']:g} s "
+            f"(needs {mh['required_cycles_per_s']:.1f} cycles/s; {mh['workers']} generator processes)",
+            "| phase | cycles/s | p50 | p99 | rows/s | DB CPU | generator CPU |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("populate", "capacity", "paced"):
+            p = mh[name]
+            cells = [
+                name,
+                f"{p['cycles_per_s']:.1f}",
+                f"{p['latency_p50_s'] * 1000:.0f} ms",
+                f"{p['latency_p99_s'] * 1000:.0f} ms",
+                f"{p['rows_per_s']:,.0f}",
+                f"{p['db_cpu_cores']:.2f} cores",
+                f"{p['generator_cpu_cores']:.2f} cores",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            f"keeps up: {'yes' if mh['keeps_up'] else 'NO'} "
+            f"({paced['cycles']}/{paced['expected_cycles']} cycles, "
+            f"latest start {paced['late_max_s']:.2f} s after its slot); headroom {mh['headroom']:.1f}x "
+            f"(capacity {cap['cycles_per_s']:.1f} cycles/s); PostgreSQL needs "
+            f"{mh['db_cpu_cores_at_required_rate']:.2f} of {mh['cpus']} cores at the required rate",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The knobs; defaults are the issue's default size."""
+    ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    ap.add_argument("--sizes", default="1000,10000", help="peers per host for the single-host part")
+    ap.add_argument("--large", action="store_true", help="add N = 50,000")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per measurement (median)")
+    ap.add_argument("--hosts", type=int, default=1000, help="multi-host: simulated hosts")
+    ap.add_argument("--host-peers", type=int, default=1000, help="multi-host: peers per host")
+    ap.add_argument(
+        "--interval", type=float, default=60.0, help="multi-host: seconds between a host's cycles"
+    )
+    ap.add_argument(
+        "--duration", type=float, default=None, help="multi-host paced run (default: one interval)"
+    )
+    ap.add_argument("--probe", type=float, default=20.0, help="multi-host capacity probe seconds")
+    ap.add_argument("--workers", type=int, default=4, help="multi-host generator processes")
+    ap.add_argument("--no-single", action="store_true", help="skip the single-host part")
+    ap.add_argument("--no-multihost", action="store_true", help="skip the multi-host part")
+    ap.add_argument("--out", default=None, help="JSON path (default tests/bench/results/<UTC time>.json)")
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start PostgreSQL (and wireguard-go for the single-host part), measure, tear down."""
+    from tests.beds.postgres import PgCluster
+
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([50000] if args.large else [])
+    result: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m tests.bench", *sys.argv[1:]]),
+        "machine": machine(),
+        "targets": TARGETS,
+        "sizes": [],
+    }
+    t0 = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="wgsyncd-bench-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    cluster = PgCluster.start(base / "db")
+    try:
+        if not args.no_single:
+            result["sizes"] = _single(args, sizes, base, cluster)
+        if not args.no_multihost:
+            from tests.bench.multihost import run_multihost
+
+            print(
+                f"multi-host: {args.hosts} hosts x {args.host_peers} peers, interval {args.interval:g} s",
+                flush=True,
+            )
+            result["multihost"] = run_multihost(
+                cluster,
+                hosts=args.hosts,
+                peers=args.host_peers,
+                interval=args.interval,
+                duration_s=args.duration,
+                workers=args.workers,
+                probe_s=args.probe,
+                log=lambda m: print(m, flush=True),
+            )
+    finally:
+        cluster.stop("fast")
+        shutil.rmtree(base, ignore_errors=True)
+    result["elapsed_s"] = time.monotonic() - t0
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    return result
+
+
+def _single(args: argparse.Namespace, sizes: list[int], base: Path, cluster: Any) -> list[dict[str, Any]]:
+    """The single-host part for every N, with one wireguard-go bed."""
+    from tests.beds.wireguard import WgBed, missing_reason
+    from tests.bench.single import bench_size
+
+    reason = missing_reason()
+    if reason:
+        raise SystemExit(f"the single-host benchmark needs root and wireguard-go: {reason} (or --no-single)")
+    bed = WgBed()
+    out = []
+    try:
+        for n in sizes:
+            print(f"single host, N = {n}:", flush=True)
+            size = bench_size(n, args.reps, base, cluster, bed, log=lambda m: print(m, flush=True))
+            size["ratios"] = ratios(size)
+            out.append(size)
+    finally:
+        bed.close()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """Run, print the table, write the JSON; exit 0 (targets are reported, not enforced)."""
+    args = parse_args(argv)
+    result = run(args)
+    print()
+    print(table(result))
+    out = Path(args.out) if args.out else RESULTS_DIR / (result["started_at"].replace(":", "") + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    print(f"JSON: {out} (total {result['elapsed_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,185 @@
+"""The single-host benchmark for one N: floor, first full sync, idle and steady cycles, RSS.
+
+Order matters and is part of the method: idle cycles run before any traffic (so
+nothing at all changes between them), then the steady cycles, each after 10% of
+the peers' counters moved for real (see hostbed). Every timing is a median of
+``reps`` runs; the raw runs go into the JSON too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.beds.postgres import PgCluster
+from tests.beds.wireguard import WgBed
+from tests.bench import floor
+from tests.bench.hostbed import BenchHost, pick_active
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def median(values: list[float]) -> float:
+    """The median, or 0.0 for no values (a smoke run with reps=0 still prints)."""
+    return float(statistics.median(values)) if values else 0.0
+
+
+def cli_sync(config: Path) -> tuple[float, int, str]:
+    """`wgsyncd sync` as an operator runs it; wall time, peak RSS (KiB), output."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wgsyncd", "--config", str(config), "sync"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wgsyncd sync exited {proc.returncode}: {out.strip()[-400:]}")
+    return elapsed, int(usage.ru_maxrss), out.strip()
+
+
+class Worker:
+    """The daemon-like sync process (tests.bench.worker) driven over a pipe."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.worker", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self._read()  # {"ready": true}
+
+    def _read(self) -> dict[str, Any]:
+        """One JSON answer; a dead worker is an error naming its exit code."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def sync(self) -> dict[str, Any]:
+        """One cycle; its timings and counts."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("sync\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def quit(self) -> tuple[int, int]:
+        """Stop it; (VmHWM KiB as it reported, ru_maxrss KiB from wait4)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        hwm = int(self._read()["vm_hwm_kib"])
+        _pid, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        return hwm, int(usage.ru_maxrss)
+
+
+def bench_size(n: int, reps: int, base: Path, cluster: PgCluster, bed: WgBed, log=print) -> dict[str, Any]:
+    """Every single-host measurement for ``n`` peers; returns the JSON block for this size."""
+    host = BenchHost(base, cluster, bed, n)
+    t0 = time.monotonic()
+    host.setup()
+    took = time.monotonic() - t0
+    log(f"  N={n}: interface {host.name} up with {n} peers, conf + wgrest ready ({took:.1f} s)")
+    try:
+        return _measure(host, n, reps, base, cluster, log)
+    finally:
+        host.close()
+        if host.iface is not None:
+            host.iface.delete()
+
+
+def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster, log) -> dict[str, Any]:
+    """The measurements proper, in the documented order."""
+    res: dict[str, Any] = {"n": n, "reps": reps}
+    # the floor, into an empty table (cold) and then again into the filled one (warm)
+    cold, warm = [], []
+    fdsn = ""
+    for _ in range(reps):
+        fdsn = cluster.create_database()
+        floor.prepare(fdsn)
+        cold.append(floor.run_floor(host.name, fdsn))
+    for _ in range(reps):
+        warm.append(floor.run_floor(host.name, fdsn))
+    if reps and floor.count_rows(fdsn, host.name) != n:
+        raise RuntimeError(f"floor stored {floor.count_rows(fdsn, host.name)} rows, expected {n}")
+    res["floor_cold_s"], res["floor_warm_s"] = median(cold), median(warm)
+    res["floor_runs"] = {"cold": cold, "warm": warm}
+    res["floor_command"] = floor.floor_command(host.name, "DSN")
+    log(f"  N={n}: floor cold {res['floor_cold_s']:.3f} s, warm {res['floor_warm_s']:.3f} s")
+
+    # first full sync: the CLI into a fresh database each time
+    firsts, rss_cli = [], []
+    config = base / f"wgsyncd-{n}.toml"
+    for _ in range(max(reps, 1)):
+        host.write_config(config, cluster.create_database())
+        elapsed, rss, out = cli_sync(config)
+        if f"{n} peer" not in out:
+            raise RuntimeError(f"first sync did not sync {n} peers: {out[-300:]}")
+        firsts.append(elapsed)
+        rss_cli.append(rss)
+    res["first_sync_s"] = median(firsts)
+    res["first_sync_runs"] = firsts
+    res["first_sync_rss_kib"] = max(rss_cli)
+    log(f"  N={n}: first full sync {res['first_sync_s']:.3f} s, peak RSS {max(rss_cli) / 1024:.1f} MB")
+
+    # the daemon's cycles, over the database of the last first sync
+    worker = Worker(config)
+    try:
+        idle = [worker.sync() for _ in range(reps)]
+        steady = _steady(host, worker, n, reps)
+    finally:
+        hwm, maxrss = worker.quit()
+    res["idle"] = _summary(idle)
+    res["steady"] = _summary(steady)
+    res["steady"]["active_peers"] = len(pick_active(n))
+    res["daemon_rss_kib"] = max(hwm, maxrss)
+    res["rss_kib"] = max(res["daemon_rss_kib"], res["first_sync_rss_kib"])
+    log(
+        f"  N={n}: idle {res['idle']['total_s']:.3f} s (DB {res['idle']['write_s']:.3f} s, "
+        f"{res['idle']['round_trips']} round trips, {res['idle']['rows_written']} rows), "
+        f"steady {res['steady']['total_s']:.3f} s ({res['steady']['stats_rows']} peers with new counters)"
+    )
+    return res
+
+
+def _steady(host: BenchHost, worker: Worker, n: int, reps: int) -> list[dict[str, Any]]:
+    """Cycles after 10% of the peers' tx counters moved (real handshake initiations)."""
+    active = pick_active(n)
+    out = []
+    since = host.counters()
+    for _ in range(reps):
+        host.poke(active)
+        now = host.wait_changed(active, since)
+        host.mirror_counters(now)
+        out.append(worker.sync())
+        since = host.counters()
+    return out
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of the timing fields, the max of the counts (they should not vary), and the raw runs."""
+    if not runs:
+        return {"total_s": 0.0, "collect_s": 0.0, "write_s": 0.0, "rows_written": 0, "stats_rows": 0,
+                "traffic_rows": 0, "round_trips": 0, "runs": []}  # fmt: skip
+    out: dict[str, Any] = {k: median([r[k] for r in runs]) for k in ("total_s", "collect_s", "write_s")}
+    for k in ("rows_written", "stats_rows", "traffic_rows", "round_trips"):
+        out[k] = max(r[k] for r in runs)
+    out["runs"] = runs
+    return out

@@ -1,0 +1,72 @@
+"""The long-lived sync process of the benchmark: what `wgsyncd run` does each interval.
+
+The parent starts it once, then writes ``sync`` lines; each cycle is the daemon's
+path (``cycle.collect`` + ``store.write_cycle`` over one kept connection, which is
+what ``cycle.sync_once`` does) and answers one JSON line with its timings. ``quit``
+answers with the process's peak RSS (VmHWM), so RSS covers every cycle it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+
+def vm_hwm_kib() -> int:
+    """Peak resident set size of this process, from /proc (kB)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def one_cycle(cfg, conn) -> dict:
+    """Collect and write like sync_once, timing the two halves separately."""
+    from wgsyncd import __version__, cycle, store
+
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    state = cycle.collect(cfg)
+    t1 = time.monotonic()
+    report = store.write_cycle(
+        conn, state, sync_id=uuid.uuid4(), started_at=started, agent_version=__version__
+    )
+    t2 = time.monotonic()
+    return {
+        "total_s": t2 - t0,
+        "collect_s": t1 - t0,
+        "write_s": t2 - t1,
+        "rows_written": report.total_config_rows_written,
+        "stats_rows": report.stats_rows_written,
+        "traffic_rows": report.traffic_rows_written,
+        "round_trips": report.round_trips,
+        "peers": sum(len(i.peers) for i in state.interfaces.values()),
+        "status": report.status,
+        "errors": len(state.errors),
+    }
+
+
+def main(config_path: str) -> None:
+    """Serve ``sync`` / ``quit`` commands from stdin until told to stop."""
+    from wgsyncd import config, store
+
+    cfg = config.load(config_path)
+    conn = store.connect(cfg.database)
+    store.migrate(conn)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "sync":
+            print(json.dumps(one_cycle(cfg, conn)), flush=True)
+        elif cmd == "quit":
+            break
+    conn.close()
+    print(json.dumps({"vm_hwm_kib": vm_hwm_kib()}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
