@@ -194,7 +194,7 @@ def test_sync_500_peers_rows_equal_wg_dump_with_names(host, make_wgrest):
             assert row.allowed_ips == d.allowed_ips
             assert row.endpoint == d.endpoint
             assert (row.persistent_keepalive or 0) == d.keepalive
-            assert bool(row.has_preshared_key) == (d.preshared_key is not None)
+            assert row.has_preshared_key is (d.preshared_key is not None)
             assert row.name == peer_name(pub)
             assert row.removed_at is None
             assert set(row.sources) == {"kernel", "conf", "wgrest"}

@@ -147,6 +147,8 @@ def _merge_object(cls: type, key: dict[str, Any], objs: dict[Source, Any], prece
     merged = cls(**key)
     for name, order in precedence.items():
         value, src = _pick(objs, name, order)
+        if src is None:  # nobody has a value; one source may still vouch that there is none
+            src = next((s for s in order if s in objs and name in objs[s].provenance), None)
         if src is not None:
             setattr(merged, name, value)
             merged.provenance[name] = src

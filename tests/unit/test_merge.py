@@ -168,3 +168,12 @@ def test_peer_order_is_kernel_then_conf_then_wgrest():
         NOW,
     )
     assert list(state.interfaces["wg0"].peers) == [b, a, c]
+
+
+def test_a_source_vouching_for_none_is_recorded_as_known():
+    a = key()
+    kp = Peer(a, preshared_key=None, provenance={"preshared_key": K})
+    state = merge("h", "h", [res(K, iface(peers=[kp])), res(W, iface(peers=[Peer(a)]))], NOW)
+    p = state.interfaces["wg0"].peers[a]
+    assert p.preshared_key is None and p.provenance["preshared_key"] is K
+    assert "private_key" not in p.provenance  # nobody vouched: unknown

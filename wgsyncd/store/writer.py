@@ -94,10 +94,14 @@ def _arr(value: tuple[str, ...] | None) -> list[str] | None:
     return None if value is None else list(value)
 
 
-def _secret_pair(secret: Secret | None) -> tuple[bool | None, str | None]:
-    """(is there one, its fingerprint); the value itself never leaves this function."""
+def _secret_pair(secret: Secret | None, known: bool = False) -> tuple[bool | None, str | None]:
+    """(is there one, its fingerprint); the value itself never leaves this function.
+
+    ``known``: a source vouched for the field (it is in the provenance), so None
+    means "there is none" (False), not "nobody knows" (None).
+    """
     if secret is None:
-        return None, None
+        return (False, None) if known else (None, None)
     return (True, secret.fingerprint()) if secret else (False, None)
 
 
@@ -143,8 +147,8 @@ def interface_values(iface: Interface) -> tuple[Any, ...]:
 
 def peer_values(peer: Peer) -> tuple[Any, ...]:
     """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters."""
-    has_psk, psk_fp = _secret_pair(peer.preshared_key)
-    has_priv, priv_fp = _secret_pair(peer.private_key)
+    has_psk, psk_fp = _secret_pair(peer.preshared_key, "preshared_key" in peer.provenance)
+    has_priv, priv_fp = _secret_pair(peer.private_key, "private_key" in peer.provenance)
     values = {
         "name": peer.name,
         "comments": _arr(peer.comments),
