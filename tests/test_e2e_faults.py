@@ -61,7 +61,7 @@ def test_malformed_conf_names_file_line_field_and_rest_syncs(two_ifaces):
 
 @pytest.mark.parametrize("fault", ["500", "garbage", "hang"])
 def test_wgrest_fault_is_one_line_and_the_rest_syncs(two_ifaces, make_wgrest, fault):
-    host, good, bad = two_ifaces
+    host, _, _ = two_ifaces
     wgrest = make_wgrest("v2", token="tok-" + "z" * 20)
     wgrest.fault = fault
     host.wgrest_url = wgrest.url
