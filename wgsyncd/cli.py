@@ -138,11 +138,15 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int, l
     conn = _connect(cfg)
     try:
         rows = store.status(conn, host_id=host_id, limit=limit)
+        hosts = {r.host_id for r in rows} | ({host_id} if host_id else set())
+        warnings = _unsealed_warnings(conn, sorted(hosts))
     except store.StoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
         sys.exit(1)
     finally:
         conn.close()
+    for w in warnings:
+        click.echo(w, err=True)
     if as_json:
         _emit([render.plain(r) for r in rows])
         return
@@ -150,6 +154,13 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int, l
         click.echo(_status_line(render.plain(r)))
     if not rows:
         click.echo("no cycles recorded yet")
+
+
+def _unsealed_warnings(conn: Any, host_ids: list[str]) -> list[str]:
+    """`restore will be incomplete` for each host whose latest config version has no sealed secrets."""
+    from wgsyncd import restore
+
+    return [w for w in (restore.unsealed_warning(conn, h) for h in host_ids) if w]
 
 
 def _local_status(cfg: config.Config, as_json: bool) -> None:

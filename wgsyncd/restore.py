@@ -25,6 +25,7 @@ shows keys as fingerprints.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import difflib
 import errno
 import hashlib
@@ -32,6 +33,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -444,7 +446,10 @@ def _backup(target: Path, stamp: str) -> str:
     while backup.exists():
         n += 1
         backup = target.with_name(f"{target.name}.wgsyncd-backup-{stamp}-{n}")
-    os.link(target, backup)
+    try:
+        os.link(target, backup)
+    except OSError:  # a filesystem without hard links: a copy is as good a backup
+        shutil.copy2(target, backup)
     return str(backup)
 
 
@@ -563,6 +568,21 @@ def resolve_endpoint(text: str, where: str) -> str:
     return format_endpoint(addr, int(port_text))
 
 
+def with_resolved_endpoints(iface: Interface, where: str) -> Interface:
+    """A copy whose running peers' endpoints are ``ip:port`` as the interface shows them.
+
+    DNS names are resolved once, before anything is written (a name that does not
+    resolve refuses the restore), so comparing with the running endpoint is exact.
+    """
+    peers = {
+        k: dataclasses.replace(p, endpoint=resolve_endpoint(p.endpoint, f"{where}: peer {k}"))
+        if p.endpoint and not p.disabled
+        else p
+        for k, p in iface.peers.items()
+    }
+    return dataclasses.replace(iface, peers=peers)
+
+
 def _fp(secret: Secret | None) -> str | None:
     """Compare secrets by fingerprint only."""
     return secret.fingerprint() if secret else None
@@ -630,7 +650,7 @@ def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) 
         elif "preshared_key" in fields:
             out.append(f"preshared_key={ZERO_KEY_HEX}")  # the version has none: clear it
         if (everything or "endpoint" in fields) and peer.endpoint:
-            out.append(f"endpoint={resolve_endpoint(peer.endpoint, f'{where}: peer {ch.public_key}')}")
+            out.append(f"endpoint={peer.endpoint}")  # resolved already (with_resolved_endpoints)
         if everything or "persistent_keepalive" in fields:
             out.append(f"persistent_keepalive_interval={peer.persistent_keepalive or 0}")
         if everything or "allowed_ips" in fields:
@@ -738,9 +758,10 @@ def apply(
     if via not in ("auto", "uapi", "wg"):
         raise RestoreError(f"--apply-via {via}: must be auto, uapi or wg")
     work = []
-    for name, desired in loaded.interfaces.items():
+    for name, wanted in loaded.interfaces.items():
         where = f"{loaded.label}: interface {name}"
         target = _find_target(name, socket_dir, via, where)
+        desired = with_resolved_endpoints(wanted, where)
         changes = diff_interface(_current(target, wg_command, where), desired, target.backend)
         work.append((target, desired, changes, where))
     if dry_run:
