@@ -608,3 +608,44 @@ def test_apply_on_a_real_kernel_interface_in_the_vm(tmp_path):
         assert run.results[rid]["ok"], f"{rid}: {run.results[rid]['detail']}"
     print(f"\nkernel VM: restore --apply of 302 peers via wg syncconf {run.results[ids[0]]['metrics']}, "
           f"boot {run.boot_seconds:.1f} s")  # fmt: skip
+
+
+# ---------------------------------------------------------------- wgrest v1 peer private keys
+
+
+def test_wgrest_v1_peer_private_keys_are_sealed_and_recreated(rhost, recovery, make_wgrest, tmp_path):
+    """wgrest v1 keeps peers' private keys in its data dir: sealed in the DB, handed back on restore."""
+    from tests.beds.wgrest_server import write_v1_data_dir
+    from tests.beds.wireguard import pubkey
+    from wgsyncd.sources import kernel as kernel_source
+
+    key_file, public = recovery
+    privs = [genkey() for _ in range(4)]
+    specs = [
+        PeerSpec(public_key=pubkey(k), allowed_ips=(f"10.66.0.{i + 1}/32",)) for i, k in enumerate(privs)
+    ]
+    iface = rhost.bed.create(peers=specs)
+    name = iface.name
+    rhost.ifaces[name] = iface
+    source = make_wgrest("v1", data_dir=tmp_path / "wgrest-src")
+    source.load_state(kernel_source.parse_wg_dump(iface.dump(), name).values())
+    write_v1_data_dir(tmp_path / "wgrest-src", privs)
+    rhost.wgrest_url = source.url
+    rhost.write_config(recovery_public=public)
+    rhost.config.write_text(
+        rhost.config.read_text().replace('data_dir = ""', f'data_dir = "{tmp_path / "wgrest-src"}"')
+    )
+    rhost.wgsyncd("sync")
+    with psycopg.connect(rhost.dsn) as conn:
+        rows = conn.execute("SELECT count(*) FROM peers WHERE has_private_key").fetchone()[0]
+        dump = "\n".join(
+            str(r) for r in conn.execute("SELECT v.doc, s.sealed FROM config_versions v, config_secrets s")
+        )
+    assert rows == 4 and not any(k in dump for k in privs)
+
+    target = make_wgrest("v1", data_dir=tmp_path / "wgrest-new")
+    target.add_device(name)
+    rhost.wgsyncd("restore", "--to-wgrest", target.url, "--recovery-key", key_file)
+    assert set(target.devices[name].peers) == {s.public_key for s in specs}
+    stored = sorted(p.read_text() for p in (tmp_path / "wgrest-new" / "v1").glob("*.conf"))
+    assert stored == sorted(f"PrivateKey = {k}\n" for k in privs)
