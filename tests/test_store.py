@@ -79,13 +79,17 @@ def count(c: psycopg.Connection[Any], table: str) -> int:
 # ---------------------------------------------------------------- migrations
 
 
+ALL_MIGRATIONS = sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))
+
+
 def test_migrate_twice_is_a_noop(pg_dsn: str) -> None:
+    assert ALL_MIGRATIONS[:2] == ["0001_initial", "0002_config_versions"]
     with psycopg.connect(pg_dsn) as c:
-        assert store.migrate(c) == ["0001_initial"]
+        assert store.migrate(c) == ALL_MIGRATIONS
         assert store.migrate(c) == []
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        rows = c.execute("SELECT version, name FROM schema_migrations").fetchall()
-        assert rows == [("0001", "0001_initial")]
+        rows = c.execute("SELECT version, name FROM schema_migrations ORDER BY 1").fetchall()
+        assert rows == [(m[:4], m) for m in ALL_MIGRATIONS]
 
 
 def test_concurrent_migrate_from_two_connections(pg_dsn: str) -> None:
@@ -107,7 +111,7 @@ def test_concurrent_migrate_from_two_connections(pg_dsn: str) -> None:
     for t in threads:
         t.join(timeout=30)
     assert not errors
-    assert sorted(results) == [[], ["0001_initial"]]
+    assert sorted(results) == [[], ALL_MIGRATIONS]
 
 
 def test_migrate_applies_new_files_and_refuses_edited_ones(pg_dsn: str) -> None:
@@ -116,20 +120,21 @@ def test_migrate_applies_new_files_and_refuses_edited_ones(pg_dsn: str) -> None:
         shutil.copy(MIGRATIONS_DIR / "0001_initial.sql", tmp)
         with psycopg.connect(pg_dsn) as c:
             assert store.migrate(c, tmp) == ["0001_initial"]
-            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x int);")
-            assert store.migrate(c, tmp) == ["0002_extra"]
-            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x bigint);")
-            with pytest.raises(store.StoreError, match=r"0002_extra\.sql changed"):
+            (tmp / "0009_extra.sql").write_text("CREATE TABLE extra (x int);")
+            assert store.migrate(c, tmp) == ["0009_extra"]
+            (tmp / "0009_extra.sql").write_text("CREATE TABLE extra (x bigint);")
+            with pytest.raises(store.StoreError, match=r"0009_extra\.sql changed"):
                 store.migrate(c, tmp)
-            (tmp / "0002_extra.sql").write_text("CREATE TABLE extra (x int);")
-            (tmp / "0003_broken.sql").write_text("CREATE TABLE extra (y int);")  # already exists
+            (tmp / "0009_extra.sql").write_text("CREATE TABLE extra (x int);")
+            (tmp / "0010_broken.sql").write_text("CREATE TABLE extra (y int);")  # already exists
             with pytest.raises(store.StoreError, match="migrate failed: DuplicateTable"):
                 store.migrate(c, tmp)
             versions = [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-            assert versions == ["0001", "0002"]
+            assert versions == ["0001", "0009"]
             # the lock was released: another session can take it at once
+            (tmp / "0010_broken.sql").unlink()
             with psycopg.connect(pg_dsn) as other:
-                assert store.migrate(other) == []
+                assert store.migrate(other, tmp) == []
     finally:
         shutil.rmtree(tmp)
 
