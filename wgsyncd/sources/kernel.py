@@ -186,6 +186,39 @@ def make_peer(
     )
 
 
+class RawPeer:
+    """One peer's wire values while they are being collected (netlink messages, UAPI lines).
+
+    Shared by both readers: a peer can arrive in pieces (netlink splits allowed IPs
+    across messages), so values accumulate here and become a Peer once, at the end.
+    """
+
+    __slots__ = ("allowed", "endpoint", "hs", "keepalive", "psk", "public", "rx", "tx")
+
+    def __init__(self, public: str) -> None:
+        self.public = public
+        self.psk: str | None = None
+        self.endpoint: str | None = None
+        self.hs = 0
+        self.rx = 0
+        self.tx = 0
+        self.keepalive = 0
+        self.allowed: list[str] = []
+
+    def build(self) -> Peer:
+        """The finished Peer, with kernel provenance."""
+        return make_peer(
+            self.public,
+            self.psk,
+            tuple(self.allowed),
+            self.endpoint,
+            self.keepalive,
+            self.hs,
+            self.rx,
+            self.tx,
+        )
+
+
 # ---------------------------------------------------------------- `wg show dump`
 
 

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 from wgsyncd.sources.kernel import (
     InterfaceReadError,
+    RawPeer,
     format_endpoint,
     key_from_wire,
     make_interface,
-    make_peer,
 )
 from wgsyncd.state import Interface, StateError
 
@@ -137,22 +137,6 @@ def _describe(exc: BaseException) -> str:
     return exc.__class__.__name__
 
 
-class _PeerAcc:
-    """One peer's attributes collected across messages."""
-
-    __slots__ = ("allowed", "endpoint", "hs", "keepalive", "psk", "public", "rx", "tx")
-
-    def __init__(self, public: str) -> None:
-        self.public = public
-        self.psk: str | None = None
-        self.endpoint: str | None = None
-        self.hs = 0
-        self.rx = 0
-        self.tx = 0
-        self.keepalive = 0
-        self.allowed: list[str] = []
-
-
 def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interface:
     """Fold a multi-message WG_CMD_GET_DEVICE dump into one Interface.
 
@@ -164,7 +148,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
     own decoded attributes instead (used as a cross-check in the tests).
     """
     device: dict[str, Any] = {}
-    peers: dict[str, _PeerAcc] = {}
+    peers: dict[str, RawPeer] = {}
     for msg in messages:
         header = msg["header"]
         error = header.get("error")
@@ -188,9 +172,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
         raise InterfaceReadError(f"dump answered for {ifname!r}, not {name!r}")
     iface = _build_interface(name, device)
     for acc in peers.values():
-        iface.peers[acc.public] = make_peer(
-            acc.public, acc.psk, tuple(acc.allowed), acc.endpoint, acc.keepalive, acc.hs, acc.rx, acc.tx
-        )
+        iface.peers[acc.public] = acc.build()
     return iface
 
 
@@ -220,7 +202,7 @@ def _nlas(buf: Any, start: int, end: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _fold_raw(buf: Any, offset: int, length: int, device: dict[str, Any], peers: dict[str, _PeerAcc]) -> None:
+def _fold_raw(buf: Any, offset: int, length: int, device: dict[str, Any], peers: dict[str, RawPeer]) -> None:
     """One message's device attributes and peers, from its bytes."""
     try:
         for typ, a, b in _nlas(buf, offset + _GENL_HEADER, offset + length):
@@ -246,7 +228,7 @@ def _raw_key(buf: Any, a: int, b: int) -> str:
     return base64.b64encode(bytes(buf[a:b])).decode()
 
 
-def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, _PeerAcc]) -> None:
+def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, RawPeer]) -> None:
     """One peer nest; a public key seen before (a continuation) only adds allowed IPs."""
     attrs = _nlas(buf, start, end)
     acc = None
@@ -255,7 +237,7 @@ def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, _PeerAcc]) -
             public = _raw_key(buf, a, b)
             acc = peers.get(public)
             if acc is None:
-                acc = peers[public] = _PeerAcc(public)
+                acc = peers[public] = RawPeer(public)
             break
     if acc is None:
         raise InterfaceReadError("peer without public key in dump")
@@ -334,16 +316,16 @@ def _build_interface(name: str, device: dict[str, Any]) -> Interface:
     )
 
 
-def _fold_peer(peers: dict[str, _PeerAcc], peer: Any, name: str) -> None:
+def _fold_peer(peers: dict[str, RawPeer], peer: Any, name: str) -> None:
     """Merge one peer nest into the accumulator; a repeated public key only adds allowed IPs."""
     attrs = peer["attrs"]
-    acc: _PeerAcc | None = None
+    acc: RawPeer | None = None
     for attr in attrs:
         if attr[0] == "WGPEER_A_PUBLIC_KEY":
             public = key_from_wire(attr[1], f"{name}: peer public key")
             acc = peers.get(public)
             if acc is None:
-                acc = peers[public] = _PeerAcc(public)
+                acc = peers[public] = RawPeer(public)
             break
     if acc is None:
         raise InterfaceReadError("peer without public key in dump")

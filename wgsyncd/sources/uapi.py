@@ -16,13 +16,13 @@ from pathlib import Path
 
 from wgsyncd.sources.kernel import (
     InterfaceReadError,
+    RawPeer,
     key_from_wire,
     make_interface,
-    make_peer,
     normalise_prefix,
     parse_endpoint_text,
 )
-from wgsyncd.state import Interface, Peer, StateError
+from wgsyncd.state import Interface, StateError
 
 REQUEST = b"get=1\n\n"
 _CHUNK = 1 << 16
@@ -113,35 +113,6 @@ class _DeviceFields:
         self.fwmark = 0
 
 
-class _PeerFields:
-    """The raw values of one peer while its lines are being read."""
-
-    __slots__ = ("allowed", "endpoint", "hs", "keepalive", "psk", "public", "rx", "tx")
-
-    def __init__(self, public: str) -> None:
-        self.public = public
-        self.psk: str | None = None
-        self.endpoint: str | None = None
-        self.hs = 0
-        self.rx = 0
-        self.tx = 0
-        self.keepalive = 0
-        self.allowed: list[str] = []
-
-    def build(self) -> Peer:
-        """The finished Peer, with kernel provenance."""
-        return make_peer(
-            self.public,
-            self.psk,
-            tuple(self.allowed),
-            self.endpoint,
-            self.keepalive,
-            self.hs,
-            self.rx,
-            self.tx,
-        )
-
-
 _PEER_INTS = {
     "last_handshake_time_sec": "hs",
     "rx_bytes": "rx",
@@ -157,7 +128,7 @@ def parse_uapi(name: str, text: str) -> Interface:
     unknown keys are skipped so a newer daemon adding fields still reads.
     """
     device = _DeviceFields()
-    peers: list[_PeerFields] = []
+    peers: list[RawPeer] = []
     lineno, key = 0, ""
     try:
         status = _parse_lines(text.split("\n"), device, peers)
@@ -183,9 +154,9 @@ class _LineError(Exception):
     """(lineno, key, cause) of the first line that failed; turned into InterfaceReadError."""
 
 
-def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[_PeerFields]) -> int | None:
+def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[RawPeer]) -> int | None:
     """The hot loop (100,000+ lines for 10,000 peers): peer lines inline, most frequent first."""
-    peer: _PeerFields | None = None
+    peer: RawPeer | None = None
     status: int | None = None
     lineno, key = 0, ""
     try:
@@ -203,7 +174,7 @@ def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[_PeerField
                 elif key in _PEER_INTS:
                     setattr(peer, _PEER_INTS[key], int(value))
                 elif key == "public_key":
-                    peer = _PeerFields(key_from_wire(value, f"line {lineno}: public_key"))
+                    peer = RawPeer(key_from_wire(value, f"line {lineno}: public_key"))
                     peers.append(peer)
                 elif key == "endpoint":
                     peer.endpoint = parse_endpoint_text(value)
@@ -212,7 +183,7 @@ def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[_PeerField
                 elif key == "errno":
                     status = int(value)
             elif key == "public_key":
-                peer = _PeerFields(key_from_wire(value, f"line {lineno}: public_key"))
+                peer = RawPeer(key_from_wire(value, f"line {lineno}: public_key"))
                 peers.append(peer)
             elif key == "private_key":
                 device.private = key_from_wire(value, f"line {lineno}: private_key")
