@@ -74,10 +74,17 @@ def _write(conn: Any, tmpl: Template, host_id: str, cycle: int) -> dict[str, Any
         conn, state, sync_id=uuid.uuid4(), started_at=state.collected_at, agent_version=__version__
     )
     return {
+        "host": host_id,
+        "cycle": cycle,
         "latency": time.monotonic() - t0,
         "rows": rep.total_config_rows_written + rep.stats_rows_written + rep.traffic_rows_written + 2,
         "round_trips": rep.round_trips,
     }
+
+
+def _name(h: int) -> str:
+    """Host number -> host_id."""
+    return f"host-{h:05d}"
 
 
 def _worker(args: dict[str, Any], out: Any) -> None:
@@ -93,14 +100,13 @@ def _worker(args: dict[str, Any], out: Any) -> None:
     try:
         if args["phase"] == "populate":
             for h in hosts:
-                records.append(_write(conn, tmpl, f"host-{h:05d}", 0))
+                records.append(_write(conn, tmpl, _name(h), 0))
         elif args["phase"] == "capacity":
             end = time.monotonic() + args["probe_s"]
             k = 0
             while time.monotonic() < end:
-                records.append(
-                    _write(conn, tmpl, f"host-{hosts[k % len(hosts)]:05d}", args["cycle0"] + k // len(hosts))
-                )
+                h = hosts[k % len(hosts)]
+                records.append(_write(conn, tmpl, _name(h), args["last"][_name(h)] + 1 + k // len(hosts)))
                 k += 1
         else:
             records = _paced(conn, tmpl, args)
@@ -125,7 +131,7 @@ def _paced(conn: Any, tmpl: Template, args: dict[str, Any]) -> list[dict[str, An
         if due > now:
             time.sleep(due - now)  # pacing: the host's next turn has not come yet
         begin = time.time()
-        rec = _write(conn, tmpl, f"host-{h:05d}", args["cycle0"] + k)
+        rec = _write(conn, tmpl, _name(h), args["last"][_name(h)] + 1 + k)
         rec["late"] = begin - due
         records.append(rec)
     return records
@@ -246,10 +252,19 @@ def run_multihost(
         )
         return out, recs
 
-    res["populate"], _ = phase("populate")
-    res["capacity"], _ = phase("capacity", probe_s=probe_s, cycle0=1)
-    # the paced run starts at the next whole second after the workers are up (spawn takes ~1 s)
-    paced, recs = phase("paced", window=duration_s, start=time.time() + 3.0, cycle0=1000)
+    # each host's counters continue from its last written cycle: exactly 10% of peers move per cycle
+    last: dict[str, int] = {}
+
+    def track(recs: list[dict[str, Any]]) -> None:
+        for r in recs:
+            last[r["host"]] = max(last.get(r["host"], 0), r["cycle"])
+
+    res["populate"], recs = phase("populate")
+    track(recs)
+    res["capacity"], recs = phase("capacity", probe_s=probe_s, last=dict(last))
+    track(recs)
+    # the paced schedule starts 3 s from now: the workers are up by then (spawn takes ~1 s)
+    paced, recs = phase("paced", window=duration_s, start=time.time() + 3.0, last=dict(last))
     late = [r["late"] for r in recs]
     paced["late_p99_s"] = _pct(late, 0.99)
     paced["late_max_s"] = max(late, default=0.0)
