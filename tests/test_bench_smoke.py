@@ -18,6 +18,7 @@ pytestmark = pytest.mark.postgres
 SIZE_KEYS = {
     "n", "reps", "floor_cold_s", "floor_warm_s", "floor_runs", "floor_command", "first_sync_s",
     "first_sync_runs", "first_sync_rss_kib", "idle", "steady", "daemon_rss_kib", "rss_kib", "ratios",
+    "idle_breakdown",
 }  # fmt: skip
 CYCLE_KEYS = {
     "total_s",

@@ -131,6 +131,9 @@ def table(result: dict[str, Any]) -> str:
             _row("peak RSS (sync process)", f"{r['rss_mb']:.1f} MB", None, "rss_mb", r["rss_mb"]),
             "",
         ]
+        if size.get("idle_breakdown"):
+            parts = ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in size["idle_breakdown"].items())
+            lines += [f"idle cycle, piece by piece: {parts}", ""]
     mh = result.get("multihost")
     if mh:
         cap, paced = mh["capacity"], mh["paced"]

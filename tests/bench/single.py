@@ -79,6 +79,13 @@ class Worker:
         self.proc.stdin.flush()
         return self._read()
 
+    def breakdown(self) -> dict[str, float]:
+        """One cycle timed piece by piece: kernel, conf, wgrest, merge, write."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("breakdown\n")
+        self.proc.stdin.flush()
+        return self._read()
+
     def quit(self) -> tuple[int, int]:
         """Stop it; (VmHWM KiB as it reported, ru_maxrss KiB from wait4)."""
         assert self.proc.stdin is not None
@@ -143,10 +150,12 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     worker = Worker(config)
     try:
         idle = [worker.sync() for _ in range(reps)]
+        parts = [worker.breakdown() for _ in range(min(reps, 3))]
         steady = _steady(host, worker, n, reps)
     finally:
         hwm, maxrss = worker.quit()
     res["idle"] = _summary(idle)
+    res["idle_breakdown"] = {k: median([p[k] for p in parts]) for k in parts[0]} if parts else {}
     res["steady"] = _summary(steady)
     res["steady"]["active_peers"] = len(pick_active(n))
     res["daemon_rss_kib"] = max(hwm, maxrss)

@@ -50,6 +50,34 @@ def one_cycle(cfg, conn) -> dict:
     }
 
 
+def breakdown(cfg, conn) -> dict:
+    """Where one idle cycle's time goes: each source, the merge, the write (the same calls as collect)."""
+    from wgsyncd import __version__, cycle, store
+    from wgsyncd.merge import merge
+    from wgsyncd.sources import conffiles, kernel, wgrest
+
+    want = cycle.interface_filter(cfg)
+    out: dict[str, float] = {}
+    results = []
+    for name, read, sub in (
+        ("kernel_s", kernel.read, cfg.kernel),
+        ("conf_s", conffiles.read, cfg.conf),
+        ("wgrest_s", wgrest.read, cfg.wgrest),
+    ):
+        t0 = time.monotonic()
+        results.append(read(sub, want))
+        out[name] = time.monotonic() - t0
+    t0 = time.monotonic()
+    state = merge(cfg.host_id, cfg.hostname, results, datetime.now(UTC))
+    out["merge_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    store.write_cycle(
+        conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version=__version__
+    )
+    out["write_s"] = time.monotonic() - t0
+    return out
+
+
 def main(config_path: str) -> None:
     """Serve ``sync`` / ``quit`` commands from stdin until told to stop."""
     from wgsyncd import config, store
@@ -62,6 +90,8 @@ def main(config_path: str) -> None:
         cmd = line.strip()
         if cmd == "sync":
             print(json.dumps(one_cycle(cfg, conn)), flush=True)
+        elif cmd == "breakdown":
+            print(json.dumps(breakdown(cfg, conn)), flush=True)
         elif cmd == "quit":
             break
     conn.close()
