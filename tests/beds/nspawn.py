@@ -43,6 +43,7 @@ PACKAGES = (
     "python3-sdnotify",
     "python3-click",
     "python3-requests",
+    "python3-nacl",
 )
 BUILD_TIMEOUT = 900.0
 BOOT_TIMEOUT = 60.0
