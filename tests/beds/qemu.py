@@ -459,18 +459,7 @@ def _add_package(cpio: CpioWriter, dest: str, src: Path, workdir: Path) -> None:
             cpio.add_file(f"{dest}/{rel.parent}/__pycache__/{tag}", pyc)
 
 
-RUN_SCRIPT = r"""#!/bin/sh
-# Runs inside the VM: one setup, then the whole kernel test set once per pyroute2.
-out=/dev/ttyS1
-stty -F $out raw -echo 2>/dev/null
-cd /job
-/usr/bin/python3.11 -S -m kernel_vm.runner setup > $out 2>/dev/ttyS0
-for label in $(ls /opt | sed -n 's/^pyroute2-//p'); do
-    PYTHONPATH=/job:/opt/pyroute2-$label /usr/bin/python3.11 -S -m kernel_vm.runner check \
-        --label $label > $out 2>/dev/ttyS0
-done
-/usr/bin/python3.11 -S -m kernel_vm.runner done > $out 2>/dev/ttyS0
-"""
+RUN_SCRIPT = JOB_SRC / "run.sh"  # the job's entry point, /job/run.sh in the VM
 
 
 def build_job(workdir: Path) -> Path:
@@ -480,7 +469,7 @@ def build_job(workdir: Path) -> Path:
         cpio = CpioWriter(out)
         _add_package(cpio, "job/wgsyncd", REPO / "wgsyncd", workdir)
         _add_package(cpio, "job/kernel_vm", JOB_SRC, workdir)
-        cpio.add_bytes("job/run.sh", RUN_SCRIPT.encode(), 0o755)
+        cpio.add_bytes("job/run.sh", RUN_SCRIPT.read_bytes(), 0o755)
         cpio.close()
     return path
 

@@ -35,6 +35,38 @@ LABEL_CHECKS = (
 )
 
 
+# restore --apply on a real kernel interface (kernel_vm.restore_vm): one setup, then per
+# backend ("wg" once, "netlink-<label>" per pyroute2 version) these steps in order
+RESTORE_SETUP_ID = "restore_setup"
+RESTORE_CHECKS = (
+    "restore_apply_wiped",  # wiped wgR + version A (300 peers) -> the dump is A's
+    "restore_apply_again_is_noop",  # A again: no change, the live session keeps handshake/counters
+    "restore_apply_changes",  # version C (removed/changed/added): exact dump, session kept
+)
+# checks run once per pyroute2 version by the restore job
+RESTORE_LABEL_CHECKS = ("restore_backend_choice",)  # auto picks wg/netlink; netlink refuses a veth
+
+
+def restore_backend_id(backend: str, label: str) -> str:
+    """``wg`` (needs no pyroute2) or ``netlink-<label>``."""
+    return backend if backend == "wg" else f"{backend}-{label}"
+
+
+def restore_id(check: str, backend_id: str) -> str:
+    """Id of one restore step for one backend, e.g. ``restore_apply_changes[netlink-debian]``."""
+    return f"{check}[{backend_id}]"
+
+
+def restore_ids(labels: list[str]) -> list[str]:
+    """Every restore result id a complete run reports, in run order."""
+    ids = [RESTORE_SETUP_ID]
+    for bid in ["wg", *(restore_backend_id("netlink", label) for label in labels)]:
+        ids += [restore_id(check, bid) for check in RESTORE_CHECKS]
+        if bid != "wg":
+            ids += [label_id(check, bid.removeprefix("netlink-")) for check in RESTORE_LABEL_CHECKS]
+    return ids
+
+
 def setup_id(case: str) -> str:
     """Id of the result that says whether a case's interface could be built."""
     return f"setup[{case}]"
@@ -51,9 +83,9 @@ def label_id(check: str, label: str) -> str:
 
 
 def expected_ids(labels: list[str]) -> list[str]:
-    """Every result id a complete run reports, in run order."""
+    """Every result id a complete run reports, in run order (the reader's, then restore's)."""
     ids = [setup_id(case) for case in CASES]
     for label in labels:
         ids += [case_id(check, case, label) for case in CASES for check in CASE_CHECKS]
         ids += [label_id(check, label) for check in LABEL_CHECKS]
-    return ids
+    return ids + restore_ids(labels)
