@@ -44,6 +44,9 @@ PACKAGES = (
     "python3-click",
     "python3-requests",
     "python3-nacl",
+    # debootstrap does not resolve virtual dependencies: name them
+    "python3-cffi-backend",
+    "libsodium23",
 )
 BUILD_TIMEOUT = 900.0
 BOOT_TIMEOUT = 60.0
