@@ -240,3 +240,157 @@ def test_unavailable_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no qemu"):
         qemu._unavailable("no qemu")
+
+
+# ---------------------------------------------------------------- restore's netlink messages, no VM
+#
+# The VM proves the kernel takes them; these pin the bytes on the host, encoded by the
+# pyroute2 this interpreter imports (run them under Debian's python3 for 0.7.2 too).
+
+
+def _encode(attrs: list) -> bytes:
+    """One WG_CMD_SET_DEVICE message as pyroute2 encodes it for the socket."""
+    from pyroute2.netlink.generic.wireguard import wgmsg
+
+    msg = wgmsg()
+    msg["cmd"], msg["version"] = 1, 1
+    msg["attrs"] = attrs
+    msg["header"]["type"] = 0x20
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _decode(data: bytes) -> tuple[dict[int, bytes], list[dict[int, object]]]:
+    """Device attributes by type and the peer nests (type -> raw bytes, allowed IPs as text)."""
+    import socket
+    import struct
+
+    from wgsyncd.sources.netlink import _nlas
+
+    device: dict[int, bytes] = {}
+    peers: list[dict[int, object]] = []
+    for typ, a, b in _nlas(data, 20, len(data)):
+        if typ != 8:
+            device[typ] = data[a:b]
+            continue
+        for _t, pa, pb in _nlas(data, a, b):
+            peer: dict[int, object] = {}
+            for ptyp, x, y in _nlas(data, pa, pb):
+                if ptyp == 9:
+                    ips = []
+                    for _i, ia, ib in _nlas(data, x, y):
+                        f = {t: data[u:v] for t, u, v in _nlas(data, ia, ib)}
+                        fam = struct.unpack("=H", f[1])[0]
+                        ips.append(f"{socket.inet_ntop(fam, f[2])}/{f[3][0]}")
+                    peer[9] = ips
+                else:
+                    peer[ptyp] = data[x:y]
+            peers.append(peer)
+    return device, peers
+
+
+def _desired_and_changes(n_allowed: int = 3):
+    """A version with one peer to remove, one to update (psk/keepalive cleared) and one to add."""
+    from wgsyncd import restore
+    from wgsyncd.state import Interface, Peer, Secret
+
+    priv = base64.b64encode(bytes([9]) * 32).decode()
+    desired = Interface(name="wgt0", private_key=Secret(priv), listen_port=51820, fwmark=0x42)
+    desired.peers[_key(2)] = Peer(_key(2), allowed_ips=("10.0.0.1/32",), persistent_keepalive=0)
+    allowed = tuple(f"198.18.{i // 256}.{i % 256}/32" for i in range(n_allowed))
+    desired.peers[_key(3)] = Peer(
+        _key(3),
+        preshared_key=Secret(_key(4)),
+        allowed_ips=(*allowed, "2001:db8::/64"),
+        endpoint="[fe80::1%lo]:51820",
+        persistent_keepalive=25,
+    )
+    changes = restore.InterfaceChanges(
+        "wgt0",
+        "netlink",
+        device=("private_key", "fwmark"),
+        peers=[
+            restore.PeerChange(_key(3), "add"),
+            restore.PeerChange(_key(2), "update", ("preshared_key", "persistent_keepalive")),
+            restore.PeerChange(_key(1), "remove"),
+        ],
+    )
+    return desired, changes
+
+
+def test_netlink_messages_carry_the_kernels_flag_bits() -> None:
+    """Remove first with REMOVE_ME only; written peers get REPLACE_ALLOWEDIPS, zero psk, keepalive 0."""
+    import socket
+    import struct
+
+    from wgsyncd import restore
+
+    desired, changes = _desired_and_changes()
+    messages = restore.netlink_messages(desired, changes, "test")
+    assert len(messages) == 1
+    device, peers = _decode(_encode(messages[0]))
+    assert device[2].rstrip(b"\0") == b"wgt0" and device[3] == bytes([9]) * 32
+    assert struct.unpack("=I", device[7])[0] == 0x42 and 6 not in device  # port unchanged: not sent
+    assert [base64.b64encode(p[1]).decode() for p in peers] == [_key(1), _key(2), _key(3)]
+    removed, updated, added = peers
+    assert set(removed) == {1, 3} and struct.unpack("=I", removed[3])[0] == 1  # WGPEER_F_REMOVE_ME
+    assert struct.unpack("=I", updated[3])[0] == 2  # WGPEER_F_REPLACE_ALLOWEDIPS
+    assert updated[2] == bytes(32) and struct.unpack("=H", updated[5])[0] == 0  # psk cleared, keepalive off
+    assert updated[9] == ["10.0.0.1/32"] and 4 not in updated  # full list; no endpoint to send
+    assert added[2] == base64.b64decode(_key(4)) and added[9][-1] == "2001:db8::/64"
+    endpoint = added[4]
+    family, port = struct.unpack("=H", endpoint[:2])[0], struct.unpack(">H", endpoint[2:4])[0]
+    scope = struct.unpack("=I", endpoint[24:28])[0]  # the kernel reads sin6_scope_id in host order
+    assert (family, port, scope) == (socket.AF_INET6, 51820, socket.if_nametoindex("lo"))
+
+
+def test_netlink_messages_split_a_long_allowed_ip_list() -> None:
+    """2,000 allowed IPs: several messages within the budget; first part replaces, the rest append."""
+    from wgsyncd import restore
+
+    desired, changes = _desired_and_changes(n_allowed=2000)
+    messages = restore.netlink_messages(desired, changes, "test")
+    assert len(messages) >= 4
+    parts, ips = [], []
+    for attrs in messages:
+        data = _encode(attrs)
+        assert len(data) <= restore.NETLINK_MESSAGE_BUDGET + 256, len(data)
+        for peer in _decode(data)[1]:
+            if base64.b64encode(peer[1]).decode() == _key(3):
+                parts.append(int.from_bytes(peer[3], "little"))
+                ips += peer.get(9, [])
+    assert parts[0] == restore.WGPEER_F_REPLACE_ALLOWEDIPS
+    assert set(parts[1:]) == {restore.WGPEER_F_UPDATE_ONLY} and len(parts) >= 4
+    assert ips == list(desired.peers[_key(3)].allowed_ips)  # all of them, in order
+    first = _decode(_encode(messages[0]))[0]
+    assert 3 in first and all(3 not in _decode(_encode(m))[0] for m in messages[1:])  # key sent once
+
+
+def test_auto_picks_wg_when_the_binary_exists_else_netlink(tmp_path: Path) -> None:
+    """A kernel link: `wg syncconf` when wg is installed, else netlink; netlink wants a WireGuard link."""
+    from wgsyncd import restore
+
+    fake_wg = tmp_path / "wg"
+    fake_wg.write_text("#!/bin/sh\n")
+    fake_wg.chmod(0o755)
+    assert restore._find_target("lo", str(tmp_path), "auto", str(fake_wg), "x").backend == "wg"
+    assert (
+        restore._find_target("lo", str(tmp_path), "auto", str(tmp_path / "no-wg"), "x").backend == "netlink"
+    )
+    with pytest.raises(restore.RestoreError, match="lo is not a kernel WireGuard link"):
+        restore._find_target("lo", str(tmp_path), "netlink", str(fake_wg), "x")
+    with pytest.raises(restore.RestoreError, match="nope0 does not exist"):
+        restore._find_target("nope0", str(tmp_path), "netlink", str(fake_wg), "x")
+    with pytest.raises(restore.RestoreError, match="must be auto, uapi, wg or netlink"):
+        restore.apply(restore.Loaded("h", 1, None, {}), via="kernel")  # type: ignore[arg-type]
+
+
+def test_syncconf_file_spells_out_cleared_fields() -> None:
+    """`wg syncconf` keeps a field the file leaves out: no psk / no keepalive must be written as such."""
+    from wgsyncd import restore
+
+    desired, _ = _desired_and_changes()
+    text = restore.render_syncconf(desired)
+    block = text.split("[Peer]")[1]
+    assert f"PresharedKey = {restore.ZERO_KEY_B64}" in block and "PersistentKeepalive = 0" in block
+    assert "PersistentKeepalive = 25" in text.split("[Peer]")[2]

@@ -973,6 +973,7 @@ def _netlink_send(name: str, messages: list[list[list[Any]]], where: str) -> Non
     first message leaves the interface partly changed, which the message says (a
     second restore --apply finishes the job, it only writes what still differs).
     """
+    from wgsyncd.sources.kernel import InterfaceReadError
     from wgsyncd.sources.netlink import _bounded, _describe
 
     def send() -> None:
@@ -1003,6 +1004,8 @@ def _netlink_send(name: str, messages: list[list[list[Any]]], where: str) -> Non
         _bounded(send, NETLINK_TIMEOUT, f"{name} netlink set")
     except RestoreError:
         raise
+    except InterfaceReadError as exc:  # the deadline passed: says which step and how long
+        raise RestoreError(f"{where}: {exc}; the interface may be partly changed") from None
     except Exception as exc:  # the socket itself (no module, no permission)
         raise RestoreError(f"{where}: netlink: {_describe(exc)}") from None
 

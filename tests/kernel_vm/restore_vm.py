@@ -55,7 +55,7 @@ IFACE, FAR = "wgR", "wgS"
 PORT = 51820
 R_ADDR, S_ADDR = "198.51.100.1", "198.51.100.2"  # tunnel addresses, inside nsR / nsS only
 VERSIONS_FILE = STATE_DIR / "restore-versions.json"
-GENERATED = 298  # + the 300-IP peer + the live peer = 300 running peers
+GENERATED = 297  # + the live peer, the 300-IP and the 1,000-IP peer = 300 running peers
 REMOVED = range(0, 20)
 CHANGED = range(20, 50)
 ADDED = 20
@@ -109,15 +109,21 @@ def _big_allowed(start: int, count: int) -> list[str]:
     return out
 
 
+def _huge_allowed(start: int, count: int) -> list[str]:
+    """``count`` v4 /32s in 198.19.0.0/16: more than one netlink message holds (about 34 KB)."""
+    return [f"198.19.{n // 256}.{n % 256}/32" for n in range(start, start + count)]
+
+
 def make_versions(private_r: str, public_s: str, psk_live: str) -> dict:
     """Version A (the full one) and C (A with peers removed, changed, added; fwmark changed)."""
     live = _peer(public_s, [f"{S_ADDR}/32"], psk=psk_live, endpoint=f"192.0.2.2:{PORT}")
     big = _peer(
         random_key(), _big_allowed(0, 300), psk=random_key(), endpoint="[2001:db8::300]:3000", keepalive=25
     )
+    huge = _peer(random_key(), _huge_allowed(0, 1000), endpoint="203.0.113.200:4000")
     generated = [_generated(i) for i in range(GENERATED)]
     disabled = _peer(random_key(), ["10.250.0.0/24"], disabled=True)
-    a_peers = [live, big, *generated, disabled]
+    a_peers = [live, big, huge, *generated, disabled]
     a = {"private": private_r, "port": PORT, "fwmark": 0x42, "peers": a_peers}
 
     c_generated = []
@@ -143,12 +149,13 @@ def make_versions(private_r: str, public_s: str, psk_live: str) -> dict:
                     p["allowed"].append(f"10.0.{i - 20}.0/24")
         c_generated.append(p)
     big_c = dict(big, allowed=_big_allowed(100, 300))  # 100 dropped, 100 new, 200 kept
+    huge_c = dict(huge, allowed=_huge_allowed(300, 800))  # 300 dropped, 100 new, 700 kept
     added = [_generated(1000 + j) for j in range(ADDED)]
     c = {
         "private": private_r,
         "port": PORT,
         "fwmark": 0x43,
-        "peers": [live, big_c, *c_generated, disabled, *added],
+        "peers": [live, big_c, huge_c, *c_generated, disabled, *added],
     }
     return {"A": a, "C": c}
 
@@ -385,8 +392,33 @@ class Run:
             problems.append(f"device changes {changes.device}")
         order = [p["public"] for p in self.versions["A"]["peers"] if not p["disabled"]]
         problems += compare_dump(self.versions["A"], self.public_r, dump(), order)
+        metrics: dict[str, Any] = {"apply_s": round(secs, 2), "peers": 300}
+        if self.backend == "netlink":
+            problems += self.split_huge_peer("A", changes, metrics)
         detail = "; ".join(problems[:20]) or f"{changes.summary()}, dump equals version A"
-        return not problems, detail, {"apply_s": round(secs, 2), "peers": 300}
+        return not problems, detail, metrics
+
+    def split_huge_peer(self, version: str, changes: Any, metrics: dict) -> list[str]:
+        """Proof that the 1,000-IP peer went out over several messages (REPLACE, then UPDATE_ONLY)."""
+        loaded = to_loaded(self.versions[version], 0)
+        desired = self.restore.with_resolved_endpoints(loaded.interfaces[IFACE], "check")
+        messages = self.restore.netlink_messages(desired, changes, "check")
+        huge = self.versions[version]["peers"][2]["public"]
+        flags = [
+            dict(peer["attrs"])["WGPEER_A_FLAGS"]
+            for attrs in messages
+            for key, peers in attrs
+            if key == "WGDEVICE_A_PEERS"
+            for peer in peers
+            if dict(peer["attrs"])["WGPEER_A_PUBLIC_KEY"] == huge
+        ]
+        metrics.update(netlink_messages=len(messages), huge_peer_parts=len(flags))
+        want = [self.restore.WGPEER_F_REPLACE_ALLOWEDIPS] + [self.restore.WGPEER_F_UPDATE_ONLY] * (
+            len(flags) - 1
+        )
+        if len(flags) < 2 or flags != want:
+            return [f"the 1,000-IP peer went out in {len(flags)} parts with flags {flags}, want >= 2: {want}"]
+        return []
 
     def again(self) -> tuple[bool, str, dict]:
         """Handshake with wgS, then apply A again: nothing to do, the session untouched."""
@@ -422,11 +454,14 @@ class Run:
         changes = self.apply("C")
         secs = time.monotonic() - t
         counts = self._counts(changes)
-        want = {"add": ADDED, "update": len(CHANGED) + 1, "remove": len(REMOVED)}
+        want = {"add": ADDED, "update": len(CHANGED) + 2, "remove": len(REMOVED)}
         if counts != want or self._counts(dry) != want:
             problems.append(f"changes {counts} (dry run {self._counts(dry)}), want {want}")
         if changes.device != ("fwmark",):
             problems.append(f"device changes {changes.device}, want fwmark only")
+        metrics: dict[str, Any] = {"apply_s": round(secs, 2)}
+        if self.backend == "netlink":
+            problems += self.split_huge_peer("C", changes, metrics)
         running_c = [p["public"] for p in self.versions["C"]["peers"] if not p["disabled"]]
         # the kernel keeps existing peers where they are and appends new ones in order
         kept = [k for k in actual_lines(before)[1] if k in running_c]
@@ -437,7 +472,7 @@ class Run:
         if time.monotonic() - self.live_at < REKEY_AFTER:
             problems += session_kept(self.live, live_values(self.public_s))
         detail = "; ".join(problems[:20]) or f"{changes.summary()}, dump equals version C, live session kept"
-        return not problems, detail, {"apply_s": round(secs, 2)}
+        return not problems, detail, metrics
 
 
 def backend_choice(label: str) -> tuple[bool, str, dict]:
