@@ -1,7 +1,9 @@
-"""Kernel tier: wgsyncd's netlink reader against a real WireGuard kernel module under qemu.
+"""Kernel tier: wgsyncd's netlink reader and restore --apply against a real WireGuard kernel module.
 
-One boot per session (tests/beds/qemu.py) runs tests/kernel_vm inside the VM once per
-pyroute2 version (Debian's 0.7.2 and PyPI's current). Each result line the VM sends
+One boot per session (tests/beds/qemu.py) runs tests/kernel_vm inside the VM: the
+reader checks once per pyroute2 version (Debian's 0.7.2 and PyPI's current), then
+restore --apply onto a wiped interface per backend (`wg syncconf` once, netlink once
+per pyroute2 version; kernel_vm/restore_vm.py). Each result line the VM sends
 becomes one test here; a result that never came back fails. Run with::
 
     .venv/bin/pytest tests/test_kernel_vm.py -m slow -q
@@ -9,7 +11,8 @@ becomes one test here; a result that never came back fails. Run with::
 Outside root or without qemu / a kernel it skips with the reason; with CI=true it fails.
 The tests at the bottom (not slow) check the host-side pieces without a VM: the
 comparison catches every kind of difference, result lines parse strictly, the cpio
-writer makes archives ``cpio`` reads back.
+writer makes archives ``cpio`` reads back, restore's netlink messages carry the
+kernel's flag bits whatever pyroute2 is installed.
 """
 
 from __future__ import annotations
