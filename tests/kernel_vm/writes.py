@@ -1,7 +1,8 @@
 """Netlink WRITES through pyroute2's ``WireGuard().set()``, checked with `wg show` (inside the VM).
 
-Groundwork for ``restore --apply`` (issue 5), which will write peers through netlink:
-what does each pyroute2 version actually tell the kernel? The peer flags differ:
+Why ``restore --apply --apply-via netlink`` (wgsyncd/restore.py) builds its own messages
+with the kernel's flag bits instead of calling ``set()``: what does each pyroute2
+version actually tell the kernel? The peer flags differ:
 
 - Debian's 0.7.2 numbers WGPEER_F_* from 0 (REMOVE_ME=0, REPLACE_ALLOWEDIPS=1,
   UPDATE_ONLY=2) and always sends flags=2, which the kernel reads as
