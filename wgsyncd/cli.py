@@ -306,7 +306,13 @@ def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json:
     help="Write conf files here (default /etc/wireguard).",
 )
 @click.option("--apply", "do_apply", is_flag=True, help="Bring the running interfaces to the version.")
-@click.option("--apply-via", type=click.Choice(["auto", "uapi", "wg"]), default="auto", show_default=True)
+@click.option(
+    "--apply-via",
+    type=click.Choice(["auto", "uapi", "wg", "netlink"]),
+    default="auto",
+    show_default=True,
+    help="auto: the control socket if present, else `wg syncconf` when wg is installed, else netlink.",
+)
 @click.option("--to-wgrest", "wgrest_url", default=None, help="Recreate peers through this wgrest URL.")
 @click.option("--token-file", default=None, help="wgrest bearer token file.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
