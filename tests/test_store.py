@@ -716,3 +716,29 @@ def test_server_crash_mid_life_then_recovery() -> None:
 def test_pg_conn_fixture_is_migrated(pg_conn: psycopg.Connection[Any]) -> None:
     assert store.migrate(pg_conn) == []
     assert store.status(pg_conn) == []
+
+
+def test_versions_skip_idle_cycles_but_follow_a_recovery_key_change(conn: psycopg.Connection[Any]) -> None:
+    """No config row written -> no version (the fast path); a new recovery key -> a new version."""
+    from wgsyncd import secrets
+
+    keys = [secrets.init_recovery(str(Path(tempfile.mkdtemp()) / "k")) for _ in range(2)]
+
+    def cycle(key: str) -> store.WriteReport:
+        return store.write_cycle(
+            conn,
+            synthetic_state("host-v"),
+            sync_id=uuid.uuid4(),
+            started_at=datetime.now(UTC),
+            agent_version="test",
+            recovery_public_key=key,
+        )
+
+    assert cycle(keys[0].public).config_version == 1
+    idle = cycle(keys[0].public)
+    assert idle.config_version is None and idle.total_config_rows_written == 0
+    rotated = cycle(keys[1].public)  # same config, sealed to the new key: must be a version
+    assert rotated.config_version == 2 and rotated.total_config_rows_written == 0
+    assert cycle(keys[1].public).config_version is None
+    fps = [r[0] for r in conn.execute("SELECT recovery_key_fp FROM config_versions ORDER BY version")]
+    assert fps == [key_fingerprint(keys[0].public), key_fingerprint(keys[1].public)]

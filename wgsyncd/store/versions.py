@@ -190,19 +190,29 @@ def record(
     now: datetime,
     sync_id: uuid.UUID,
     recovery_public: str | None,
+    config_rows_written: int | None = None,
 ) -> int | None:
     """Add a config version when the content changed; return its number, or None (no change).
 
     ``tx`` is the writer's counting cursor, so this runs in the cycle's transaction
     under the host's advisory lock (version numbers cannot race).
+
+    Fast path: a complete cycle that wrote no config row cannot have new content
+    (every field and secret of a version is reflected in a config row or its
+    fingerprint, and the rows were written in the same transaction as the version
+    that holds them), so building and hashing the whole document is skipped unless
+    the recovery key changed since the latest version.
     """
     need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
-    cols = "version, content_sha256" + (", doc" if need_doc else "")
+    cols = "version, content_sha256, recovery_key_fp" + (", doc" if need_doc else "")
     row = tx.execute(
         f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
         (state.host_id,),
     ).fetchone()
-    previous = row[2] if (row and need_doc) else None
+    current_fp = key_fingerprint(recovery_public) if recovery_public else None
+    if row is not None and config_rows_written == 0 and not need_doc and row[2] == current_fp:
+        return None
+    previous = row[3] if (row and need_doc) else None
     content = build_content(state, recovery_public, previous)
     if row is not None and row[1] == content.sha256:
         return None

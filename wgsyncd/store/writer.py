@@ -622,10 +622,12 @@ def write_cycle(
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         _write(tx, state.host_id, plan)
-        report.config_version = versions.record(tx, state, now, sync_id, recovery_public_key)
         report.tables = plan.counts
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
+        )
+        report.config_version = versions.record(
+            tx, state, now, sync_id, recovery_public_key, report.total_config_rows_written
         )
         report.stats_rows_written = len(plan.stats)
         report.traffic_rows_written = len(plan.traffic)
