@@ -26,6 +26,7 @@ Sources only read: nothing here writes a file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
 import logging
@@ -730,6 +731,7 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
     except OSError as exc:
         result.errors.append(SourceError(Source.CONF, cfg.directory, f"cannot list: {exc.strerror}"))
         return result
+    seen: set[str] = set()
     for fname in names:
         if not CONF_NAME_RE.match(fname):
             log.debug("%s: skipped, %r is not a wg-quick interface file name", cfg.directory, fname)
@@ -739,7 +741,7 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
             continue
         path = os.path.join(cfg.directory, fname)
         try:
-            iface = parse_conf(_read_text(path), path)
+            iface = _parse_cached(_read_text(path), path, seen)
         except ConfParseError as exc:
             if exc.lineno is None and not os.path.lexists(path):
                 log.debug("%s: vanished while reading the directory", path)
@@ -747,4 +749,25 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
             result.errors.append(SourceError(Source.CONF, exc.where, exc.message, interface=ifname))
             continue
         result.interfaces[ifname] = iface
+    for stale in [p for p in _PARSED if os.path.dirname(p) == cfg.directory and p not in seen]:
+        del _PARSED[stale]
     return result
+
+
+# path -> (sha256 of the text, its parse). A long-running daemon re-reads every file
+# each cycle; an unchanged file (same bytes, not merely the same mtime) is not parsed
+# again. The cached Interface is shared, so nothing downstream may mutate source objects.
+_PARSED: dict[str, tuple[bytes, Interface]] = {}
+
+
+def _parse_cached(text: str, path: str, seen: set[str]) -> Interface:
+    """parse_conf, reusing the last result for this path when the text is byte-identical."""
+    seen.add(path)
+    digest = hashlib.sha256(text.encode()).digest()
+    hit = _PARSED.get(path)
+    if hit is not None and hit[0] == digest:
+        return hit[1]
+    _PARSED.pop(path, None)
+    iface = parse_conf(text, path)
+    _PARSED[path] = (digest, iface)
+    return iface
