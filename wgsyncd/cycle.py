@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,22 +48,35 @@ def _read_source(source: Source, reader: Callable[[], SourceResult]) -> SourceRe
 
 
 def read_sources(cfg: Config) -> list[SourceResult]:
-    """Read every enabled source; imports are local so a missing optional library hits one source only."""
+    """Read every enabled source, concurrently: the conf parse overlaps wgrest's HTTP wait.
+
+    Imports are local so a missing optional library hits one source only. Results come
+    back in a fixed order (kernel, conf, wgrest) whatever finishes first.
+    """
     want = interface_filter(cfg)
-    results = []
+    readers: list[tuple[Source, Callable[[], SourceResult]]] = []
     if cfg.kernel.enabled:
         from wgsyncd.sources import kernel
 
-        results.append(_read_source(Source.KERNEL, lambda: kernel.read(cfg.kernel, want)))
+        readers.append((Source.KERNEL, lambda: kernel.read(cfg.kernel, want)))
     if cfg.conf.enabled:
         from wgsyncd.sources import conffiles
 
-        results.append(_read_source(Source.CONF, lambda: conffiles.read(cfg.conf, want)))
+        readers.append((Source.CONF, lambda: conffiles.read(cfg.conf, want)))
     if cfg.wgrest.enabled:
         from wgsyncd.sources import wgrest
 
-        results.append(_read_source(Source.WGREST, lambda: wgrest.read(cfg.wgrest, want)))
-    return results
+        readers.append((Source.WGREST, lambda: wgrest.read(cfg.wgrest, want)))
+    if len(readers) < 2:
+        return [_read_source(src, fn) for src, fn in readers]
+    pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="wgsyncd-source")
+    try:
+        futures = [pool.submit(_read_source, src, fn) for src, fn in readers]
+        return [f.result() for f in futures]
+    finally:
+        # a stop signal unwinding this cycle must not wait here for slow readers;
+        # each is bounded by its own timeout anyway
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def collect(cfg: Config) -> HostState:
