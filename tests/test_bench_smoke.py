@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.beds import unavailable
 from tests.beds.postgres import binaries_missing
 from tests.beds.wireguard import missing_reason
 
@@ -46,7 +47,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     """One tiny run: N=60 twice, 6 hosts x 40 peers at a 2 s interval."""
     reason = missing_reason() or binaries_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable("benchmark", reason)
     from tests.bench.__main__ import main
 
     out = tmp_path_factory.mktemp("bench") / "smoke.json"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.beds import unavailable
 from tests.beds.wireguard import (
     WgBed,
     WgBedError,
@@ -261,7 +262,7 @@ def wg_iface() -> Iterator[WgIface | None]:
 def live(wg_iface: WgIface | None) -> WgIface:
     """The interface, or a skip with the reason it cannot exist here."""
     if wg_iface is None:
-        pytest.skip(missing_reason() or "wireguard-go bed unavailable")
+        unavailable("wireguard-go", missing_reason() or "wireguard-go could not start")
     return wg_iface
 
 

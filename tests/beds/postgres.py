@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.beds import unavailable
+
 PG_BIN = Path(os.environ.get("WGSYNCD_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"
 
@@ -201,7 +203,7 @@ def pg_cluster() -> Iterator[PgCluster]:
     """One cluster for the whole session (about 2 s), with TCP on a free port too."""
     reason = binaries_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable("PostgreSQL", reason)
     base = tempfile.mkdtemp(prefix="wgs-pg-", dir="/tmp")
     cluster = PgCluster.start(base, tcp=True)
     try:

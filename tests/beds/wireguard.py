@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.beds import unavailable
+
 SOCKET_DIR = "/run/wireguard"
 NAME_PREFIX = "wgt"
 ENV = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
@@ -413,7 +415,7 @@ def wg_bed() -> Iterator[WgBed]:
     """A WgBed for one test; every interface and namespace it made is gone afterwards."""
     reason = missing_reason()
     if reason:
-        pytest.skip(reason)
+        unavailable("wireguard-go", reason)
     bed = WgBed()
     try:
         yield bed
