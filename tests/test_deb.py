@@ -145,14 +145,7 @@ def debootstrap_tarball(name: str, include: tuple[str, ...], prepare=None) -> Pa
         use_host_apt_sources(root)
         if prepare:
             prepare(root)
-        partial = work / "rootfs.tar"
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
-            check=True,
-            capture_output=True,
-        )
-        partial.rename(target)
-        return target
+        return nspawn.pack_rootfs(root, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

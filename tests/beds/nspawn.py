@@ -108,16 +108,21 @@ def build_rootfs_tarball(log: Path | None = None) -> Path:
             raise BedError(f"debootstrap failed with exit {res.returncode} (log: {log})")
         subprocess.run(["systemd-machine-id-setup", f"--root={root}"], check=True, capture_output=True)
         _prepare_rootfs(root)
-        partial = work / "rootfs.tar"
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
-            check=True,
-            capture_output=True,
-        )
-        partial.rename(target)
-        return target
+        return pack_rootfs(root, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def pack_rootfs(root: Path, target: Path) -> Path:
+    """Tar ``root`` to ``target`` atomically (a partial tar never looks like a cached one)."""
+    partial = target.with_name(target.name + ".partial")
+    subprocess.run(
+        ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
+        check=True,
+        capture_output=True,
+    )
+    partial.rename(target)
+    return target
 
 
 def _prepare_rootfs(root: Path) -> None:
