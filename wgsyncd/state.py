@@ -108,6 +108,21 @@ class Peer:
     seen_by: tuple[Source, ...] = ()
 
 
+# The peer fields WireGuard itself reports for every peer (`wg show dump`, netlink,
+# UAPI, and wgrest which reads them from the kernel): a source that speaks to
+# WireGuard knows them all, so None there is a fact ("no endpoint", "never").
+WIRE_PEER_FIELDS = (
+    "public_key",
+    "preshared_key",
+    "allowed_ips",
+    "endpoint",
+    "persistent_keepalive",
+    "latest_handshake",
+    "rx_bytes",
+    "tx_bytes",
+)
+
+
 @dataclass
 class Interface:
     """One WireGuard interface with its wg-quick fields and its peers."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from wgsyncd.config import KernelConfig
 from wgsyncd.state import (
+    WIRE_PEER_FIELDS,
     Interface,
     Peer,
     Secret,
@@ -43,16 +44,7 @@ NONE = "(none)"
 
 # the fields a kernel read always knows, even when the value is "none" (None / 0)
 INTERFACE_FIELDS = ("private_key", "public_key", "listen_port", "fwmark", "implementation")
-PEER_FIELDS = (
-    "public_key",
-    "preshared_key",
-    "allowed_ips",
-    "endpoint",
-    "persistent_keepalive",
-    "latest_handshake",
-    "rx_bytes",
-    "tx_bytes",
-)
+PEER_FIELDS = WIRE_PEER_FIELDS
 _IFACE_PROVENANCE = dict.fromkeys(INTERFACE_FIELDS, Source.KERNEL)
 _PEER_PROVENANCE = dict.fromkeys(PEER_FIELDS, Source.KERNEL)
 

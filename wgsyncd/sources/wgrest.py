@@ -38,7 +38,17 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 import requests
 
 from wgsyncd.config import WgrestConfig
-from wgsyncd.state import Interface, Peer, Secret, Source, SourceError, SourceResult, StateError, parse_key
+from wgsyncd.state import (
+    WIRE_PEER_FIELDS,
+    Interface,
+    Peer,
+    Secret,
+    Source,
+    SourceError,
+    SourceResult,
+    StateError,
+    parse_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -387,16 +397,7 @@ def parse_device(raw: Any, version: str, where: str) -> Interface:
 
 
 # Fields wgrest always reports, so None there is a fact ("no endpoint", "never").
-_PEER_FIELDS = (
-    "public_key",
-    "preshared_key",
-    "allowed_ips",
-    "endpoint",
-    "persistent_keepalive",
-    "latest_handshake",
-    "rx_bytes",
-    "tx_bytes",
-)
+_PEER_FIELDS = WIRE_PEER_FIELDS
 _V1_DEVICE_FIELDS = ("public_key", "listen_port", "fwmark", "addresses")
 _V2_DEVICE_FIELDS = (
     *_V1_DEVICE_FIELDS,
