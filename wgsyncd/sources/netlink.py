@@ -41,7 +41,7 @@ class FamilyMissing(Exception):
     """The ``wireguard`` generic netlink family is not there: no kernel module, no kernel interfaces."""
 
 
-def _bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
+def bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
     """Run ``fn`` in a daemon thread and give up after ``timeout`` seconds.
 
     pyroute2 0.9 runs its own asyncio loop and 0.7 blocks in recv(); neither takes a
@@ -81,21 +81,21 @@ def list_interfaces(timeout: float) -> list[str]:
             return names
 
     try:
-        return _bounded(dump, timeout, "link dump")
+        return bounded(dump, timeout, "link dump")
     except InterfaceReadError:
         raise
     except Exception as exc:  # pyroute2 raises NetlinkError, OSError, or its own types
-        raise InterfaceReadError(f"link dump failed: {_describe(exc)}") from None
+        raise InterfaceReadError(f"link dump failed: {describe(exc)}") from None
 
 
 def read_interface(name: str, timeout: float) -> Interface:
     """Dump one kernel interface and coalesce its messages; retried when the dump was interrupted."""
     try:
-        messages = _bounded(lambda: _dump(name), timeout, "device dump")
+        messages = bounded(lambda: _dump(name), timeout, "device dump")
     except (FamilyMissing, InterfaceReadError):
         raise
     except Exception as exc:  # anything pyroute2 raises beyond NetlinkError
-        raise InterfaceReadError(f"device dump failed: {_describe(exc)}") from None
+        raise InterfaceReadError(f"device dump failed: {describe(exc)}") from None
     try:
         return coalesce(name, messages)
     except StateError as exc:
@@ -113,7 +113,7 @@ def _dump(name: str) -> list[Any]:
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
                 raise FamilyMissing() from None
-            raise InterfaceReadError(f"genl: {_describe(exc)}") from None
+            raise InterfaceReadError(f"genl: {describe(exc)}") from None
         try:
             messages = list(wg.info(name))
         except NetlinkDumpInterrupted:
@@ -121,7 +121,7 @@ def _dump(name: str) -> list[Any]:
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:  # 0.9 resolves the family lazily, here
                 raise FamilyMissing() from None
-            raise InterfaceReadError(f"device dump: {_describe(exc)}") from None
+            raise InterfaceReadError(f"device dump: {describe(exc)}") from None
         finally:
             wg.close()
         if not any(m["header"].get("flags", 0) & NLM_F_DUMP_INTR for m in messages):
@@ -129,7 +129,7 @@ def _dump(name: str) -> list[Any]:
     raise InterfaceReadError(f"device dump interrupted {DUMP_RETRIES} times (peers changing fast)")
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """A short reason for an error: errno name and text, never data."""
     code = getattr(exc, "code", None) or getattr(exc, "errno", None)
     if isinstance(code, int) and code in errno.errorcode:
@@ -153,7 +153,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
         header = msg["header"]
         error = header.get("error")
         if error is not None:
-            raise InterfaceReadError(f"netlink error in dump: {_describe(error)}")
+            raise InterfaceReadError(f"netlink error in dump: {describe(error)}")
         if header.get("type", NLMSG_MIN_TYPE) < NLMSG_MIN_TYPE:
             continue  # NOOP / ERROR(ack) / DONE / OVERRUN: no attributes of ours
         raw = getattr(msg, "data", None) if lean else None

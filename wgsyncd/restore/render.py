@@ -1,0 +1,126 @@
+"""Conf texts of a desired interface: wg-quick conf, ``wg setconf`` and ``wg syncconf`` files.
+
+Also the display redaction of conf lines (key values as fingerprints), which the
+dry-run diff of conf files uses. The rendered texts hold key values: write them
+out or pipe them to ``wg``, never log them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from wgsyncd.restore.loading import running_peers
+from wgsyncd.state import Interface, Peer
+
+ZERO_KEY_B64 = base64.b64encode(bytes(32)).decode()  # clears a preshared key (netlink, wg syncconf)
+
+
+_SECRET_LINE = re.compile(r"(?i)^(\s*(?:#!\s*)?(?:PrivateKey|PresharedKey)\s*=\s*)(\S+)(.*)$")
+
+
+def redact_conf_line(line: str) -> str:
+    """A conf line for display: key values become a short fingerprint (diffs still show changes)."""
+    m = _SECRET_LINE.match(line)
+    if not m:
+        return line
+    fp = hashlib.sha256(m.group(2).encode()).hexdigest()[:8]
+    return f"{m.group(1)}<secret fp:{fp}>{m.group(3)}"
+
+
+def _peer_lines(peer: Peer, with_secrets: bool) -> list[str]:
+    """The wg keys of one peer (shared by the wg-quick and the wg setconf renderings)."""
+    out = [f"PublicKey = {peer.public_key}"]
+    if peer.preshared_key and with_secrets:
+        out.append(f"PresharedKey = {peer.preshared_key.reveal()}")
+    if peer.allowed_ips:
+        out.append(f"AllowedIPs = {', '.join(peer.allowed_ips)}")
+    if peer.endpoint:
+        out.append(f"Endpoint = {peer.endpoint}")
+    if peer.persistent_keepalive:
+        out.append(f"PersistentKeepalive = {peer.persistent_keepalive}")
+    return out
+
+
+def _interface_wg_lines(iface: Interface) -> list[str]:
+    """PrivateKey, ListenPort and FwMark lines, as far as they are known."""
+    out = []
+    if iface.private_key:
+        out.append(f"PrivateKey = {iface.private_key.reveal()}")
+    if iface.listen_port:
+        out.append(f"ListenPort = {iface.listen_port}")
+    if iface.fwmark:
+        out.append(f"FwMark = {iface.fwmark:#x}")
+    return out
+
+
+def render_conf(iface: Interface) -> str:
+    """A wg-quick conf for an interface that has no stored raw text (e.g. wgrest-only hosts).
+
+    Comments, names and disabled peers are written so the conf source reads the same
+    document back: comments directly above their section, ``# Name = x`` when the name
+    is not already in a comment, disabled peers as ``#! `` lines (wgconfig's style).
+    """
+    lines = [f"# {c.lstrip('#').strip()}" if not c.startswith("#") else c for c in iface.comments or ()]
+    lines.append("[Interface]")
+    if iface.addresses:
+        lines.append(f"Address = {', '.join(iface.addresses)}")
+    if iface.dns:
+        lines.append(f"DNS = {', '.join(iface.dns)}")
+    if iface.mtu:
+        lines.append(f"MTU = {iface.mtu}")
+    if iface.table:
+        lines.append(f"Table = {iface.table}")
+    for key, hooks in (
+        ("PreUp", iface.pre_up),
+        ("PostUp", iface.post_up),
+        ("PreDown", iface.pre_down),
+        ("PostDown", iface.post_down),
+    ):
+        lines.extend(f"{key} = {h}" for h in hooks or ())
+    if iface.save_config:
+        lines.append("SaveConfig = true")
+    if not iface.private_key:
+        lines.append("# PrivateKey was not stored in the database (no recovery key): set it before use")
+    lines.extend(_interface_wg_lines(iface))
+    for peer in iface.peers.values():
+        lines.append("")
+        comments = list(peer.comments or ())
+        if peer.name and not any(
+            re.match(rf"(?i)^#+\s*name\s*[=:]\s*{re.escape(peer.name)}\s*$", c) for c in comments
+        ):
+            comments.insert(0, f"# Name = {peer.name}")
+        lines.extend(c if c.startswith("#") else f"# {c}" for c in comments)
+        body = ["[Peer]", *_peer_lines(peer, with_secrets=True)]
+        lines.extend(f"#! {b}" for b in body) if peer.disabled else lines.extend(body)
+    return "\n".join(lines) + "\n"
+
+
+def render_setconf(iface: Interface) -> str:
+    """The ``wg setconf``/``wg syncconf`` file for the running part: keys, port, fwmark, enabled peers."""
+    lines = ["[Interface]", *_interface_wg_lines(iface)]
+    for peer in running_peers(iface).values():
+        lines += ["", "[Peer]", *_peer_lines(peer, with_secrets=True)]
+    return "\n".join(lines) + "\n"
+
+
+def render_syncconf(iface: Interface) -> str:
+    """The file for ``wg syncconf``: :func:`render_setconf` plus the "off" values, spelled out.
+
+    `wg syncconf` leaves a field of an existing peer alone when the file does not
+    name it (measured on the kernel: a version without a preshared key or keepalive
+    left the old ones running), so every peer carries ``PresharedKey`` (the all-zero
+    key clears it) and ``PersistentKeepalive`` (0 turns it off).
+    """
+    lines = ["[Interface]", *_interface_wg_lines(iface)]
+    for peer in running_peers(iface).values():
+        lines += ["", "[Peer]", f"PublicKey = {peer.public_key}"]
+        psk = peer.preshared_key.reveal() if peer.preshared_key else ZERO_KEY_B64
+        lines.append(f"PresharedKey = {psk}")
+        if peer.allowed_ips:
+            lines.append(f"AllowedIPs = {', '.join(peer.allowed_ips)}")
+        if peer.endpoint:
+            lines.append(f"Endpoint = {peer.endpoint}")
+        lines.append(f"PersistentKeepalive = {peer.persistent_keepalive or 0}")
+    return "\n".join(lines) + "\n"

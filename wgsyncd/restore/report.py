@@ -1,0 +1,48 @@
+"""What restore tells the operator without writing anything: version history, status warning, JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wgsyncd.restore.errors import RestoreError
+
+
+def history(conn: Any, host_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The host's versions, newest first, as plain dicts (for text and --json output)."""
+    from wgsyncd.store import versions
+
+    if not versions.host_known(conn, host_id):
+        raise RestoreError(f"host {host_id}: unknown host (it never synced to this database)")
+    return [
+        {
+            "version": r.version,
+            "created_at": r.created_at.isoformat(),
+            "sync_id": str(r.sync_id),
+            "interfaces": r.interfaces,
+            "peers": r.peers,
+            "sealed": r.sealed,
+            "recovery_key_fp": r.recovery_key_fp,
+        }
+        for r in versions.list_versions(conn, host_id, limit)
+    ]
+
+
+def unsealed_warning(conn: Any, host_id: str) -> str | None:
+    """The `status` warning when the host's latest version has no sealed secrets, else None."""
+    from wgsyncd.store import versions
+
+    rows = versions.list_versions(conn, host_id, 1)
+    if rows and not rows[0].sealed:
+        return (
+            f"warning: host {host_id}: latest config version {rows[0].version} has no sealed secrets: "
+            "restore will be incomplete: no recovery_public_key configured"
+        )
+    return None
+
+
+def as_json(changes: Any) -> Any:
+    """Restore results as JSON-able data (dataclasses to dicts); holds no secrets."""
+    from wgsyncd.render import plain
+
+    return json.loads(json.dumps(plain(changes), default=str))

@@ -1,0 +1,209 @@
+"""Target: wgrest (``restore --to-wgrest``): POST missing peers, PATCH changed ones, DELETE extra ones.
+
+A tiny HTTP client of its own (bearer token, timeouts, errors naming the URL
+only); the value helpers (URL-safe key names, Go durations) are the wgrest
+source's. ``requests`` and the source are imported where they are used, so
+importing restore does not need them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin
+
+from wgsyncd.restore.changes import _fp, _networks
+from wgsyncd.restore.errors import RestoreError
+from wgsyncd.restore.loading import Loaded, running_peers
+from wgsyncd.state import Peer, Secret
+
+HTTP_TIMEOUT = 10.0
+
+
+@dataclass
+class WgrestChanges:
+    """What restore did (or would do) to one wgrest device."""
+
+    device: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line of counts."""
+        return (
+            f"{self.device} (wgrest): {len(self.created)} peers created, {len(self.updated)} updated, "
+            f"{len(self.deleted)} deleted"
+        )
+
+
+class _Http:
+    """A tiny wgrest client for restore: bearer token, timeouts, errors naming the URL only."""
+
+    def __init__(self, base: str, token: Secret | None, timeout: float) -> None:
+        import requests
+
+        self.base = base.rstrip("/") + "/"
+        self.session = requests.Session()
+        self.timeout = timeout
+        self.last_link: str | None = None
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token.reveal()}"
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path."""
+        return urljoin(self.base, path.lstrip("/"))
+
+    def call(
+        self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = (200,)
+    ) -> Any:
+        """One request; a transport error or unexpected status becomes RestoreError naming the URL."""
+        import requests
+
+        shown = url.split("?")[0]
+        try:
+            resp = self.session.request(method, url, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise RestoreError(f"{method} {shown}: {type(exc).__name__}") from None
+        if resp.status_code not in ok:
+            try:
+                msg = str(resp.json().get("message", ""))[:200]
+            except ValueError:
+                msg = ""
+            raise RestoreError(f"{method} {shown}: HTTP {resp.status_code} {msg}".rstrip())
+        self.last_link = resp.links.get("next", {}).get("url")
+        try:
+            return resp.json() if resp.content else None
+        except ValueError:
+            raise RestoreError(f"{method} {shown}: answer is not JSON") from None
+
+    def list_peers(self, device: str) -> list[dict[str, Any]]:
+        """Every peer of a device, following the Link header's ``next`` (never past this server)."""
+        url: str | None = self.url(f"v1/devices/{quote(device)}/peers/?per_page=100")
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while url and url not in seen:
+            seen.add(url)
+            page = self.call("GET", url)
+            if not isinstance(page, list):
+                raise RestoreError(f"GET {url.split('?')[0]}: expected a list of peers")
+            out.extend(page)
+            nxt = self.last_link
+            url = urljoin(url, nxt) if nxt else None
+            if url and not url.startswith(self.base):
+                raise RestoreError(f"GET {self.base}: Link header points to another server; refused")
+        return out
+
+
+def _go_seconds(text: str | None) -> int:
+    """A Go duration like ``25s`` / ``1m30s`` in whole seconds (0 when empty)."""
+    total = 0.0
+    for num, unit in re.findall(r"([\d.]+)(h|m(?!s)|s|ms|us|µs|ns)", text or ""):
+        total += (
+            float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}[unit]
+        )
+    return int(total)
+
+
+def _peer_body(peer: Peer, fields: set[str] | None) -> dict[str, Any]:
+    """The PeerCreateOrUpdateRequest for ``peer`` (all fields when ``fields`` is None)."""
+    body: dict[str, Any] = {}
+    if fields is None:
+        body["public_key"] = peer.public_key
+        if peer.private_key:
+            body["private_key"] = peer.private_key.reveal()
+    if (fields is None or "preshared_key" in fields) and peer.preshared_key:
+        body["preshared_key"] = peer.preshared_key.reveal()
+    if fields is None or "allowed_ips" in fields:
+        body["allowed_ips"] = list(peer.allowed_ips or ())
+    if fields is None or "persistent_keepalive" in fields:
+        body["persistent_keepalive_interval"] = f"{peer.persistent_keepalive or 0}s"
+    if (fields is None or "endpoint" in fields) and peer.endpoint:
+        body["endpoint"] = peer.endpoint
+    return body
+
+
+def _wgrest_diff(peer: Peer, have: dict[str, Any]) -> set[str]:
+    """Fields of ``peer`` that differ from wgrest's JSON (secrets compared by fingerprint)."""
+    diff = set()
+    theirs = have.get("preshared_key") or None
+    if _fp(peer.preshared_key) != (Secret(theirs).fingerprint() if theirs else None):
+        diff.add("preshared_key")
+    if _networks(peer.allowed_ips) != _networks(have.get("allowed_ips")):
+        diff.add("allowed_ips")
+    if (peer.persistent_keepalive or 0) != _go_seconds(have.get("persistent_keepalive_interval")):
+        diff.add("persistent_keepalive")
+    if peer.endpoint and peer.endpoint != (have.get("endpoint") or None):
+        diff.add("endpoint")
+    return diff
+
+
+def to_wgrest(
+    loaded: Loaded,
+    url: str,
+    *,
+    token: Secret | None = None,
+    dry_run: bool = False,
+    timeout: float = HTTP_TIMEOUT,
+) -> list[WgrestChanges]:
+    """Recreate each device's peers through wgrest (v1 and v2 share these endpoints).
+
+    Every device is checked and listed before the first write; peers disabled in the
+    conf are not created. wgrest cannot create devices (v1 answers 501), so a device
+    that does not exist refuses the restore.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise RestoreError(f"--to-wgrest {url}: must start with http:// or https://")
+    http = _Http(url, token, timeout)
+    work = []
+    for name, desired in loaded.interfaces.items():
+        dev_url = http.url(f"v1/devices/{quote(name)}/")
+        try:
+            http.call("GET", dev_url)
+        except RestoreError as exc:
+            raise RestoreError(f"{loaded.label}: wgrest device {name}: {exc}") from None
+        current = {p["public_key"]: p for p in http.list_peers(name) if p.get("public_key")}
+        work.append((name, desired, current))
+    out = []
+    for name, desired, current in work:
+        ch = WgrestChanges(name)
+        want = running_peers(desired)
+        peers_url = http.url(f"v1/devices/{quote(name)}/peers/")
+        for pub, peer in want.items():
+            if pub not in current:
+                ch.created.append(pub)
+                if not dry_run:
+                    http.call("POST", peers_url, _peer_body(peer, None), ok=(200, 201))
+                continue
+            diff = _wgrest_diff(peer, current[pub])
+            if diff:
+                ch.updated.append(pub)
+                if not dry_run:
+                    http.call("PATCH", _peer_url(http, name, pub), _peer_body(peer, diff))
+        for pub in current:
+            if pub not in want:
+                ch.deleted.append(pub)
+                if not dry_run:
+                    http.call("DELETE", _peer_url(http, name, pub), ok=(200, 204))
+        out.append(ch)
+    return out
+
+
+def _peer_url(http: _Http, device: str, public_key: str) -> str:
+    """``/v1/devices/{name}/peers/{urlSafePubKey}/`` (URL-safe base64 with padding)."""
+    safe = base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
+    return http.url(f"v1/devices/{quote(device)}/peers/{quote(safe)}/")
+
+
+def read_token(path: str) -> Secret:
+    """The wgrest bearer token from a file (first line); errors name the file only."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise RestoreError(f"--token-file {path}: cannot read: {exc.strerror}") from None
+    if not text:
+        raise RestoreError(f"--token-file {path}: empty")
+    return Secret(text.splitlines()[0].strip())
