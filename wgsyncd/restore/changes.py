@@ -53,7 +53,19 @@ class InterfaceChanges:
         )
 
 
-def _networks(values: Iterable[str] | None) -> frozenset[str]:
+_WRITE_ORDER = {"remove": 0, "update": 1, "add": 2}
+
+
+def write_order(changes: InterfaceChanges) -> list[PeerChange]:
+    """The peer changes in the order every backend writes them: removals, updates, additions.
+
+    Removals go first so the allowed IPs they free can move to another peer in the
+    same write; within each action the version's order is kept (a stable sort).
+    """
+    return sorted(changes.peers, key=lambda c: _WRITE_ORDER[c.action])
+
+
+def networks(values: Iterable[str] | None) -> frozenset[str]:
     """Allowed IPs as a set of masked networks (what the kernel keeps)."""
     out = set()
     for v in values or ():
@@ -97,7 +109,7 @@ def with_resolved_endpoints(iface: Interface, where: str) -> Interface:
     return dataclasses.replace(iface, peers=peers)
 
 
-def _fp(secret: Secret | None) -> str | None:
+def secret_fp(secret: Secret | None) -> str | None:
     """Compare secrets by fingerprint only."""
     return secret.fingerprint() if secret else None
 
@@ -123,13 +135,13 @@ def diff_interface(current: Interface, desired: Interface, backend: str) -> Inte
             changes.peers.append(PeerChange(pub, "add"))
             continue
         diff = []
-        if _fp(peer.preshared_key) != _fp(have.preshared_key):
+        if secret_fp(peer.preshared_key) != secret_fp(have.preshared_key):
             diff.append("preshared_key")
         if peer.endpoint and peer.endpoint != have.endpoint:
             diff.append("endpoint")
         if (peer.persistent_keepalive or 0) != (have.persistent_keepalive or 0):
             diff.append("persistent_keepalive")
-        if _networks(peer.allowed_ips) != _networks(have.allowed_ips):
+        if networks(peer.allowed_ips) != networks(have.allowed_ips):
             diff.append("allowed_ips")
         if diff:
             changes.peers.append(PeerChange(pub, "update", tuple(diff)))

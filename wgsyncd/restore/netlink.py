@@ -20,7 +20,7 @@ import socket
 import sys
 from typing import Any
 
-from wgsyncd.restore.changes import InterfaceChanges, diff_interface
+from wgsyncd.restore.changes import InterfaceChanges, diff_interface, write_order
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.render import ZERO_KEY_B64
 from wgsyncd.state import Interface, Peer
@@ -131,8 +131,7 @@ def netlink_messages(
     if "fwmark" in changes.device:
         device.append(["WGDEVICE_A_FWMARK", desired.fwmark or 0])
     filler = _MessageFiller(desired.name, device, budget)
-    order = {"remove": 0, "update": 1, "add": 2}
-    for ch in sorted(changes.peers, key=lambda c: order[c.action]):
+    for ch in write_order(changes):
         if ch.action == "remove":
             filler.add(
                 [["WGPEER_A_PUBLIC_KEY", ch.public_key], ["WGPEER_A_FLAGS", WGPEER_F_REMOVE_ME]],
@@ -171,7 +170,7 @@ def _add_peer(filler: _MessageFiller, peer: Peer, where: str) -> None:
     filler.add([*attrs, ["WGPEER_A_ALLOWEDIPS", chunk]] if chunk else attrs, size)
 
 
-def _netlink_read(name: str, where: str) -> Interface:
+def netlink_read(name: str, where: str) -> Interface:
     """The kernel interface as the netlink reader sees it (the same code the daemon syncs with)."""
     from wgsyncd.sources import netlink
 
@@ -225,7 +224,7 @@ def _netlink_send(name: str, messages: list[list[list[Any]]], where: str) -> Non
         raise RestoreError(f"{where}: netlink: {describe(exc)}") from None
 
 
-def _netlink_apply(desired: Interface, changes: InterfaceChanges, where: str) -> None:
+def netlink_apply(desired: Interface, changes: InterfaceChanges, where: str) -> None:
     """Write ``changes`` through netlink, then read the interface back: it must run the version.
 
     The read-back catches what a silent kernel or library quirk would hide (a peer
@@ -233,7 +232,7 @@ def _netlink_apply(desired: Interface, changes: InterfaceChanges, where: str) ->
     naming the peers and fields, never a key value.
     """
     _netlink_send(desired.name, netlink_messages(desired, changes, where), where)
-    left = diff_interface(_netlink_read(desired.name, where), desired, "netlink")
+    left = diff_interface(netlink_read(desired.name, where), desired, "netlink")
     if not left.empty:
         shown = [f"{p.public_key} {p.action} {','.join(p.fields)}".strip() for p in left.peers[:3]]
         raise RestoreError(

@@ -29,17 +29,21 @@ def redact_conf_line(line: str) -> str:
     return f"{m.group(1)}<secret fp:{fp}>{m.group(3)}"
 
 
-def _peer_lines(peer: Peer, with_secrets: bool) -> list[str]:
-    """The wg keys of one peer (shared by the wg-quick and the wg setconf renderings)."""
+def _peer_lines(peer: Peer, *, spell_off: bool = False) -> list[str]:
+    """The wg keys of one peer, shared by the wg-quick, setconf and syncconf renderings.
+
+    ``spell_off`` also writes the "off" values (the all-zero preshared key, keepalive
+    0): `wg syncconf` leaves a field of an existing peer alone when it is not named.
+    """
     out = [f"PublicKey = {peer.public_key}"]
-    if peer.preshared_key and with_secrets:
-        out.append(f"PresharedKey = {peer.preshared_key.reveal()}")
+    if peer.preshared_key or spell_off:
+        out.append(f"PresharedKey = {peer.preshared_key.reveal() if peer.preshared_key else ZERO_KEY_B64}")
     if peer.allowed_ips:
         out.append(f"AllowedIPs = {', '.join(peer.allowed_ips)}")
     if peer.endpoint:
         out.append(f"Endpoint = {peer.endpoint}")
-    if peer.persistent_keepalive:
-        out.append(f"PersistentKeepalive = {peer.persistent_keepalive}")
+    if peer.persistent_keepalive or spell_off:
+        out.append(f"PersistentKeepalive = {peer.persistent_keepalive or 0}")
     return out
 
 
@@ -92,17 +96,14 @@ def render_conf(iface: Interface) -> str:
         ):
             comments.insert(0, f"# Name = {peer.name}")
         lines.extend(c if c.startswith("#") else f"# {c}" for c in comments)
-        body = ["[Peer]", *_peer_lines(peer, with_secrets=True)]
+        body = ["[Peer]", *_peer_lines(peer)]
         lines.extend(f"#! {b}" for b in body) if peer.disabled else lines.extend(body)
     return "\n".join(lines) + "\n"
 
 
 def render_setconf(iface: Interface) -> str:
     """The ``wg setconf``/``wg syncconf`` file for the running part: keys, port, fwmark, enabled peers."""
-    lines = ["[Interface]", *_interface_wg_lines(iface)]
-    for peer in running_peers(iface).values():
-        lines += ["", "[Peer]", *_peer_lines(peer, with_secrets=True)]
-    return "\n".join(lines) + "\n"
+    return _running_file(iface, spell_off=False)
 
 
 def render_syncconf(iface: Interface) -> str:
@@ -113,14 +114,12 @@ def render_syncconf(iface: Interface) -> str:
     left the old ones running), so every peer carries ``PresharedKey`` (the all-zero
     key clears it) and ``PersistentKeepalive`` (0 turns it off).
     """
+    return _running_file(iface, spell_off=True)
+
+
+def _running_file(iface: Interface, *, spell_off: bool) -> str:
+    """The [Interface] wg lines and every enabled peer: the one body of both wg files."""
     lines = ["[Interface]", *_interface_wg_lines(iface)]
     for peer in running_peers(iface).values():
-        lines += ["", "[Peer]", f"PublicKey = {peer.public_key}"]
-        psk = peer.preshared_key.reveal() if peer.preshared_key else ZERO_KEY_B64
-        lines.append(f"PresharedKey = {psk}")
-        if peer.allowed_ips:
-            lines.append(f"AllowedIPs = {', '.join(peer.allowed_ips)}")
-        if peer.endpoint:
-            lines.append(f"Endpoint = {peer.endpoint}")
-        lines.append(f"PersistentKeepalive = {peer.persistent_keepalive or 0}")
+        lines += ["", "[Peer]", *_peer_lines(peer, spell_off=spell_off)]
     return "\n".join(lines) + "\n"

@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wgsyncd.restore.changes import InterfaceChanges, diff_interface, with_resolved_endpoints
+from wgsyncd.restore.changes import InterfaceChanges, diff_interface, with_resolved_endpoints, write_order
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
-from wgsyncd.restore.netlink import _netlink_apply, _netlink_read
+from wgsyncd.restore.netlink import netlink_apply, netlink_read
 from wgsyncd.restore.render import render_syncconf
 from wgsyncd.state import Interface
 
@@ -46,8 +46,7 @@ def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) 
         out.append(f"listen_port={desired.listen_port}")
     if "fwmark" in changes.device:
         out.append(f"fwmark={desired.fwmark}")
-    order = {"remove": 0, "update": 1, "add": 2}
-    for ch in sorted(changes.peers, key=lambda c: order[c.action]):
+    for ch in write_order(changes):
         out.append(f"public_key={_hex(ch.public_key)}")
         if ch.action == "remove":
             out.append("remove=true")
@@ -174,7 +173,7 @@ def _current(target: _Target, wg_command: str, where: str) -> Interface:
             assert target.socket_path
             return uapi.read_interface(target.name, target.socket_path, UAPI_TIMEOUT)
         if target.backend == "netlink":
-            return _netlink_read(target.name, where)
+            return netlink_read(target.name, where)
         text = _wg(wg_command, "show", target.name, "dump", where=where)
         return kernel.parse_wg_dump(text, target.name)[target.name]
     except (kernel.InterfaceReadError, uapi.StaleSocket, kernel.DumpParseError) as exc:
@@ -215,7 +214,7 @@ def apply(
             assert target.socket_path
             _uapi_exchange(target.socket_path, uapi_set_request(desired, changes, where), UAPI_TIMEOUT, where)
         elif target.backend == "netlink":
-            _netlink_apply(desired, changes, where)
+            netlink_apply(desired, changes, where)
         else:
             _wg(
                 wg_command,

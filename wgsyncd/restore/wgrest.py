@@ -8,14 +8,12 @@ importing restore does not need them.
 
 from __future__ import annotations
 
-import base64
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
-from wgsyncd.restore.changes import _fp, _networks
+from wgsyncd.restore.changes import networks, secret_fp
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded, running_peers
 from wgsyncd.state import Peer, Secret
@@ -99,13 +97,17 @@ class _Http:
 
 
 def _go_seconds(text: str | None) -> int:
-    """A Go duration like ``25s`` / ``1m30s`` in whole seconds (0 when empty)."""
-    total = 0.0
-    for num, unit in re.findall(r"([\d.]+)(h|m(?!s)|s|ms|us|µs|ns)", text or ""):
-        total += (
-            float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}[unit]
-        )
-    return int(total)
+    """A Go duration like ``25s`` / ``1m30s`` in whole seconds (0 when empty or not a duration).
+
+    The wgrest source's parser; 0 for anything it refuses, so a garbled value only
+    makes the peer's keepalive look different (and be rewritten), never stops restore.
+    """
+    from wgsyncd.sources.wgrest import parse_go_duration
+
+    try:
+        return int(parse_go_duration(text)) if text else 0
+    except ValueError:
+        return 0
 
 
 def _peer_body(peer: Peer, fields: set[str] | None) -> dict[str, Any]:
@@ -130,9 +132,9 @@ def _wgrest_diff(peer: Peer, have: dict[str, Any]) -> set[str]:
     """Fields of ``peer`` that differ from wgrest's JSON (secrets compared by fingerprint)."""
     diff = set()
     theirs = have.get("preshared_key") or None
-    if _fp(peer.preshared_key) != (Secret(theirs).fingerprint() if theirs else None):
+    if secret_fp(peer.preshared_key) != (Secret(theirs).fingerprint() if theirs else None):
         diff.add("preshared_key")
-    if _networks(peer.allowed_ips) != _networks(have.get("allowed_ips")):
+    if networks(peer.allowed_ips) != networks(have.get("allowed_ips")):
         diff.add("allowed_ips")
     if (peer.persistent_keepalive or 0) != _go_seconds(have.get("persistent_keepalive_interval")):
         diff.add("persistent_keepalive")
@@ -194,8 +196,9 @@ def to_wgrest(
 
 def _peer_url(http: _Http, device: str, public_key: str) -> str:
     """``/v1/devices/{name}/peers/{urlSafePubKey}/`` (URL-safe base64 with padding)."""
-    safe = base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
-    return http.url(f"v1/devices/{quote(device)}/peers/{quote(safe)}/")
+    from wgsyncd.sources.wgrest import std_to_url_safe
+
+    return http.url(f"v1/devices/{quote(device)}/peers/{quote(std_to_url_safe(public_key))}/")
 
 
 def read_token(path: str) -> Secret:
