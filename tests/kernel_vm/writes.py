@@ -1,6 +1,6 @@
 """Netlink WRITES through pyroute2's ``WireGuard().set()``, checked with `wg show` (inside the VM).
 
-Why ``restore --apply --apply-via netlink`` (wgsyncd/restore.py) builds its own messages
+Why ``restore --apply --apply-via netlink`` (wgsyncd/restore/netlink.py) builds its own messages
 with the kernel's flag bits instead of calling ``set()``: what does each pyroute2
 version actually tell the kernel? The peer flags differ:
 
