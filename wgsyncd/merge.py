@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from wgsyncd.state import Drift, DriftKind, HostState, Interface, Peer, Secret, Source, SourceResult
+from wgsyncd.state import (
+    Drift,
+    DriftKind,
+    HostState,
+    Interface,
+    Peer,
+    Secret,
+    Source,
+    SourceResult,
+    network_set,
+)
 
 K, C, W = Source.KERNEL, Source.CONF, Source.WGREST
 
@@ -71,17 +81,6 @@ def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tupl
     return None, None
 
 
-def _networks(values: Iterable[str]) -> frozenset[str]:
-    """Allowed IPs / addresses as a set of normalised networks (wg masks host bits)."""
-    out = set()
-    for v in values:
-        try:
-            out.add(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError:
-            out.add(v)
-    return frozenset(out)
-
-
 def _endpoint(value: str) -> str | None:
     """An endpoint in canonical ip:port form, or None when it is a DNS name (not comparable)."""
     host, _, port = value.rpartition(":")
@@ -100,7 +99,7 @@ def _comparable(name: str, value: Any) -> Any:
     if isinstance(value, Secret):
         return value.fingerprint()
     if name in ("allowed_ips", "addresses"):
-        return _networks(value)
+        return network_set(value)
     if name == "endpoint":
         return _endpoint(value)
     if name in ("fwmark", "persistent_keepalive"):

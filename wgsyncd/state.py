@@ -11,6 +11,8 @@ import base64
 import binascii
 import enum
 import hashlib
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,6 +71,21 @@ def parse_key(text: str, where: str) -> str:
     if len(raw) != 32 or len(value) != 44:
         raise StateError(f"{where}: key must be 32 bytes (44 base64 chars), got {len(raw)} bytes")
     return value
+
+
+def network_set(values: Iterable[str] | None) -> frozenset[str]:
+    """Allowed IPs / addresses as a set of masked networks: what the kernel keeps.
+
+    Two lists that differ only in order or host bits (10.0.0.5/24 vs 10.0.0.0/24) are
+    the same configuration to WireGuard; merge and restore compare through this.
+    """
+    out = set()
+    for v in values or ():
+        try:
+            out.add(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            out.add(v)
+    return frozenset(out)
 
 
 def public_key_from_private(private: Secret) -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import running_peers
-from wgsyncd.state import Interface, Secret, public_key_from_private
+from wgsyncd.state import Interface, Secret, network_set, public_key_from_private
 
 
 @dataclass
@@ -65,15 +64,7 @@ def write_order(changes: InterfaceChanges) -> list[PeerChange]:
     return sorted(changes.peers, key=lambda c: _WRITE_ORDER[c.action])
 
 
-def networks(values: Iterable[str] | None) -> frozenset[str]:
-    """Allowed IPs as a set of masked networks (what the kernel keeps)."""
-    out = set()
-    for v in values or ():
-        try:
-            out.add(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError:
-            out.add(v)
-    return frozenset(out)
+networks = network_set  # kept under its old name: callers compare allowed IPs with it
 
 
 def resolve_endpoint(text: str, where: str) -> str:
