@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -31,14 +33,10 @@ def _load(ctx: click.Context) -> config.Config:
 
 
 def _setup_logs(ctx: click.Context, level_from_config: str) -> None:
-    """Logging for one-shot commands: the daemon's own setup when present, else plain stderr."""
-    level = ctx.obj["log_level"] or level_from_config
-    try:
-        from wgsyncd import logs
+    """Logging for one-shot commands, the same as the daemon's (journal, stderr or JSON)."""
+    from wgsyncd import logs
 
-        logs.setup(level, json_logs=ctx.obj["json_logs"])
-    except ImportError:
-        logging.basicConfig(level=level.upper(), format="wgsyncd: %(levelname)s %(message)s")
+    logs.setup(ctx.obj["log_level"] or level_from_config, json_logs=ctx.obj["json_logs"])
 
 
 def _connect(cfg: config.Config):
@@ -50,6 +48,21 @@ def _connect(cfg: config.Config):
     except store.StoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _database(cfg: config.Config) -> Iterator[Any]:
+    """A connection for one command: a StoreError becomes one line on stderr and exit 1."""
+    from wgsyncd import store
+
+    conn = _connect(cfg)
+    try:
+        yield conn
+    except store.StoreError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        conn.close()
 
 
 @click.group()
@@ -107,16 +120,10 @@ def sync(ctx: click.Context) -> None:
     from wgsyncd import cycle, store
 
     cfg = _load(ctx)
-    conn = _connect(cfg)
-    try:
+    with _database(cfg) as conn:
         if cfg.database.auto_migrate:
             store.migrate(conn)
         report = cycle.sync_once(cfg, conn)
-    except store.StoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
     click.echo(report.summary())
     sys.exit(4 if report.status == "partial" else 0)
 
@@ -135,16 +142,10 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int, l
     if local:
         _local_status(cfg, as_json)
         return
-    conn = _connect(cfg)
-    try:
+    with _database(cfg) as conn:
         rows = store.status(conn, host_id=host_id, limit=limit)
         hosts = {r.host_id for r in rows} | ({host_id} if host_id else set())
         warnings = _unsealed_warnings(conn, sorted(hosts))
-    except store.StoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
     for w in warnings:
         click.echo(w, err=True)
     if as_json:
@@ -198,14 +199,8 @@ def migrate(ctx: click.Context) -> None:
     from wgsyncd import store
 
     cfg = _load(ctx)
-    conn = _connect(cfg)
-    try:
+    with _database(cfg) as conn:
         applied = store.migrate(conn)
-    except store.StoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
     click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
@@ -266,18 +261,16 @@ def init_recovery(path: str) -> None:
 @click.pass_context
 def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json: bool) -> None:
     """The host's config versions, newest first (time, sync id, counts, sealed or not)."""
-    from wgsyncd import restore, store
+    from wgsyncd import restore
 
     cfg = _load(ctx)
-    conn = _connect(cfg)
     host = host_id or cfg.host_id
-    try:
-        rows = restore.history(conn, host, limit)
-    except (store.StoreError, restore.RestoreError) as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    finally:
-        conn.close()
+    with _database(cfg) as conn:
+        try:
+            rows = restore.history(conn, host, limit)
+        except restore.RestoreError as exc:
+            click.echo(f"wgsyncd: {exc}", err=True)
+            sys.exit(1)
     if as_json:
         _emit(rows)
         return
