@@ -742,3 +742,36 @@ def test_versions_skip_idle_cycles_but_follow_a_recovery_key_change(conn: psycop
     assert cycle(keys[1].public).config_version is None
     fps = [r[0] for r in conn.execute("SELECT recovery_key_fp FROM config_versions ORDER BY version")]
     assert fps == [key_fingerprint(keys[0].public), key_fingerprint(keys[1].public)]
+
+
+def test_prune_removes_only_old_rows_of_this_host_in_batches(conn: psycopg.Connection[Any]) -> None:
+    from wgsyncd.store import retention
+
+    now = datetime.now(UTC)
+    with conn.transaction():
+        for host in ("host-p", "host-q"):
+            conn.execute(
+                "INSERT INTO peer_traffic SELECT %s, 'wg0', 'k' || g, %s - make_interval(days => g %% 200),"
+                " 1, 1 FROM generate_series(1, 1000) g",
+                (host, now),
+            )
+    old = "SELECT count(*) FROM peer_traffic WHERE host_id = %s AND observed_at < %s"
+    cutoff = now - timedelta(days=90)
+    expected_old = conn.execute(old, ("host-p", cutoff)).fetchone()[0]
+    assert expected_old > 400
+    conn.commit()
+    retention.BATCH, saved = 300, retention.BATCH
+    try:
+        first = store.prune(conn, "host-p", now, 90)
+        assert first.traffic == 300  # bounded: the backlog goes over several cycles
+        while store.prune(conn, "host-p", now, 90).traffic:
+            pass
+    finally:
+        retention.BATCH = saved
+    assert conn.execute(old, ("host-p", cutoff)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM peer_traffic WHERE host_id = 'host-p'").fetchone()[0] == (
+        1000 - expected_old
+    )
+    assert conn.execute(old, ("host-q", cutoff)).fetchone()[0] == expected_old  # other host untouched
+    assert store.prune(conn, "host-q", now, 0).traffic == 0  # 0 = keep forever
+    conn.commit()

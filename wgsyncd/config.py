@@ -76,6 +76,9 @@ class DatabaseConfig:
     # apply pending schema migrations before the first sync (advisory-locked, so
     # many hosts starting at once is fine); false when a DBA runs `wgsyncd db migrate`
     auto_migrate: bool = True
+    # traffic history and sync_status rows older than this are pruned (this host's
+    # own rows, a bounded batch per cycle); 0 keeps them forever
+    history_days: float = 90.0
 
 
 @dataclass
@@ -264,6 +267,8 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key}: must be greater than 0")
+    if cfg.database.history_days < 0:
+        raise ConfigError("database.history_days: must be 0 (keep forever) or more")
     if not 0 <= cfg.daemon.jitter < 1:
         raise ConfigError("daemon.jitter: must be in [0, 1)")
     if cfg.wgrest.per_page < 1:

@@ -88,6 +88,24 @@ def collect(cfg: Config) -> HostState:
     return state
 
 
+def _prune(conn, cfg: Config, now: datetime) -> None:
+    """Keep this host's history bounded; a failed prune costs a log line, not the cycle."""
+    from wgsyncd import store
+
+    try:
+        pruned = store.prune(conn, cfg.host_id, now, cfg.database.history_days)
+    except store.StoreError as exc:
+        log.warning("history pruning skipped: %s", exc)
+        return
+    if pruned.traffic or pruned.status:
+        log.info(
+            "pruned %d traffic and %d status rows older than %g days",
+            pruned.traffic,
+            pruned.status,
+            cfg.database.history_days,
+        )
+
+
 @dataclass
 class CycleReport:
     """What one cycle did; its summary is the daemon's STATUS= line."""
@@ -136,6 +154,7 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
         agent_version=__version__,
         recovery_public_key=cfg.recovery_public_key,
     )
+    _prune(conn, cfg, started)
     return CycleReport(
         sync_id=sync_id,
         started_at=started,

@@ -8,6 +8,7 @@ the database and the operation, never a password or key.
 
 from wgsyncd.store.db import StoreError, connect, describe_conninfo
 from wgsyncd.store.migrate import migrate
+from wgsyncd.store.retention import Pruned, prune
 from wgsyncd.store.rows import (
     InterfaceRow,
     PeerRow,
@@ -26,6 +27,7 @@ __all__ = [
     "InterfaceRow",
     "PeerRow",
     "PeerStatsRow",
+    "Pruned",
     "ServerKeyRow",
     "StatusRow",
     "StoreError",
@@ -38,6 +40,7 @@ __all__ = [
     "load_peers",
     "load_server_keys",
     "migrate",
+    "prune",
     "record_failure",
     "status",
     "write_cycle",
