@@ -272,6 +272,7 @@ def _parse_dump(text: str, name: str | None) -> tuple[dict[str, Interface], dict
             current, cols = cols[0], cols[1:]
         elif len(cols) not in (4, 8) or name is None:
             errors.setdefault(current or "?", f"line {lineno}: unexpected number of columns ({len(cols)})")
+            interfaces.pop(current or "?", None)  # never hand on a half-read interface
             continue
         if current in errors:
             continue
