@@ -36,3 +36,28 @@ def test_wg_backend_line_with_wrong_column_count_drops_the_whole_interface(tmp_p
     assert "wg0" not in result.interfaces
     (err,) = result.errors
     assert err.interface == "wg0" and "line 3" in err.message
+
+
+def _res(source, iface):
+    from wgsyncd.state import SourceResult
+
+    return SourceResult(source, {iface.name: iface})
+
+
+def test_merge_reports_a_changed_interface_address_even_in_the_same_subnet() -> None:
+    """Address keeps its host bits (it is the interface's own IP): 10.0.0.1/24 != 10.0.0.2/24."""
+    from datetime import UTC, datetime
+
+    from wgsyncd.merge import merge
+    from wgsyncd.state import DriftKind, Interface, Source
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    conf = Interface("wg0", addresses=("10.0.0.1/24", "fd00::1/64"))
+    rest = Interface("wg0", addresses=("10.0.0.2/24", "fd00:0::1/64"))
+    state = merge("h", "h", [_res(Source.CONF, conf), _res(Source.WGREST, rest)], now)
+    (drift,) = [d for d in state.drift if d.field == "addresses"]
+    assert drift.kind == DriftKind.DIFFERS
+    # same addresses spelled differently and in another order are no drift
+    same = Interface("wg0", addresses=("fd00:0:0::1/64", "10.0.0.1/24"))
+    state = merge("h", "h", [_res(Source.CONF, conf), _res(Source.WGREST, same)], now)
+    assert [d for d in state.drift if d.field == "addresses"] == []

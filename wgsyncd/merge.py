@@ -81,6 +81,18 @@ def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tupl
     return None, None
 
 
+def _address_set(values: tuple[str, ...]) -> frozenset[str]:
+    """Interface addresses with their host bits: unlike allowed IPs, 10.0.0.1/24 and
+    10.0.0.2/24 are different configurations (the interface's own IP changed)."""
+    out = set()
+    for v in values:
+        try:
+            out.add(str(ipaddress.ip_interface(v)))
+        except ValueError:
+            out.add(v)
+    return frozenset(out)
+
+
 def _endpoint(value: str) -> str | None:
     """An endpoint in canonical ip:port form, or None when it is a DNS name (not comparable)."""
     host, _, port = value.rpartition(":")
@@ -98,8 +110,10 @@ def _comparable(name: str, value: Any) -> Any:
         return None
     if isinstance(value, Secret):
         return value.fingerprint()
-    if name in ("allowed_ips", "addresses"):
+    if name == "allowed_ips":
         return network_set(value)
+    if name == "addresses":
+        return _address_set(value)
     if name == "endpoint":
         return _endpoint(value)
     if name in ("fwmark", "persistent_keepalive"):
