@@ -184,6 +184,10 @@ def build_content(state: HostState, recovery_public: str | None, previous: dict[
 # ---------------------------------------------------------------- writing (inside write_cycle)
 
 
+# the status of the host's previous cycle (this cycle's row is inserted after record())
+_LAST_STATUS = "(SELECT status FROM sync_status WHERE host_id = %s ORDER BY started_at DESC, id DESC LIMIT 1)"
+
+
 def record(
     tx: Any,
     state: HostState,
@@ -204,15 +208,19 @@ def record(
     the recovery key changed since the latest version.
     """
     need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
-    cols = "version, content_sha256, recovery_key_fp" + (", doc" if need_doc else "")
+    # the fast path also needs the previous cycle to have been complete: a partial one
+    # may have written config rows while carrying an interface's old document forward,
+    # so "no row written now" would then leave that change out of every later version
+    cols = "version, content_sha256, recovery_key_fp, " + _LAST_STATUS + (", doc" if need_doc else "")
     row = tx.execute(
         f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
-        (state.host_id,),
+        (state.host_id, state.host_id),
     ).fetchone()
     current_fp = key_fingerprint(recovery_public) if recovery_public else None
-    if row is not None and config_rows_written == 0 and not need_doc and row[2] == current_fp:
+    previous_ok = row is not None and row[3] == "ok"
+    if previous_ok and config_rows_written == 0 and not need_doc and row[2] == current_fp:
         return None
-    previous = row[3] if (row and need_doc) else None
+    previous = row[4] if (row and need_doc) else None
     content = build_content(state, recovery_public, previous)
     if row is not None and row[1] == content.sha256:
         return None
