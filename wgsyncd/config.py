@@ -9,6 +9,7 @@ systemd credentials ($CREDENTIALS_DIRECTORY/db-password, .../wgrest-token).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
@@ -22,6 +23,7 @@ DEFAULT_PATH = "/etc/wgsyncd/wgsyncd.toml"
 ENV_PREFIX = "WGSYNCD_"
 CREDENTIAL_DB_PASSWORD = "db-password"
 CREDENTIAL_WGREST_TOKEN = "wgrest-token"
+MAX_HISTORY_DAYS = 36500
 
 
 class ConfigError(ValueError):
@@ -143,9 +145,13 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise ValueError("expected a number")
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise ValueError("expected a number") from None
+            # nan passes every "> 0" check by failing it silently, inf overflows later
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
         if annotation == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
@@ -269,6 +275,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be greater than 0")
     if cfg.database.history_days < 0:
         raise ConfigError("database.history_days: must be 0 (keep forever) or more")
+    if cfg.database.history_days > MAX_HISTORY_DAYS:
+        # the cutoff (now - history_days) must stay a valid date; 100 years is "keep"
+        raise ConfigError(f"database.history_days: must be at most {MAX_HISTORY_DAYS} (or 0 to keep forever)")
     if not 0 <= cfg.daemon.jitter < 1:
         raise ConfigError("daemon.jitter: must be in [0, 1)")
     if cfg.wgrest.per_page < 1:

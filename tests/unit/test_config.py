@@ -94,3 +94,25 @@ def test_example_config_documents_every_key_and_loads():
         names = [g.name for g in dataclasses.fields(sub)] if dataclasses.is_dataclass(sub) else [f.name]
         for n in names:
             assert f"{n} =" in text or f"{n}=" in text, f"{f.name}.{n} not documented"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needle"),
+    [
+        ("[database]\nhistory_days = nan\n", {}, "database.history_days: expected a finite number"),
+        ("", {"WGSYNCD_DATABASE_HISTORY_DAYS": "inf"}, "database.history_days: expected a finite number"),
+        ("[daemon]\ninterval = inf\n", {}, "daemon.interval: expected a finite number"),
+        ("", {"WGSYNCD_DATABASE_STATEMENT_TIMEOUT": "NaN"}, "database.statement_timeout: expected a finite"),
+        ("[database]\nhistory_days = 1e6\n", {}, "database.history_days: must be at most 36500"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_name_the_key(tmp_path, text, env, needle):
+    """nan/inf (TOML literals or env text) and a retention past year 1 used to pass validation.
+
+    Then every cycle crashed after its commit: timedelta(days=nan) is a ValueError and
+    now - timedelta(days=1e6) an OverflowError inside the retention step, and an
+    infinite interval made select() raise OverflowError in the daemon's sleep.
+    """
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, 'host_id = "h"\n' + text), environ=env)
+    assert needle in str(err.value)
