@@ -70,6 +70,10 @@ def parse_key(text: str, where: str) -> str:
         raise StateError(f"{where}: not a base64 WireGuard key") from None
     if len(raw) != 32 or len(value) != 44:
         raise StateError(f"{where}: key must be 32 bytes (44 base64 chars), got {len(raw)} bytes")
+    if base64.b64encode(raw).decode() != value:
+        # wg's key_from_base64 refuses non-zero padding bits; accepting them would give
+        # one key two spellings (a conf peer and its kernel peer would not match)
+        raise StateError(f"{where}: not a canonical base64 WireGuard key (padding bits set)")
     return value
 
 
