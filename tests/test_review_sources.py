@@ -93,3 +93,45 @@ def test_a_key_with_non_zero_padding_bits_is_refused_like_wg_does(tmp_path: Path
     with pytest.raises(ConfParseError) as cexc:
         parse_conf(text, str(tmp_path / "wg0.conf"))
     assert "wg0.conf:5 PublicKey" in str(cexc.value) and bad not in str(cexc.value)
+
+
+def test_wgrest_error_repeats_the_http_reason_phrase_only_scrubbed() -> None:
+    """The reason phrase is server text like any other: no token, no key, bounded length."""
+    import http.server
+    import threading
+
+    from wgsyncd.config import WgrestConfig
+    from wgsyncd.sources import wgrest
+    from wgsyncd.state import Secret
+
+    token, leaked_key = "t0ken-" + os.urandom(8).hex(), _key()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(502, f"Bad {self.headers.get('Authorization')} {leaked_key} " + "x" * 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cfg = WgrestConfig(
+            url=f"http://127.0.0.1:{server.server_address[1]}",
+            token=Secret(token),
+            api_version="v1",
+            timeout=5,
+            data_dir=None,
+        )
+        result = wgrest.read(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    (err,) = result.errors
+    text = str(err)
+    assert "HTTP 502" in text
+    assert token not in text and leaked_key not in text and len(text) < 400

@@ -539,7 +539,7 @@ class _Client:
         elif resp.status == 403:
             text = "HTTP 403 forbidden: the token may not read this"
         else:
-            text = f"HTTP {resp.status} {resp.reason}".rstrip()
+            text = f"HTTP {resp.status} {scrub(resp.reason, self.cfg.token)}".rstrip()
         detail = _server_error_text(resp)
         return f"{text} ({scrub(detail, self.cfg.token)})" if detail else text
 
