@@ -107,7 +107,7 @@ def test_wgrest_error_repeats_the_http_reason_phrase_only_scrubbed() -> None:
     token, leaked_key = "t0ken-" + os.urandom(8).hex(), _key()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             self.send_response(502, f"Bad {self.headers.get('Authorization')} {leaked_key} " + "x" * 400)
             self.send_header("Content-Length", "0")
             self.end_headers()
