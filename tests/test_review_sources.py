@@ -135,3 +135,20 @@ def test_wgrest_error_repeats_the_http_reason_phrase_only_scrubbed() -> None:
     text = str(err)
     assert "HTTP 502" in text
     assert token not in text and leaked_key not in text and len(text) < 400
+
+
+def test_conf_parse_cache_forgets_a_deleted_file_whatever_the_directory_spelling(tmp_path: Path) -> None:
+    """The cache holds each file's raw text (private key inside): a deleted file must leave it."""
+    from wgsyncd.config import ConfConfig
+    from wgsyncd.sources import conffiles
+
+    conf = tmp_path / "wg7.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {_key()}\n")
+    for directory in (f"{tmp_path}/", f"{tmp_path}//", str(tmp_path / ".")):
+        cfg = ConfConfig(directory=directory)
+        assert list(conffiles.read(cfg).interfaces) == ["wg7"]
+        assert any(p.endswith("wg7.conf") for p in conffiles._PARSED)
+        conf.rename(tmp_path / "wg7.conf.bak")
+        assert conffiles.read(cfg).interfaces == {}
+        assert not any(p.endswith("wg7.conf") for p in conffiles._PARSED), directory
+        (tmp_path / "wg7.conf.bak").rename(conf)

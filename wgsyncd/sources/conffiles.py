@@ -749,7 +749,9 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
             result.errors.append(SourceError(Source.CONF, exc.where, exc.message, interface=ifname))
             continue
         result.interfaces[ifname] = iface
-    for stale in [p for p in _PARSED if os.path.dirname(p) == cfg.directory and p not in seen]:
+    # compare as os.path.join built the keys: "/etc/wireguard/" must match its files too
+    here = os.path.dirname(os.path.join(cfg.directory, "x"))
+    for stale in [p for p in _PARSED if os.path.dirname(p) == here and p not in seen]:
         del _PARSED[stale]
     return result
 
