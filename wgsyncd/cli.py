@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -357,19 +357,26 @@ def restore_cmd(
         out["host_id"], out["version"] = loaded.host_id, loaded.version
         out["created_at"] = loaded.created_at.isoformat()
         out["without_secrets"] = loaded.without_secrets
-        # every target checks everything it needs before its first write
+        targets: dict[str, Callable[[bool], Any]] = {}
         if to_dir:
-            out["files"] = restore.to_dir(loaded, to_dir, dry_run=dry_run)
+            targets["files"] = lambda dry: restore.to_dir(loaded, to_dir, dry_run=dry)
         if do_apply:
-            out["interfaces"] = restore.apply(
+            targets["interfaces"] = lambda dry: restore.apply(
                 loaded,
                 socket_dir=cfg.kernel.socket_dir,
                 wg_command=cfg.kernel.wg_command,
                 via=apply_via,
-                dry_run=dry_run,
+                dry_run=dry,
             )
         if wgrest_url:
-            out["wgrest"] = restore.to_wgrest(loaded, wgrest_url, token=token, dry_run=dry_run)
+            targets["wgrest"] = lambda dry: restore.to_wgrest(loaded, wgrest_url, token=token, dry_run=dry)
+        # every target checks everything it needs before its own first write; with several
+        # targets, all of them check (a dry run) before the first one writes anything
+        if not dry_run and len(targets) > 1:
+            for check in targets.values():
+                check(True)
+        for key, run_target in targets.items():
+            out[key] = run_target(dry_run)
     except (store.StoreError, restore.RestoreError) as exc:
         click.echo(f"wgsyncd: restore: {exc}", err=True)
         sys.exit(1)
