@@ -152,3 +152,33 @@ def test_conf_parse_cache_forgets_a_deleted_file_whatever_the_directory_spelling
         assert conffiles.read(cfg).interfaces == {}
         assert not any(p.endswith("wg7.conf") for p in conffiles._PARSED), directory
         (tmp_path / "wg7.conf.bak").rename(conf)
+
+
+def test_merge_reports_a_preshared_key_present_in_one_source_and_absent_in_another() -> None:
+    """No PresharedKey line / no psk in the kernel is a fact ("none"), so psk vs none is drift.
+
+    Without it a psk set or removed at runtime (``wg set ... preshared-key``) never shows.
+    """
+    from datetime import UTC, datetime
+
+    from wgsyncd.merge import merge
+    from wgsyncd.sources.conffiles import parse_conf
+    from wgsyncd.sources.kernel import make_peer
+    from wgsyncd.state import Interface, Source
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    pub = _key()
+    conf = parse_conf(f"[Interface]\n\n[Peer]\nPublicKey = {pub}\nAllowedIPs = 10.0.0.2/32\n", "/x/wg0.conf")
+    for kernel_psk, conf_iface in ((_key(), conf), (None, None)):
+        kpeer = make_peer(pub, kernel_psk, ("10.0.0.2/32",), None, 0, 0, 0, 0)
+        kern = Interface("wg0", peers={pub: kpeer})
+        if conf_iface is None:  # the other way round: the conf has a psk the kernel lacks
+            text = f"[Interface]\n\n[Peer]\nPublicKey = {pub}\nPresharedKey = {_key()}\n"
+            conf_iface = parse_conf(text, "/x/wg0.conf")
+        state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf_iface)], now)
+        (drift,) = [d for d in state.drift if d.field == "preshared_key"]
+        assert dict(drift.values)["kernel" if kernel_psk is None else "conf"] == "(none)"
+    # both without a psk: no drift
+    kern = Interface("wg0", peers={pub: make_peer(pub, None, ("10.0.0.2/32",), None, 0, 0, 0, 0)})
+    state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf)], now)
+    assert [d for d in state.drift if d.field == "preshared_key"] == []

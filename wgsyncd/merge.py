@@ -132,17 +132,31 @@ def _shown(name: str, value: Any) -> str:
     return str(value)
 
 
+# fields every source that has the object knows: None there is "none", not "unknown"
+# (a [Peer] without PresharedKey, a kernel peer without one, wgrest omitting it)
+_NONE_IS_A_VALUE = frozenset({"preshared_key"})
+
+
+def _drift_value(obj: Any, name: str) -> Any:
+    """A field's value for drift; "(none)" where None is a fact, so psk vs none is drift."""
+    value = getattr(obj, name)
+    if value is None and name in _NONE_IS_A_VALUE:
+        return "(none)"
+    return value
+
+
 def _field_drift(
     objs: dict[Source, Any], names: tuple[str, ...], make: Callable[[str, tuple], Drift]
 ) -> list[Drift]:
     """One DIFFERS drift per field on which the sources that know it disagree."""
     out = []
     for name in names:
-        raw = [v for v in (getattr(obj, name) for obj in objs.values()) if v is not None]
+        values = {src: _drift_value(obj, name) for src, obj in objs.items()}
+        raw = [v for v in values.values() if v is not None]
         if all(v == raw[0] for v in raw[1:]):
             # equal raw values normalise equally: skip the costly parse (10k peers: 1.6 s -> 0.05 s)
             continue
-        seen = {src: (_comparable(name, getattr(obj, name)), getattr(obj, name)) for src, obj in objs.items()}
+        seen = {src: (_comparable(name, v), v) for src, v in values.items()}
         known = {src: cv for src, cv in seen.items() if cv[0] is not None}
         if len({cv[0] for cv in known.values()}) > 1:
             out.append(make(name, tuple((str(s), _shown(name, cv[1])) for s, cv in known.items())))
