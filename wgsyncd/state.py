@@ -12,6 +12,7 @@ import binascii
 import enum
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,6 +129,10 @@ class Peer:
     # which sources have this peer at all (set by merge; a source leaves it empty)
     seen_by: tuple[Source, ...] = ()
 
+
+# wg-quick's rule for a conf file name; the interface name is the part before .conf
+# (conf reader and restore both hold names to it: a name from the DB is untrusted)
+CONF_NAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\.conf$")
 
 # The peer fields WireGuard itself reports for every peer (`wg show dump`, netlink,
 # UAPI, and wgrest which reads them from the kernel): a source that speaks to

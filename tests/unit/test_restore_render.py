@@ -191,3 +191,24 @@ def test_incomplete_interface_carries_the_previous_version_forward():
     assert set(gone.doc["interfaces"]) == {"wg0", "wg1"}
     # missing after a complete read: really removed
     assert set(versions.build_content(state_of(a), None, first.doc).doc["interfaces"]) == {"wg0"}
+
+
+@pytest.mark.parametrize(
+    ("name", "conf_path"),
+    [("wg0", "/etc/wireguard/.."), ("../../etc/cron.d/x", None), ("wg0", "/etc/wireguard/passwd")],
+)
+def test_to_dir_refuses_names_from_the_db_that_are_not_conf_file_names(tmp_path, name, conf_path):
+    """A tampered interface name or conf_path cannot write outside the directory, nor anything at all."""
+    from datetime import UTC, datetime
+
+    from wgsyncd.restore import RestoreError, to_dir
+    from wgsyncd.restore.loading import Loaded
+    from wgsyncd.state import Interface
+
+    good = Interface(name="wg1", conf_path="/etc/wireguard/wg1.conf")
+    bad = Interface(name=name, conf_path=conf_path)
+    loaded = Loaded("h", 1, datetime.now(UTC), {"wg1": good, "bad": bad})
+    target = tmp_path / "etc-wireguard"
+    with pytest.raises(RestoreError, match="not a wg-quick conf file name"):
+        to_dir(loaded, str(target))
+    assert not target.exists()

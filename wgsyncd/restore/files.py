@@ -18,7 +18,7 @@ from pathlib import Path
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
 from wgsyncd.restore.render import redact_conf_line, render_conf
-from wgsyncd.state import Interface
+from wgsyncd.state import CONF_NAME_RE, Interface
 
 DEFAULT_DIR = "/etc/wireguard"
 
@@ -39,8 +39,15 @@ def conf_file_text(iface: Interface) -> str:
 
 
 def _file_name(iface: Interface) -> str:
-    """``<name>.conf`` (the interface name is the file name, as for wg-quick)."""
-    return Path(iface.conf_path).name if iface.conf_path else f"{iface.name}.conf"
+    """``<name>.conf`` (the interface name is the file name, as for wg-quick).
+
+    The name comes from the database, so it must be one wg-quick would accept: a
+    tampered ``conf_path`` or interface name cannot point outside the target directory.
+    """
+    name = Path(iface.conf_path).name if iface.conf_path else f"{iface.name}.conf"
+    if not CONF_NAME_RE.match(name):
+        raise RestoreError(f"interface {iface.name!r}: {name!r} is not a wg-quick conf file name; refusing")
+    return name
 
 
 def _read_existing(path: Path) -> str | None:
@@ -65,8 +72,8 @@ def _write_temp(directory: Path, name: str, text: str) -> str:
     """Write ``text`` to a 0600 temp file next to its target and fsync it; return its path."""
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # owns fd from here, closed on every path
+            os.fchmod(fh.fileno(), 0o600)
             fh.write(text.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())

@@ -42,6 +42,7 @@ import wgconfig
 
 from wgsyncd.config import ConfConfig
 from wgsyncd.state import (
+    CONF_NAME_RE,
     Interface,
     Peer,
     Secret,
@@ -55,8 +56,6 @@ from wgsyncd.state import (
 
 log = logging.getLogger(__name__)
 
-# wg-quick's own rule for the file name; the interface name is the part before .conf
-CONF_NAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\.conf$")
 # a conf with 10,000 peers is about 1.5 MB; anything far larger is not a conf file
 MAX_CONF_BYTES = 64 * 1024 * 1024
 
