@@ -24,6 +24,7 @@ ENV_PREFIX = "WGSYNCD_"
 CREDENTIAL_DB_PASSWORD = "db-password"
 CREDENTIAL_WGREST_TOKEN = "wgrest-token"
 MAX_HISTORY_DAYS = 36500
+MAX_TIMEOUT = 3600.0
 
 
 class ConfigError(ValueError):
@@ -275,6 +276,16 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be greater than 0")
     if cfg.database.history_days < 0:
         raise ConfigError("database.history_days: must be 0 (keep forever) or more")
+    for key, value in {
+        "kernel.timeout": cfg.kernel.timeout,
+        "wgrest.timeout": cfg.wgrest.timeout,
+        "database.connect_timeout": cfg.database.connect_timeout,
+        "database.statement_timeout": cfg.database.statement_timeout,
+    }.items():
+        # a call is bounded so a hung peer trips the watchdog; hours would defeat that
+        # (and PostgreSQL's timeouts overflow past about 8 days)
+        if value > MAX_TIMEOUT:
+            raise ConfigError(f"{key}: must be at most {MAX_TIMEOUT:g} seconds")
     if cfg.database.history_days > MAX_HISTORY_DAYS:
         # the cutoff (now - history_days) must stay a valid date; 100 years is "keep"
         raise ConfigError(f"database.history_days: must be at most {MAX_HISTORY_DAYS} (or 0 to keep forever)")

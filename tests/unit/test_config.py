@@ -41,6 +41,7 @@ def test_file_then_env_override(tmp_path):
         ("[wgrest]\nper_page = 1.5\n", {}, "wgrest.per_page: expected a whole number"),
         ("[conf]\nenabled = 3\n", {}, "conf.enabled: expected true or false"),
         ("", {"WGSYNCD_DAEMON_INTERVAL": "soon"}, "daemon.interval: expected a number"),
+        ("[database]\nstatement_timeout = 1e6\n", {}, "database.statement_timeout: must be at most 3600"),
         ("database = 1\n", {}, "database: expected a [database] table"),
         ("x = [\n", {}, "not valid TOML"),
         ("", {"WGSYNCD_NOPE": "1"}, "WGSYNCD_NOPE: unknown environment variable"),
