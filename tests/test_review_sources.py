@@ -182,3 +182,43 @@ def test_merge_reports_a_preshared_key_present_in_one_source_and_absent_in_anoth
     kern = Interface("wg0", peers={pub: make_peer(pub, None, ("10.0.0.2/32",), None, 0, 0, 0, 0)})
     state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf)], now)
     assert [d for d in state.drift if d.field == "preshared_key"] == []
+
+
+def test_wgrest_headers_dripped_slowly_still_trip_the_deadline() -> None:
+    """A server dripping its *headers* a byte at a time never trips a per-recv socket timeout;
+    the whole-answer deadline must cover the headers too, not start once they are in."""
+    import socket
+    import threading
+    import time
+
+    from wgsyncd.config import WgrestConfig
+    from wgsyncd.sources import wgrest
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.wait(0.05):  # a byte every 50 ms, forever
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    cfg = WgrestConfig(url=f"http://127.0.0.1:{listener.getsockname()[1]}", api_version="v1", timeout=0.5)
+    t0 = time.monotonic()
+    try:
+        result = wgrest.read(cfg)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+    assert elapsed < 3.0, elapsed
+    (err,) = result.errors
+    assert "timeout" in err.message and result.interfaces == {}

@@ -27,7 +27,7 @@ import os
 import re
 import socket
 import threading
-import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -455,6 +455,7 @@ class _Client:
         # wgrest is a local API: no proxies or .netrc from the environment may see
         # (or replace) the bearer token.
         session.trust_env = False
+        self.connections = _track_connections(session)
         session.headers["Accept"] = "application/json"
         if cfg.token and cfg.token.reveal():
             session.headers["Authorization"] = f"Bearer {cfg.token.reveal()}"
@@ -469,25 +470,24 @@ class _Client:
         """GET, read whole within ``cfg.timeout``; transport failures become WgrestProblem.
 
         requests' timeout bounds each socket wait, not the whole answer: a server
-        dripping a byte now and then would never trip it. So once the headers are in,
-        a timer cuts the connection at the deadline (shutdown wakes the blocked read).
+        dripping a byte now and then (headers or body) would never trip it. So a timer
+        started before the request cuts the session's connections at the deadline
+        (shutdown wakes the blocked read, wherever it is).
         """
         where = redact_url(url)
         timeout = self.cfg.timeout
-        deadline = time.monotonic() + timeout
         cut = threading.Event()
+        timer = threading.Timer(timeout, _cut_connections, (self.connections, cut))
+        timer.daemon = True
+        timer.start()
         try:
             with self.session.get(url, timeout=timeout, stream=True) as resp:
-                timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut_connection, (resp, cut))
-                timer.daemon = True
-                timer.start()
-                try:
-                    body = self._read_body(resp, where)
-                finally:
-                    timer.cancel()
+                body = self._read_body(resp, where)
                 answer = _Answer(resp.status_code, resp.reason or "", resp.url or url, resp.headers, body)
         except requests.RequestException as exc:
             raise self._transport_problem(exc, where, cut.is_set()) from None
+        finally:
+            timer.cancel()
         if cut.is_set():  # urllib3 1.26 (Debian 12) returns the cut body as if complete
             raise self._transport_problem(requests.Timeout(), where, True)
         _check_length(answer, where)
@@ -582,13 +582,43 @@ def _check_length(answer: _Answer, where: str) -> None:
         raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
 
 
-def _cut_connection(resp: requests.Response, cut: threading.Event) -> None:
-    """Deadline passed: shut the answer's socket down so the blocked read returns."""
+def _track_connections(session: requests.Session) -> weakref.WeakSet:
+    """Mount pools whose connections register themselves, so a deadline can reach them.
+
+    Before the headers are in there is no response to take the socket from, and
+    urllib3 does not track connections it has handed out; so each connection this
+    session opens is remembered (weakly) here. Works with urllib3 1.26 and 2.x.
+    """
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    live: weakref.WeakSet = weakref.WeakSet()
+
+    def tracked(base: type) -> type:
+        def connect(self: Any) -> None:
+            live.add(self)
+            base.connect(self)
+
+        return type(f"Tracked{base.__name__}", (base,), {"connect": connect})
+
+    adapter = requests.adapters.HTTPAdapter()
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": type("TrackedPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
+        "https": type("TrackedSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
+    }
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return live
+
+
+def _cut_connections(live: weakref.WeakSet, cut: threading.Event) -> None:
+    """Deadline passed: shut the session's sockets down so the blocked read returns."""
     cut.set()
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+    for conn in list(live):
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _origin(url: str) -> tuple[str, str]:
