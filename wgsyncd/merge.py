@@ -70,15 +70,26 @@ _INTERFACE_DRIFT = ("public_key", "listen_port", "fwmark", "addresses")
 _PEER_DRIFT = ("allowed_ips", "preshared_key", "persistent_keepalive", "endpoint")
 
 
+# wg-quick list fields a conf file can lose without the operator meaning it: wgrest v2
+# rewrites the conf from `wg showconf` (no Address, DNS or hooks). An empty list there
+# yields to a source that has values; the disagreement still shows as drift.
+_EMPTY_YIELDS = frozenset({"addresses", "dns", "pre_up", "post_up", "pre_down", "post_down"})
+
+
 def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tuple[Any, Source | None]:
     """The first non-None value of ``name`` in precedence order, and its source."""
+    fallback: tuple[Any, Source | None] = (None, None)
     for src in order:
         obj = objs.get(src)
         if obj is not None:
             value = getattr(obj, name)
-            if value is not None:
-                return value, src
-    return None, None
+            if value is None:
+                continue
+            if value == () and name in _EMPTY_YIELDS:
+                fallback = fallback if fallback[1] else (value, src)
+                continue
+            return value, src
+    return fallback
 
 
 def _address_set(values: tuple[str, ...]) -> frozenset[str]:

@@ -177,3 +177,21 @@ def test_a_source_vouching_for_none_is_recorded_as_known():
     p = state.interfaces["wg0"].peers[a]
     assert p.preshared_key is None and p.provenance["preshared_key"] is K
     assert "private_key" not in p.provenance  # nobody vouched: unknown
+
+
+def test_wgrest_v2_addresses_survive_a_conf_rewritten_from_showconf():
+    """wgrest v2 rewrites the conf without Address/DNS/hooks: its values win, drift says so."""
+    conf = iface(addresses=(), dns=(), post_up=(), mtu=None)
+    rest = iface(addresses=("10.0.0.1/24",), dns=("192.0.2.53",), post_up=("iptables -A x",), mtu=1420)
+    state = merge("h", "h", [res(C, conf), res(W, rest)], NOW)
+    i = state.interfaces["wg0"]
+    assert (i.addresses, i.dns, i.mtu) == (("10.0.0.1/24",), ("192.0.2.53",), 1420)
+    assert i.post_up == ("iptables -A x",)
+    assert i.provenance["addresses"] is W
+    assert any(d.field == "addresses" for d in state.drift)
+    # a conf that does list them still wins
+    conf2 = iface(addresses=("10.9.0.1/24",))
+    assert merge("h", "h", [res(C, conf2), res(W, rest)], NOW).interfaces["wg0"].addresses == ("10.9.0.1/24",)
+    # nobody has any: known empty
+    only = merge("h", "h", [res(C, iface(addresses=()))], NOW).interfaces["wg0"]
+    assert only.addresses == () and only.provenance["addresses"] is C
