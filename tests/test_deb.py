@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ EXPECTED_DEPENDS = {
     "python3-requests",
     "python3-sdnotify",
     "python3:any",
+    "procps",  # /bin/kill for ExecReload; not in a minbase+systemd host
 }
 APT = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q")
 UNITS = ("wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-sync.timer", "wgsyncd-sync.path")
@@ -421,6 +423,29 @@ def test_service_syncs_into_postgres(installed: Installed) -> None:
     assert all(src == {"kernel", "conf"} for src in _db_peers(installed).values()), _db_peers(installed)
     assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
     assert box.unit_property("wgsyncd.service", "NRestarts") == "0"
+
+
+def test_reload_works_on_a_clean_host(installed: Installed) -> None:
+    """`systemctl reload` (ExecReload=/bin/kill) works on a minbase host: procps is pulled in."""
+    box = installed.box
+    crun(box, "systemctl", "start", "wgsyncd.service", timeout=120)
+    res = crun(box, "systemctl", "reload", "wgsyncd.service", check=False, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    box.wait_for(
+        "the daemon to log its reload",
+        lambda: any(
+            str(e.get("MESSAGE", "")).startswith("config reloaded from")
+            for e in _journal(box, "wgsyncd.service")
+        ),
+        timeout=30,
+    )
+    assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
+
+
+def _journal(box: nspawn.Container, unit: str) -> list[dict]:
+    """The unit's journal entries in the container, as JSON objects."""
+    out = crun(box, "journalctl", "-u", unit, "-o", "json", "--no-pager", check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def test_reinstall_keeps_config_and_running_service(installed: Installed) -> None:
