@@ -453,7 +453,11 @@ def test_reinstall_keeps_config_and_running_service(installed: Installed) -> Non
     box = installed.box
     crun(box, "systemctl", "enable", "--now", "wgsyncd.service", timeout=120)
     before = crun(box, "cat", "/etc/wgsyncd/wgsyncd.toml").stdout
+    box.wait_for("wgsyncd.service active", lambda: box.unit_property("wgsyncd.service", "MainPID") != "0")
+    pid_before = box.unit_property("wgsyncd.service", "MainPID")
     crun(box, *APT, "install", "--reinstall", f"/dist/{installed.deb_name}", timeout=300)
+    # the new code runs: postinst restarted the daemon, it did not just leave the old process
+    assert box.unit_property("wgsyncd.service", "MainPID") != pid_before
     assert crun(box, "cat", "/etc/wgsyncd/wgsyncd.toml").stdout == before
     assert crun(box, "systemctl", "is-enabled", "wgsyncd.service", check=False).stdout.strip() == "enabled"
     box.wait_for(
