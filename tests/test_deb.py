@@ -442,6 +442,20 @@ def test_reload_works_on_a_clean_host(installed: Installed) -> None:
     assert box.unit_property("wgsyncd.service", "ActiveState") == "active"
 
 
+def test_readme_debian_migrate_command_works(installed: Installed) -> None:
+    """README.Debian's `systemd-run ... LoadCredential=... wgsyncd db migrate` runs as written."""
+    box = installed.box
+    box.write("/etc/credstore/wgsyncd.db-password", "unused-by-trust-auth", mode=0o600)
+    try:
+        text = crun(box, "cat", "/usr/share/doc/wgsyncd/README.Debian").stdout
+        line = next(i for i, x in enumerate(text.splitlines()) if x.strip().startswith("systemd-run"))
+        cmd = " ".join(text.splitlines()[line : line + 2]).replace("\\", " ")
+        res = csh(box, cmd, check=False, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        crun(box, "rm", "-f", "/etc/credstore/wgsyncd.db-password")
+
+
 def _journal(box: nspawn.Container, unit: str) -> list[dict]:
     """The unit's journal entries in the container, as JSON objects."""
     out = crun(box, "journalctl", "-u", unit, "-o", "json", "--no-pager", check=False).stdout
