@@ -33,6 +33,7 @@ from wgsyncd.state import (
     SourceError,
     key_fingerprint,
 )
+from wgsyncd.store import versions
 from wgsyncd.store.migrate import MIGRATIONS_DIR
 
 pytestmark = pytest.mark.postgres
@@ -775,3 +776,28 @@ def test_prune_removes_only_old_rows_of_this_host_in_batches(conn: psycopg.Conne
     assert conn.execute(old, ("host-q", cutoff)).fetchone()[0] == expected_old  # other host untouched
     assert store.prune(conn, "host-q", now, 0).traffic == 0  # 0 = keep forever
     conn.commit()
+
+
+def test_version_catches_up_after_a_partial_cycle_wrote_the_rows(conn: psycopg.Connection[Any]) -> None:
+    """A change first seen in a partial cycle must reach the next complete cycle's version.
+
+    The partial cycle writes the known value to the config row but carries the
+    interface's previous version document forward; the next complete cycle then
+    writes no config row, and the fast path must not take that as "nothing changed".
+    """
+    assert write(conn, synthetic_state("host-r")).config_version == 1
+    changed = synthetic_state("host-r")
+    changed.interfaces["wg0"].listen_port = 51999  # `wg set wg0 listen-port` while wgrest timed out
+    changed.errors = [SourceError(Source.WGREST, "http://127.0.0.1:51822/v1/devices/wg0", "timeout", "wg0")]
+    partial = write(conn, changed)
+    assert partial.status == "partial" and partial.tables["interfaces"].updated == 1
+    assert partial.config_version is None  # wg0 was read incompletely: its document is carried forward
+
+    complete = synthetic_state("host-r")
+    complete.interfaces["wg0"].listen_port = 51999
+    report = write(conn, complete)
+    latest = versions.load_version(conn, "host-r")
+    assert latest is not None
+    assert latest.doc["interfaces"]["wg0"]["listen_port"] == 51999, report
+    assert report.config_version == 2
+    assert write(conn, complete).config_version is None  # and idle again afterwards
