@@ -2,8 +2,9 @@
 
 Starts a throwaway PostgreSQL, a wireguard-go interface with peers (in its own
 network namespace), writes its wg-quick conf file, starts a wgrest server, then
-runs the real CLI: `wgsyncd sync` twice (the second writes nothing), `wgsyncd
-status`, `wgsyncd drift`, and shows the rows. Everything is removed at the end.
+runs the real CLI: a recovery key, `wgsyncd sync` twice (the second writes nothing),
+`wgsyncd status`, `drift`, `history`, a restore of the conf file from the database
+(byte-identical), and shows the rows. Everything is removed at the end.
 """
 
 from __future__ import annotations
@@ -70,12 +71,21 @@ def main() -> None:
         wgrest.devices[name].addresses = ["10.99.0.1/24", "fd99::1/64"]
         host.wgrest_url = wgrest.url
         host.write_config()
+        run(host, "keys", "init-recovery", str(base / "recovery.key"))  # the operator, once, offline
+        public = (base / "recovery.key").read_text().split("public = ")[1].split()[0]
+        host.config.write_text(f'recovery_public_key = "{public}"\n' + host.config.read_text())
         print(f"demo: PostgreSQL in {base / 'db'}, wireguard-go interface {name} with 25 peers,")
         print(f"      conf {host.conf_dir / (name + '.conf')}, wgrest at {wgrest.url}, config {host.config}")
         run(host, "sync")
         run(host, "sync")
         run(host, "status")
         run(host, "drift")
+        run(host, "history")
+        restored = base / "restored"
+        run(host, "restore", "--recovery-key", str(base / "recovery.key"), "--to-dir", str(restored))
+        conf = host.conf_dir / f"{name}.conf"
+        same = (restored / conf.name).read_bytes() == conf.read_bytes()
+        print(f"restored {conf.name} byte-identical to the original: {same}")
         show_rows(host.dsn)
         print(f"\n$ wg show {name} dump | head -3")
         print("\n".join(host.ifaces[name].dump().splitlines()[1:4]).replace("\t", "  "))
