@@ -108,20 +108,26 @@ class Host:
         self.disabled: dict[str, PeerSpec | None] = {}
         self.config = tmp / f"wgsyncd-{host_id}.toml"
 
+    psk_every = 2  # every n-th generated peer has a preshared key
+
     def add_interface(self, peers: int, disabled: PeerSpec | None = None) -> str:
         iface = self.bed.create()
         name = iface.name
         self.ifaces[name] = iface
-        self.specs[name] = generated_peers(peers)
+        self.specs[name] = generated_peers(peers, psk_every=self.psk_every)
         self.keys[name] = genkey()
         self.disabled[name] = disabled
         self.apply(name)
         return name
 
+    def conf_text(self, name: str) -> str:
+        """The wg-quick file for ``name`` (subclasses add keys)."""
+        return wg_quick_conf(self.keys[name], 51820, self.specs[name], self.disabled[name])
+
     def apply(self, name: str) -> None:
         """Write the conf file and make the interface run exactly what wg-quick would give it."""
         conf = self.conf_dir / f"{name}.conf"
-        conf.write_text(wg_quick_conf(self.keys[name], 51820, self.specs[name], self.disabled[name]))
+        conf.write_text(self.conf_text(name))
         conf.chmod(0o600)
         self.ifaces[name].setconf(strip(conf))
 

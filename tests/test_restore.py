@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.beds.wireguard import PeerSpec, generated_peers, genkey, random_key
-from tests.test_e2e import Host, parse_dump, wg_quick_conf
+from tests.beds.wireguard import PeerSpec, genkey, random_key
+from tests.test_e2e import Host, parse_dump
 from wgsyncd import secrets
 
 pytestmark = pytest.mark.postgres
@@ -36,25 +36,11 @@ EXTRA_INTERFACE_LINES = [
 class RestoreHost(Host):
     """The e2e Host plus every key wg-quick knows, preshared keys everywhere and a recovery key."""
 
-    def add_interface(self, peers: int, disabled: PeerSpec | None = None, psk_every: int = 1) -> str:
-        iface = self.bed.create()
-        name = iface.name
-        self.ifaces[name] = iface
-        self.specs[name] = generated_peers(peers, psk_every=psk_every)
-        self.keys[name] = genkey()
-        self.disabled[name] = disabled
-        self.apply(name)
-        return name
+    psk_every = 1
 
-    def apply(self, name: str) -> None:
-        conf = self.conf_dir / f"{name}.conf"
-        text = wg_quick_conf(self.keys[name], 51820, self.specs[name], self.disabled[name])
-        text = text.replace("MTU = 1420\n", "MTU = 1420\n" + "\n".join(EXTRA_INTERFACE_LINES) + "\n", 1)
-        conf.write_text(text)
-        conf.chmod(0o600)
-        from tests.test_e2e import strip
-
-        self.ifaces[name].setconf(strip(conf))
+    def conf_text(self, name: str) -> str:
+        text = super().conf_text(name)
+        return text.replace("MTU = 1420\n", "MTU = 1420\n" + "\n".join(EXTRA_INTERFACE_LINES) + "\n", 1)
 
     def write_config(self, extra: str = "", recovery_public: str | None = None) -> None:
         super().write_config(extra)

@@ -6,20 +6,13 @@ import base64
 import os
 from pathlib import Path
 
+from tests.test_kernel import fake_wg
 from wgsyncd.config import KernelConfig
 from wgsyncd.sources import kernel
 
 
 def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
-
-
-def _fake_wg(tmp_path: Path, body: str) -> str:
-    """A real executable standing in for ``wg`` that prints a given dump."""
-    path = tmp_path / "wg"
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return str(path)
 
 
 def test_wg_backend_line_with_wrong_column_count_drops_the_whole_interface(tmp_path: Path) -> None:
@@ -32,7 +25,7 @@ def test_wg_backend_line_with_wrong_column_count_drops_the_whole_interface(tmp_p
         "wg0\tcut\tshort\n"
         f"wg0\t{p2}\t(none)\t(none)\t10.0.0.3/32\t0\t0\t0\toff\n"
     )
-    result = kernel.read(KernelConfig(backend="wg", wg_command=_fake_wg(tmp_path, f"cat {dump}")))
+    result = kernel.read(KernelConfig(backend="wg", wg_command=fake_wg(tmp_path, f"cat {dump}")))
     assert "wg0" not in result.interfaces
     (err,) = result.errors
     assert err.interface == "wg0" and "line 3" in err.message
