@@ -801,3 +801,43 @@ def test_version_catches_up_after_a_partial_cycle_wrote_the_rows(conn: psycopg.C
     assert latest.doc["interfaces"]["wg0"]["listen_port"] == 51999, report
     assert report.config_version == 2
     assert write(conn, complete).config_version is None  # and idle again afterwards
+
+
+def test_cycle_prunes_at_most_hourly_unless_a_backlog_is_left(conn: psycopg.Connection[Any]) -> None:
+    """The loop keeps pruning off the hot path: once an hour, or every cycle while a batch comes back full."""
+    from wgsyncd import cycle
+    from wgsyncd.config import Config
+    from wgsyncd.store import retention
+
+    cfg = Config(host_id="host-h")
+    now = datetime.now(UTC)
+
+    def add_old_rows(n: int) -> None:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO peer_traffic SELECT 'host-h', 'wg0', 'k' || g || %s, %s, 1, 1"
+                " FROM generate_series(1, %s) g",
+                (uuid.uuid4().hex, now - timedelta(days=400), n),
+            )
+
+    def old_rows() -> int:
+        with conn.transaction():
+            return conn.execute("SELECT count(*) FROM peer_traffic WHERE host_id = 'host-h'").fetchone()[0]
+
+    cycle._next_prune.pop("host-h", None)
+    retention.BATCH, saved = 5, retention.BATCH
+    try:
+        add_old_rows(7)
+        cycle._prune(conn, cfg, now)  # full batch of 5: a backlog, so the next cycle prunes again
+        assert old_rows() == 2
+        cycle._prune(conn, cfg, now)
+        assert old_rows() == 0
+        add_old_rows(3)
+        cycle._prune(conn, cfg, now)  # the last prune was not full: wait an hour
+        assert old_rows() == 3
+        cycle._next_prune["host-h"] = 0.0  # an hour later
+        cycle._prune(conn, cfg, now)
+        assert old_rows() == 0
+    finally:
+        retention.BATCH = saved
+        cycle._next_prune.pop("host-h", None)

@@ -88,15 +88,29 @@ def collect(cfg: Config) -> HostState:
     return state
 
 
-def _prune(conn, cfg: Config, now: datetime) -> None:
-    """Keep this host's history bounded; a failed prune costs a log line, not the cycle."""
-    from wgsyncd import store
+# a long-running loop prunes at most this often (seconds), unless a backlog is left
+PRUNE_EVERY = 3600.0
+_next_prune: dict[str, float] = {}  # host_id -> monotonic time of the next prune
 
+
+def _prune(conn, cfg: Config, now: datetime) -> None:
+    """Keep this host's history bounded; a failed prune costs a log line, not the cycle.
+
+    Off the hot path: the daemon prunes once an hour (every cycle while a full batch
+    comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes.
+    """
+    from wgsyncd import store
+    from wgsyncd.store.retention import BATCH
+
+    if time.monotonic() < _next_prune.get(cfg.host_id, 0.0):
+        return
     try:
         pruned = store.prune(conn, cfg.host_id, now, cfg.database.history_days)
     except store.StoreError as exc:
         log.warning("history pruning skipped: %s", exc)
         return
+    backlog = max(pruned.traffic, pruned.status) >= BATCH
+    _next_prune[cfg.host_id] = 0.0 if backlog else time.monotonic() + PRUNE_EVERY
     if pruned.traffic or pruned.status:
         log.info(
             "pruned %d traffic and %d status rows older than %g days",
