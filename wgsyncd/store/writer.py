@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from wgsyncd.state import HostState, Interface, Peer, Secret, key_fingerprint, public_key_from_private
-from wgsyncd.store import versions
+from wgsyncd.store import copytext, versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
@@ -79,11 +79,10 @@ class _Tx:
         self.cur.executemany(sql, rows)
 
     def copy_rows(self, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Stream rows with COPY FROM STDIN: one round trip whatever the row count."""
+        """Send rows with COPY FROM STDIN, encoded by copytext: one round trip whatever the count."""
         self.round_trips += 1
         with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            copy.write(copytext.encode(rows))
 
 
 # ---------------------------------------------------------------- desired rows
