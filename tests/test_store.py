@@ -841,3 +841,95 @@ def test_cycle_prunes_at_most_hourly_unless_a_backlog_is_left(conn: psycopg.Conn
     finally:
         retention.BATCH = saved
         cycle._next_prune.pop("host-h", None)
+
+
+# ---------------------------------------------------------------- the writer's kept view (store/known.py)
+
+
+def _drop_one_peer(state: HostState) -> tuple[str, str]:
+    """Remove one peer from ``state``; its (interface, public key)."""
+    iface = next(iter(state.interfaces.values()))
+    pub = next(iter(iface.peers))
+    del iface.peers[pub]
+    return iface.name, pub
+
+
+def test_kept_view_makes_an_idle_cycle_cheaper_and_still_exact(conn: psycopg.Connection[Any]) -> None:
+    from wgsyncd.store import known
+
+    write(conn, synthetic_state("host-a"))
+    known.forget(conn)
+    cold = write(conn, synthetic_state("host-a"))  # loads from the database (a new connection does)
+    warm = write(conn, synthetic_state("host-a"))  # on the view the previous commit left
+    assert warm.total_config_rows_written == 0 and warm.stats_rows_written == 0
+    assert warm.round_trips < cold.round_trips <= 10
+    # the kept view still sees a change, a removal and a counter reset
+    changed = synthetic_state("host-a", counters=10)
+    ifname, pub = _drop_one_peer(changed)
+    report = write(conn, changed)
+    assert report.tables["peers"].removed == 1
+    assert report.stats_rows_written == 499  # every remaining peer's counters went down
+    assert {(p.interface, p.public_key) for p in store.load_peers(conn, "host-a") if p.removed_at} == {
+        (ifname, pub)
+    }
+
+
+def test_another_writer_for_the_same_host_invalidates_the_view(
+    db_config: DatabaseConfig, conn: psycopg.Connection[Any]
+) -> None:
+    write(conn, synthetic_state("host-a"))
+    other = store.connect(db_config)
+    try:
+        ifname, pub = _drop_one_peer(shrunk := synthetic_state("host-a"))
+        assert write(other, shrunk).tables["peers"].removed == 1
+    finally:
+        other.close()
+    # conn's view says the peer is live; the host row says someone else wrote since
+    report = write(conn, synthetic_state("host-a"))
+    assert report.tables["peers"].updated == 1  # brought back, not skipped
+    [peer] = [p for p in store.load_peers(conn, "host-a") if (p.interface, p.public_key) == (ifname, pub)]
+    assert peer.removed_at is None
+
+
+def test_a_hand_edit_is_repaired_once_the_view_is_old(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wgsyncd.store import known
+
+    write(conn, synthetic_state("host-a"))
+    write(conn, synthetic_state("host-a"))
+    conn.execute("UPDATE peers SET endpoint = 'edited:1', row_hash = 'edited' WHERE host_id = 'host-a' "
+                 "AND public_key = (SELECT min(public_key) FROM peers WHERE host_id = 'host-a')")  # fmt: skip
+    conn.commit()
+    # within RELOAD_EVERY the edit is not seen (the documented bound) ...
+    assert write(conn, synthetic_state("host-a")).total_config_rows_written == 0
+    # ... and once the view is older than that, the next cycle reloads and repairs it
+    monkeypatch.setattr(known, "RELOAD_EVERY", 0.0)
+    assert write(conn, synthetic_state("host-a")).tables["peers"].updated == 1
+    assert conn.execute("SELECT count(*) FROM peers WHERE row_hash = 'edited'").fetchone() == (0,)
+
+
+def test_a_failed_cycle_drops_the_view(pg_cluster: PgCluster, db_config: DatabaseConfig) -> None:
+    from wgsyncd.store import known
+
+    conn = store.connect(db_config)
+    store.migrate(conn)
+    try:
+        write(conn, synthetic_state("host-a"))
+        assert known.memo_for(conn, "host-a").view is not None
+        blocker = store.connect(db_config)
+        blocker.execute("LOCK TABLE peers IN ACCESS EXCLUSIVE MODE")
+        conn.execute("SET lock_timeout = '200ms'")
+        conn.commit()
+        changed = synthetic_state("host-a")
+        _drop_one_peer(changed)
+        with pytest.raises(store.StoreError):
+            write(conn, changed)
+        blocker.rollback()
+        blocker.close()
+        assert known.memo_for(conn, "host-a").view is None
+        report = write(conn, changed)  # reloads, and the removal lands exactly once
+        assert report.tables["peers"].removed == 1
+        assert write(conn, changed).total_config_rows_written == 0
+    finally:
+        conn.close()

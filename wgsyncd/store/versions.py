@@ -42,6 +42,7 @@ from psycopg.types.json import Jsonb
 from wgsyncd import secrets as sealing
 from wgsyncd.state import HostState, Interface, Peer, Source, key_fingerprint, public_key_from_private
 from wgsyncd.store.db import guarded
+from wgsyncd.store.known import Head
 
 DOC_FORMAT = 1
 
@@ -199,11 +200,14 @@ def record(
     sync_id: uuid.UUID,
     recovery_public: str | None,
     config_rows_written: int | None = None,
-) -> int | None:
-    """Add a config version when the content changed; return its number, or None (no change).
+    head: Head | None = None,
+) -> tuple[int | None, Head | None]:
+    """Add a config version when the content changed; return (its number or None, the new head).
 
     ``tx`` is the writer's counting cursor, so this runs in the cycle's transaction
-    under the host's advisory lock (version numbers cannot race).
+    under the host's advisory lock (version numbers cannot race). ``head``: the
+    latest version as the writer knows it is still current (store/known.py); None
+    reads it from the database.
 
     Fast path: a complete cycle that wrote no config row cannot have new content
     (every field and secret of a version is reflected in a config row or its
@@ -211,28 +215,31 @@ def record(
     that holds them), so building and hashing the whole document is skipped unless
     the recovery key changed since the latest version.
     """
+    status = "partial" if state.partial else "ok"
     need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
     # the fast path also needs the previous cycle to have been complete: a partial one
     # may have written config rows while carrying an interface's old document forward,
     # so "no row written now" would then leave that change out of every later version
-    cols = "version, content_sha256, recovery_key_fp, " + _LAST_STATUS + (", doc" if need_doc else "")
-    row = tx.execute(
-        f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
-        (state.host_id, state.host_id),
-    ).fetchone()
     current_fp = key_fingerprint(recovery_public) if recovery_public else None
-    previous_ok = row is not None and row[3] == "ok"
-    if previous_ok and config_rows_written == 0 and not need_doc and row[2] == current_fp:
-        return None
-    previous = row[4] if (row and need_doc) else None
+    previous: dict[str, Any] | None = None
+    if head is None or need_doc:
+        cols = "version, content_sha256, recovery_key_fp, " + _LAST_STATUS + (", doc" if need_doc else "")
+        row = tx.execute(
+            f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
+            (state.host_id, state.host_id),
+        ).fetchone()
+        head = Head(row[0], row[1], row[2], row[3]) if row is not None else None
+        previous = row[4] if (row and need_doc) else None
+    unchanged = config_rows_written == 0 and not need_doc
+    if unchanged and head is not None and head.last_status == "ok" and head.recovery_key_fp == current_fp:
+        return None, Head(head.version, head.sha256, head.recovery_key_fp, status)
     content = build_content(state, recovery_public, previous)
-    if row is not None and row[1] == content.sha256:
-        return None
-    version = (row[0] if row else 0) + 1
+    if head is not None and head.sha256 == content.sha256:
+        return None, Head(head.version, head.sha256, head.recovery_key_fp, status)
+    version = (head.version if head else 0) + 1
     _store_secrets(tx, state.host_id, now, content, recovery_public)
     ifaces = content.doc["interfaces"].values()
     refs = [i["secrets"]["sealed_to"] for i in ifaces]
-    fp = key_fingerprint(recovery_public) if recovery_public else None
     tx.execute(
         "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
         "interfaces, peers, sealed, recovery_key_fp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -246,10 +253,10 @@ def record(
             len(refs),
             sum(len(i["peers"]) for i in ifaces),
             all(r is not None for r in refs),
-            fp,
+            current_fp,
         ),
     )
-    return version
+    return version, Head(version, content.sha256, current_fp, status)
 
 
 def _store_secrets(

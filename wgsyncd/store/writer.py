@@ -2,7 +2,8 @@
 
 Why this shape: thousands of hosts sync every minute into one database, and almost
 every cycle changes nothing. So the writer loads the host's current rows (one query
-per table), compares in memory, and writes only changed rows in bulk (COPY into a
+per table; between its own cycles on one connection it keeps them instead, see
+store/known.py), compares in memory, and writes only changed rows in bulk (COPY into a
 temp table, then one INSERT .. ON CONFLICT). Runtime counters go to peer_stats and
 peer_traffic only, so a busy peer never bumps its config row's version.
 """
@@ -24,6 +25,7 @@ from psycopg.types.json import Jsonb
 from wgsyncd.state import HostState, Interface, Peer, Secret, key_fingerprint, public_key_from_private
 from wgsyncd.store import copytext, versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
+from wgsyncd.store.known import Head, HostMemo, View, forget, memo_for
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
 # below this many rows an executemany (pipelined) beats CREATE TEMP + COPY + INSERT
@@ -393,6 +395,7 @@ def _plan_config(
     current: _Current,
     desired: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]],
     removable: set[tuple[str, ...]],
+    memo: HostMemo,
 ) -> None:
     """Diff one config table: ``desired`` maps key -> (values, incomplete).
 
@@ -405,7 +408,7 @@ def _plan_config(
         old = current.hashes.get(key)
         if incomplete and key in current.full:
             values = keep_known(fields, current.full[key], values)
-        digest = row_hash(key, values)
+        digest = memo.digest(table, key, values, row_hash)
         if old is None:
             counts.inserted += 1
         elif old == (digest, False):
@@ -518,16 +521,28 @@ def _may_remove(state: HostState, ifname: str) -> bool:
     return bool(state.sources) and all(state.sources.values()) and not state.incomplete(ifname)
 
 
-def _plan(tx: _Tx, state: HostState, now: datetime, prev_seen: datetime | None) -> _Plan:
-    """Load the host's current rows and work out everything to write this cycle."""
+def _plan(
+    tx: _Tx, state: HostState, now: datetime, prev_seen: datetime | None, memo: HostMemo, view: View | None
+) -> tuple[_Plan, View]:
+    """Work out everything to write this cycle against the host's current rows.
+
+    The current rows come from ``view`` when it is still current (store/known.py),
+    else from the database; the returned view is what will be current after commit.
+    """
     plan = _Plan()
     incomplete = sorted(n for n in state.interfaces if not _may_remove(state, n))
-    cur_ifaces = _load_config(tx, "interfaces", INTERFACE_FIELDS, state.host_id, incomplete)
-    cur_peers = _load_config(tx, "peers", PEER_FIELDS, state.host_id, incomplete)
+    if view is None or incomplete:
+        cur_ifaces = _load_config(tx, "interfaces", INTERFACE_FIELDS, state.host_id, incomplete)
+        cur_peers = _load_config(tx, "peers", PEER_FIELDS, state.host_id, incomplete)
+        keys, stats = _load_keys(tx, state.host_id), _load_stats(tx, state.host_id)
+        loaded_at = time.monotonic()
+    else:
+        cur_ifaces, cur_peers = _Current(view.hashes["interfaces"]), _Current(view.hashes["peers"])
+        keys, stats, loaded_at = view.keys, view.stats, view.loaded_at
     gone = {k[0] for k in cur_ifaces.hashes if k[0] not in state.interfaces and _may_remove(state, k[0])}
     want_ifaces = {(n,): (interface_values(i), n in incomplete) for n, i in state.interfaces.items()}
     _plan_config(
-        plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}
+        plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}, memo
     )
     want_peers: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]] = {}
     for ifname, iface in state.interfaces.items():
@@ -535,12 +550,30 @@ def _plan(tx: _Tx, state: HostState, now: datetime, prev_seen: datetime | None) 
             want_peers[(ifname, peer.public_key)] = (peer_values(peer), ifname in incomplete)
     complete = gone | (set(state.interfaces) - set(incomplete))
     removable = {k for k in cur_peers.hashes if k[0] in complete}
-    _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable)
+    _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable, memo)
+    memo.prune_digests({("interfaces", k) for k in want_ifaces} | {("peers", k) for k in want_peers})
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
-    _plan_server_keys(plan, state, now, prev_seen, _load_keys(tx, state.host_id), current_key, gone)
-    _plan_stats(plan, state, _load_stats(tx, state.host_id))
-    return plan
+    _plan_server_keys(plan, state, now, prev_seen, keys, current_key, gone)
+    _plan_stats(plan, state, stats)
+    hashes = {"interfaces": cur_ifaces.hashes, "peers": cur_peers.hashes}
+    return plan, View(uuid.UUID(int=0), loaded_at, hashes, keys, stats, None)
+
+
+def _apply(view: View, plan: _Plan, sync_id: uuid.UUID, head: Head | None) -> None:
+    """Make ``view`` what the database holds once ``plan`` is committed (called after COMMIT)."""
+    for table, nkey in (("interfaces", 1), ("peers", 2)):
+        hashes = view.hashes[table]
+        for row in plan.upserts[table]:
+            hashes[tuple(row[1 : 1 + nkey])] = (row[-5], False)
+        for key in plan.removals[table]:
+            hashes[key] = (hashes[key][0], True)
+    for _h, ifname, pk, _fp, first_seen, _last, retired_at in plan.server_keys:
+        old = view.keys.get((ifname, pk))
+        view.keys[(ifname, pk)] = (old[0] if old else first_seen, retired_at)
+    for _h, ifname, pk, hs_at, rx, tx, rxt, txt, _at in plan.stats:
+        view.stats[(ifname, pk)] = (_micros(hs_at), rx, tx, rxt, txt)
+    view.sync_id, view.head = sync_id, head
 
 
 def _write(tx: _Tx, host_id: str, plan: _Plan) -> None:
@@ -563,12 +596,12 @@ def _write(tx: _Tx, host_id: str, plan: _Plan) -> None:
 
 
 _HOST_UPSERT = """
-WITH prev AS (SELECT last_seen FROM hosts WHERE host_id = %(host_id)s)
+WITH prev AS (SELECT last_seen, last_sync_id FROM hosts WHERE host_id = %(host_id)s)
 INSERT INTO hosts (host_id, hostname, first_seen, last_seen, agent_version, last_sync_id)
 VALUES (%(host_id)s, %(hostname)s, now(), now(), %(agent_version)s, %(sync_id)s)
 ON CONFLICT (host_id) DO UPDATE SET hostname = EXCLUDED.hostname, last_seen = EXCLUDED.last_seen,
     agent_version = EXCLUDED.agent_version, last_sync_id = EXCLUDED.last_sync_id
-RETURNING (SELECT last_seen FROM prev)
+RETURNING (SELECT last_seen FROM prev), (SELECT last_sync_id FROM prev)
 """
 
 _STATUS_INSERT = """
@@ -600,6 +633,8 @@ def write_cycle(
     """
     t0 = time.monotonic()
     report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
+    memo = memo_for(conn, state.host_id)
+    known, memo.view = memo.view, None  # whatever happens below, only a commit makes a view current
     with guarded(conn, f"write_cycle for host {state.host_id}"), conn.transaction(), conn.cursor() as cur:
         tx = _Tx(cur)
         row = tx.execute(
@@ -616,8 +651,9 @@ def write_cycle(
                 "sync_id": sync_id,
             },
         ).fetchone()
-        prev_seen = host_row[0] if host_row else None
-        plan = _plan(tx, state, now, prev_seen)
+        prev_seen, prev_sync = (host_row[0], host_row[1]) if host_row else (None, None)
+        view = known if known is not None and known.fresh(prev_sync) else None
+        plan, new_view = _plan(tx, state, now, prev_seen, memo, view)
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         _write(tx, state.host_id, plan)
@@ -625,8 +661,14 @@ def write_cycle(
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
         )
-        report.config_version = versions.record(
-            tx, state, now, sync_id, recovery_public_key, report.total_config_rows_written
+        report.config_version, head = versions.record(
+            tx,
+            state,
+            now,
+            sync_id,
+            recovery_public_key,
+            report.total_config_rows_written,
+            head=view.head if view is not None else None,
         )
         report.stats_rows_written = len(plan.stats)
         report.traffic_rows_written = len(plan.traffic)
@@ -648,6 +690,8 @@ def write_cycle(
             },
         )
         report.round_trips = tx.round_trips + 1  # + COMMIT
+    _apply(new_view, plan, sync_id, head)  # committed: this is what the database holds now
+    memo.view = new_view
     report.duration_s = time.monotonic() - t0
     return report
 
@@ -667,6 +711,7 @@ def record_failure(
     """
     if not isinstance(message, str):
         raise StoreError("record_failure: message must be text")
+    forget(conn, host_id)  # the next cycle sees this failed status: it must read the database
     with guarded(conn, f"record_failure for host {host_id}"), conn.transaction():
         conn.execute(
             _STATUS_INSERT,

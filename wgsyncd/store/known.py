@@ -1,0 +1,103 @@
+"""What this process knows its host's rows hold, so an unchanged cycle need not reload them.
+
+Why: loading 10,000 row hashes and counters every minute only to find nothing
+changed costs more than the rest of an idle cycle. After each commit the writer
+keeps the rows it now knows the database holds, per connection and host. The next
+cycle trusts that view only when it is provably current:
+
+- the host row's ``last_sync_id`` (read in the same statement that takes the host
+  row, under the host's advisory lock) is the sync id of the cycle that built the
+  view, so no other agent with the same host_id wrote in between;
+- the view is younger than ``RELOAD_EVERY``, which bounds how long a hand edit in
+  the database (something no agent announces) can go unnoticed;
+- no interface of the cycle is incomplete (that path needs full stored values).
+
+Otherwise the writer loads from the database as before. Any failure drops the view.
+The row-hash memo is separate: a hash is a pure function of the row's values, so it
+never goes stale, it only saves hashing the same values again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+RELOAD_EVERY = 600.0  # seconds; a hand edit of a host's rows is repaired within this
+
+# (interface, public_key) -> (handshake epoch micros or None, rx, tx, rx_total, tx_total)
+Stats = dict[tuple[str, str], tuple[int | None, int, int, int, int]]
+# (interface, public_key) -> (first_seen, retired_at)
+Keys = dict[tuple[str, str], tuple[datetime, datetime | None]]
+
+
+@dataclass
+class Head:
+    """The latest config version and the status of the cycle that wrote the view."""
+
+    version: int
+    sha256: str
+    recovery_key_fp: str | None
+    last_status: str
+
+
+@dataclass
+class View:
+    """The host's rows as of the commit of ``sync_id``."""
+
+    sync_id: uuid.UUID
+    loaded_at: float
+    hashes: dict[str, dict[Any, tuple[str, bool]]]  # table -> key -> (row_hash, removed?)
+    keys: Keys
+    stats: Stats
+    head: Head | None
+
+    def fresh(self, prev_sync_id: uuid.UUID | None) -> bool:
+        """Whether the database still holds exactly this view (see the module doc)."""
+        return prev_sync_id == self.sync_id and time.monotonic() - self.loaded_at < RELOAD_EVERY
+
+
+@dataclass
+class HostMemo:
+    """Per connection and host: the committed view (or None) and the row-hash memo."""
+
+    view: View | None = None
+    # (table, key) -> (values, digest): the last values hashed for that row
+    digests: dict[tuple[str, Any], tuple[tuple[Any, ...], str]] = field(default_factory=dict)
+
+    def digest(self, table: str, key: Any, values: tuple[Any, ...], compute: Any) -> str:
+        """``compute(key, values)``, or the memoised hash when the values are equal to last time."""
+        hit = self.digests.get((table, key))
+        if hit is not None and hit[0] == values:
+            return hit[1]
+        digest = compute(key, values)
+        self.digests[(table, key)] = (values, digest)
+        return digest
+
+    def prune_digests(self, live: set[tuple[str, Any]]) -> None:
+        """Forget rows that no longer exist, so the memo cannot grow without bound."""
+        if len(self.digests) > len(live):
+            for k in [k for k in self.digests if k not in live]:
+                del self.digests[k]
+
+
+_MEMOS: weakref.WeakKeyDictionary[Any, dict[str, HostMemo]] = weakref.WeakKeyDictionary()
+
+
+def memo_for(conn: Any, host_id: str) -> HostMemo:
+    """The memo of ``host_id`` on ``conn``; a new connection starts empty (it reloads)."""
+    return _MEMOS.setdefault(conn, {}).setdefault(host_id, HostMemo())
+
+
+def forget(conn: Any, host_id: str | None = None) -> None:
+    """Drop what is known for one host (or all) on ``conn``: the next cycle reloads."""
+    hosts = _MEMOS.get(conn)
+    if hosts is None:
+        return
+    if host_id is None:
+        hosts.clear()
+    elif host_id in hosts:
+        hosts[host_id].view = None
