@@ -95,11 +95,11 @@ def populate(box: ServerBox, peers: int = 3) -> None:
 def test_multi_page_every_peer_once(server: ServerBox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     populate(server, peers=250)
-    result = wgrest.read(config(server))
+    result = wgrest.read(config(server, per_page=100))
     assert result.errors == [] and result.available
     assert set(result.interfaces) == {"wg0", "wg1"}
     wg0 = result.interfaces["wg0"]
-    assert list(wg0.peers) == list(server.devices["wg0"].peers)  # all 250, in server order
+    assert list(wg0.peers) == sorted(server.devices["wg0"].peers)  # all 250, in sort=pub_key order
     assert len(wg0.peers) == 250
     peer_pages = [p for p in server.paths() if p.startswith("/v1/devices/wg0/peers/")]
     assert len(peer_pages) == 3 and len(set(peer_pages)) == 3  # each page exactly once
@@ -113,7 +113,7 @@ def test_multi_page_every_peer_once(server: ServerBox, caplog: pytest.LogCapture
         assert wg0.private_key is None and wg0.dns is None and wg0.mtu is None
     wg1 = result.interfaces["wg1"]
     assert (wg1.listen_port, wg1.fwmark) == (51821, 51)
-    first = next(iter(wg1.peers.values()))
+    first = wg1.peers[next(iter(server.devices["wg1"].peers))]  # the one populate gave a psk
     assert first.preshared_key and first.preshared_key.reveal() == secrets_of(server)[-1]
     assert first.endpoint == "192.0.2.9:51820"
     assert_no_secrets(result, caplog, secrets_of(server))
@@ -185,6 +185,28 @@ def test_tiny_pages_and_empty_device(server: ServerBox) -> None:
     assert result.errors == []
     assert len(result.interfaces["wg0"].peers) == 7 and result.interfaces["wg9"].peers == {}
     assert len([p for p in server.paths() if "/wg0/peers/" in p]) == 4
+
+
+def test_pages_of_a_device_listed_in_a_new_order_every_time(server: ServerBox) -> None:
+    """Over wireguard-go, wgctrl hands wgrest the peers in a Go map's order, new per request.
+
+    Unsorted pages would repeat some peers and miss others; the reader asks for
+    sort=pub_key, so 250 peers in pages of 20 arrive exactly once each.
+    """
+    server.add_device("wg0")
+    keys = {p.public_key for p in server.add_peers("wg0", 250)}
+    server.devices["wg0"].unordered = True
+    url = f"{server.url}/v1/devices/wg0/peers/?per_page=250"
+    auth = {"Authorization": f"Bearer {server.token}"}
+    orders = {
+        tuple(p["public_key"] for p in requests.get(url, headers=auth, timeout=5).json()) for _ in range(3)
+    }
+    assert len(orders) > 1  # the bed really reorders, so the next assertion means something
+    result = wgrest.read(config(server, per_page=20))
+    assert result.errors == []
+    assert set(result.interfaces["wg0"].peers) == keys
+    pages = [p for p in server.paths() if "/wg0/peers/" in p and "per_page=250" not in p]
+    assert len(pages) == 13 and all("sort=pub_key" in p for p in pages), pages
 
 
 def test_empty_server(server: ServerBox) -> None:
@@ -282,7 +304,7 @@ def test_fault_on_one_device_drops_only_it(
     server.add_peers("wg2", 150)
     server.fault = fault
     server.fault_path = "/devices/wg2/"
-    result = wgrest.read(config(server))
+    result = wgrest.read(config(server, per_page=100))
     assert set(result.interfaces) == {"wg0", "wg1"}
     assert len(result.interfaces["wg0"].peers) == 150
     assert len(result.errors) == 1, result.errors
@@ -363,9 +385,9 @@ def test_list_shifting_between_pages_is_read_again(server: ServerBox) -> None:
     server.add_peers("wg0", 150)
     server.fault = "shift_peers"
     server.fault_limit = 1  # one peer added while the first read was paging
-    result = wgrest.read(config(server))
+    result = wgrest.read(config(server, per_page=100))
     assert result.errors == []
-    assert list(result.interfaces["wg0"].peers) == list(server.devices["wg0"].peers)
+    assert list(result.interfaces["wg0"].peers) == sorted(server.devices["wg0"].peers)
     assert len(result.interfaces["wg0"].peers) == 151
     assert len([p for p in server.paths() if "/wg0/peers/" in p]) == 4  # 2 pages, twice
 
@@ -376,7 +398,7 @@ def test_list_that_keeps_shifting_drops_the_device(server: ServerBox) -> None:
     server.add_device("wg1")
     server.fault = "shift_peers"
     server.fault_path = "/wg0/"
-    result = wgrest.read(config(server))
+    result = wgrest.read(config(server, per_page=100))
     assert set(result.interfaces) == {"wg1"}
     (err,) = result.errors
     assert err.interface == "wg0" and "kept changing" in err.message

@@ -23,9 +23,10 @@ import base64
 import json
 import math
 import os
+import random
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,6 +182,9 @@ class FakeDevice:
     post_down: list[str] = field(default_factory=list)
     running: bool = True  # v2 also lists config-only devices (running false, no peers)
     peers: dict[str, FakePeer] = field(default_factory=dict)
+    # wgrest lists peers in the order wgctrl returns them unless asked to sort; over
+    # wireguard-go that is a Go map's order, new on every request (so on every page)
+    unordered: bool = False
 
 
 @dataclass
@@ -327,7 +331,10 @@ class ServerBox:
         return out
 
     def load_state(self, interfaces: Iterable[Any]) -> None:
-        """Serve what a list of state.Interface objects describes (peers included)."""
+        """Serve what a list of state.Interface objects describes (peers included).
+
+        A userspace (wireguard-go) interface is served unordered, as wgctrl reads it.
+        """
         for iface in interfaces:
             self.add_device(
                 iface.name,
@@ -339,6 +346,7 @@ class ServerBox:
                 mtu=iface.mtu or 0,
                 table=iface.table or "",
             )
+            self.devices[iface.name].unordered = iface.implementation == "userspace"
             for peer in iface.peers.values():
                 self.add_peer(
                     iface.name,
@@ -414,6 +422,30 @@ class ServerBox:
         if not dev.firewall_mark:
             del out["firewall_mark"]
         return out
+
+
+# --------------------------------------------------------------------------- sorting
+
+_SORT_KEYS: dict[str, Callable[[FakePeer], Any]] = {
+    "pub_key": lambda p: p.public_key,
+    "receive_bytes": lambda p: p.rx,
+    "transmit_bytes": lambda p: p.tx,
+    "total_bytes": lambda p: p.rx + p.tx,
+    "last_handshake_time": lambda p: p.last_handshake or datetime.min.replace(tzinfo=UTC),
+}
+
+
+def _sort_peers(peers: list[FakePeer], field_name: str, version: str) -> bool:
+    """wgrest's ``sort``: a field, ``-`` for descending (v1 knows no ``-pub_key``).
+
+    False for a field wgrest would refuse (v1 answers 400; v2 ignores it, so True).
+    """
+    desc = field_name.startswith("-")
+    key = _SORT_KEYS.get(field_name.removeprefix("-"))
+    if key is None or (version == "v1" and field_name == "-pub_key"):
+        return version != "v1"
+    peers.sort(key=key, reverse=desc)
+    return True
 
 
 # --------------------------------------------------------------------------- pagination
@@ -663,10 +695,20 @@ class _Handler(BaseHTTPRequestHandler):
             peers = list(dev.peers.values())
             if query.get("q"):
                 peers = [p for p in peers if any(query["q"] in ip for ip in p.allowed_ips)]
+            if dev.unordered:
+                random.shuffle(peers)
+            if query.get("sort") and not _sort_peers(peers, query["sort"], box.version):
+                self._error(400, "request_params_error", f"unknown sort field {query['sort']}")
+                return
             self._list(peers, path, query, box.peer_json)
             first_page = query.get("page", "0") in ("", "0", "1" if box.version == "v1" else "0")
             if first_page and box.fire("shift_peers", path):
-                new = FakePeer(public_key=random_key(), allowed_ips=["192.0.2.99/32"])
+                # a key that sorts first, so it shifts every later page whatever the sort
+                lowest = min(dev.peers, default="~")
+                key = random_key()
+                while key >= lowest:
+                    key = random_key()
+                new = FakePeer(public_key=key, allowed_ips=["192.0.2.99/32"])
                 dev.peers = {new.public_key: new, **dev.peers}
             return
         if method != "POST":

@@ -736,7 +736,11 @@ def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
 
 def _read_peers_once(client: _Client, name: str) -> dict[str, Peer]:
     """One pass over all pages of a device's peers."""
-    first = client.url(f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}")
+    # sort=pub_key: without it wgrest lists peers in wgctrl's order, which over
+    # wireguard-go is a Go map's, new on every page request (peers repeat and go missing)
+    first = client.url(
+        f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}&sort=pub_key"
+    )
     peers: dict[str, Peer] = {}
     for index, raw in enumerate(client.paginate(first)):
         peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
