@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from wgsyncd import __version__
 from wgsyncd.config import Config
-from wgsyncd.merge import merge
+from wgsyncd.merge import MergeMemo, merge
 from wgsyncd.state import HostState, Source, SourceError, SourceResult
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,21 @@ def read_sources(cfg: Config) -> list[SourceResult]:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+# host_id -> the previous cycle's merge, so a long-running loop merges only what changed
+_MERGE_MEMOS: dict[str, MergeMemo] = {}
+
+
+def merge_sources(cfg: Config, results: list[SourceResult], collected_at: datetime) -> HostState:
+    """merge() with this process's memo for the host (same result, less work when little changed)."""
+    return merge(
+        cfg.host_id, cfg.hostname, results, collected_at, _MERGE_MEMOS.setdefault(cfg.host_id, MergeMemo())
+    )
+
+
 def collect(cfg: Config) -> HostState:
     """Read and merge: the whole host's state as of now, without touching the database."""
     collected_at = datetime.now(UTC)
-    state = merge(cfg.host_id, cfg.hostname, read_sources(cfg), collected_at)
+    state = merge_sources(cfg, read_sources(cfg), collected_at)
     for err in state.errors:
         log.error("%s", err, extra={"wg_interface": err.interface})
     return state

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import ipaddress
 import re
@@ -95,9 +96,16 @@ def network_set(values: Iterable[str] | None) -> frozenset[str]:
 
 def public_key_from_private(private: Secret) -> str:
     """Derive the X25519 public key, so sources that only know the private key agree."""
+    return _derive_public(private.reveal())
+
+
+@functools.lru_cache(maxsize=64)
+def _derive_public(private_b64: str) -> str:
+    """The derivation itself, remembered: pure-Python X25519 costs ~1 ms, and every
+    cycle asks again for the same few interface keys (held in memory anyway)."""
     from wgsyncd import x25519
 
-    raw = base64.b64decode(private.reveal())
+    raw = base64.b64decode(private_b64)
     return base64.b64encode(x25519.public_from_private(raw)).decode()
 
 

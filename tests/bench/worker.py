@@ -53,7 +53,6 @@ def one_cycle(cfg, conn) -> dict:
 def breakdown(cfg, conn) -> dict:
     """Where one idle cycle's time goes: each source, the merge, the write (the same calls as collect)."""
     from wgsyncd import __version__, cycle, store
-    from wgsyncd.merge import merge
     from wgsyncd.sources import conffiles, kernel, wgrest
 
     want = cycle.interface_filter(cfg)
@@ -68,7 +67,7 @@ def breakdown(cfg, conn) -> dict:
         results.append(read(sub, want))
         out[name] = time.monotonic() - t0
     t0 = time.monotonic()
-    state = merge(cfg.host_id, cfg.hostname, results, datetime.now(UTC))
+    state = cycle.merge_sources(cfg, results, datetime.now(UTC))
     out["merge_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     store.write_cycle(

@@ -84,8 +84,9 @@ def hexkey(b64: str) -> str:
     return base64.b64decode(b64).hex()
 
 
-def test_uapi_reply() -> None:
-    text = (
+def uapi_reply() -> str:
+    """A reply with two peers, device fields and a key wgsyncd does not know."""
+    return (
         f"private_key={hexkey(PRIV)}\nlisten_port=51820\nfwmark=7\n"
         f"public_key={hexkey(P1)}\npreshared_key={hexkey(PSK)}\nprotocol_version=1\n"
         "endpoint=[fd00:0:0:0::1]:4242\nlast_handshake_time_sec=1700000000\n"
@@ -96,7 +97,11 @@ def test_uapi_reply() -> None:
         "persistent_keepalive_interval=0\nsome_future_key=1\n"
         "errno=0\n\n"
     )
-    iface = parse_uapi("wgx", text)
+
+
+@pytest.mark.parametrize("memo", [None, {}], ids=["lines", "blocks"])
+def test_uapi_reply(memo: dict | None) -> None:
+    iface = parse_uapi("wgx", uapi_reply(), memo)
     assert iface.private_key == Secret(PRIV)
     assert iface.public_key == public_key_from_private(Secret(PRIV))
     assert (iface.listen_port, iface.fwmark, iface.implementation) == (51820, 7, "userspace")
@@ -128,8 +133,23 @@ def test_uapi_without_private_key_or_port() -> None:
         ("errno=0\nlisten_port=1\n\n", "data after errno line"),
     ],
 )
-def test_uapi_errors(text: str, reason: str) -> None:
+@pytest.mark.parametrize("memo", [None, {}], ids=["lines", "blocks"])
+def test_uapi_errors(text: str, reason: str, memo: dict | None) -> None:
     with pytest.raises(InterfaceReadError) as err:
-        parse_uapi("wgx", text)
+        parse_uapi("wgx", text, memo)
     assert reason in str(err.value)
     assert "zz" * 32 not in str(err.value)
+
+
+def test_uapi_unchanged_peer_blocks_are_the_same_objects() -> None:
+    """A peer whose block did not change is reused (not parsed, and downstream not merged again)."""
+    first: dict = {}
+    one = parse_uapi("wgx", uapi_reply(), {}, first)
+    assert len(first) == 2
+    second: dict = {}
+    moved = uapi_reply().replace("tx_bytes=9\n", "tx_bytes=10\n")  # P1's counters moved
+    two = parse_uapi("wgx", moved, first, second)
+    assert two.peers[P2] is one.peers[P2]
+    assert two.peers[P1] is not one.peers[P1] and two.peers[P1].tx_bytes == 10
+    assert two == parse_uapi("wgx", moved)  # equal to a plain parse
+    assert set(second) <= set(first) | {b for b in second if "tx_bytes=10" in b} and len(second) == 2

@@ -195,3 +195,38 @@ def test_wgrest_v2_addresses_survive_a_conf_rewritten_from_showconf():
     # nobody has any: known empty
     only = merge("h", "h", [res(C, iface(addresses=()))], NOW).interfaces["wg0"]
     assert only.addresses == () and only.provenance["addresses"] is C
+
+
+def test_memo_gives_the_same_result_and_reuses_only_unchanged_peers():
+    """The memo is an optimisation only: with or without it, merge returns equal states."""
+    from wgsyncd.merge import MergeMemo
+
+    a, b, c = key(), key(), key()
+    ka, kb = Peer(a, allowed_ips=("10.0.0.1/32",), rx_bytes=1), Peer(b, allowed_ips=("10.0.0.2/32",))
+    ca = Peer(a, allowed_ips=("10.0.0.1/32",), name="alice")
+    cb = Peer(b, allowed_ips=("10.0.0.9/32",), name="bob")  # drift on allowed IPs
+    conf = res(C, iface(peers=[ca, cb, Peer(c, allowed_ips=("10.0.0.3/32",))]))
+    memo = MergeMemo()
+
+    def both(results):
+        cached, plain = merge("h", "h", results, NOW, memo), merge("h", "h", results, NOW)
+        assert cached.interfaces == plain.interfaces and cached.drift == plain.drift
+        return cached
+
+    one = both([res(K, iface(peers=[ka, kb])), conf])
+    assert len(one.drift) == 2  # b's allowed IPs differ, c is only in the conf
+    # a's counters moved (a new kernel object); b unchanged (the same objects)
+    ka2 = Peer(a, allowed_ips=("10.0.0.1/32",), rx_bytes=2)
+    two = both([res(K, iface(peers=[ka2, kb])), conf])
+    assert two.interfaces["wg0"].peers[b] is one.interfaces["wg0"].peers[b]
+    assert two.interfaces["wg0"].peers[a] is not one.interfaces["wg0"].peers[a]
+    assert two.interfaces["wg0"].peers[a].rx_bytes == 2
+    assert two.drift == one.drift  # drift of reused peers is kept, not lost
+    # an equal (not identical) copy is reused too; a source going away is not
+    kb_copy = Peer(b, allowed_ips=("10.0.0.2/32",))
+    three = both([res(K, iface(peers=[ka2, kb_copy])), conf])
+    assert three.interfaces["wg0"].peers[b] is one.interfaces["wg0"].peers[b]
+    four = both([conf])
+    assert four.interfaces["wg0"].peers[b] is not one.interfaces["wg0"].peers[b]
+    assert four.drift == []
+    assert set(memo.peers) == {("wg0", a), ("wg0", b), ("wg0", c)}

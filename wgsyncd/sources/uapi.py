@@ -22,7 +22,7 @@ from wgsyncd.sources.kernel import (
     normalise_prefix,
     parse_endpoint_text,
 )
-from wgsyncd.state import Interface, StateError
+from wgsyncd.state import Interface, Peer, StateError
 
 REQUEST = b"get=1\n\n"
 _CHUNK = 1 << 16
@@ -50,6 +50,10 @@ def list_interfaces(socket_dir: str) -> list[str]:
     return sorted(names)
 
 
+# socket path -> {peer block text: its Peer}, from the last read of that socket
+_BLOCKS: dict[str, dict[str, Peer]] = {}
+
+
 def read_interface(name: str, path: str, timeout: float) -> Interface:
     """Ask one control socket for its state and parse it; the whole exchange is bounded by ``timeout``.
 
@@ -57,7 +61,12 @@ def read_interface(name: str, path: str, timeout: float) -> Interface:
     InterfaceReadError for everything else that stops a complete read.
     """
     text = _exchange(path, timeout)
-    return parse_uapi(name, text)
+    memo = _BLOCKS.get(path, {})
+    fresh: dict[str, Peer] = {}
+    try:
+        return parse_uapi(name, text, memo, fresh)
+    finally:
+        _BLOCKS[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface
 
 
 def _exchange(path: str, timeout: float) -> str:
@@ -121,12 +130,23 @@ _PEER_INTS = {
 }
 
 
-def parse_uapi(name: str, text: str) -> Interface:
+def parse_uapi(
+    name: str, text: str, memo: dict[str, Peer] | None = None, fresh: dict[str, Peer] | None = None
+) -> Interface:
     """Turn a ``get=1`` reply into an Interface, or raise InterfaceReadError naming the line.
 
     A reply without ``errno=0`` is an error (the daemon said so, or the reply is cut);
     unknown keys are skipped so a newer daemon adding fields still reads.
+
+    ``memo``: peer block text -> Peer from the previous read. A peer whose block is
+    byte-identical (same config, counters and handshake) is the same Peer object, so
+    it is neither parsed again nor, downstream, merged or hashed again. ``fresh``
+    receives this read's blocks. Any doubt (an error anywhere) takes the line parser.
     """
+    if memo is not None:
+        fast = _parse_blocks(name, text, memo, {} if fresh is None else fresh)
+        if fast is not None:
+            return fast
     device = _DeviceFields()
     peers: list[RawPeer] = []
     lineno, key = 0, ""
@@ -147,6 +167,35 @@ def parse_uapi(name: str, text: str) -> Interface:
     for p in peers:
         built = p.build()
         iface.peers[built.public_key] = built
+    return iface
+
+
+def _parse_blocks(name: str, text: str, memo: dict[str, Peer], fresh: dict[str, Peer]) -> Interface | None:
+    """The reply cut into per-peer blocks, each looked up in ``memo`` before parsing.
+
+    None when the reply is anything but a clean ``errno=0`` answer: the line parser
+    then reads it again and reports the exact line.
+    """
+    head, sep, tail = text.rpartition("\nerrno=")
+    if not sep or tail != "0\n\n":
+        return None
+    parts = ("\n" + head).split("\npublic_key=")
+    device = _DeviceFields()
+    try:
+        if _parse_lines(parts[0].split("\n"), device, []) is not None:
+            return None
+        iface = make_interface(name, device.private, None, device.port, device.fwmark, "userspace")
+        for block in parts[1:]:
+            peer = memo.get(block)
+            if peer is None:
+                raw: list[RawPeer] = []
+                if _parse_lines(("public_key=" + block).split("\n"), _DeviceFields(), raw) is not None:
+                    return None
+                peer = raw[0].build()
+            fresh[block] = peer
+            iface.peers[peer.public_key] = peer
+    except (_LineError, StateError):
+        return None
     return iface
 
 

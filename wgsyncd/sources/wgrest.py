@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -734,19 +735,35 @@ def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
     raise AssertionError("unreachable")
 
 
+# device name -> {public key: (its raw JSON object, its Peer)} from the last full read
+_SEEN: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] = {}
+
+
 def _read_peers_once(client: _Client, name: str) -> dict[str, Peer]:
-    """One pass over all pages of a device's peers."""
+    """One pass over all pages of a device's peers.
+
+    A peer whose JSON object equals last cycle's is the same Peer object (not parsed
+    again, and downstream not merged again); Peer objects are never mutated.
+    """
     # sort=pub_key: without it wgrest lists peers in wgctrl's order, which over
     # wireguard-go is a Go map's, new on every page request (peers repeat and go missing)
     first = client.url(
         f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}&sort=pub_key"
     )
+    seen = _SEEN.get(name, {})
+    fresh: dict[Any, tuple[dict[str, Any], Peer]] = {}
     peers: dict[str, Peer] = {}
     for index, raw in enumerate(client.paginate(first)):
-        peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
+        hit = seen.get(raw.get("public_key")) if isinstance(raw, dict) else None
+        if hit is not None and hit[0] == raw:
+            peer = hit[1]
+        else:
+            peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
         if peer.public_key in peers:
             raise _Shifted(redact_url(first), "a peer came twice")
         peers[peer.public_key] = peer
+        fresh[raw["public_key"]] = (raw, peer)
+    _SEEN[name] = fresh
     return peers
 
 
@@ -887,13 +904,15 @@ def _attach_private_keys(data_dir: Path, result: SourceResult) -> None:
         result.errors.append(_error(WgrestProblem(str(v1_dir), f"cannot list: {exc.strerror}")))
         return
     for iface in result.interfaces.values():
-        for peer in iface.peers.values():
-            path = files.get(peer.public_key)
+        for pub, peer in list(iface.peers.items()):
+            path = files.get(pub)
             if path is None:
                 continue
             try:
-                peer.private_key = _read_peer_private_key(path)
-                peer.provenance["private_key"] = Source.WGREST
+                key = _read_peer_private_key(path)
+                # a new Peer, not an edit: the parsed one may be shared with the next cycle
+                provenance = {**peer.provenance, "private_key": Source.WGREST}
+                iface.peers[pub] = dataclasses.replace(peer, private_key=key, provenance=provenance)
             except WgrestProblem as exc:
                 result.errors.append(_error(exc, interface=iface.name))
 

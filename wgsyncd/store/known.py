@@ -67,21 +67,34 @@ class HostMemo:
     view: View | None = None
     # (table, key) -> (values, digest): the last values hashed for that row
     digests: dict[tuple[str, Any], tuple[tuple[Any, ...], str]] = field(default_factory=dict)
+    # (table, key) -> (the state object, its row values): merge hands back the same Peer
+    # object for an unchanged peer, so its values need not be built again
+    rows: dict[tuple[str, Any], tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)
+
+    def values(self, table: str, key: Any, obj: Any, compute: Any) -> tuple[Any, ...]:
+        """``compute(obj)``, or last cycle's values when ``obj`` is the very same object."""
+        hit = self.rows.get((table, key))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        values = compute(obj)
+        self.rows[(table, key)] = (obj, values)
+        return values
 
     def digest(self, table: str, key: Any, values: tuple[Any, ...], compute: Any) -> str:
         """``compute(key, values)``, or the memoised hash when the values are equal to last time."""
         hit = self.digests.get((table, key))
-        if hit is not None and hit[0] == values:
+        if hit is not None and (hit[0] is values or hit[0] == values):
             return hit[1]
         digest = compute(key, values)
         self.digests[(table, key)] = (values, digest)
         return digest
 
-    def prune_digests(self, live: set[tuple[str, Any]]) -> None:
-        """Forget rows that no longer exist, so the memo cannot grow without bound."""
-        if len(self.digests) > len(live):
-            for k in [k for k in self.digests if k not in live]:
-                del self.digests[k]
+    def prune(self, live: set[tuple[str, Any]]) -> None:
+        """Forget rows that no longer exist, so the memos cannot grow without bound."""
+        for memo in (self.digests, self.rows):
+            if len(memo) > len(live):
+                for k in [k for k in memo if k not in live]:
+                    del memo[k]
 
 
 _MEMOS: weakref.WeakKeyDictionary[Any, dict[str, HostMemo]] = weakref.WeakKeyDictionary()

@@ -547,11 +547,12 @@ def _plan(
     want_peers: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]] = {}
     for ifname, iface in state.interfaces.items():
         for peer in iface.peers.values():
-            want_peers[(ifname, peer.public_key)] = (peer_values(peer), ifname in incomplete)
+            key = (ifname, peer.public_key)
+            want_peers[key] = (memo.values("peers", key, peer, peer_values), ifname in incomplete)
     complete = gone | (set(state.interfaces) - set(incomplete))
     removable = {k for k in cur_peers.hashes if k[0] in complete}
     _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable, memo)
-    memo.prune_digests({("interfaces", k) for k in want_ifaces} | {("peers", k) for k in want_peers})
+    memo.prune({("interfaces", k) for k in want_ifaces} | {("peers", k) for k in want_peers})
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
     _plan_server_keys(plan, state, now, prev_seen, keys, current_key, gone)
@@ -630,6 +631,10 @@ def write_cycle(
     A config version (store/versions.py) is added in the same transaction when the
     configuration changed; its secrets are sealed to ``recovery_public_key`` (None:
     secrets are not stored at all).
+
+    Between cycles on one connection the writer remembers rows by object identity
+    (store/known.py): a caller must pass new objects for what changed, never edit a
+    state it already wrote (sources and merge never do).
     """
     t0 = time.monotonic()
     report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
