@@ -66,7 +66,8 @@ def test_copy_stores_exactly_what_insert_stores(conn: psycopg.Connection[Any]) -
     names = "t, i, n, b, ts, a, j"
     with conn.cursor() as cur:
         with cur.copy(f"COPY via_copy ({names}) FROM STDIN") as cp:
-            cp.write(copytext.encode(data))
+            for chunk in copytext.chunks(data, size=4):  # rows split over several writes
+                cp.write(chunk)
         cur.executemany(f"INSERT INTO via_insert ({names}) VALUES (%s, %s, %s, %s, %s, %s, %s)", data)
         got = cur.execute(f"SELECT {names} FROM via_copy ORDER BY k").fetchall()
         want = cur.execute(f"SELECT {names} FROM via_insert ORDER BY k").fetchall()
@@ -80,6 +81,14 @@ def test_copy_stores_exactly_what_insert_stores(conn: psycopg.Connection[Any]) -
 
 def test_empty_input_is_an_empty_payload() -> None:
     assert copytext.encode([]) == b""
+    assert list(copytext.chunks([])) == []
+
+
+def test_chunks_are_the_payload_cut_at_row_boundaries() -> None:
+    data = rows()
+    pieces = list(copytext.chunks(data, size=4))
+    assert len(pieces) == 3 and all(p.endswith(b"\n") for p in pieces)
+    assert b"".join(pieces) == copytext.encode(data)
 
 
 @pytest.mark.parametrize("value", [1.5, b"bytes", {"a": 1}, datetime(2030, 1, 1), [1, 2]])

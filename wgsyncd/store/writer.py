@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -80,11 +80,12 @@ class _Tx:
         self.round_trips += 1
         self.cur.executemany(sql, rows)
 
-    def copy_rows(self, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    def copy_rows(self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Send rows with COPY FROM STDIN, encoded by copytext: one round trip whatever the count."""
         self.round_trips += 1
         with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-            copy.write(copytext.encode(rows))
+            for chunk in copytext.chunks(rows):
+                copy.write(chunk)
 
 
 # ---------------------------------------------------------------- desired rows
