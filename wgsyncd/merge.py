@@ -26,6 +26,7 @@ from wgsyncd.state import (
     Source,
     SourceResult,
     network_set,
+    shared,
 )
 
 K, C, W = Source.KERNEL, Source.CONF, Source.WGREST
@@ -190,6 +191,7 @@ def _merge_object(cls: type, key: dict[str, Any], objs: dict[Source, Any], prece
         if src is not None:
             setattr(merged, name, value)
             merged.provenance[name] = src
+    merged.provenance = shared(merged.provenance)
     merged.seen_by = tuple(s for s in Source if s in objs)
     return merged
 

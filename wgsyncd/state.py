@@ -114,9 +114,14 @@ def key_fingerprint(public_key: str) -> str:
     return hashlib.sha256(base64.b64decode(public_key)).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)
 class Peer:
-    """One [Peer] of one interface, as one source (or the merge) sees it."""
+    """One [Peer] of one interface, as one source (or the merge) sees it.
+
+    Slots and shared provenance dicts (see ``shared``): a 10,000-peer host holds
+    four copies of every peer (three sources and the merge), so the per-object
+    overhead is most of the agent's memory.
+    """
 
     public_key: str
     preshared_key: Secret | None = None
@@ -138,6 +143,24 @@ class Peer:
     seen_by: tuple[Source, ...] = ()
 
 
+_SHARED: dict[tuple[tuple[str, Source], ...], dict[str, Source]] = {}
+
+
+def shared(provenance: dict[str, Source]) -> dict[str, Source]:
+    """One shared dict per distinct provenance (thousands of peers have the same few).
+
+    Only for a finished object: the dict returned may be shared, so it must never
+    be changed afterwards (nothing changes source or merged objects once built).
+    """
+    key = tuple(provenance.items())
+    hit = _SHARED.get(key)
+    if hit is None:
+        if len(_SHARED) >= 4096:  # distinct patterns are few; never grow without bound
+            return provenance
+        hit = _SHARED[key] = provenance
+    return hit
+
+
 # wg-quick's rule for a conf file name; the interface name is the part before .conf
 # (conf reader and restore both hold names to it: a name from the DB is untrusted)
 CONF_NAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}\.conf$")
@@ -157,7 +180,7 @@ WIRE_PEER_FIELDS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Interface:
     """One WireGuard interface with its wg-quick fields and its peers."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -110,7 +111,7 @@ def test_provenance_covers_every_field_set() -> None:
     for obj in (iface, iface.peers[A]):
         set_fields = {
             name
-            for name, value in vars(obj).items()
+            for name, value in ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
             if value is not None and name not in ("provenance", "seen_by", "peers", "name")
         }
         if obj is iface:

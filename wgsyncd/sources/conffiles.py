@@ -52,6 +52,7 @@ from wgsyncd.state import (
     StateError,
     parse_key,
     public_key_from_private,
+    shared,
 )
 
 log = logging.getLogger(__name__)
@@ -509,6 +510,7 @@ def _build_peer(path: str, block: _Block) -> Peer:
     )
     _set_provenance(peer, ("public_key", "preshared_key", "allowed_ips", "endpoint"))
     _set_provenance(peer, ("persistent_keepalive", "name", "comments", "disabled"))
+    peer.provenance = shared(peer.provenance)
     return peer
 
 

@@ -174,7 +174,7 @@ def make_peer(
         latest_handshake=handshake_time(handshake_sec),
         rx_bytes=rx_bytes,
         tx_bytes=tx_bytes,
-        provenance=dict(_PEER_PROVENANCE),
+        provenance=_PEER_PROVENANCE,  # shared, never changed (see state.shared)
     )
 
 

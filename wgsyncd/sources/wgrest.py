@@ -49,6 +49,7 @@ from wgsyncd.state import (
     SourceResult,
     StateError,
     parse_key,
+    shared,
 )
 
 log = logging.getLogger(__name__)
@@ -360,6 +361,7 @@ def parse_peer(raw: Any, where: str) -> Peer:
     private = _get_key(raw, "private_key", where, required=False)  # v2, create response only
     peer.private_key = Secret(private) if private else None
     _stamp(peer, _PEER_FIELDS)
+    peer.provenance = shared(peer.provenance)
     return peer
 
 
@@ -911,7 +913,7 @@ def _attach_private_keys(data_dir: Path, result: SourceResult) -> None:
             try:
                 key = _read_peer_private_key(path)
                 # a new Peer, not an edit: the parsed one may be shared with the next cycle
-                provenance = {**peer.provenance, "private_key": Source.WGREST}
+                provenance = shared({**peer.provenance, "private_key": Source.WGREST})
                 iface.peers[pub] = dataclasses.replace(peer, private_key=key, provenance=provenance)
             except WgrestProblem as exc:
                 result.errors.append(_error(exc, interface=iface.name))
