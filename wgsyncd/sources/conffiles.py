@@ -108,7 +108,7 @@ class ConfParseError(ValueError):
         return f"{self.path}:{self.lineno} {self.field_name}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
     """One classified line; ``disabled`` when it came from a ``#! `` line."""
 
@@ -122,7 +122,7 @@ class _Line:
     wgquick: bool = True  # header: wg-quick sees it as [Interface] (exact, no inner spaces)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Block:
     """One [Interface] or [Peer] section (or a disabled ``#! [Peer]`` block)."""
 
@@ -663,10 +663,13 @@ def parse_conf(text: str, path: str) -> Interface:
     for i, raw in enumerate(_split_lines(text)):
         builder.add(_classify(i + 1, raw), raw)
     builder.finish()
+    blocks: list[_Block | None] = list(builder.blocks)
     iface = _build_interface(name, path, text, builder.blocks, builder.preamble)
+    del builder  # from here on ``blocks`` holds the only reference to each block
     first_line: dict[str, int] = {}
-    for block in builder.blocks:
-        if block.kind != "peer":
+    for index, block in enumerate(blocks):
+        blocks[index] = None  # free each block's lines once its peer is built (10k peers: ~15 MB)
+        if block is None or block.kind != "peer":
             continue
         peer = _build_peer(path, block)
         if peer.public_key in first_line:
