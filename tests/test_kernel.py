@@ -355,3 +355,34 @@ def test_timing_ten_thousand_peers(wg_bed: WgBed) -> None:
         f"\n10,000 peers: setconf {t_create:.2f} s; read(uapi) {t_uapi:.3f} s; "
         f"`wg show dump` {t_wg:.3f} s + parse {t_parse:.3f} s; read(wg, all) {t_wg_backend:.3f} s"
     )
+
+
+_PROBE = """
+import json, sys
+from wgsyncd.config import KernelConfig
+from wgsyncd.sources import kernel
+kernel.MODULE_DIR = sys.argv[1]
+res = kernel.read(KernelConfig(backend="auto"), want=lambda n: n == sys.argv[2])
+print(json.dumps({"names": sorted(res.interfaces), "errors": [str(e) for e in res.errors],
+                  "pyroute2": "pyroute2" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("module", ["absent", "present"])
+def test_auto_skips_netlink_when_the_kernel_has_no_wireguard(
+    wg_bed: WgBed, tmp_path: Path, module: str
+) -> None:
+    """No /sys/module/wireguard: no kernel interface can exist, so pyroute2 is never imported."""
+    import json
+    import sys
+
+    iface = wg_bed.create(peers=2)
+    sysmod = tmp_path / "module"
+    (sysmod / ("wireguard" if module == "present" else "tun")).mkdir(parents=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(sysmod), iface.name],
+        capture_output=True, text=True, timeout=60, check=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    assert out["names"] == [iface.name] and out["errors"] == []  # read over UAPI either way
+    assert out["pyroute2"] is (module == "present")
