@@ -37,6 +37,23 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert daemon.backoff_delay(cfg, 10_000) == 60  # no overflow after a long outage
 
 
+def test_heap_settles_at_most_hourly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector stops re-scanning the long-lived state: frozen after a cycle, hourly."""
+    import gc
+
+    monkeypatch.setattr(daemon, "_next_settle", 0.0)
+    try:
+        assert daemon.settle_heap() is True
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        keep = [[i] for i in range(1000)]  # new long-lived objects: not frozen until the next settle
+        assert daemon.settle_heap() is False and gc.get_freeze_count() == frozen
+        monkeypatch.setattr(daemon, "_next_settle", 0.0)  # an hour later
+        assert daemon.settle_heap() is True and gc.get_freeze_count() >= frozen + len(keep)
+    finally:
+        gc.unfreeze()
+
+
 def test_interval_jitter_stays_in_range() -> None:
     cfg = config.DaemonConfig(interval=60, jitter=0.1)
     rng = random.Random(7)

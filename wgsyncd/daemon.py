@@ -23,6 +23,7 @@ in force and a call that really hangs that long is what the watchdog is for.
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 import random
@@ -403,6 +404,7 @@ class Daemon:
                 if not ready:
                     self.notify.send("READY=1")
                     ready = True
+                settle_heap()
                 self.sleep(wake, delay)
                 if self.reload_requested and not self.stop_requested:
                     self.reload()
@@ -413,6 +415,30 @@ class Daemon:
             wake.close()
         log.info("stopped after %d cycle(s)", self.cycles)
         return EXIT_OK
+
+
+SETTLE_EVERY = 3600.0  # seconds between two heap settles (see settle_heap)
+_next_settle = 0.0
+
+
+def settle_heap() -> bool:
+    """Between cycles, at most hourly: collect, then freeze what survived. True if it ran.
+
+    Why: a 10,000-peer host keeps about a million long-lived objects (the last
+    cycle's state and the memos that make the next cycle cheap), and the cyclic
+    collector would scan them all again about every other cycle (0.05-0.09 s of a
+    0.2 s cycle). Frozen objects are still freed by reference counting as soon as
+    they are dropped; only cyclic garbage among them waits for the next settle.
+    """
+    global _next_settle
+    now = time.monotonic()
+    if now < _next_settle:
+        return False
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _next_settle = now + SETTLE_EVERY
+    return True
 
 
 def load_config(path: str | None) -> config_mod.Config:

@@ -80,6 +80,7 @@ def breakdown(cfg, conn) -> dict:
 def main(config_path: str) -> None:
     """Serve ``sync`` / ``quit`` commands from stdin until told to stop."""
     from wgsyncd import config, store
+    from wgsyncd.daemon import settle_heap
 
     cfg = config.load(config_path)
     conn = store.connect(cfg.database)
@@ -89,6 +90,7 @@ def main(config_path: str) -> None:
         cmd = line.strip()
         if cmd == "sync":
             print(json.dumps(one_cycle(cfg, conn)), flush=True)
+            settle_heap()  # what the daemon does between cycles
         elif cmd == "breakdown":
             print(json.dumps(breakdown(cfg, conn)), flush=True)
         elif cmd == "quit":
