@@ -61,8 +61,9 @@ class WgrestConfig:
     token_file: str | None = None
     api_version: str = "auto"  # auto | v1 | v2
     timeout: float = 10.0
-    # wgrest reads the whole device for every page it serves: fewer, larger pages
-    per_page: int = 1000
+    # wgrest reads (and sorts) the whole device for every page it serves, so N peers
+    # in pages of P cost it N/P full reads a cycle: one page up to 10,000 peers
+    per_page: int = 10000
     data_dir: str | None = "/var/lib/wgrest"  # v1 only; <data_dir>/v1/*.conf
     # a wgrest that is not listening is "not installed here", not an error
     optional: bool = True
