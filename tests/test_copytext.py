@@ -91,9 +91,24 @@ def test_chunks_are_the_payload_cut_at_row_boundaries() -> None:
     assert b"".join(pieces) == copytext.encode(data)
 
 
-@pytest.mark.parametrize("value", [1.5, b"bytes", {"a": 1}, datetime(2030, 1, 1), [1, 2]])
+@pytest.mark.parametrize("value", [1.5, b"bytes", {"a": 1}, datetime(2030, 1, 1), [1.5], [True]])
 def test_unsupported_values_raise_naming_the_type_not_the_value(value: Any) -> None:
     with pytest.raises(TypeError) as err:
         copytext.encode([("ok", value)])
     assert "COPY" in str(err.value)
     assert repr(value) not in str(err.value)
+
+
+def test_columns_as_arrays_unnest_to_the_same_rows(conn: psycopg.Connection[Any]) -> None:
+    """What _upsert_columns sends: each column one array literal, unnested back into rows."""
+    when = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    data = [
+        (s, k - 2**62 if k % 2 else 2**63 - 1, 10**30 + k, None if k == 3 else when + timedelta(days=k))
+        for k, s in enumerate(NASTY)
+    ]
+    data.append((None, None, None, None))
+    got = conn.execute(
+        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::numeric[], %s::timestamptz[])",
+        copytext.columns(data, 4),
+    ).fetchall()
+    assert got == data

@@ -244,6 +244,32 @@ def _upsert(
     tx.execute(f"DROP TABLE {tmp}")
 
 
+def _upsert_columns(
+    tx: _Tx,
+    table: str,
+    cols: Sequence[str],
+    types: Sequence[str],
+    key: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    set_clause: str,
+) -> None:
+    """Insert-or-update scalar rows in ONE statement: each column sent as one array.
+
+    For the runtime tables (peer_stats, peer_traffic), written on most cycles: no
+    temporary table, no COPY, one round trip whatever the row count. Rows go in key
+    order, like _upsert, so every writer takes locks in the same order.
+    """
+    if not rows:
+        return
+    rows.sort(key=lambda r: r[: len(key)])
+    unnest = ", ".join(f"%s::{t}[]" for t in types)
+    tx.execute(
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({unnest}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {set_clause}",
+        copytext.columns(rows, len(cols)),
+    )
+
+
 def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]) -> None:
     """Set removed_at (and bump version) on rows that disappeared; never DELETE config."""
     if not keys:
@@ -309,7 +335,9 @@ _SCOLS = (
     "tx_total",
     "observed_at",
 )
+_STYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint", "numeric", "numeric", "timestamptz")
 _TCOLS = ("host_id", "interface", "public_key", "observed_at", "rx_delta", "tx_delta")
+_TTYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -585,11 +613,20 @@ def _write(tx: _Tx, host_id: str, plan: _Plan) -> None:
     _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
     _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     _upsert(tx, "server_keys", _KCOLS, ("host_id", "interface", "public_key"), plan.server_keys)
-    _upsert(tx, "peer_stats", _SCOLS, ("host_id", "interface", "public_key"), plan.stats)
-    _upsert(
+    _upsert_columns(
+        tx,
+        "peer_stats",
+        _SCOLS,
+        _STYPES,
+        ("host_id", "interface", "public_key"),
+        plan.stats,
+        set_clause=", ".join(f"{c} = EXCLUDED.{c}" for c in _SCOLS[3:]),
+    )
+    _upsert_columns(
         tx,
         "peer_traffic",
         _TCOLS,
+        _TTYPES,
         ("host_id", "interface", "public_key", "observed_at"),
         plan.traffic,
         set_clause="rx_delta = peer_traffic.rx_delta + EXCLUDED.rx_delta, "
