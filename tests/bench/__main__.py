@@ -109,6 +109,11 @@ def table(result: dict[str, Any]) -> str:
                 "first_sync_vs_floor",
             ),
             _row(
+                "daemon's first cycle (`wgsyncd run` started; nothing parsed, DB rows loaded)",
+                f"{size['daemon_first_cycle']['total_s']:.3f} s" if size.get("daemon_first_cycle") else "-",
+                None,
+            ),
+            _row(
                 f"steady cycle ({steady['stats_rows']:,} peers with new counters)",
                 f"{steady['total_s']:.3f} s",
                 r["steady_vs_floor"],
