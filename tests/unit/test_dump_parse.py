@@ -152,4 +152,18 @@ def test_uapi_unchanged_peer_blocks_are_the_same_objects() -> None:
     assert two.peers[P2] is one.peers[P2]
     assert two.peers[P1] is not one.peers[P1] and two.peers[P1].tx_bytes == 10
     assert two == parse_uapi("wgx", moved)  # equal to a plain parse
-    assert set(second) <= set(first) | {b for b in second if "tx_bytes=10" in b} and len(second) == 2
+    assert set(second) <= set(first) | {b for b in second if b"tx_bytes=10" in b} and len(second) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"public_key={hexkey(P1)}\nallowed_ip=10.0.0.1/32\nerrno=0\n\n",  # no device lines
+        f"listen_port=7\npublic_key={hexkey(P1)}\npublic_key={hexkey(P2)}\nerrno=0\n\n",
+        "listen_port=7\nerrno=0\n\n",  # no peers
+    ],
+)
+def test_uapi_blocks_read_like_lines(text: str) -> None:
+    fresh: dict = {}
+    assert parse_uapi("wgx", text, {}, fresh) == parse_uapi("wgx", text)
+    assert len(fresh) == text.count("public_key=")

@@ -50,8 +50,8 @@ def list_interfaces(socket_dir: str) -> list[str]:
     return sorted(names)
 
 
-# socket path -> {peer block text: its Peer}, from the last read of that socket
-_BLOCKS: dict[str, dict[str, Peer]] = {}
+# socket path -> {peer block bytes: its Peer}, from the last read of that socket
+_BLOCKS: dict[str, dict[bytes, Peer]] = {}
 
 
 def read_interface(name: str, path: str, timeout: float) -> Interface:
@@ -60,16 +60,25 @@ def read_interface(name: str, path: str, timeout: float) -> Interface:
     Raises StaleSocket when nobody listens (connection refused) and
     InterfaceReadError for everything else that stops a complete read.
     """
-    text = _exchange(path, timeout)
+    data = _exchange(path, timeout)
     memo = _BLOCKS.get(path, {})
-    fresh: dict[str, Peer] = {}
+    fresh: dict[bytes, Peer] = {}
     try:
-        return parse_uapi(name, text, memo, fresh)
+        fast = _parse_blocks(name, data, memo, fresh)
+        return fast if fast is not None else parse_uapi(name, _ascii(data))
     finally:
         _BLOCKS[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface
 
 
-def _exchange(path: str, timeout: float) -> str:
+def _ascii(data: bytes) -> str:
+    """The reply as text; UAPI is ASCII, anything else is a broken daemon."""
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InterfaceReadError("reply is not ASCII") from None
+
+
+def _exchange(path: str, timeout: float) -> bytes:
     """Send ``get=1`` and read until the terminating empty line, with one overall deadline."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -91,7 +100,7 @@ def _exchange(path: str, timeout: float) -> str:
             raise InterfaceReadError(f"connection failed mid-read: {exc.strerror or exc}") from None
 
 
-def _receive(sock: socket.socket, deadline: float, timeout: float) -> str:
+def _receive(sock: socket.socket, deadline: float, timeout: float) -> bytes:
     """Collect chunks until the reply ends in ``\\n\\n``; EOF before that is a vanished daemon."""
     buf = bytearray()
     while not buf.endswith(b"\n\n"):
@@ -105,10 +114,7 @@ def _receive(sock: socket.socket, deadline: float, timeout: float) -> str:
                 f"connection closed before the reply was complete ({len(buf)} bytes read)"
             )
         buf += chunk
-    try:
-        return buf.decode("ascii")
-    except UnicodeDecodeError:
-        raise InterfaceReadError("reply is not ASCII") from None
+    return bytes(buf)
 
 
 class _DeviceFields:
@@ -131,20 +137,17 @@ _PEER_INTS = {
 
 
 def parse_uapi(
-    name: str, text: str, memo: dict[str, Peer] | None = None, fresh: dict[str, Peer] | None = None
+    name: str, text: str, memo: dict[bytes, Peer] | None = None, fresh: dict[bytes, Peer] | None = None
 ) -> Interface:
     """Turn a ``get=1`` reply into an Interface, or raise InterfaceReadError naming the line.
 
     A reply without ``errno=0`` is an error (the daemon said so, or the reply is cut);
     unknown keys are skipped so a newer daemon adding fields still reads.
 
-    ``memo``: peer block text -> Peer from the previous read. A peer whose block is
-    byte-identical (same config, counters and handshake) is the same Peer object, so
-    it is neither parsed again nor, downstream, merged or hashed again. ``fresh``
-    receives this read's blocks. Any doubt (an error anywhere) takes the line parser.
+    ``memo`` / ``fresh``: see _parse_blocks (read_interface uses it on the raw bytes).
     """
-    if memo is not None:
-        fast = _parse_blocks(name, text, memo, {} if fresh is None else fresh)
+    if memo is not None and text.isascii():
+        fast = _parse_blocks(name, text.encode("ascii"), memo, {} if fresh is None else fresh)
         if fast is not None:
             return fast
     device = _DeviceFields()
@@ -170,31 +173,44 @@ def parse_uapi(
     return iface
 
 
-def _parse_blocks(name: str, text: str, memo: dict[str, Peer], fresh: dict[str, Peer]) -> Interface | None:
-    """The reply cut into per-peer blocks, each looked up in ``memo`` before parsing.
+_TAIL = b"\nerrno=0\n\n"
+_PEER_KEY = b"public_key="
 
-    None when the reply is anything but a clean ``errno=0`` answer: the line parser
-    then reads it again and reports the exact line.
+
+def _parse_blocks(
+    name: str, data: bytes, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]
+) -> Interface | None:
+    """The reply cut into per-peer blocks of bytes, each looked up in ``memo`` first.
+
+    A peer whose block is byte-identical to the last read (same config, counters and
+    handshake) is the same Peer object: not decoded or parsed again and, downstream,
+    not merged or hashed again. ``fresh`` receives this read's blocks. None when the
+    reply is anything but a clean ``errno=0`` answer in ASCII: the line parser then
+    reads it and names the bad line.
     """
-    head, sep, tail = text.rpartition("\nerrno=")
-    if not sep or tail != "0\n\n":
+    if not data.endswith(_TAIL):
         return None
-    parts = ("\n" + head).split("\npublic_key=")
+    parts = data.split(b"\n" + _PEER_KEY)
+    parts[-1] = parts[-1][: -len(_TAIL)]
+    if parts[0].startswith(_PEER_KEY):  # no device lines at all: the first part is a peer
+        parts[0:1] = [b"", parts[0][len(_PEER_KEY) :]]
     device = _DeviceFields()
     try:
-        if _parse_lines(parts[0].split("\n"), device, []) is not None:
+        header = parts[0].decode("ascii")
+        if header and _parse_lines(header.split("\n"), device, []) is not None:
             return None
         iface = make_interface(name, device.private, None, device.port, device.fwmark, "userspace")
         for block in parts[1:]:
             peer = memo.get(block)
             if peer is None:
                 raw: list[RawPeer] = []
-                if _parse_lines(("public_key=" + block).split("\n"), _DeviceFields(), raw) is not None:
+                lines = ("public_key=" + block.decode("ascii")).split("\n")
+                if _parse_lines(lines, _DeviceFields(), raw) is not None:
                     return None
                 peer = raw[0].build()
             fresh[block] = peer
             iface.peers[peer.public_key] = peer
-    except (_LineError, StateError):
+    except (_LineError, StateError, UnicodeDecodeError):
         return None
     return iface
 
