@@ -220,19 +220,13 @@ class MergeMemo:
     """The previous merge's peers, so a peer whose inputs did not change is not merged again.
 
     merge stays a function of its inputs: a peer is reused only when the same sources
-    read its interface and every source's copy is the same object or an equal one.
+    read its interface and every source's copy is the same object or an equal one
+    (tuple equality: identity first, then the dataclass's field comparison).
     Sources hand back the same Peer object for an unchanged peer, so the common case
     is an identity check (10,000 peers: ~0.15 s of merging -> ~0.01 s).
     """
 
     peers: dict[tuple[str, str], tuple[_Inputs, Peer, list[Drift]]] = field(default_factory=dict)
-
-
-def _same(old: _Inputs, new: _Inputs) -> bool:
-    """Whether two peers' merge inputs are equal (identity first: it is the usual case)."""
-    if old[0] != new[0] or len(old[1]) != len(new[1]):
-        return False
-    return all(sa == sb and (pa is pb or pa == pb) for (sa, pa), (sb, pb) in zip(old[1], new[1], strict=True))
 
 
 def _merge_peer(
@@ -267,12 +261,15 @@ def _merge_interface(
     )
     # kernel order first, then conf's, then wgrest's
     reader_key = tuple(readers)
-    for pub in dict.fromkeys(itertools.chain.from_iterable(objs[s].peers for s in readers)):
-        peer_objs = {s: objs[s].peers[pub] for s in readers if pub in objs[s].peers}
-        inputs: _Inputs = (reader_key, tuple(peer_objs.items()))
+    tables = [(s, objs[s].peers) for s in readers]
+    for pub in dict.fromkeys(itertools.chain.from_iterable(t for _s, t in tables)):
+        copies = tuple((s, t[pub]) for s, t in tables if pub in t)
+        inputs: _Inputs = (reader_key, copies)
         hit = old.get((name, pub))
-        if hit is None or not _same(hit[0], inputs):
-            peer, peer_drift = _merge_peer(name, pub, peer_objs, readers)
+        # tuple equality checks identity before __eq__: the usual case (sources handed
+        # back the same Peer objects) costs no field comparison at all
+        if hit is None or hit[0] != inputs:
+            peer, peer_drift = _merge_peer(name, pub, dict(copies), readers)
             hit = (inputs, peer, peer_drift)
         new[(name, pub)] = hit
         merged.peers[pub] = hit[1]
