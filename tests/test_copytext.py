@@ -112,3 +112,12 @@ def test_columns_as_arrays_unnest_to_the_same_rows(conn: psycopg.Connection[Any]
         copytext.columns(data, 4),
     ).fetchall()
     assert got == data
+
+
+def test_shared_and_distinct_objects_encode_alike() -> None:
+    """Rows sharing one list / one jsonb map (as the writer's rows do) encode like copies."""
+    tags, prov = ["a", 'b"c'], {"k": "v\t"}
+    shared = [(tags, Jsonb(prov), tags) for _ in range(3)]
+    copies = [(list(tags), Jsonb(dict(prov)), list(tags)) for _ in range(3)]
+    assert copytext.encode(shared) == copytext.encode(copies)
+    assert copytext.encode(shared).count(b'{"a","b\\\\"c"}') == 6

@@ -43,7 +43,9 @@ def _array(items: Sequence[Any]) -> str:
         if item is None:
             parts.append("NULL")
         elif isinstance(item, str):
-            parts.append('"' + item.translate(_ARRAY_ESCAPES) + '"')
+            if '"' in item or "\\" in item:
+                item = item.translate(_ARRAY_ESCAPES)
+            parts.append('"' + item + '"')
         elif isinstance(item, int) and not isinstance(item, bool):
             parts.append(str(item))
         elif isinstance(item, datetime) and item.tzinfo is not None:
@@ -83,9 +85,34 @@ def field(value: Any) -> str:
     raise TypeError(f"COPY: unsupported column type {type(value).__name__}")
 
 
+# the common exact types straight to their encoder (a dict lookup instead of the
+# isinstance chain: 10,000 peer rows are 190,000 values); anything else goes to field()
+_FAST: dict[type, Any] = {
+    str: _escape,
+    type(None): lambda _v: "\\N",
+    int: str,
+    bool: lambda v: "t" if v else "f",
+}
+
+
 def encode(rows: Iterable[Sequence[Any]]) -> bytes:
-    """All rows as one COPY text payload (UTF-8), one line per row."""
-    lines = ["\t".join([field(v) for v in row]) for row in rows]
+    """All rows as one COPY text payload (UTF-8), one line per row.
+
+    Lists and jsonb values are often one shared object across rows (the writer
+    shares source lists and provenance maps), so each is encoded once per call;
+    the memo holds each object, so its id cannot be reused meanwhile.
+    """
+    done: dict[int, tuple[Any, str]] = {}
+
+    def once(value: Any) -> str:
+        obj = value.obj if isinstance(value, Jsonb) else value
+        hit = done.get(id(obj))
+        if hit is None:
+            hit = done[id(obj)] = (obj, field(value))
+        return hit[1]
+
+    enc = {**_FAST, list: once, tuple: once, Jsonb: once}.get
+    lines = ["\t".join([(enc(type(v)) or field)(v) for v in row]) for row in rows]
     if not lines:
         return b""
     return ("\n".join(lines) + "\n").encode()
