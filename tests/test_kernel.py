@@ -386,3 +386,17 @@ def test_auto_skips_netlink_when_the_kernel_has_no_wireguard(
     out = json.loads(proc.stdout)
     assert out["names"] == [iface.name] and out["errors"] == []  # read over UAPI either way
     assert out["pyroute2"] is (module == "present")
+
+
+def test_peer_blocks_of_a_deleted_interface_are_forgotten(wg_bed: WgBed) -> None:
+    from wgsyncd.sources import uapi
+
+    iface = wg_bed.create(peers=3)
+    first = read_one("uapi", iface.name)
+    again = read_one("uapi", iface.name)
+    assert all(again.peers[k] is p for k, p in first.peers.items())  # unchanged: same objects
+    path = uapi.socket_path(KernelConfig().socket_dir, iface.name)
+    assert len(uapi._BLOCKS[path]) == 3
+    iface.delete()
+    kernel.read(KernelConfig(backend="uapi"))
+    assert path not in uapi._BLOCKS

@@ -580,3 +580,18 @@ def test_v1_unreadable_dir_listing(tmp_path: Path) -> None:
         (err,) = result.errors
         assert err.interface == "wg0" and "cannot read" in err.message
         assert result.interfaces["wg0"].peers[peer.public_key].private_key is None
+
+
+def test_memo_of_a_device_wgrest_no_longer_lists_is_dropped(server: ServerBox) -> None:
+    """Peers are reused across cycles by JSON equality; a deleted device takes its memo along."""
+    server.add_device("wg0")
+    server.add_device("wg1")
+    server.add_peers("wg0", 3)
+    server.add_peers("wg1", 2)
+    first = wgrest.read(config(server))
+    second = wgrest.read(config(server))
+    assert all(second.interfaces["wg0"].peers[k] is p for k, p in first.interfaces["wg0"].peers.items())
+    assert {"wg0", "wg1"} <= set(wgrest._SEEN)
+    del server.devices["wg1"]
+    wgrest.read(config(server))
+    assert "wg1" not in wgrest._SEEN

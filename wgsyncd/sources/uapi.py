@@ -54,6 +54,12 @@ def list_interfaces(socket_dir: str) -> list[str]:
 _BLOCKS: dict[str, dict[bytes, Peer]] = {}
 
 
+def forget_others(paths: set[str]) -> None:
+    """Drop the peer blocks of sockets that are gone (their interfaces were deleted)."""
+    for path in [p for p in _BLOCKS if p not in paths]:
+        del _BLOCKS[path]
+
+
 def read_interface(name: str, path: str, timeout: float) -> Interface:
     """Ask one control socket for its state and parse it; the whole exchange is bounded by ``timeout``.
 

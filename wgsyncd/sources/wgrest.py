@@ -800,6 +800,9 @@ def read(cfg: WgrestConfig, want: Callable[[str], bool] | None = None) -> Source
         log.debug("wgrest %s: %d devices", version, len(raw_devices))
         for index, raw in enumerate(raw_devices):
             _read_device(client, version, raw, f"{redact_url(listing)} [{index}]", want, result)
+        listed = {raw.get("name") for raw in raw_devices if isinstance(raw, dict)}
+        for gone in [name for name in _SEEN if name not in listed]:
+            del _SEEN[gone]  # a device wgrest no longer lists: forget its peers
     if cfg.data_dir:
         _attach_private_keys(Path(cfg.data_dir), result)
     return result
