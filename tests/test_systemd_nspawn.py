@@ -205,8 +205,9 @@ def test_hung_database_trips_the_watchdog_and_restarts(installed: Installed) -> 
         box.run("systemctl", "restart", "wgsyncd", timeout=90)
         first_pid = box.unit_property("wgsyncd", "MainPID")
         restarts = int(box.unit_property("wgsyncd", "NRestarts"))
-        # every next cycle blocks on the lock (statement_timeout 30 s > WatchdogSec): pings stop
-        locker.execute("LOCK TABLE interfaces IN ACCESS EXCLUSIVE MODE")
+        # every next cycle blocks on the lock (statement_timeout 30 s > WatchdogSec): pings stop.
+        # `hosts`: every cycle upserts its row, even an idle one that reads no other table
+        locker.execute("LOCK TABLE hosts IN ACCESS EXCLUSIVE MODE")
         t0 = time.monotonic()
         box.wait_for(
             "Result=watchdog in the journal",
