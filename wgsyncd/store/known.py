@@ -70,6 +70,9 @@ class HostMemo:
     # (table, key) -> (the state object, its row values): merge hands back the same Peer
     # object for an unchanged peer, so its values need not be built again
     rows: dict[tuple[str, Any], tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)
+    # (interface, public key) -> the Peer object of the last commit (its counters are
+    # in view.stats); only meaningful together with a current view
+    committed: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def values(self, table: str, key: Any, obj: Any, compute: Any) -> tuple[Any, ...]:
         """``compute(obj)``, or last cycle's values when ``obj`` is the very same object."""

@@ -517,16 +517,22 @@ def _plan_stats(
     plan: _Plan,
     state: HostState,
     stats: dict[tuple[str, str], tuple[int | None, int, int, int, int]],
+    committed: dict[tuple[str, str], Peer] | None = None,
 ) -> None:
     """New counters -> peer_stats (only when changed) and non-zero deltas -> peer_traffic.
 
     A reset is when either counter went down: both restarted with the interface, so
     both deltas are the new values (a counter that grew past its old value since the
-    restart would otherwise be undercounted). Totals only ever grow.
+    restart would otherwise be undercounted). Totals only ever grow. ``committed``:
+    the Peer objects whose counters ``stats`` already holds (the last commit, when the
+    view is current); the very same object cannot have new counters, so it is skipped.
     """
     at = state.collected_at
+    committed = committed or {}
     for ifname, iface in state.interfaces.items():
         for peer in iface.peers.values():
+            if committed.get((ifname, peer.public_key)) is peer:
+                continue
             if peer.rx_bytes is None and peer.tx_bytes is None and peer.latest_handshake is None:
                 continue
             old = stats.get((ifname, peer.public_key))
@@ -608,7 +614,7 @@ def _plan(
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
     _plan_server_keys(plan, state, now, prev_seen, keys, current_key, gone)
-    _plan_stats(plan, state, stats)
+    _plan_stats(plan, state, stats, memo.committed if view is not None else None)
     hashes = {"interfaces": cur_ifaces.hashes, "peers": cur_peers.hashes}
     return plan, View(uuid.UUID(int=0), loaded_at, hashes, keys, stats, None)
 
@@ -758,6 +764,7 @@ def write_cycle(
         report.round_trips = tx.round_trips + 1  # + COMMIT
     _apply(new_view, plan, sync_id, head)  # committed: this is what the database holds now
     memo.view = new_view
+    memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
     report.duration_s = time.monotonic() - t0
     return report
 
