@@ -100,6 +100,10 @@ def test_multihost_numbers_are_sane(smoke: tuple[dict, str]) -> None:
         assert p["rows_written"] > 0 and p["db_cpu_s"] > 0, phase
     # populate inserts every peer of every host: at least 6 x 40 peer rows
     assert mh["populate"]["rows_written"] >= 240
+    # after it, every cycle moves exactly 10% of a host's counters: 4 stats + 4 traffic rows,
+    # plus the host and status rows (a generator that broke write_cycle's contract shows here)
+    for phase in ("capacity", "paced"):
+        assert mh[phase]["rows_written"] == 10 * mh[phase]["cycles"], phase
 
 
 def test_table_prints_ratios(smoke: tuple[dict, str]) -> None:

@@ -20,12 +20,13 @@ generator instead of on PostgreSQL; rows still differ by host_id, their leading 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import statistics
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,16 @@ def counters_at(j: int, cycle: int) -> int:
 
 @dataclass
 class Template:
-    """One worker's reusable state: the same peers for every host, counters set per cycle."""
+    """One worker's reusable state: the same peers for every host, counters set per cycle.
+
+    Each host keeps its own Peer objects between cycles and only the peers whose
+    counters moved get new ones, which is what the sources and merge hand a running
+    agent (write_cycle's contract: a state it wrote is never edited afterwards).
+    """
 
     state: Any
     peers: list[Any]
+    by_host: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, peers: int) -> Template:
@@ -56,12 +63,19 @@ class Template:
 
     def for_host(self, host_id: str, cycle: int) -> Any:
         """The state host ``host_id`` reports at ``cycle`` (its counters depend on the cycle only)."""
-        for j, peer in enumerate(self.peers):
+        mine = self.by_host.setdefault(host_id, list(self.peers))
+        for j, peer in enumerate(mine):
             rx = counters_at(j, cycle)
-            peer.rx_bytes, peer.tx_bytes = rx, 2 * rx
-        self.state.host_id, self.state.hostname = host_id, f"{host_id}.example"
-        self.state.collected_at = datetime.now(UTC)
-        return self.state
+            if peer.rx_bytes != rx:
+                mine[j] = dataclasses.replace(peer, rx_bytes=rx, tx_bytes=2 * rx)
+        iface = dataclasses.replace(self.state.interfaces["wg0"], peers={p.public_key: p for p in mine})
+        return dataclasses.replace(
+            self.state,
+            host_id=host_id,
+            hostname=f"{host_id}.example",
+            collected_at=datetime.now(UTC),
+            interfaces={"wg0": iface},
+        )
 
 
 def _write(conn: Any, tmpl: Template, host_id: str, cycle: int) -> dict[str, Any]:
