@@ -397,6 +397,9 @@ def test_peer_blocks_of_a_deleted_interface_are_forgotten(wg_bed: WgBed) -> None
     assert all(again.peers[k] is p for k, p in first.peers.items())  # unchanged: same objects
     path = uapi.socket_path(KernelConfig().socket_dir, iface.name)
     assert len(uapi._BLOCKS[path]) == 3
+    kernel.read(KernelConfig(backend="uapi"), want=lambda name: name != iface.name)  # excluded
+    assert path not in uapi._BLOCKS
+    read_one("uapi", iface.name)
     iface.delete()
     kernel.read(KernelConfig(backend="uapi"))
     assert path not in uapi._BLOCKS

@@ -955,3 +955,12 @@ def test_same_objects_skip_counters_only_while_the_view_is_current(
     assert {(s.rx_bytes, s.tx_bytes) for s in store.load_peer_stats(conn, "host-a")} == {
         (p.rx_bytes, p.tx_bytes) for i in state.interfaces.values() for p in i.peers.values()
     }
+
+
+def test_naive_collection_time_is_utc(conn: psycopg.Connection[Any]) -> None:
+    """A state stamped with a naive time (UTC by the writer's convention) still writes."""
+    report = write(conn, synthetic_state("host-a", collected_at=datetime(2030, 1, 1, 12, 0)))
+    assert report.stats_rows_written == 500
+    assert {s.observed_at for s in store.load_peer_stats(conn, "host-a")} == {
+        datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    }

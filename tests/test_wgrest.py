@@ -293,7 +293,7 @@ def test_fault_everywhere_is_one_error_no_interfaces(
 
 
 @pytest.mark.parametrize(
-    "fault", ("500", "garbage", "401", "bad_key", "fail_page_2", "link_loop", "link_offsite")
+    "fault", ("500", "garbage", "401", "bad_key", "key_not_text", "fail_page_2", "link_loop", "link_offsite")
 )
 def test_fault_on_one_device_drops_only_it(
     server: ServerBox, fault: str, caplog: pytest.LogCaptureFixture
@@ -312,6 +312,8 @@ def test_fault_on_one_device_drops_only_it(
     assert err.interface == "wg2" and err.where.startswith(server.url + "/v1/devices/wg2/peers/")
     if fault == "bad_key":
         assert err.where.endswith("preshared_key")
+    if fault == "key_not_text":  # not even hashable: the reuse lookup must not trip over it
+        assert err.where.endswith("public_key")
     assert_no_secrets(result, caplog, secrets_of(server))
 
 
@@ -592,6 +594,21 @@ def test_memo_of_a_device_wgrest_no_longer_lists_is_dropped(server: ServerBox) -
     second = wgrest.read(config(server))
     assert all(second.interfaces["wg0"].peers[k] is p for k, p in first.interfaces["wg0"].peers.items())
     assert {"wg0", "wg1"} <= set(wgrest._SEEN)
+    wgrest.read(config(server), want=lambda name: name != "wg1")  # excluded: its memo goes
+    assert "wg1" not in wgrest._SEEN and "wg0" in wgrest._SEEN
+    wgrest.read(config(server))
     del server.devices["wg1"]
     wgrest.read(config(server))
     assert "wg1" not in wgrest._SEEN
+
+
+def test_restore_lists_every_peer_of_an_unordered_device(server: ServerBox) -> None:
+    """`restore --to-wgrest` diffs against wgrest's peer list: over wireguard-go that list
+    must be complete and duplicate-free, or restore would re-add and miss peers."""
+    from wgsyncd.restore.wgrest import _Http
+
+    server.add_device("wg0")
+    keys = {p.public_key for p in server.add_peers("wg0", 350)}
+    server.devices["wg0"].unordered = True
+    listed = [p["public_key"] for p in _Http(server.url, Secret(server.token), 5.0).list_peers("wg0")]
+    assert len(listed) == 350 and set(listed) == keys

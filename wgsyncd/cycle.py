@@ -85,9 +85,11 @@ _MERGE_MEMOS: dict[str, MergeMemo] = {}
 
 def merge_sources(cfg: Config, results: list[SourceResult], collected_at: datetime) -> HostState:
     """merge() with this process's memo for the host (same result, less work when little changed)."""
-    return merge(
-        cfg.host_id, cfg.hostname, results, collected_at, _MERGE_MEMOS.setdefault(cfg.host_id, MergeMemo())
-    )
+    memo = _MERGE_MEMOS.get(cfg.host_id)
+    if memo is None:  # a new host_id (first cycle, or a reload changed it): drop the old one
+        _MERGE_MEMOS.clear()
+        memo = _MERGE_MEMOS[cfg.host_id] = MergeMemo()
+    return merge(cfg.host_id, cfg.hostname, results, collected_at, memo)
 
 
 def collect(cfg: Config) -> HostState:

@@ -46,6 +46,7 @@ FAULTS = (
     "hang",
     "401",
     "bad_key",
+    "key_not_text",  # a peer's public_key is a JSON list: not even hashable
     "fail_page_2",
     "link_loop",
     "link_offsite",
@@ -612,7 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.endswith("/peers/") and query.get("page") == second and box.fire("fail_page_2", path):
             self._error(500, "internal_error", "failed on page 2")
         else:
-            return False  # bad_key, link_* and shift_peers change a good answer instead
+            return False  # bad_key, key_not_text, link_* and shift_peers change a good answer instead
         return True
 
     def _drip(self) -> None:
@@ -680,6 +681,8 @@ class _Handler(BaseHTTPRequestHandler):
         chunk = [render(item) for item in page]
         if chunk and path.endswith("/peers/") and box.fire("bad_key", path):
             chunk[-1]["preshared_key"] = BAD_KEY
+        if chunk and path.endswith("/peers/") and box.fire("key_not_text", path):
+            chunk[-1]["public_key"] = [chunk[-1]["public_key"]]
         if box.fire("link_loop", path):
             first = "1" if box.version == "v1" else "0"
             qs = urlencode(sorted({**query, "page": first}.items()))

@@ -79,8 +79,13 @@ class _Http:
             raise RestoreError(f"{method} {shown}: answer is not JSON") from None
 
     def list_peers(self, device: str) -> list[dict[str, Any]]:
-        """Every peer of a device, following the Link header's ``next`` (never past this server)."""
-        url: str | None = self.url(f"v1/devices/{quote(device)}/peers/?per_page=100")
+        """Every peer of a device, following the Link header's ``next`` (never past this server).
+
+        sort=pub_key: unsorted, wgrest pages wgctrl's order, which over wireguard-go is new
+        on every request (peers would repeat and go missing); and one big page, because
+        wgrest reads the whole device for every page it serves.
+        """
+        url: str | None = self.url(f"v1/devices/{quote(device)}/peers/?per_page=10000&sort=pub_key")
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         while url and url not in seen:

@@ -391,7 +391,7 @@ def _read_uapi(
     except OSError as exc:
         _error(result, cfg.socket_dir, f"cannot list control sockets: {exc.strerror}", None)
         return
-    uapi.forget_others({uapi.socket_path(cfg.socket_dir, n) for n in names})
+    uapi.forget_others({uapi.socket_path(cfg.socket_dir, n) for n in names if accept(n)})
     for name in names:
         if name in seen or not accept(name):
             continue

@@ -756,7 +756,8 @@ def _read_peers_once(client: _Client, name: str) -> dict[str, Peer]:
     fresh: dict[Any, tuple[dict[str, Any], Peer]] = {}
     peers: dict[str, Peer] = {}
     for index, raw in enumerate(client.paginate(first)):
-        hit = seen.get(raw.get("public_key")) if isinstance(raw, dict) else None
+        key = raw.get("public_key") if isinstance(raw, dict) else None
+        hit = seen.get(key) if isinstance(key, str) else None  # anything else: parse_peer says why
         if hit is not None and hit[0] == raw:
             peer = hit[1]
         else:
@@ -800,9 +801,8 @@ def read(cfg: WgrestConfig, want: Callable[[str], bool] | None = None) -> Source
         log.debug("wgrest %s: %d devices", version, len(raw_devices))
         for index, raw in enumerate(raw_devices):
             _read_device(client, version, raw, f"{redact_url(listing)} [{index}]", want, result)
-        listed = {raw.get("name") for raw in raw_devices if isinstance(raw, dict)}
-        for gone in [name for name in _SEEN if name not in listed]:
-            del _SEEN[gone]  # a device wgrest no longer lists: forget its peers
+        for gone in [name for name in _SEEN if name not in result.interfaces]:
+            del _SEEN[gone]  # gone, excluded or failed this cycle: its memo would only hold memory
     if cfg.data_dir:
         _attach_private_keys(Path(cfg.data_dir), result)
     return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -34,6 +34,12 @@ def _escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
+def _timestamp(when: datetime) -> str:
+    """ISO 8601 with its offset; a naive time is UTC, as everywhere in the writer
+    (and as psycopg's own adaptation read it, the session time zone being UTC)."""
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).isoformat()
+
+
 def _array(items: Sequence[Any]) -> str:
     """A one-dimensional array literal; every element quoted, so commas, braces and
     spaces need no special cases, and NULL elements stay NULL. Elements are text,
@@ -48,8 +54,8 @@ def _array(items: Sequence[Any]) -> str:
             parts.append('"' + item + '"')
         elif isinstance(item, int) and not isinstance(item, bool):
             parts.append(str(item))
-        elif isinstance(item, datetime) and item.tzinfo is not None:
-            parts.append('"' + item.isoformat() + '"')
+        elif isinstance(item, datetime):
+            parts.append('"' + _timestamp(item) + '"')
         else:
             raise TypeError(f"COPY: unsupported array element type {type(item).__name__}")
     return "{" + ",".join(parts) + "}"
@@ -73,9 +79,7 @@ def field(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise TypeError("COPY: naive datetime (timestamps must carry a time zone)")
-        return value.isoformat()
+        return _timestamp(value)
     if isinstance(value, list | tuple):
         return _escape(_array(value))
     if isinstance(value, Jsonb):
@@ -102,13 +106,15 @@ def encode(rows: Iterable[Sequence[Any]]) -> bytes:
     shares source lists and provenance maps), so each is encoded once per call;
     the memo holds each object, so its id cannot be reused meanwhile.
     """
-    done: dict[int, tuple[Any, str]] = {}
+    done: dict[tuple[bool, int], tuple[Any, str]] = {}
 
     def once(value: Any) -> str:
-        obj = value.obj if isinstance(value, Jsonb) else value
-        hit = done.get(id(obj))
+        is_json = isinstance(value, Jsonb)
+        obj = value.obj if is_json else value
+        key = (is_json, id(obj))  # one list may be a text[] value in one column, jsonb in another
+        hit = done.get(key)
         if hit is None:
-            hit = done[id(obj)] = (obj, field(value))
+            hit = done[key] = (obj, field(value))
         return hit[1]
 
     enc = {**_FAST, list: once, tuple: once, Jsonb: once}.get
