@@ -7,6 +7,7 @@ parsed here independently of wgsyncd's own parser.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -309,3 +310,46 @@ def test_two_hosts_sync_concurrently_into_one_db(tmp_path, wg_bed, pg_cluster):
             assert {r.interface for r in rows} == set(h.ifaces)
             statuses = store.status(conn, h.host_id, limit=20)
             assert len(statuses) == 5 and {s.status for s in statuses} == {"ok"}
+
+
+def test_reused_objects_are_never_edited_and_warm_cycles_write_what_cold_ones_do(host, make_wgrest):
+    """A running agent reuses source, merged and row objects between cycles; that is only
+    sound if nothing edits them after they are built. Snapshot the reused objects, run
+    more cycles (one with a real config change), compare; then a cold process must find
+    nothing to write: the warm agent left the database as a cold run would."""
+    import copy
+    import uuid
+    from datetime import UTC, datetime
+
+    from wgsyncd import config, cycle
+    from wgsyncd.sources import kernel as kernel_source
+
+    name = host.add_interface(40)
+    wgrest = make_wgrest("v1")
+    wgrest.load_state(kernel_source.parse_wg_dump(host.ifaces[name].dump(), name).values())
+    host.wgrest_url = wgrest.url
+    host.write_config()
+    cfg = config.load(str(host.config))
+    conn = store.connect(cfg.database)
+    store.migrate(conn)
+
+    def one() -> dict[str, object]:
+        state = cycle.collect(cfg)
+        store.write_cycle(conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version="t")
+        return state.interfaces[name].peers
+
+    try:
+        peers = list(one().values())
+        frozen = copy.deepcopy(peers)
+        again = one()
+        assert sum(any(p is q for q in peers) for p in again.values()) == 40  # all reused
+        # a real change: the first peer gets a keepalive in the conf and the kernel
+        host.specs[name][0] = dataclasses.replace(host.specs[name][0], persistent_keepalive=25)
+        host.apply(name)
+        changed = one()
+        assert changed[host.specs[name][0].public_key].persistent_keepalive == 25
+        assert peers == frozen  # the reused objects still hold exactly what they held when built
+    finally:
+        conn.close()
+    out = host.wgsyncd("sync")  # a new process: loads every row and diffs from scratch
+    assert "synced 1 interface, 40 peers" in out.stdout and "rows written" not in out.stdout, out.stdout
