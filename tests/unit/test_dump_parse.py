@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from wgsyncd.sources.kernel import DumpParseError, InterfaceReadError, parse_wg_dump
-from wgsyncd.sources.uapi import parse_uapi
+from wgsyncd.sources.uapi import parse_reply, parse_uapi
 from wgsyncd.state import Secret, Source, public_key_from_private
 
 
@@ -101,7 +101,11 @@ def uapi_reply() -> str:
 
 @pytest.mark.parametrize("memo", [None, {}], ids=["lines", "blocks"])
 def test_uapi_reply(memo: dict | None) -> None:
-    iface = parse_uapi("wgx", uapi_reply(), memo)
+    iface = (
+        parse_uapi("wgx", uapi_reply())
+        if memo is None
+        else parse_reply("wgx", uapi_reply().encode(), memo, {})
+    )
     assert iface.private_key == Secret(PRIV)
     assert iface.public_key == public_key_from_private(Secret(PRIV))
     assert (iface.listen_port, iface.fwmark, iface.implementation) == (51820, 7, "userspace")
@@ -136,7 +140,7 @@ def test_uapi_without_private_key_or_port() -> None:
 @pytest.mark.parametrize("memo", [None, {}], ids=["lines", "blocks"])
 def test_uapi_errors(text: str, reason: str, memo: dict | None) -> None:
     with pytest.raises(InterfaceReadError) as err:
-        parse_uapi("wgx", text, memo)
+        parse_uapi("wgx", text) if memo is None else parse_reply("wgx", text.encode(), memo, {})
     assert reason in str(err.value)
     assert "zz" * 32 not in str(err.value)
 
@@ -144,11 +148,11 @@ def test_uapi_errors(text: str, reason: str, memo: dict | None) -> None:
 def test_uapi_unchanged_peer_blocks_are_the_same_objects() -> None:
     """A peer whose block did not change is reused (not parsed, and downstream not merged again)."""
     first: dict = {}
-    one = parse_uapi("wgx", uapi_reply(), {}, first)
+    one = parse_reply("wgx", uapi_reply().encode(), {}, first)
     assert len(first) == 2
     second: dict = {}
     moved = uapi_reply().replace("tx_bytes=9\n", "tx_bytes=10\n")  # P1's counters moved
-    two = parse_uapi("wgx", moved, first, second)
+    two = parse_reply("wgx", moved.encode(), first, second)
     assert two.peers[P2] is one.peers[P2]
     assert two.peers[P1] is not one.peers[P1] and two.peers[P1].tx_bytes == 10
     assert two == parse_uapi("wgx", moved)  # equal to a plain parse
@@ -165,5 +169,5 @@ def test_uapi_unchanged_peer_blocks_are_the_same_objects() -> None:
 )
 def test_uapi_blocks_read_like_lines(text: str) -> None:
     fresh: dict = {}
-    assert parse_uapi("wgx", text, {}, fresh) == parse_uapi("wgx", text)
+    assert parse_reply("wgx", text.encode(), {}, fresh) == parse_uapi("wgx", text)
     assert len(fresh) == text.count("public_key=")

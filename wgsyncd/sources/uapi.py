@@ -70,8 +70,7 @@ def read_interface(name: str, path: str, timeout: float) -> Interface:
     memo = _BLOCKS.get(path, {})
     fresh: dict[bytes, Peer] = {}
     try:
-        fast = _parse_blocks(name, data, memo, fresh)
-        return fast if fast is not None else parse_uapi(name, _ascii(data))
+        return parse_reply(name, data, memo, fresh)
     finally:
         _BLOCKS[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface
 
@@ -142,20 +141,19 @@ _PEER_INTS = {
 }
 
 
-def parse_uapi(
-    name: str, text: str, memo: dict[bytes, Peer] | None = None, fresh: dict[bytes, Peer] | None = None
-) -> Interface:
+def parse_reply(name: str, data: bytes, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]) -> Interface:
+    """A raw ``get=1`` reply: unchanged peer blocks from ``memo`` (see _parse_blocks), or the
+    line parser, which names the bad line, when anything about the reply is off."""
+    fast = _parse_blocks(name, data, memo, fresh)
+    return fast if fast is not None else parse_uapi(name, _ascii(data))
+
+
+def parse_uapi(name: str, text: str) -> Interface:
     """Turn a ``get=1`` reply into an Interface, or raise InterfaceReadError naming the line.
 
     A reply without ``errno=0`` is an error (the daemon said so, or the reply is cut);
     unknown keys are skipped so a newer daemon adding fields still reads.
-
-    ``memo`` / ``fresh``: see _parse_blocks (read_interface uses it on the raw bytes).
     """
-    if memo is not None and text.isascii():
-        fast = _parse_blocks(name, text.encode("ascii"), memo, {} if fresh is None else fresh)
-        if fast is not None:
-            return fast
     device = _DeviceFields()
     peers: list[RawPeer] = []
     lineno, key = 0, ""
