@@ -14,9 +14,10 @@ import functools
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class Source(enum.StrEnum):
@@ -144,6 +145,21 @@ class Peer:
 
 
 _SHARED: dict[tuple[tuple[str, Source], ...], dict[str, Source]] = {}
+INTERN_MAX = 4096  # distinct values per intern table; they are few, but never grow without bound
+
+
+def interned(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+    """The one shared object for ``key`` in ``table`` (``make()`` builds it the first time).
+
+    For values repeated thousands of times per cycle (provenance maps, source lists):
+    the caller must never change what it gets back.
+    """
+    hit = table.get(key)
+    if hit is None:
+        hit = make()
+        if len(table) < INTERN_MAX:
+            table[key] = hit
+    return hit
 
 
 def shared(provenance: dict[str, Source]) -> dict[str, Source]:
@@ -152,13 +168,7 @@ def shared(provenance: dict[str, Source]) -> dict[str, Source]:
     Only for a finished object: the dict returned may be shared, so it must never
     be changed afterwards (nothing changes source or merged objects once built).
     """
-    key = tuple(provenance.items())
-    hit = _SHARED.get(key)
-    if hit is None:
-        if len(_SHARED) >= 4096:  # distinct patterns are few; never grow without bound
-            return provenance
-        hit = _SHARED[key] = provenance
-    return hit
+    return interned(_SHARED, tuple(provenance.items()), lambda: provenance)
 
 
 # wg-quick's rule for a conf file name; the interface name is the part before .conf

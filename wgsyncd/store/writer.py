@@ -22,7 +22,15 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from wgsyncd.state import HostState, Interface, Peer, Secret, key_fingerprint, public_key_from_private
+from wgsyncd.state import (
+    HostState,
+    Interface,
+    Peer,
+    Secret,
+    interned,
+    key_fingerprint,
+    public_key_from_private,
+)
 from wgsyncd.store import copytext, versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
 from wgsyncd.store.known import Head, HostMemo, View, forget, memo_for
@@ -111,28 +119,18 @@ def _secret_pair(secret: Secret | None, known: bool = False) -> tuple[bool | Non
 # one shared (never modified) object per distinct value keeps a 10k-peer memo ~10 MB smaller
 _PROVENANCE: dict[tuple[Any, ...], dict[str, str]] = {}
 _SOURCES: dict[tuple[Any, ...], list[str]] = {}
-_SHARED_MAX = 4096
 
 
 def _provenance(prov: dict[str, Any]) -> dict[str, str]:
     """Field -> source name, as stored in jsonb (shared between rows; never modified)."""
-    key = tuple(prov.items())
-    hit = _PROVENANCE.get(key)
-    if hit is None:
-        hit = {str(k): str(v) for k, v in sorted(prov.items())}
-        if len(_PROVENANCE) < _SHARED_MAX:
-            _PROVENANCE[key] = hit
-    return hit
+    return interned(
+        _PROVENANCE, tuple(prov.items()), lambda: {str(k): str(v) for k, v in sorted(prov.items())}
+    )
 
 
 def _sources(seen_by: tuple[Any, ...]) -> list[str]:
     """Which sources saw the row, sorted, as stored in text[] (shared; never modified)."""
-    hit = _SOURCES.get(seen_by)
-    if hit is None:
-        hit = sorted({str(s) for s in seen_by})
-        if len(_SOURCES) < _SHARED_MAX:
-            _SOURCES[seen_by] = hit
-    return hit
+    return interned(_SOURCES, seen_by, lambda: sorted({str(s) for s in seen_by}))
 
 
 def _interface_public_key(iface: Interface) -> str | None:
