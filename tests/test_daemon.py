@@ -203,6 +203,8 @@ def write_config(path: Path, dsn: str, host_id: str, **overrides: object) -> Non
         *[f"{k} = {v}" for k, v in db.items()],
         "[daemon]",
         *[f"{k} = {v}" for k, v in dm.items()],
+        "[metrics]",
+        'textfile = ""',  # never the host's node_exporter directory
     ]
     path.write_text("\n".join(lines) + "\n")
 

@@ -151,6 +151,9 @@ def status(ctx: click.Context, as_json: bool, host_id: str | None, limit: int, l
     if as_json:
         _emit([render.plain(r) for r in rows])
         return
+    if rows and sys.stdout.isatty():  # a person reading: a table; a pipe keeps key=value lines
+        click.echo(render.table([render.plain(r) for r in rows], STATUS_COLUMNS))
+        return
     for r in rows:
         click.echo(_status_line(render.plain(r)))
     if not rows:
@@ -181,10 +184,12 @@ def _local_status(cfg: config.Config, as_json: bool) -> None:
     sys.exit(1 if problem else 0)
 
 
+STATUS_COLUMNS = ("host_id", "started_at", "status", "interfaces", "peers", "duration_ms", "rows_written")
+
+
 def _status_line(row: dict[str, Any]) -> str:
     """One sync_status row as text, whatever columns the store returns."""
-    keys = ("host_id", "started_at", "status", "interfaces", "peers", "duration_ms", "rows_written")
-    return "  ".join(f"{k}={row[k]}" for k in keys if k in row)
+    return "  ".join(f"{k}={row[k]}" for k in STATUS_COLUMNS if k in row)
 
 
 @main.group()
@@ -228,6 +233,76 @@ def run(ctx: click.Context) -> None:
     sys.exit(
         daemon.run(ctx.obj["config_path"], log_level=ctx.obj["log_level"], json_logs=ctx.obj["json_logs"])
     )
+
+
+@main.command("metrics")
+@click.pass_context
+def metrics_cmd(ctx: click.Context) -> None:
+    """Print the Prometheus exposition of the daemon's last cycle (from its state dir; no database)."""
+    from wgsyncd import metrics
+
+    cfg = _load(ctx)
+    try:
+        snap = metrics.load(cfg.daemon.state_dir)
+    except OSError as exc:
+        click.echo(
+            f"wgsyncd: metrics: no last cycle in {cfg.daemon.state_dir} ({exc.strerror}); "
+            "`wgsyncd run` writes it after every cycle",
+            err=True,
+        )
+        sys.exit(1)
+    except ValueError as exc:
+        click.echo(f"wgsyncd: metrics: {exc}", err=True)
+        sys.exit(1)
+    click.echo(metrics.render(snap), nl=False)
+
+
+@main.command("persist-restore")
+@click.option("--dry-run", is_flag=True, help="Show which peers would be put back; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def persist_restore(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Put back the peers of the persist snapshot that the interfaces lack (wgsyncd-persist.service)."""
+    from wgsyncd import persist, progress
+
+    cfg = _load(ctx)
+    if not cfg.persist.enabled:
+        click.echo("persist is not enabled ([persist] enabled = false): nothing to do")
+        return
+    bar = progress.Progress("putting peers back", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
+    try:
+        results, errors = persist.restore(
+            cfg.persist.directory,
+            socket_dir=cfg.kernel.socket_dir,
+            wg_command=cfg.kernel.wg_command,
+            dry_run=dry_run,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    verb = "would put back" if dry_run else "put back"
+    for r in results:
+        if r.skipped:
+            log.warning("persist: %s: skipped: %s", r.interface, r.skipped)
+        else:
+            log.info("persist: %s: %s %d peer(s)", r.interface, verb, len(r.added))
+        for key in r.added:
+            log.info("persist: %s: %s peer %s", r.interface, verb, key)
+        for held in r.kept_ips:
+            log.warning("persist: %s: peer %s left with the present peer holding it", r.interface, held)
+    for e in errors:
+        log.error("persist: %s", e)
+    if as_json:
+        _emit({"dry_run": dry_run, "interfaces": [render.plain(r) for r in results], "errors": errors})
+    else:
+        for r in results:
+            click.echo(
+                f"{r.interface}: "
+                + (f"skipped ({r.skipped})" if r.skipped else f"{verb} {len(r.added)} peers")
+            )
+        for e in errors:
+            click.echo(f"wgsyncd: persist-restore: {e}", err=True)
+    sys.exit(1 if errors else 0)
 
 
 @main.group()

@@ -99,6 +99,25 @@ class DaemonConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """Prometheus metrics (wgsyncd/metrics.py)."""
+
+    # node_exporter textfile: "auto" = /var/lib/prometheus/node-exporter/wgsyncd.prom when
+    # that directory exists; a path; "" = no textfile (`wgsyncd metrics` still works)
+    textfile: str | None = "auto"
+    # per-peer series beyond this many peers are left out (wgsyncd_peer_series_dropped)
+    max_peer_series: int = 1000
+
+
+@dataclass
+class PersistConfig:
+    """Reboot safety (wgsyncd/persist.py): a local snapshot of the running peers."""
+
+    enabled: bool = False
+    directory: str = "/var/lib/wgsyncd/persist"
+
+
+@dataclass
 class Config:
     """Everything wgsyncd needs; build with :func:`load`."""
 
@@ -116,6 +135,8 @@ class Config:
     wgrest: WgrestConfig = field(default_factory=WgrestConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    persist: PersistConfig = field(default_factory=PersistConfig)
     source_path: str | None = None  # the file it was read from
 
 
@@ -125,6 +146,8 @@ _SECTIONS = {
     "wgrest": WgrestConfig,
     "database": DatabaseConfig,
     "daemon": DaemonConfig,
+    "metrics": MetricsConfig,
+    "persist": PersistConfig,
 }
 _CHOICES = {
     "kernel.backend": ("auto", "netlink", "uapi", "wg"),
@@ -293,6 +316,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"database.history_days: must be at most {MAX_HISTORY_DAYS} (or 0 to keep forever)")
     if not 0 <= cfg.daemon.jitter < 1:
         raise ConfigError("daemon.jitter: must be in [0, 1)")
+    if cfg.metrics.max_peer_series < 0:
+        raise ConfigError("metrics.max_peer_series: must be 0 or more")
     if cfg.wgrest.per_page < 1:
         raise ConfigError("wgrest.per_page: must be at least 1")
     if not cfg.wgrest.url.startswith(("http://", "https://")):

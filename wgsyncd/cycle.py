@@ -146,6 +146,9 @@ class CycleReport:
     rows_written: int = 0
     drift: int = 0
     errors: list[str] = field(default_factory=list)
+    # for metrics/persist (wgsyncd/aftercycle.py): the write's round trips and the state it wrote
+    round_trips: int = 0
+    state: HostState | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> str:
         """One line for STATUS= and the log: counts, time, DB state, first error."""
@@ -192,4 +195,6 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
         rows_written=report.total_config_rows_written,
         drift=len(state.drift),
         errors=[str(e) for e in state.errors],
+        round_trips=report.round_trips,
+        state=state,
     )

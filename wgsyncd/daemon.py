@@ -244,6 +244,7 @@ class Daemon:
         self.reload_requested = False
         self._in_cycle = False
         self._abandoning = False
+        self._t0 = time.monotonic()
 
     # -- signals -----------------------------------------------------------------
     def _on_stop(self, signum: int, _frame: object) -> None:
@@ -268,6 +269,7 @@ class Daemon:
         """Connect if needed, sync once, report; returns how long to wait before the next one."""
         sync_id = uuid.uuid4()
         started = datetime.datetime.now(datetime.UTC)
+        self._t0 = time.monotonic()
         errors = _db_errors()
         with logs.context(sync_id=sync_id.hex):
             self._in_cycle = True
@@ -298,11 +300,14 @@ class Daemon:
         level = logging.INFO if report.status == "ok" else logging.WARNING
         log.log(level, "%s", summary, extra={"sync_status": report.status})
         self.notify.send(f"STATUS={summary}", "WATCHDOG=1")
-        self._beat(report.status, summary)
+        self._beat(report.status, summary, report)
         return next_interval(self.cfg.daemon, self.rng)
 
-    def _beat(self, status: str, summary: str) -> None:
+    def _beat(self, status: str, summary: str, report: Report | None = None) -> None:
         """Leave last-cycle.json for `wgsyncd status --local`; a failure here only gets logged."""
+        from wgsyncd import aftercycle
+
+        aftercycle.after_cycle(self.cfg, status, report, time.monotonic() - self._t0)
         try:
             heartbeat.write(
                 self.cfg.daemon.state_dir,

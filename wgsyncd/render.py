@@ -78,3 +78,32 @@ def state_text(state: HostState) -> str:
     lines.extend(f"  error: {e}" for e in state.errors)
     lines.append(f"  drift: {len(state.drift)} (see `wgsyncd drift`)")
     return "\n".join(lines)
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Rows as an aligned text table (header, then one line per row) for a terminal.
+
+    Numbers are right-aligned, text left-aligned; a column no row has is left out.
+    Piped output keeps the key=value lines scripts already parse.
+    """
+    cols = [c for c in columns if any(c in r for r in rows)]
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
+    numeric = [
+        all(isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool) for r in rows) for c in cols
+    ]
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line([c.upper() for c in cols]), *(line(row) for row in cells)])
+
+
+def _cell(value: Any) -> str:
+    """One table cell: ISO times shortened to seconds, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
+        return value[:19].replace("T", " ")
+    return str(value)
