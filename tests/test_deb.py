@@ -54,7 +54,13 @@ EXPECTED_DEPENDS = {
     "procps",  # /bin/kill for ExecReload; not in a minbase+systemd host
 }
 APT = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q")
-UNITS = ("wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-sync.timer", "wgsyncd-sync.path")
+UNITS = (
+    "wgsyncd.service",
+    "wgsyncd-sync.service",
+    "wgsyncd-sync.timer",
+    "wgsyncd-sync.path",
+    "wgsyncd-persist.service",
+)
 
 
 class DebBuildError(RuntimeError):

@@ -18,7 +18,13 @@ import pytest
 from wgsyncd import config
 
 UNITS_DIR = Path(__file__).resolve().parents[1] / "systemd"
-UNITS = ("wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-sync.timer", "wgsyncd-sync.path")
+UNITS = (
+    "wgsyncd.service",
+    "wgsyncd-sync.service",
+    "wgsyncd-sync.timer",
+    "wgsyncd-sync.path",
+    "wgsyncd-persist.service",
+)
 SYSTEM_UNITS = Path("/lib/systemd/system")
 MAX_EXPOSURE = 2.0
 
@@ -102,7 +108,7 @@ def test_verify_catches_a_missing_binary_and_a_typo(verify_root: Path, tmp_path:
 
 
 @needs_analyze
-@pytest.mark.parametrize("unit", ["wgsyncd.service", "wgsyncd-sync.service"])
+@pytest.mark.parametrize("unit", ["wgsyncd.service", "wgsyncd-sync.service", "wgsyncd-persist.service"])
 def test_exposure_score_at_most_2(unit: str) -> None:
     res = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNITS_DIR / unit)],
@@ -168,6 +174,21 @@ def test_both_services_share_the_same_hardening() -> None:
     skip = {"Type", "NotifyAccess", "ExecStart", "ExecStartPre", "ExecReload", "WatchdogSec"}
     skip |= {"TimeoutStartSec", "TimeoutStopSec", "Restart", "RestartSec", "RestartPreventExitStatus"}
     skip |= {"SuccessExitStatus"}
+    skip |= {"ReadWritePaths"}  # only the daemon writes the Prometheus textfile
     daemon = {k: v for k, v in parse_unit("wgsyncd.service")["Service"].items() if k not in skip}
     oneshot = {k: v for k, v in parse_unit("wgsyncd-sync.service")["Service"].items() if k not in skip}
     assert daemon == oneshot
+
+
+def test_persist_unit_runs_once_between_the_interfaces_and_wgrest() -> None:
+    """Reboot safety: after wg-quick brought the interfaces up, before wgrest and the daemon look."""
+    unit = parse_unit("wgsyncd-persist.service")
+    assert unit["Service"]["Type"] == ["oneshot"]
+    assert unit["Service"]["ExecStart"] == ["/usr/bin/wgsyncd persist-restore"]
+    after = " ".join(unit["Unit"]["After"]).split()
+    before = " ".join(unit["Unit"]["Before"]).split()
+    assert "wg-quick.target" in after and "network-online.target" in after
+    assert "wgrest.service" in before and "wgsyncd.service" in before
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    daemon_after = " ".join(parse_unit("wgsyncd.service")["Unit"]["After"]).split()
+    assert "wgsyncd-persist.service" in daemon_after  # the daemon never snapshots before the restore

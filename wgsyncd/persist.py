@@ -58,7 +58,8 @@ class PersistError(Exception):
 def interface_snapshot(iface: Interface) -> dict[str, Any]:
     """The running part of one interface as the kernel reports it (only peers the kernel has)."""
     peers = []
-    for peer in iface.peers.values():
+    # in key order: the kernel's own order varies, and an unchanged snapshot must not be rewritten
+    for peer in sorted(iface.peers.values(), key=lambda p: p.public_key):
         if Source.KERNEL not in peer.seen_by:
             continue
         peers.append(
