@@ -5,7 +5,15 @@ BIN    := $(VENV)/bin
 DEBIAN_PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean
+.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean deps-demo deps-test
+
+# The Debian packages each entry point needs (.ci/packages.txt, shared with .ci/run):
+# apt-get runs only when dpkg says one is missing, and prints what it installs.
+deps-demo:
+	./scripts/install-deps demo
+
+deps-test:
+	./scripts/install-deps demo test slow
 
 $(BIN)/wgsyncd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +25,8 @@ venv: $(BIN)/wgsyncd
 
 # Runs the main job here with nothing set up: a throwaway PostgreSQL, a wireguard-go
 # interface with peers, its conf file and a wgrest server -> wgsyncd sync -> status + rows.
-demo: venv
+demo: deps-demo
+	$(MAKE) --no-print-directory venv
 	$(BIN)/python -m tests.demo
 
 lint: venv
@@ -26,7 +35,8 @@ lint: venv
 
 # Every tier, fast first: lint, unit + PostgreSQL + wireguard-go (PyPI libraries),
 # the same unit tests on Debian 12's own libraries, then the slow beds.
-test: lint test-fast test-debian-libs test-slow
+test: deps-test
+	$(MAKE) --no-print-directory lint test-fast test-debian-libs test-slow
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

@@ -431,6 +431,50 @@ def test_service_syncs_into_postgres(installed: Installed) -> None:
     assert box.unit_property("wgsyncd.service", "NRestarts") == "0"
 
 
+def _dump_config(text: str) -> list[str]:
+    """`wg show dump` lines without handshakes and counters, in key order."""
+    lines = text.splitlines()
+    return [lines[0], *sorted("\t".join(c[:4] + c[7:]) for c in (x.split("\t") for x in lines[1:]))]
+
+
+def test_persist_unit_puts_back_runtime_peers_after_a_rebuild(installed: Installed) -> None:
+    """[persist]: the daemon snapshots a runtime-only peer; after the interface is rebuilt from its
+    conf, systemd's wgsyncd-persist.service puts it back (and the daemon waits for it)."""
+    from tests.beds.wireguard import generated_peers
+
+    box, iface = installed.box, installed.iface
+    conf = f"/etc/wireguard/{iface.name}.conf"
+    config_before = crun(box, "cat", "/etc/wgsyncd/wgsyncd.toml").stdout
+    box.write("/etc/wgsyncd/wgsyncd.toml", config_before + "[persist]\nenabled = true\n", mode=0o640)
+    try:
+        spec = generated_peers(10)[-1]  # allowed IPs distinct from the 3 conf peers'
+        iface.set_peer(spec.public_key, preshared_key=spec.preshared_key, allowed_ips=spec.allowed_ips)
+        before = _dump_config(iface.dump())
+        crun(box, "systemctl", "restart", "wgsyncd.service", timeout=120)
+        snap = f"/var/lib/wgsyncd/persist/{iface.name}.json"
+        box.wait_for(
+            "the snapshot with the runtime peer",
+            lambda: spec.public_key in crun(box, "cat", snap, check=False).stdout,
+            timeout=60,
+        )
+        assert crun(box, "stat", "-c", "%a", snap).stdout.strip() == "600"
+        crun(box, "systemctl", "stop", "wgsyncd.service", timeout=60)
+        # the reboot: wireguard-go started again and configured from the conf file only
+        iface._stop()
+        iface._start()
+        iface.setconf(crun(box, "cat", conf).stdout)
+        assert spec.public_key not in iface.dump()
+        res = crun(box, "systemctl", "start", "wgsyncd-persist.service", check=False, timeout=120)
+        journal = crun(box, "journalctl", "-u", "wgsyncd-persist", "--no-pager", check=False).stdout
+        assert res.returncode == 0, journal
+        assert _dump_config(iface.dump()) == before
+        assert f"put back peer {spec.public_key}" in journal
+        deps = box.unit_property("wgsyncd.service", "After").split()
+        assert "wgsyncd-persist.service" in deps
+    finally:
+        box.write("/etc/wgsyncd/wgsyncd.toml", config_before, mode=0o640)
+
+
 def test_reload_works_on_a_clean_host(installed: Installed) -> None:
     """`systemctl reload` (ExecReload=/bin/kill) works on a minbase host: procps is pulled in."""
     box = installed.box

@@ -232,8 +232,11 @@ class Container:
         return self.run("systemctl", "show", "-P", prop, unit).stdout.strip()
 
 
-def boot(tarball: Path, binds: list[str], workdir: Path) -> Container:
-    """Unpack and boot the rootfs with systemd as PID 1; wait until it is running."""
+def boot(tarball: Path, binds: list[str], workdir: Path, extra_args: tuple[str, ...] = ()) -> Container:
+    """Unpack and boot the rootfs with systemd as PID 1; wait until it is running.
+
+    ``extra_args`` go to systemd-nspawn as they are (e.g. ``--capability=CAP_NET_ADMIN``).
+    """
     root = workdir / "rootfs"
     root.mkdir()
     _unpack(tarball, root)
@@ -248,6 +251,7 @@ def boot(tarball: Path, binds: list[str], workdir: Path) -> Container:
         f"wgsyncdt{os.getpid() % 100000}",
         *[f"--bind-ro={b}" for b in binds if not b.startswith("rw:")],
         *[f"--bind={b[3:]}" for b in binds if b.startswith("rw:")],
+        *extra_args,
         "-b",
         "--console=pipe",
     ]
