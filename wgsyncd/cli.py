@@ -117,13 +117,18 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
-    from wgsyncd import cycle, store
+    from wgsyncd import cycle, progress, store
 
     cfg = _load(ctx)
-    with _database(cfg) as conn:
-        if cfg.database.auto_migrate:
-            store.migrate(conn)
-        report = cycle.sync_once(cfg, conn)
+    bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
+    try:
+        with _database(cfg) as conn:
+            if cfg.database.auto_migrate:
+                bar.phase("applying schema migrations")
+                store.migrate(conn)
+            report = cycle.sync_once(cfg, conn, progress=bar.phase)
+    finally:
+        bar.close()
     click.echo(report.summary())
     sys.exit(4 if report.status == "partial" else 0)
 
@@ -411,12 +416,16 @@ def restore_cmd(
     if not (to_dir or do_apply or wgrest_url):
         click.echo("wgsyncd: restore: choose a target: --to-dir [DIR], --apply or --to-wgrest URL", err=True)
         sys.exit(2)
+    from wgsyncd import progress
+
     cfg = _load(ctx)
     out: dict[str, Any] = {}
+    bar = progress.Progress("restore", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:
         when = restore.parse_time(at) if at else None
         token = restore.read_token(token_file) if token_file else None
         conn = _connect(cfg)
+        bar.phase("loading and opening the version")
         try:
             loaded = restore.load(
                 conn,
@@ -447,14 +456,21 @@ def restore_cmd(
             targets["wgrest"] = lambda dry: restore.to_wgrest(loaded, wgrest_url, token=token, dry_run=dry)
         # every target checks everything it needs before its own first write; with several
         # targets, all of them check (a dry run) before the first one writes anything
+        peers = sum(len(i.peers) for i in loaded.interfaces.values())
         if not dry_run and len(targets) > 1:
-            for check in targets.values():
+            for key, check in targets.items():
+                bar.phase(f"checking {key} ({len(loaded.interfaces)} interfaces, {peers} peers)")
                 check(True)
-        for key, run_target in targets.items():
+        for index, (key, run_target) in enumerate(targets.items()):
+            bar.phase(
+                f"{key} ({index + 1}/{len(targets)}): {len(loaded.interfaces)} interfaces, {peers} peers"
+            )
             out[key] = run_target(dry_run)
     except (store.StoreError, restore.RestoreError) as exc:
+        bar.close()
         click.echo(f"wgsyncd: restore: {exc}", err=True)
         sys.exit(1)
+    bar.close()
     if as_json:
         _emit(restore.as_json({**out, "dry_run": dry_run}))
         return

@@ -165,17 +165,24 @@ class CycleReport:
         return text
 
 
-def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleReport:
+def sync_once(
+    cfg: Config, conn, sync_id: uuid.UUID | None = None, progress: Callable[[str], None] | None = None
+) -> CycleReport:
     """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails.
 
-    ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status.
+    ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status;
+    ``progress`` (the CLI on a terminal) is told each step as it starts.
     """
     from wgsyncd import store
 
+    step = progress or (lambda _text: None)
     sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    step("reading the kernel, conf files and wgrest")
     state = collect(cfg)
+    peers = sum(len(i.peers) for i in state.interfaces.values())
+    step(f"writing {len(state.interfaces)} interfaces, {peers} peers to the database")
     report = store.write_cycle(
         conn,
         state,
