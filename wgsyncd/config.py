@@ -316,6 +316,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"database.history_days: must be at most {MAX_HISTORY_DAYS} (or 0 to keep forever)")
     if not 0 <= cfg.daemon.jitter < 1:
         raise ConfigError("daemon.jitter: must be in [0, 1)")
+    if cfg.persist.enabled and not cfg.kernel.enabled:
+        raise ConfigError("persist.enabled: needs kernel.enabled (the snapshot is what the kernel runs)")
     if cfg.metrics.max_peer_series < 0:
         raise ConfigError("metrics.max_peer_series: must be 0 or more")
     if cfg.wgrest.per_page < 1:
