@@ -15,6 +15,7 @@ session advisory lock (its replacement is another change), so the agents run wit
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -282,6 +283,8 @@ def test_e2e_sync(pgb_host: PgbHost, make_wgrest: Any, pgbouncer: PgBouncer) -> 
     before = xacts(pgbouncer, dbname(pgb_host.dsn))
     test_e2e.test_sync_500_peers_rows_equal_wg_dump_with_names(pgb_host, make_wgrest)
     assert xacts(pgbouncer, dbname(pgb_host.dsn)) > before  # the agent really went through pgbouncer
+    [run] = json.loads(pgb_host.wgsyncd("status", "--json").stdout)  # `wgsyncd status` through it too
+    assert (run["host_id"], run["status"]) == (pgb_host.host_id, "ok")
 
 
 def test_e2e_idle_and_change(pgb_host: PgbHost) -> None:
