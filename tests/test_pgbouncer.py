@@ -9,8 +9,9 @@ daemon cycles) with the agent's DSN pointing at pgbouncer. The tests' own checks
 read PostgreSQL directly, independent of the pooler.
 
 Migrations run over a direct connection here: `wgsyncd db migrate` still takes a
-session advisory lock (its replacement is another change), so the agents run with
-``auto_migrate = false``, as a fleet behind a pooler should.
+session advisory lock (its replacement is another change; the strict xfail below
+shows the failure and turns red once it is fixed), so the agents run with
+``auto_migrate = false``, as a fleet behind a pooler should for now.
 """
 
 from __future__ import annotations
@@ -132,6 +133,27 @@ def test_old_settings_fail_with_duplicate_prepared_statement_new_ones_pass(
         assert direct.execute("SELECT count(*) FROM peers WHERE removed_at IS NULL").fetchone() == (
             2 * 2 * 29,
         )  # 2 hosts x 2 interfaces
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=store.StoreError,  # LockNotAvailable on the second migrate
+    reason="`db migrate` takes a SESSION advisory lock: the unlock lands on another server "
+    "connection, the lock stays on a pooled one and the next migrate hits lock_timeout. The "
+    "transaction-scoped migration lock replaces it (another branch): then drop this marker.",
+)
+def test_db_migrate_through_pgbouncer_leaves_no_lock(
+    pg_cluster: PgCluster, small_bouncer: Callable[..., PgBouncer]
+) -> None:
+    bouncer = small_bouncer(pool_size=3)  # 3: the lock and the unlock land on different ones
+    dsn = pg_cluster.create_database()
+    assert len(bouncer.fill_pool(dbname(dsn))) == 3
+    cfg = DatabaseConfig(dsn=bouncer.route(dsn), statement_timeout=2.0)
+    for _ in range(3):
+        with store.connect(cfg) as conn:
+            store.migrate(conn)
+    with psycopg.connect(dsn) as direct:
+        assert direct.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
 
 
 # ---------------------------------------------------------------- limits per transaction
