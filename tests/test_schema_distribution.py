@@ -11,6 +11,8 @@ create_distributed_table calls this keeps valid.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -82,6 +84,20 @@ def test_every_key_of_the_migrated_schema_includes_host_id(pg_conn: psycopg.Conn
     keys = pg_conn.execute(_KEYS).fetchall()
     assert {k[2] for k in keys} >= {"p", "f", "index"}  # and its keys, foreign and unique ones too
     assert violations(pg_conn) == []
+
+
+def test_readme_distributes_every_host_table_parents_first(pg_conn: psycopg.Connection[Any]) -> None:
+    """The README's Citus recipe names every table with host_id (a new table needs its
+    line), colocated with hosts, each parent before the tables whose foreign keys point at it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    calls = re.findall(r"SELECT create_distributed_table\('(\w+)', 'host_id'(.*)\);", readme)
+    order = [table for table, _rest in calls]
+    assert order[0] == "hosts" and all("colocate_with => 'hosts'" in rest for _t, rest in calls[1:])
+    host_tables = {t for t, has in pg_conn.execute(_TABLES).fetchall() if has}
+    assert sorted(order) == sorted(host_tables)
+    for table, _name, kind, _cols, ref_table, _ref_cols in pg_conn.execute(_KEYS).fetchall():
+        if kind == "f" and ref_table != table:
+            assert order.index(ref_table) < order.index(table), f"{ref_table} before {table}"
 
 
 def test_the_walk_names_each_kind_of_violation(pg_conn: psycopg.Connection[Any]) -> None:
