@@ -70,6 +70,12 @@ def write(conn: Any, state: Any) -> store.WriteReport:
     )
 
 
+def backend(conn: Any) -> int:
+    """The backend pid serving one transaction of ``conn``, in a transaction of its own."""
+    with conn.transaction():
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
 @pytest.fixture
 def pgb_config(pg_cluster: PgCluster, pgbouncer: PgBouncer) -> DatabaseConfig:
     """A migrated database reached through pgbouncer, its pool already holding 2 server connections."""
@@ -217,7 +223,12 @@ def test_kept_view_is_exact_when_transactions_change_server_connection(pgb_confi
         write(conn, synthetic_state("host-a"))
         known.forget(conn)
         cold = write(conn, synthetic_state("host-a"))
+        before = backend(conn)
         warm = write(conn, synthetic_state("host-a"))
+        # consecutive transactions alternate over the 2 server connections: the write ran on
+        # the other one than the probes around it
+        after, then = backend(conn), backend(conn)
+        assert before == after != then
         assert warm.total_config_rows_written == 0 and warm.round_trips < cold.round_trips
         shrunk = synthetic_state("host-a")
         del shrunk.interfaces["wg0"].peers[next(iter(shrunk.interfaces["wg0"].peers))]
