@@ -211,6 +211,16 @@ def test_limits_are_in_force_in_every_transaction_and_never_leak(
         assert set(seen) == pids and set(seen.values()) == {("0", "0")}
 
 
+def test_a_host_role_logs_in_as_itself(pg_cluster: PgCluster, pgbouncer: PgBouncer) -> None:
+    """Per-host database roles survive the pooler: the server session is the client's role."""
+    dsn = migrated(pg_cluster)
+    role = "pgb_" + uuid.uuid4().hex[:8]
+    pg_cluster.admin(f"CREATE ROLE {role} LOGIN")
+    pgbouncer.add_user(role)
+    with store.connect(DatabaseConfig(dsn=pgbouncer.dsn(dbname(dsn), user=role))) as conn:
+        assert conn.execute("SELECT session_user, current_user").fetchone() == (role, role)
+
+
 # ---------------------------------------------------------------- the store under a shared pool
 
 

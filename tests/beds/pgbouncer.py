@@ -77,8 +77,9 @@ class PgBouncer:
         ini = base / "pgbouncer.ini"
         ini.write_text(
             "[databases]\n"
-            # '*': any database name, forwarded to the same name on the cluster
-            f"* = host={cluster.socket_dir} port={cluster.port} user={SUPERUSER}\n"
+            # '*': any database name, forwarded to the same name on the cluster, logged in
+            # as the client's own user (a pool per database and user), so roles stay real
+            f"* = host={cluster.socket_dir} port={cluster.port}\n"
             "[pgbouncer]\n"
             "listen_addr = 127.0.0.1\n"
             f"listen_port = {port}\n"
@@ -150,6 +151,17 @@ class PgBouncer:
 
         params = conninfo_to_dict(direct_dsn)
         return self.dsn(str(params["dbname"]), user=str(params.get("user") or SUPERUSER))
+
+    def add_user(self, name: str) -> None:
+        """Let role ``name`` through (auth_type trust still wants it in auth_file); RELOAD."""
+        import psycopg
+
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"not a plain role name: {name!r}")
+        with open(self.base_dir / "userlist.txt", "a") as fh:
+            fh.write(f'"{name}" ""\n')
+        with psycopg.connect(self.dsn("pgbouncer"), autocommit=True) as conn:
+            conn.execute("RELOAD")
 
     def fill_pool(self, dbname: str) -> set[int]:
         """Open every server connection of ``dbname``'s pool (all of them in a transaction at
