@@ -69,6 +69,10 @@ def test_json_has_every_key(smoke: tuple[dict, str]) -> None:
     for phase in ("populate", "capacity", "paced"):
         assert set(mh[phase]) >= PHASE_KEYS, phase
     assert {"keeps_up", "headroom", "required_cycles_per_s", "db_cpu_cores_at_required_rate"} <= set(mh)
+    pooled = result["multihost_pgbouncer"]
+    assert set(pooled) >= set(mh) | {"pool_size", "pool_wait_mean_ms"}
+    for phase in ("populate", "capacity", "paced"):
+        assert set(pooled[phase]) >= PHASE_KEYS | {"pooler_cpu_s", "pooler_cpu_cores"}, phase
 
 
 def test_single_host_numbers_are_sane(smoke: tuple[dict, str]) -> None:
@@ -87,8 +91,10 @@ def test_single_host_numbers_are_sane(smoke: tuple[dict, str]) -> None:
     assert size["ratios"]["first_sync_vs_floor"] == pytest.approx(size["first_sync_s"] / size["floor_cold_s"])
 
 
-def test_multihost_numbers_are_sane(smoke: tuple[dict, str]) -> None:
-    mh = smoke[0]["multihost"]
+@pytest.mark.parametrize("run", ["multihost", "multihost_pgbouncer"])
+def test_multihost_numbers_are_sane(smoke: tuple[dict, str], run: str) -> None:
+    mh = smoke[0][run]
+    assert mh["via"] == ("pgbouncer" if run.endswith("pgbouncer") else "direct")
     assert mh["populate"]["cycles"] == 6
     assert mh["capacity"]["cycles"] > 6
     assert mh["paced"]["cycles"] == mh["paced"]["expected_cycles"] == 6
@@ -111,3 +117,5 @@ def test_table_prints_ratios(smoke: tuple[dict, str]) -> None:
 
     text = table(smoke[0])
     assert "first full sync" in text and "vs floor" in text and "keeps up:" in text and "headroom" in text
+    assert "through pgbouncer: transaction mode, 2 server connections" in text
+    assert "| multi-host, same run | direct | pgbouncer |" in text

@@ -663,12 +663,24 @@ def test_bad_dsn_is_a_clear_error_without_the_dsn() -> None:
         store.connect(DatabaseConfig(dsn=None))
 
 
-def test_session_options_keep_existing_options() -> None:
-    from wgsyncd.store.db import _session_options
+def test_limits_are_per_transaction_and_user_options_pass_through(db_config: DatabaseConfig) -> None:
+    """No startup ``options`` of ours (pgbouncer refuses or drops them); the DSN's own stay."""
+    from wgsyncd.store.pooled import Limits
 
-    opts = _session_options(DatabaseConfig(statement_timeout=4), "-c search_path=wg")
-    assert opts.startswith("-c search_path=wg ")
-    assert "-c statement_timeout=4000" in opts and "-c lock_timeout=2000" in opts
+    assert Limits.for_statement_timeout(4) == Limits(4000, 2000, 60_000)
+    db_config.dsn = f"{db_config.dsn} options='-c search_path=public,pg_catalog'"
+    c = store.connect(db_config)
+    try:
+        assert "statement_timeout" not in (c.info.get_parameters().get("options") or "")
+        with c.transaction():
+            assert c.execute("SHOW search_path").fetchone() == ("public,pg_catalog",)
+            assert c.execute("SHOW statement_timeout").fetchone() == ("20s",)
+        c.execute("SET statement_timeout = 0")  # session level, as a careless caller might
+        c.commit()
+        with c.transaction():  # the next transaction has its limit again
+            assert c.execute("SHOW statement_timeout").fetchone() == ("20s",)
+    finally:
+        c.close()
 
 
 def test_counter_delta_and_keep_known() -> None:
@@ -913,6 +925,7 @@ def test_a_hand_edit_is_repaired_once_the_view_is_old(
 
 def test_a_failed_cycle_drops_the_view(pg_cluster: PgCluster, db_config: DatabaseConfig) -> None:
     from wgsyncd.store import known
+    from wgsyncd.store.pooled import Limits
 
     conn = store.connect(db_config)
     store.migrate(conn)
@@ -921,8 +934,7 @@ def test_a_failed_cycle_drops_the_view(pg_cluster: PgCluster, db_config: Databas
         assert known.memo_for(conn, "host-a").view is not None
         blocker = store.connect(db_config)
         blocker.execute("LOCK TABLE peers IN ACCESS EXCLUSIVE MODE")
-        conn.execute("SET lock_timeout = '200ms'")
-        conn.commit()
+        conn.limits = Limits.for_statement_timeout(0.4)  # lock_timeout 200 ms from the next transaction
         changed = synthetic_state("host-a")
         _drop_one_peer(changed)
         with pytest.raises(store.StoreError):

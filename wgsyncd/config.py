@@ -77,7 +77,7 @@ class DatabaseConfig:
     password: Secret | None = None
     password_file: str | None = None
     connect_timeout: float = 10.0
-    statement_timeout: float = 20.0  # seconds, applied per session
+    statement_timeout: float = 20.0  # seconds, applied per transaction (store/pooled.py)
     # apply pending schema migrations before the first sync (advisory-locked, so
     # many hosts starting at once is fine); false when a DBA runs `wgsyncd db migrate`
     auto_migrate: bool = True

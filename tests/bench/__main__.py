@@ -1,7 +1,8 @@
 """``python -m tests.bench``: the whole benchmark in one run; table on stdout, JSON on disk.
 
 Default size: N = 1,000 and 10,000 peers on one host (``--large`` adds 50,000), and
-1,000 hosts x 1,000 peers at a 60 s interval; under 10 minutes on a 2-core box.
+1,000 hosts x 1,000 peers at a 60 s interval, directly and again through pgbouncer in
+transaction mode (``--no-pgbouncer`` skips that); about 10 minutes on a 2-core box.
 """
 
 from __future__ import annotations
@@ -139,36 +140,72 @@ def table(result: dict[str, Any]) -> str:
         if size.get("idle_breakdown"):
             parts = ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in size["idle_breakdown"].items())
             lines += [f"idle cycle, piece by piece: {parts}", ""]
-    mh = result.get("multihost")
-    if mh:
-        cap, paced = mh["capacity"], mh["paced"]
-        lines += [
-            f"{mh['hosts']:,} hosts x {mh['peers_per_host']:,} peers every {mh['interval_s']:g} s "
-            f"(needs {mh['required_cycles_per_s']:.1f} cycles/s; {mh['workers']} generator processes)",
-            "| phase | cycles/s | p50 | p99 | rows/s | DB CPU | generator CPU |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name in ("populate", "capacity", "paced"):
-            p = mh[name]
-            cells = [
-                name,
-                f"{p['cycles_per_s']:.1f}",
-                f"{p['latency_p50_s'] * 1000:.0f} ms",
-                f"{p['latency_p99_s'] * 1000:.0f} ms",
-                f"{p['rows_per_s']:,.0f}",
-                f"{p['db_cpu_cores']:.2f} cores",
-                f"{p['generator_cpu_cores']:.2f} cores",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += [
-            f"keeps up: {'yes' if mh['keeps_up'] else 'NO'} "
-            f"({paced['cycles']}/{paced['expected_cycles']} cycles, "
-            f"latest start {paced['late_max_s']:.2f} s after its slot); headroom {mh['headroom']:.1f}x "
-            f"(capacity {cap['cycles_per_s']:.1f} cycles/s); PostgreSQL needs "
-            f"{mh['db_cpu_cores_at_required_rate']:.2f} of {mh['cpus']} cores at the required rate",
-            "",
-        ]
+    for key in ("multihost", "multihost_pgbouncer"):
+        if result.get(key):
+            lines += _multihost_lines(result[key])
+    if result.get("multihost") and result.get("multihost_pgbouncer"):
+        lines += _side_by_side(result["multihost"], result["multihost_pgbouncer"])
     return "\n".join(lines)
+
+
+def _multihost_lines(mh: dict[str, Any]) -> list[str]:
+    """The block of one multi-host run (direct, or through pgbouncer)."""
+    cap, paced = mh["capacity"], mh["paced"]
+    pooled = mh.get("via") == "pgbouncer"
+    via = (
+        f", through pgbouncer: transaction mode, {mh['pool_size']} server connections"
+        if pooled
+        else ", direct connections"
+    )
+    lines = [
+        f"{mh['hosts']:,} hosts x {mh['peers_per_host']:,} peers every {mh['interval_s']:g} s "
+        f"(needs {mh['required_cycles_per_s']:.1f} cycles/s; {mh['workers']} generator processes{via})",
+        "| phase | cycles/s | p50 | p99 | rows/s | DB CPU | generator CPU |"
+        + (" pgbouncer CPU |" if pooled else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if pooled else ""),
+    ]
+    for name in ("populate", "capacity", "paced"):
+        p = mh[name]
+        cells = [
+            name,
+            f"{p['cycles_per_s']:.1f}",
+            f"{p['latency_p50_s'] * 1000:.0f} ms",
+            f"{p['latency_p99_s'] * 1000:.0f} ms",
+            f"{p['rows_per_s']:,.0f}",
+            f"{p['db_cpu_cores']:.2f} cores",
+            f"{p['generator_cpu_cores']:.2f} cores",
+        ] + ([f"{p['pooler_cpu_cores']:.2f} cores"] if pooled else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        f"keeps up: {'yes' if mh['keeps_up'] else 'NO'} "
+        f"({paced['cycles']}/{paced['expected_cycles']} cycles, "
+        f"latest start {paced['late_max_s']:.2f} s after its slot); headroom {mh['headroom']:.1f}x "
+        f"(capacity {cap['cycles_per_s']:.1f} cycles/s); PostgreSQL needs "
+        f"{mh['db_cpu_cores_at_required_rate']:.2f} of {mh['cpus']} cores at the required rate"
+        + (f"; mean wait for a server connection {mh['pool_wait_mean_ms']:.2f} ms" if pooled else ""),
+        "",
+    ]
+    return lines
+
+
+def _side_by_side(direct: dict[str, Any], pooled: dict[str, Any]) -> list[str]:
+    """The two multi-host runs of this one `make bench`, figure by figure."""
+    rows = [
+        ("capacity, cycles/s", lambda m: f"{m['capacity']['cycles_per_s']:.1f}"),
+        ("capacity, p50 / p99", lambda m: _ms(m["capacity"])),
+        ("paced, p50 / p99", lambda m: _ms(m["paced"])),
+        ("paced, latest start after its slot", lambda m: f"{m['paced']['late_max_s']:.2f} s"),
+        ("PostgreSQL CPU at the required rate", lambda m: f"{m['db_cpu_cores_at_required_rate']:.2f} cores"),
+        ("keeps up", lambda m: "yes" if m["keeps_up"] else "NO"),
+    ]
+    lines = ["| multi-host, same run | direct | pgbouncer |", "|---|---|---|"]
+    lines += [f"| {name} | {fmt(direct)} | {fmt(pooled)} |" for name, fmt in rows]
+    return [*lines, ""]
+
+
+def _ms(phase: dict[str, Any]) -> str:
+    """p50 / p99 latency of a phase in ms."""
+    return f"{phase['latency_p50_s'] * 1000:.0f} / {phase['latency_p99_s'] * 1000:.0f} ms"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -189,6 +226,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=4, help="multi-host generator processes")
     ap.add_argument("--no-single", action="store_true", help="skip the single-host part")
     ap.add_argument("--no-multihost", action="store_true", help="skip the multi-host part")
+    ap.add_argument("--no-pgbouncer", action="store_true", help="skip the multi-host run through pgbouncer")
+    ap.add_argument(
+        "--pgbouncer-pool", type=int, default=2, help="multi-host via pgbouncer: server connections"
+    )
     ap.add_argument("--out", default=None, help="JSON path (default tests/bench/results/<UTC time>.json)")
     return ap.parse_args(argv)
 
@@ -229,12 +270,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 probe_s=args.probe,
                 log=lambda m: print(m, flush=True),
             )
+            if not args.no_pgbouncer:
+                result["multihost_pgbouncer"] = _multihost_pgbouncer(args, base, cluster)
     finally:
         cluster.stop("fast")
         shutil.rmtree(base, ignore_errors=True)
     result["elapsed_s"] = time.monotonic() - t0
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     return result
+
+
+def _multihost_pgbouncer(args: argparse.Namespace, base: Path, cluster: Any) -> dict[str, Any]:
+    """The same multi-host run, its connections through pgbouncer (transaction mode)."""
+    from tests.beds.pgbouncer import PgBouncer
+    from tests.bench.multihost import run_multihost
+
+    print(f"multi-host through pgbouncer ({args.pgbouncer_pool} server connections):", flush=True)
+    bouncer = PgBouncer.start(base / "pgb", cluster, pool_size=args.pgbouncer_pool)
+    try:
+        return run_multihost(
+            cluster,
+            hosts=args.hosts,
+            peers=args.host_peers,
+            interval=args.interval,
+            duration_s=args.duration,
+            workers=args.workers,
+            probe_s=args.probe,
+            pooler=bouncer,
+            log=lambda m: print(m, flush=True),
+        )
+    finally:
+        bouncer.stop()
 
 
 def _single(args: argparse.Namespace, sizes: list[int], base: Path, cluster: Any) -> list[dict[str, Any]]:

@@ -194,6 +194,12 @@ def postgres_cpu_s(data_dir: Path) -> float:
     return total / tick
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far, e.g. pgbouncer's (single-threaded)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by nearest rank; 0.0 for no values."""
     if not values:
@@ -232,9 +238,15 @@ def run_multihost(
     duration_s: float | None = None,
     workers: int = 4,
     probe_s: float = 20.0,
+    pooler: Any = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """All three phases into a fresh database of ``cluster``; the JSON block for the report."""
+    """All three phases into a fresh database of ``cluster``; the JSON block for the report.
+
+    ``pooler``: a tests.beds.pgbouncer.PgBouncer in front of ``cluster``; the generator's
+    connections then go through it (the migration still runs directly) and its own CPU
+    is reported next to PostgreSQL's.
+    """
     import psycopg
 
     from wgsyncd import store
@@ -243,13 +255,17 @@ def run_multihost(
     with psycopg.connect(dsn) as conn:
         store.migrate(conn)
     duration_s = interval if duration_s is None else duration_s
-    base = {"dsn": dsn, "peers": peers, "m": hosts, "interval": interval, "duration_s": duration_s}
+    agent_dsn = pooler.route(dsn) if pooler is not None else dsn
+    base = {"dsn": agent_dsn, "peers": peers, "m": hosts, "interval": interval, "duration_s": duration_s}
     res: dict[str, Any] = {
         "hosts": hosts,
         "peers_per_host": peers,
         "interval_s": interval,
         "workers": workers,
+        "via": "direct" if pooler is None else "pgbouncer",
     }
+    if pooler is not None:
+        res["pool_size"] = pooler.pool_size
     res["required_cycles_per_s"] = hosts / interval
 
     def phase(
@@ -257,12 +273,18 @@ def run_multihost(
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Run one phase; rates are over ``window`` (the paced schedule) or the wall time."""
         cpu0 = postgres_cpu_s(cluster.data_dir)
+        pooler0 = process_cpu_s(pooler.proc.pid) if pooler is not None else 0.0
         recs, wall, gen = _run_phase(name, workers, dict(base, **extra), hosts)
         out = _phase_summary(recs, window or wall, gen, postgres_cpu_s(cluster.data_dir) - cpu0)
+        if pooler is not None:
+            out["pooler_cpu_s"] = process_cpu_s(pooler.proc.pid) - pooler0
+            out["pooler_cpu_cores"] = out["pooler_cpu_s"] / (window or wall)
         log(
-            f"  multihost {name}: {out['cycles']} cycles in {wall:.1f} s = {out['cycles_per_s']:.1f}/s, "
-            f"p50 {out['latency_p50_s'] * 1000:.0f} ms, p99 {out['latency_p99_s'] * 1000:.0f} ms, "
-            f"DB {out['db_cpu_cores']:.2f} cores, generator {out['generator_cpu_cores']:.2f} cores"
+            f"  multihost {res['via']} {name}: {out['cycles']} cycles in {wall:.1f} s = "
+            f"{out['cycles_per_s']:.1f}/s, p50 {out['latency_p50_s'] * 1000:.0f} ms, "
+            f"p99 {out['latency_p99_s'] * 1000:.0f} ms, DB {out['db_cpu_cores']:.2f} cores, "
+            f"generator {out['generator_cpu_cores']:.2f} cores"
+            + (f", pgbouncer {out['pooler_cpu_cores']:.2f} cores" if pooler is not None else "")
         )
         return out, recs
 
@@ -298,4 +320,17 @@ def run_multihost(
     per_cycle_db = res["capacity"]["db_cpu_s"] / max(1, res["capacity"]["cycles"])
     res["db_cpu_cores_at_required_rate"] = per_cycle_db * res["required_cycles_per_s"]
     res["cpus"] = os.cpu_count()
+    if pooler is not None:
+        # how long, on average, a transaction waited for one of the pool's server connections
+        stats = [r for r in pooler.show("STATS") if r["database"] == dbname_of(dsn)]
+        xacts = sum(int(r["total_xact_count"]) for r in stats)
+        wait_us = sum(int(r["total_wait_time"]) for r in stats)
+        res["pool_wait_mean_ms"] = wait_us / 1000 / xacts if xacts else 0.0
     return res
+
+
+def dbname_of(dsn: str) -> str:
+    """The dbname of a libpq conninfo."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(dsn)["dbname"])

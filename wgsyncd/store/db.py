@@ -17,6 +17,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from wgsyncd.config import DatabaseConfig
+from wgsyncd.store import pooled
 
 # keepalives: a dead DB host (or a NAT that dropped us) is noticed in about a minute
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
@@ -70,29 +71,12 @@ def store_error(target: str, operation: str, exc: BaseException, *secrets: str |
     return StoreError(f"{target}: {operation} failed: {kind}: {redact(str(exc), *secrets) or 'no detail'}")
 
 
-def _session_options(cfg: DatabaseConfig, existing: str | None) -> str:
-    """``-c`` settings applied at connection start, so no statement runs without the limits.
-
-    lock_timeout is half the statement timeout: waiting on a lock (another agent with
-    the same host_id, a DBA's ALTER TABLE) fails with a clear error before the
-    statement would. UTC keeps timestamps identical whatever the server's zone.
-    """
-    stmt_ms = max(1, int(cfg.statement_timeout * 1000))
-    lock_ms = max(1, stmt_ms // 2)
-    idle_ms = max(60_000, stmt_ms * 3)
-    opts = [
-        f"-c statement_timeout={stmt_ms}",
-        f"-c lock_timeout={lock_ms}",
-        f"-c idle_in_transaction_session_timeout={idle_ms}",
-        "-c TimeZone=UTC",
-    ]
-    return " ".join([existing, *opts] if existing else opts)
-
-
 def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.Connection[Any]:
-    """Open a session with timeouts and keepalives; autocommit off.
+    """Open a session with keepalives; autocommit off; every transaction under the timeouts.
 
-    The password travels as its own parameter (never inside a string we might log);
+    Nothing is session state (store/pooled.py), so pgbouncer in transaction mode works:
+    the timeouts and UTC are set per transaction, not as startup ``options``. The
+    password travels as its own parameter (never inside a string we might log);
     any failure becomes a StoreError naming host/socket and dbname only.
     """
     target = describe_conninfo(cfg.dsn)
@@ -104,7 +88,6 @@ def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.C
     except psycopg.Error as exc:
         raise StoreError(f"database.dsn: not a valid libpq conninfo or URI ({type(exc).__name__})") from None
     dsn_password = params.get("password")
-    params["options"] = _session_options(cfg, params.get("options"))
     params["connect_timeout"] = max(_LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(cfg.connect_timeout))
     params["application_name"] = application_name
     for key, value in _KEEPALIVES.items():
@@ -114,8 +97,9 @@ def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.C
     params.setdefault("tcp_user_timeout", int(max(10.0, cfg.statement_timeout + 5) * 1000))
     if password is not None:
         params["password"] = password
+    limits = pooled.Limits.for_statement_timeout(cfg.statement_timeout)
     try:
-        conn = psycopg.connect(make_conninfo(**params), autocommit=False)
+        conn = pooled.connect(make_conninfo(**params), limits)
     except psycopg.Error as exc:
         raise store_error(target, "connect", exc, password, dsn_password) from None
     return conn
