@@ -18,6 +18,7 @@ from pathlib import Path
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
 from wgsyncd.restore.render import redact_conf_line, render_conf
+from wgsyncd.restore.values import check_loaded
 from wgsyncd.state import CONF_NAME_RE, Interface
 
 DEFAULT_DIR = "/etc/wireguard"
@@ -103,6 +104,7 @@ def to_dir(loaded: Loaded, directory: str = DEFAULT_DIR, *, dry_run: bool = Fals
     All temp files are written and fsynced first; only then is each renamed into
     place, so a failure while writing leaves every existing file as it was.
     """
+    check_loaded(loaded)  # before a name from the database becomes a file name
     root = Path(directory)
     plan: list[tuple[Path, str, FileChange]] = []
     for iface in loaded.interfaces.values():

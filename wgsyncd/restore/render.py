@@ -11,7 +11,9 @@ import base64
 import hashlib
 import re
 
+from wgsyncd import validate
 from wgsyncd.restore.loading import running_peers
+from wgsyncd.restore.values import check_interface
 from wgsyncd.state import Interface, Peer
 
 ZERO_KEY_B64 = base64.b64encode(bytes(32)).decode()  # clears a preshared key (netlink, wg syncconf)
@@ -65,7 +67,9 @@ def render_conf(iface: Interface) -> str:
     Comments, names and disabled peers are written so the conf source reads the same
     document back: comments directly above their section, ``# Name = x`` when the name
     is not already in a comment, disabled peers as ``#! `` lines (wgconfig's style).
+    Every value is checked first: none may add a line (a newline in a DNS entry would).
     """
+    check_interface(iface, f"interface {validate.shown(iface.name)}")
     lines = [f"# {c.lstrip('#').strip()}" if not c.startswith("#") else c for c in iface.comments or ()]
     lines.append("[Interface]")
     if iface.addresses:
@@ -119,6 +123,7 @@ def render_syncconf(iface: Interface) -> str:
 
 def _running_file(iface: Interface, *, spell_off: bool) -> str:
     """The [Interface] wg lines and every enabled peer: the one body of both wg files."""
+    check_interface(iface, f"interface {validate.shown(iface.name)}")
     lines = ["[Interface]", *_interface_wg_lines(iface)]
     for peer in running_peers(iface).values():
         lines += ["", "[Peer]", *_peer_lines(peer, spell_off=spell_off)]
