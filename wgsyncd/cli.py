@@ -386,7 +386,9 @@ def restore_cmd(
         for key, run_target in targets.items():
             out[key] = run_target(dry_run)
     except (store.StoreError, restore.RestoreError) as exc:
-        click.echo(f"wgsyncd: restore: {exc}", err=True)
+        from wgsyncd.validate import shown
+
+        click.echo(f"wgsyncd: restore: {shown(str(exc), 4000)}", err=True)  # DB text: no escapes
         sys.exit(1)
     if as_json:
         _emit(restore.as_json({**out, "dry_run": dry_run}))

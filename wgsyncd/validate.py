@@ -255,9 +255,9 @@ def whole_interface(iface: Any, where: str) -> None:
             raise Invalid(f"{where}: {label}: {exc.field}", exc.message) from None
 
 
-def shown(value: str, max_len: int = 80) -> str:
+def shown(value: str, max_len: int | None = 80) -> str:
     """A value safe to put on a terminal or in a log line: control characters escaped
     (``\\x1b``, ``\\n``, ...), cut to ``max_len``. For names that failed (or have not
     yet passed) their check; never for secrets."""
     out = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
-    return out if len(out) <= max_len else out[:max_len] + "..."
+    return out if max_len is None or len(out) <= max_len else out[:max_len] + "..."

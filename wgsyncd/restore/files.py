@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wgsyncd import validate
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
 from wgsyncd.restore.render import redact_conf_line, render_conf
@@ -61,10 +62,18 @@ def _read_existing(path: Path) -> str | None:
         raise RestoreError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at LF only, as wg-quick reads them (splitlines would also split at CR,
+    form feed, U+2028 ..., hiding such a character from the diff instead of showing it)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def _diff(old: str | None, new: str, path: str) -> str:
     """A unified diff of two conf texts with key values shown as fingerprints."""
-    a = [redact_conf_line(x) for x in (old or "").splitlines(keepends=True)]
-    b = [redact_conf_line(x) for x in new.splitlines(keepends=True)]
+    a = [redact_conf_line(x) for x in _lines(old or "")]
+    b = [redact_conf_line(x) for x in _lines(new)]
+    path = validate.shown(path, max_len=None)
     label_a = path if old is not None else "/dev/null"
     return "".join(difflib.unified_diff(a, b, label_a, path))
 

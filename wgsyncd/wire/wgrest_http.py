@@ -180,7 +180,6 @@ class WgrestHttp:
         self.timed_out = False  # set after a timeout: a stuck wgrest is not asked again
         self.session = requests.Session()
         self.session.trust_env = False  # no ~/.netrc, no *_PROXY, no REQUESTS_CA_BUNDLE guesses
-        self.session.max_redirects = 0
         self.connections = _track_connections(self.session)
 
     def close(self) -> None:
