@@ -88,8 +88,8 @@ def test_a_hostile_wgrest_fails_the_source_not_the_host(flapping, fault):
     and the kernel and conf rows still land."""
     host, wgrest, _state = flapping
     wgrest.fault = fault
-    text = host.config.read_text().replace("optional = true", "optional = true\nmax_answer_mib = 1\nmax_read_mib = 4")
-    host.config.write_text(text)
+    caps = "optional = true\nmax_answer_mib = 1\nmax_read_mib = 4"
+    host.config.write_text(host.config.read_text().replace("optional = true", caps))
     proc = host.wgsyncd("sync", check=False)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     want = {"huge_body": "wgrest.max_answer_mib", "endless_pages": "wgrest.max_read_mib", "drip": "timeout"}

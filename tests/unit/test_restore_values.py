@@ -184,5 +184,5 @@ def test_dry_run_diff_escapes_control_characters_and_redacts_every_key_form(tmp_
         assert secret not in diff
     assert not any(ch in diff for ch in "\x1b\x07\r\x00")
     assert "\\x1b]0;owned\\x07 \\x1b[2J\\r" in diff and "\\x1b[31mred" in diff
-    assert f"-# PrivateKey = <secret fp:" in diff and f"+PublicKey = {peer_pub}" in diff
+    assert "-# PrivateKey = <secret fp:" in diff and f"+PublicKey = {peer_pub}" in diff
     assert diff.count("<secret fp:") >= 6
