@@ -23,7 +23,7 @@ def test_interface_names_wg_quick_accepts(name):
     "name", ["", ".", "..", "../../x", "a/b", "a" * 16, "wg 0", "wg0\n", "wg0:1", "wgö", None, 1]
 )
 def test_interface_names_refused(name):
-    with pytest.raises(Invalid, match="^name: "):
+    with pytest.raises(Invalid, match=r"^name: "):
         validate.interface_name(name)
 
 
@@ -41,7 +41,7 @@ def test_keys_exact():
         "A" * 43 + "B",
         None,
     ):
-        with pytest.raises(Invalid, match="^k: not a") as exc:
+        with pytest.raises(Invalid, match=r"^k: not a") as exc:
             validate.key(bad, "k")
         assert KEY[:20] not in str(exc.value)
 
@@ -70,7 +70,7 @@ def test_endpoints_accepted(endpoint):
     ],
 )
 def test_endpoints_refused(endpoint):
-    with pytest.raises(Invalid, match="^endpoint: "):
+    with pytest.raises(Invalid, match=r"^endpoint: "):
         validate.endpoint(endpoint)
 
 
@@ -85,12 +85,12 @@ def test_cidrs_dns_tables_ranges():
         and validate.dns_entry("corp.example")
     )
     for bad in ("a b", "a,b", "1.1.1.1\nPostUp=x", "-x", ""):
-        with pytest.raises(Invalid, match="^dns: "):
+        with pytest.raises(Invalid, match=r"^dns: "):
             validate.dns_entry(bad)
     for good in ("off", "auto", "main", "1234", "4294967295", "my_table-2"):
         assert validate.table(good) == good
     for bad in ("4294967296", "a b", "x;y", "", "t\n"):
-        with pytest.raises(Invalid, match="^table: "):
+        with pytest.raises(Invalid, match=r"^table: "):
             validate.table(bad)
     assert (
         validate.port(0) == 0
@@ -112,7 +112,7 @@ def test_cidrs_dns_tables_ranges():
     "ch", ["\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\x0b", "\x0c"]
 )
 def test_text_refuses_every_line_breaking_or_terminal_character(ch):
-    with pytest.raises(Invalid, match="^post_up: contains a control character"):
+    with pytest.raises(Invalid, match=r"^post_up: contains a control character"):
         validate.text(f"echo a{ch}b", "post_up")
     assert validate.text("echo\ttab and ünïcode", "post_up")
 
@@ -125,5 +125,5 @@ def test_shown_escapes_control_characters():
 def test_conf_path():
     assert validate.conf_path("/etc/wireguard/wg0.conf")
     for bad in ("/etc/wireguard/..", "/etc/passwd", "/etc/wireguard/a b.conf", "/x/wg0.conf\n"):
-        with pytest.raises(Invalid, match="^conf_path: "):
+        with pytest.raises(Invalid, match=r"^conf_path: "):
             validate.conf_path(bad)
