@@ -73,6 +73,16 @@ def interface_name(value: Any, field: str = "name") -> str:
     return value
 
 
+def link_name(value: Any, field: str = "name") -> str:
+    """A name the kernel takes for a link (dev_valid_name): 1-15 characters, no ``/``,
+    ``:`` or whitespace, not ``.`` or ``..``. Looser than wg-quick's rule (``wg@home``
+    is a real link), for names a source finds on the host (control socket files)."""
+    text(value, field)
+    if not 0 < len(value) <= 15 or value in (".", "..") or any(c in value for c in "/: \t"):
+        raise Invalid(field, "not a valid network interface name")
+    return value
+
+
 def key(value: Any, field: str) -> str:
     """A WireGuard key exactly as wg prints it: 44 chars of canonical base64, 32 bytes."""
     if not isinstance(value, str) or not _B64_KEY.fullmatch(value):

@@ -186,3 +186,23 @@ def test_dry_run_diff_escapes_control_characters_and_redacts_every_key_form(tmp_
     assert "\\x1b]0;owned\\x07 \\x1b[2J\\r" in diff and "\\x1b[31mred" in diff
     assert "-# PrivateKey = <secret fp:" in diff and f"+PublicKey = {peer_pub}" in diff
     assert diff.count("<secret fp:") >= 6
+
+
+# ---------------------------------------------------------------- names a source finds on the host
+
+
+def test_a_control_socket_named_with_a_newline_is_an_error_not_an_interface(tmp_path):
+    from tests.test_kernel import FakeDaemon, answer, good_reply
+    from wgsyncd.config import KernelConfig
+    from wgsyncd.sources import kernel
+
+    good = FakeDaemon(str(tmp_path / "good0.sock"), answer(good_reply()))
+    evil = FakeDaemon(str(tmp_path / "wg0\nPostUp = x.sock"), answer(good_reply()))
+    try:
+        result = kernel.read(KernelConfig(backend="uapi", socket_dir=str(tmp_path), timeout=2.0))
+    finally:
+        good.close()
+        evil.close()
+    assert list(result.interfaces) == ["good0"]
+    (err,) = result.errors
+    assert err.interface is None and "wg0\\nPostUp = x.sock" in err.where and "\n" not in str(err)
