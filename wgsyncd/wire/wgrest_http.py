@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 
 from wgsyncd.state import Secret
+from wgsyncd.validate import shown
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,12 @@ def _netloc(parts: Any) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL as it may appear in errors and logs: user:password@ removed."""
+    """The URL as it may appear in errors and logs: user:password@ removed, control
+    characters escaped (a Link header is server text)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit((parts.scheme, _netloc(parts), parts.path, parts.query, parts.fragment))
+    if parts.username is not None or parts.password is not None:
+        url = urlunsplit((parts.scheme, _netloc(parts), parts.path, parts.query, parts.fragment))
+    return shown(url, None)
 
 
 def origin(url: str) -> tuple[str, str, int]:
