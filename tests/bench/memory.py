@@ -26,7 +26,7 @@ from tests.bench.single import Worker
 
 
 def peak_mib(host: BenchHost, config: Path, hostile: tuple[str, ...]) -> tuple[float, list[str]]:
-    """One worker: first cycle, 2 idle cycles, then one cycle per hostile fault; (VmHWM MiB, wgrest errors)."""
+    """One worker: first cycle, 2 idle ones, then one cycle per hostile fault; (VmHWM MiB, statuses)."""
     assert host.wgrest is not None
     worker = Worker(config)
     errors: list[str] = []

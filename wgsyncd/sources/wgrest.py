@@ -62,9 +62,10 @@ log = logging.getLogger(__name__)
 
 # Reads of one device's peers when its list shifts between pages.
 PEER_READ_ATTEMPTS = 3
-# The whole read (every device, every page) gets this many wgrest.timeout: a server
+# The whole read (every device, every page) gets 2.5 x wgrest.timeout (25 s by default, under
+# half the 60 s watchdog with the DB write after it): a server
 # answering each of endless pages just in time cannot hold the cycle past the watchdog.
-WHOLE_READ_TIMEOUTS = 3
+WHOLE_READ_TIMEOUTS = 2.5
 # wgrest URLs that answered once, kept in the state dir (a one-shot sync knows them too)
 SEEN_FILE = "wgrest-seen.json"
 SEEN_KEEP = 32

@@ -19,15 +19,12 @@ server's private key), and what wgrest answers is untrusted input. So every requ
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
 import re
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +34,13 @@ import requests
 
 from wgsyncd.state import Secret
 from wgsyncd.validate import shown
+from wgsyncd.wire.http_transport import (
+    cut_connections,
+    is_refused,
+    is_timeout,
+    short_reason,
+    track_connections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +186,7 @@ class WgrestHttp:
         self.timed_out = False  # set after a timeout: a stuck wgrest is not asked again
         self.session = requests.Session()
         self.session.trust_env = False  # no ~/.netrc, no *_PROXY, no REQUESTS_CA_BUNDLE guesses
-        self.connections = _track_connections(self.session)
+        self.connections = track_connections(self.session)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -214,7 +218,7 @@ class WgrestHttp:
         if self.token and self.token.reveal():
             headers["Authorization"] = f"Bearer {self.token.reveal()}"
         cut = threading.Event()
-        timer = threading.Timer(timeout, _cut_connections, (self.connections, cut))
+        timer = threading.Timer(timeout, cut_connections, (self.connections, cut))
         timer.daemon = True
         timer.start()
         try:
@@ -281,14 +285,14 @@ class WgrestHttp:
         self, exc: requests.RequestException, where: str, cut: bool, timeout: float
     ) -> WgrestProblem:
         """One clear problem for a failed request: refused, timed out, redirected, or broken."""
-        if cut or isinstance(exc, requests.Timeout) or _is_timeout(exc):
+        if cut or isinstance(exc, requests.Timeout) or is_timeout(exc):
             self.timed_out = True
             what = "answer not complete" if cut else "no answer"
             return WgrestProblem(where, f"{what} within {timeout:g}s (timeout)")
-        if isinstance(exc, requests.ConnectionError) and _is_refused(exc):
+        if isinstance(exc, requests.ConnectionError) and is_refused(exc):
             return WgrestRefused(where, "connection refused (is wgrest running?)")
         if isinstance(exc, requests.ConnectionError):
-            return WgrestProblem(where, f"cannot connect: {_short_reason(exc)}")
+            return WgrestProblem(where, f"cannot connect: {short_reason(exc)}")
         return WgrestProblem(where, f"request failed: {type(exc).__name__}")
 
     # ---- JSON and lists
@@ -378,85 +382,3 @@ def _check_length(answer: Answer, where: str) -> None:
         return
     if int(declared) != len(answer.body):
         raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
-
-
-def _track_connections(session: requests.Session) -> weakref.WeakSet:
-    """Mount pools whose connections register themselves, so a deadline can reach them.
-
-    Before the headers are in there is no response to take the socket from, and
-    urllib3 does not track connections it has handed out; so each connection this
-    session opens is remembered (weakly) here. Works with urllib3 1.26 and 2.x.
-    """
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    live: weakref.WeakSet = weakref.WeakSet()
-
-    def tracked(base: type) -> type:
-        def connect(self: Any) -> None:
-            live.add(self)
-            base.connect(self)
-
-        return type(f"Tracked{base.__name__}", (base,), {"connect": connect})
-
-    adapter = requests.adapters.HTTPAdapter(max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {
-        "http": type("TrackedPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
-        "https": type("TrackedSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
-    }
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return live
-
-
-def _cut_connections(live: weakref.WeakSet, cut: threading.Event) -> None:
-    """Deadline passed: shut the session's sockets down so the blocked read returns."""
-    cut.set()
-    for conn in list(live):
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _is_refused(exc: BaseException) -> bool:
-    """True when the cause chain holds ECONNREFUSED: nothing listens there."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        cur = stack.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError):
-            return True
-        stack.extend([cur.__cause__, cur.__context__])
-        stack.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
-        stack.append(getattr(cur, "reason", None))
-    return False
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """True when a ConnectionError wraps a read timeout (requests does that mid-body)."""
-    cur: BaseException | None = exc
-    for _ in range(10):
-        if cur is None:
-            return False
-        if isinstance(cur, TimeoutError | socket.timeout) or "Timeout" in type(cur).__name__:
-            return True
-        nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
-        cur = nxt or cur.__cause__ or cur.__context__
-    return False
-
-
-def _short_reason(exc: BaseException) -> str:
-    """The innermost OS error of a connection failure, without URLs or reprs."""
-    cur: BaseException | None = exc
-    for _ in range(10):
-        if cur is None:
-            break
-        if isinstance(cur, OSError) and cur.strerror:
-            return cur.strerror
-        nxt = getattr(cur, "reason", None) or (cur.args[0] if cur.args else None)
-        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
-    return type(exc).__name__
