@@ -98,3 +98,34 @@ def test_a_hostile_wgrest_fails_the_source_not_the_host(flapping, fault):
     assert len(rows) == 20 and all(set(r.sources) == {"kernel", "conf"} for r in rows.values())
     with psycopg.connect(host.dsn) as conn:
         assert store.status(conn, host.host_id, limit=1)[0].status == "partial"
+
+
+def test_flapping_keeps_values_only_wgrest_has(tmp_path, wg_bed, pg_cluster, make_wgrest):
+    """wgrest v2 rewrites the conf from `wg showconf` (no Address, DNS, hooks), so those come
+    from wgrest alone; while it is away the conf's empty lists are not news (no new version)."""
+    host = Host(tmp_path, wg_bed, pg_cluster.create_database(), "host-flap-v2")
+    name = host.add_interface(5)
+    conf = host.conf_dir / f"{name}.conf"
+    kept = [ln for ln in conf.read_text().splitlines() if not ln.startswith(("Address", "DNS", "PostUp"))]
+    conf.write_text("\n".join(kept) + "\n")
+    wgrest = make_wgrest("v2")
+    wgrest.load_state(kernel_source.parse_wg_dump(host.ifaces[name].dump(), name).values())
+    dev = wgrest.devices[name]
+    dev.addresses, dev.dns, dev.post_up = ["10.99.0.1/24"], ["192.0.2.53"], ["echo up"]
+    host.wgrest_url = wgrest.url
+    state = tmp_path / "state"
+    state.mkdir()
+    optional_config(host, state)
+    host.wgsyncd("sync")
+    with psycopg.connect(host.dsn) as conn:
+        (row,) = store.load_interfaces(conn, host.host_id)
+    assert (row.addresses, row.dns, row.post_up) == (["10.99.0.1/24"], ["192.0.2.53"], ["echo up"])
+    before = versions(host)
+    for _ in range(2):
+        wgrest.stop()
+        assert host.wgsyncd("sync", check=False).returncode == 4
+        now = versions(host)
+        assert {k: (v, now[k]) for k, v in before.items() if now[k] != v} == {}
+        wgrest.start(port=wgrest.port)
+        host.wgsyncd("sync")
+        assert versions(host) == before
