@@ -571,13 +571,18 @@ def remember_seen(url: str, state_dir: str | None, answered: bool) -> None:
     record = _load_seen(state_dir)
     record[key] = when
     record = dict(sorted(record.items(), key=lambda kv: kv[1])[-SEEN_KEEP:])
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{SEEN_FILE}.", dir=state_dir)
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh)
         os.replace(tmp, Path(state_dir) / SEEN_FILE)
+        tmp = None
     except OSError as exc:
         log.debug("cannot record that wgrest answered in %s: %s", state_dir, exc.strerror)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _read_device(
