@@ -192,3 +192,20 @@ def test_persist_unit_runs_once_between_the_interfaces_and_wgrest() -> None:
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     daemon_after = " ".join(parse_unit("wgsyncd.service")["Unit"]["After"]).split()
     assert "wgsyncd-persist.service" in daemon_after  # the daemon never snapshots before the restore
+
+
+def test_memory_is_bounded_above_the_measured_peak() -> None:
+    """MemoryMax= above MemoryHigh= above the peak measured at 50,000 peers with a hostile
+    wgrest (tests/bench/results/memory-50k-*.json, from `python -m tests.bench.memory`)."""
+    import json
+
+    sizes = {"K": 2**10, "M": 2**20, "G": 2**30}
+    measured = max(
+        json.loads(p.read_text())["peak_hostile_wgrest_mib"]
+        for p in (UNITS_DIR.parent / "tests" / "bench" / "results").glob("memory-50k-*.json")
+    )
+    for name in ("wgsyncd.service", "wgsyncd-sync.service"):
+        service = parse_unit(name)["Service"]
+        (high,), (top,) = service["MemoryHigh"], service["MemoryMax"]
+        high_b, top_b = (int(v[:-1]) * sizes[v[-1]] for v in (high, top))
+        assert measured * 2**20 < high_b < top_b, (name, high, top, measured)

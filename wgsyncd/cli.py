@@ -388,6 +388,11 @@ def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json:
 )
 @click.option("--to-wgrest", "wgrest_url", default=None, help="Recreate peers through this wgrest URL.")
 @click.option("--token-file", default=None, help="wgrest bearer token file.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow --to-wgrest over plain http:// to another machine (token in clear).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option(
     "--allow-missing-secrets", is_flag=True, help="Restore interfaces whose keys were never stored."
@@ -406,6 +411,7 @@ def restore_cmd(
     apply_via: str,
     wgrest_url: str | None,
     token_file: str | None,
+    insecure: bool,
     dry_run: bool,
     allow_missing_secrets: bool,
     as_json: bool,
@@ -453,7 +459,9 @@ def restore_cmd(
                 dry_run=dry,
             )
         if wgrest_url:
-            targets["wgrest"] = lambda dry: restore.to_wgrest(loaded, wgrest_url, token=token, dry_run=dry)
+            targets["wgrest"] = lambda dry: restore.to_wgrest(
+                loaded, wgrest_url, token=token, dry_run=dry, insecure=insecure
+            )
         # every target checks everything it needs before its own first write; with several
         # targets, all of them check (a dry run) before the first one writes anything
         peers = sum(len(i.peers) for i in loaded.interfaces.values())
@@ -468,7 +476,9 @@ def restore_cmd(
             out[key] = run_target(dry_run)
     except (store.StoreError, restore.RestoreError) as exc:
         bar.close()
-        click.echo(f"wgsyncd: restore: {exc}", err=True)
+        from wgsyncd.validate import shown
+
+        click.echo(f"wgsyncd: restore: {shown(str(exc), 4000)}", err=True)  # DB text: no escapes
         sys.exit(1)
     bar.close()
     if as_json:

@@ -65,8 +65,11 @@ class WgrestConfig:
     # in pages of P cost it N/P full reads a cycle: one page up to 10,000 peers
     per_page: int = 10000
     data_dir: str | None = "/var/lib/wgrest"  # v1 only; <data_dir>/v1/*.conf
-    # a wgrest that is not listening is "not installed here", not an error
+    # a wgrest that is not listening is "not installed here", not an error (until it answered once)
     optional: bool = True
+    # memory bound (MiB): one answer, and all answers of one read together
+    max_answer_mib: float = 16.0
+    max_read_mib: float = 64.0
 
 
 @dataclass
@@ -322,6 +325,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("metrics.max_peer_series: must be 0 or more")
     if cfg.wgrest.per_page < 1:
         raise ConfigError("wgrest.per_page: must be at least 1")
+    if not 0 < cfg.wgrest.max_answer_mib <= cfg.wgrest.max_read_mib <= 4096:
+        raise ConfigError(
+            "wgrest.max_answer_mib, wgrest.max_read_mib: need 0 < max_answer_mib <= max_read_mib <= 4096"
+        )
     if not cfg.wgrest.url.startswith(("http://", "https://")):
         raise ConfigError("wgrest.url: must start with http:// or https://")
     if cfg.recovery_public_key:

@@ -66,7 +66,7 @@ def read_sources(cfg: Config) -> list[SourceResult]:
     if cfg.wgrest.enabled:
         from wgsyncd.sources import wgrest
 
-        readers.append((Source.WGREST, lambda: wgrest.read(cfg.wgrest, want)))
+        readers.append((Source.WGREST, lambda: wgrest.read(cfg.wgrest, want, cfg.daemon.state_dir)))
     if len(readers) < 2:
         return [_read_source(src, fn) for src, fn in readers]
     pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="wgsyncd-source")

@@ -52,6 +52,9 @@ FAULTS = (
     "link_offsite",
     "shift_peers",  # a peer is added at the front after page 1 is served (list shifts)
     "drip",  # headers at once, then the body a byte every 50 ms (never trips a socket timeout)
+    "huge_body",  # a 200 whose JSON array never ends (no Content-Length), until the client stops
+    "endless_pages",  # every page of peers is new peers, with a Link to one more page
+    "redirect",  # a 302 to ``redirect_to`` (default: an address nobody is served at)
 )
 ZERO_TIME = "0001-01-01T00:00:00Z"
 # A value shaped like a key but invalid (43 chars + "="): what the "bad_key" fault
@@ -210,6 +213,10 @@ class ServerBox:
         self._fault: str | None = None
         self.fault_path: str | None = None  # fault only on paths containing this
         self.fault_limit: int | None = None  # fire this many times, then behave (None = always)
+        self.redirect_to: str = "http://203.0.113.9:51822"  # where the "redirect" fault points
+        self.sent_bytes = 0  # bytes the "huge_body" fault wrote before the client stopped reading
+        self.huge_done = threading.Event()  # set when the "huge_body" answer ended
+        self.port = 0
         self._fault_lock = threading.Lock()
         self.devices: dict[str, FakeDevice] = {}
         self.requests: list[RequestRecord] = []
@@ -250,14 +257,20 @@ class ServerBox:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> ServerBox:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
+    def start(self, port: int = 0) -> ServerBox:
+        """Bind 127.0.0.1 on ``port`` (0: a free one) and serve in a daemon thread.
+
+        A stopped box can start again on its old port (``port=box.port``): a wgrest
+        that goes away and comes back at the same URL.
+        """
+        self.release.clear()
         box = self
 
         class Handler(_Handler):
             server_box = box
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self._httpd.server_address[1]
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="wgrest-bed", daemon=True
@@ -606,6 +619,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "unauthorized", "invalid token")
         elif box.fire("drip", path):
             self._drip()
+        elif box.fire("huge_body", path):
+            self._huge_body()
+        elif box.fire("redirect", path):
+            self._send(302, b"", {"Location": box.redirect_to + path})
         elif box.fire("hang", path):
             box.hung.set()
             box.release.wait()
@@ -630,6 +647,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[i : i + 1])
             except OSError:
                 break  # the client gave up: that is the point
+        self.close_connection = True
+
+    def _huge_body(self) -> None:
+        """A hostile server: an answer that never ends, written as fast as the client reads."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        item = b'{"public_key": "' + b"A" * 43 + b'=", "allowed_ips": []}, '
+        chunk = b"[" + item * (65536 // len(item))
+        sent = 0
+        while not self.server_box.release.is_set() and sent < 2**31:
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                break  # the client gave up: that is the point
+            sent += len(chunk)
+            chunk = chunk.lstrip(b"[")
+        self.server_box.sent_bytes = sent
+        self.server_box.huge_done.set()
         self.close_connection = True
 
     # ---- routes
@@ -686,6 +723,12 @@ class _Handler(BaseHTTPRequestHandler):
         if box.fire("link_loop", path):
             first = "1" if box.version == "v1" else "0"
             qs = urlencode(sorted({**query, "page": first}.items()))
+            link = f'<{path}?{qs}>; rel="next"'
+        if path.endswith("/peers/") and box.fire("endless_pages", path):
+            page_no = int(query.get("page") or 1)
+            count = max(1, min(int(query.get("per_page") or 100), 1000))
+            chunk = [box.peer_json(FakePeer(random_key(), allowed_ips=["10.9.0.1/32"])) for _ in range(count)]
+            qs = urlencode(sorted({**query, "page": str(page_no + 1)}.items()))
             link = f'<{path}?{qs}>; rel="next"'
         if box.fire("link_offsite", path):
             link = f'<http://203.0.113.9:51822{path}?page=2>; rel="next"'  # TEST-NET-3, never reached

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wgsyncd import validate
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
 from wgsyncd.restore.render import redact_conf_line, render_conf
+from wgsyncd.restore.values import check_loaded
 from wgsyncd.state import CONF_NAME_RE, Interface
 
 DEFAULT_DIR = "/etc/wireguard"
@@ -60,10 +62,18 @@ def _read_existing(path: Path) -> str | None:
         raise RestoreError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at LF only, as wg-quick reads them (splitlines would also split at CR,
+    form feed, U+2028 ..., hiding such a character from the diff instead of showing it)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def _diff(old: str | None, new: str, path: str) -> str:
     """A unified diff of two conf texts with key values shown as fingerprints."""
-    a = [redact_conf_line(x) for x in (old or "").splitlines(keepends=True)]
-    b = [redact_conf_line(x) for x in new.splitlines(keepends=True)]
+    a = [redact_conf_line(x) for x in _lines(old or "")]
+    b = [redact_conf_line(x) for x in _lines(new)]
+    path = validate.shown(path, max_len=None)
     label_a = path if old is not None else "/dev/null"
     return "".join(difflib.unified_diff(a, b, label_a, path))
 
@@ -103,6 +113,7 @@ def to_dir(loaded: Loaded, directory: str = DEFAULT_DIR, *, dry_run: bool = Fals
     All temp files are written and fsynced first; only then is each renamed into
     place, so a failure while writing leaves every existing file as it was.
     """
+    check_loaded(loaded)  # before a name from the database becomes a file name
     root = Path(directory)
     plan: list[tuple[Path, str, FileChange]] = []
     for iface in loaded.interfaces.values():

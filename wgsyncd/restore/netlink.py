@@ -23,6 +23,7 @@ from typing import Any
 from wgsyncd.restore.changes import InterfaceChanges, diff_interface, write_order
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.render import ZERO_KEY_B64
+from wgsyncd.restore.values import check_interface
 from wgsyncd.state import Interface, Peer
 
 # uapi/linux/wireguard.h
@@ -123,6 +124,7 @@ def netlink_messages(
     for one message continues in the next with UPDATE_ONLY and no REPLACE, as `wg`
     does. Returns pyroute2 ``wgmsg`` attribute lists holding key values: send, never log.
     """
+    check_interface(desired, where)
     device: list[list[Any]] = []
     if "private_key" in changes.device and desired.private_key:
         device.append(["WGDEVICE_A_PRIVATE_KEY", desired.private_key.reveal()])

@@ -11,22 +11,38 @@ import base64
 import hashlib
 import re
 
+from wgsyncd import validate
 from wgsyncd.restore.loading import running_peers
+from wgsyncd.restore.values import check_interface
 from wgsyncd.state import Interface, Peer
 
 ZERO_KEY_B64 = base64.b64encode(bytes(32)).decode()  # clears a preshared key (netlink, wg syncconf)
 
 
-_SECRET_LINE = re.compile(r"(?i)^(\s*(?:#!\s*)?(?:PrivateKey|PresharedKey)\s*=\s*)(\S+)(.*)$")
+# A line that shows a public key on purpose: `PublicKey = ...`, also disabled (`#! `)
+_PUBLIC_LINE = re.compile(r"(?i)^[\s#!]*PublicKey\s*=")
+# Every spelling of a key: standard or URL-safe base64 (44 chars), or hex (UAPI, 64 chars)
+_KEY_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])(?:[A-Za-z0-9+/_-]{43}=|[0-9a-fA-F]{64})(?![A-Za-z0-9+/_=-])")
+
+
+def _fingerprint(match: re.Match[str]) -> str:
+    """A key as ``<secret fp:xxxxxxxx>``: a diff still shows that it changed, never what it is."""
+    return f"<secret fp:{hashlib.sha256(match.group().encode()).hexdigest()[:8]}>"
 
 
 def redact_conf_line(line: str) -> str:
-    """A conf line for display: key values become a short fingerprint (diffs still show changes)."""
-    m = _SECRET_LINE.match(line)
-    if not m:
-        return line
-    fp = hashlib.sha256(m.group(2).encode()).hexdigest()[:8]
-    return f"{m.group(1)}<secret fp:{fp}>{m.group(3)}"
+    """A conf line made safe to show on a terminal (the dry-run diff).
+
+    Every key-shaped value becomes a short fingerprint: ``PrivateKey``/``PresharedKey``
+    lines, commented-out ones (``# PrivateKey = ...``), keys inside hooks or comments;
+    only a ``PublicKey =`` line keeps its key. Control characters (an escape sequence
+    from the database, a stray CR) are shown escaped (``\x1b``), the line's own end kept.
+    """
+    body = line.rstrip("\n")
+    end = line[len(body) :]
+    if not _PUBLIC_LINE.match(body):
+        body = _KEY_TOKEN.sub(_fingerprint, body)
+    return validate.shown(body, max_len=None) + end
 
 
 def _peer_lines(peer: Peer, *, spell_off: bool = False) -> list[str]:
@@ -65,7 +81,9 @@ def render_conf(iface: Interface) -> str:
     Comments, names and disabled peers are written so the conf source reads the same
     document back: comments directly above their section, ``# Name = x`` when the name
     is not already in a comment, disabled peers as ``#! `` lines (wgconfig's style).
+    Every value is checked first: none may add a line (a newline in a DNS entry would).
     """
+    check_interface(iface, f"interface {validate.shown(iface.name)}")
     lines = [f"# {c.lstrip('#').strip()}" if not c.startswith("#") else c for c in iface.comments or ()]
     lines.append("[Interface]")
     if iface.addresses:
@@ -119,6 +137,7 @@ def render_syncconf(iface: Interface) -> str:
 
 def _running_file(iface: Interface, *, spell_off: bool) -> str:
     """The [Interface] wg lines and every enabled peer: the one body of both wg files."""
+    check_interface(iface, f"interface {validate.shown(iface.name)}")
     lines = ["[Interface]", *_interface_wg_lines(iface)]
     for peer in running_peers(iface).values():
         lines += ["", "[Peer]", *_peer_lines(peer, spell_off=spell_off)]

@@ -25,6 +25,7 @@ from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
 from wgsyncd.restore.netlink import netlink_apply, netlink_read
 from wgsyncd.restore.render import render_syncconf
+from wgsyncd.restore.values import check_interface, check_loaded
 from wgsyncd.state import Interface
 
 ZERO_KEY_HEX = "0" * 64
@@ -38,7 +39,11 @@ def _hex(key_b64: str) -> str:
 
 
 def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) -> bytes:
-    """The ``set=1`` request for ``changes``: removals first, so freed allowed IPs can move."""
+    """The ``set=1`` request for ``changes``: removals first, so freed allowed IPs can move.
+
+    Every value is checked first: a newline in one would start a new UAPI command.
+    """
+    check_interface(desired, where)
     out = ["set=1"]
     if "private_key" in changes.device and desired.private_key:
         out.append(f"private_key={_hex(desired.private_key.reveal())}")
@@ -197,6 +202,7 @@ def apply(
     """
     if via not in ("auto", "uapi", "wg", "netlink"):
         raise RestoreError(f"--apply-via {via}: must be auto, uapi, wg or netlink")
+    check_loaded(loaded)  # before the name becomes a socket or /sys path
     work = []
     for name, wanted in loaded.interfaces.items():
         where = f"{loaded.label}: interface {name}"

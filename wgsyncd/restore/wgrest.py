@@ -1,9 +1,10 @@
 """Target: wgrest (``restore --to-wgrest``): POST missing peers, PATCH changed ones, DELETE extra ones.
 
-A tiny HTTP client of its own (bearer token, timeouts, errors naming the URL
-only); the value helpers (URL-safe key names, Go durations) are the wgrest
-source's. ``requests`` and the source are imported where they are used, so
-importing restore does not need them.
+HTTP goes through the one wgrest client (:mod:`wgsyncd.wire.wgrest_http`: token only
+to the configured origin, no netrc or proxies, no redirects, deadlines, body cap);
+plain http:// to another machine is refused unless ``insecure``. The value helpers
+(URL-safe key names, Go durations) are the wgrest source's. ``requests`` and the
+source are imported where they are used, so importing restore does not need them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
+from wgsyncd import validate
 from wgsyncd.restore.changes import networks, secret_fp
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded, running_peers
+from wgsyncd.restore.values import check_loaded
 from wgsyncd.state import Peer, Secret
 
 HTTP_TIMEOUT = 10.0
@@ -39,44 +42,34 @@ class WgrestChanges:
 
 
 class _Http:
-    """A tiny wgrest client for restore: bearer token, timeouts, errors naming the URL only."""
+    """restore's view of the shared wgrest client: statuses checked, problems as RestoreError."""
 
     def __init__(self, base: str, token: Secret | None, timeout: float) -> None:
-        import requests
+        from wgsyncd.wire.wgrest_http import WgrestHttp
 
-        self.base = base.rstrip("/") + "/"
-        self.session = requests.Session()
-        self.timeout = timeout
-        self.last_link: str | None = None
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token.reveal()}"
+        self.client = WgrestHttp(base, token, timeout=timeout)
 
     def url(self, path: str) -> str:
         """Absolute URL of an API path."""
-        return urljoin(self.base, path.lstrip("/"))
+        return self.client.url(path)
 
     def call(
         self, method: str, url: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = (200,)
     ) -> Any:
         """One request; a transport error or unexpected status becomes RestoreError naming the URL."""
-        import requests
+        from wgsyncd.wire.wgrest_http import WgrestProblem
 
-        shown = url.split("?")[0]
+        shown = f"{method} {url.split('?')[0]}"
         try:
-            resp = self.session.request(method, url, json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RestoreError(f"{method} {shown}: {type(exc).__name__}") from None
-        if resp.status_code not in ok:
-            try:
-                msg = str(resp.json().get("message", ""))[:200]
-            except ValueError:
-                msg = ""
-            raise RestoreError(f"{method} {shown}: HTTP {resp.status_code} {msg}".rstrip())
-        self.last_link = resp.links.get("next", {}).get("url")
+            resp = self.client.request(method, url, body)
+        except WgrestProblem as exc:
+            raise RestoreError(f"{method} {exc}") from None
+        if resp.status not in ok:
+            raise RestoreError(f"{shown}: {self.client.status_message(resp)}")
         try:
-            return resp.json() if resp.content else None
+            return resp.json() if resp.body else None
         except ValueError:
-            raise RestoreError(f"{method} {shown}: answer is not JSON") from None
+            raise RestoreError(f"{shown}: answer is not JSON") from None
 
     def list_peers(self, device: str) -> list[dict[str, Any]]:
         """Every peer of a device, following the Link header's ``next`` (never past this server).
@@ -85,19 +78,22 @@ class _Http:
         on every request (peers would repeat and go missing); and one big page, because
         wgrest reads the whole device for every page it serves.
         """
-        url: str | None = self.url(f"v1/devices/{quote(device)}/peers/?per_page=10000&sort=pub_key")
+        from wgsyncd.wire.wgrest_http import WgrestProblem
+
+        url = self.url(f"v1/devices/{quote(device, safe='')}/peers/?per_page=10000&sort=pub_key")
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        while url and url not in seen:
-            seen.add(url)
-            page = self.call("GET", url)
-            if not isinstance(page, list):
-                raise RestoreError(f"GET {url.split('?')[0]}: expected a list of peers")
-            out.extend(page)
-            nxt = self.last_link
-            url = urljoin(url, nxt) if nxt else None
-            if url and not url.startswith(self.base):
-                raise RestoreError(f"GET {self.base}: Link header points to another server; refused")
+        try:
+            for page, where in self.client.pages(url):
+                for item in page:
+                    if not isinstance(item, dict):
+                        raise RestoreError(f"GET {where}: expected a list of peer objects")
+                    try:  # the key goes into a PATCH/DELETE path: it must be a key
+                        validate.key(item.get("public_key"), "public_key")
+                    except validate.Invalid as exc:
+                        raise RestoreError(f"GET {where}: a peer's {exc}") from None
+                    out.append(item)
+        except WgrestProblem as exc:
+            raise RestoreError(f"GET {exc}") from None
         return out
 
 
@@ -155,6 +151,7 @@ def to_wgrest(
     token: Secret | None = None,
     dry_run: bool = False,
     timeout: float = HTTP_TIMEOUT,
+    insecure: bool = False,
 ) -> list[WgrestChanges]:
     """Recreate each device's peers through wgrest (v1 and v2 share these endpoints).
 
@@ -162,12 +159,20 @@ def to_wgrest(
     conf are not created. wgrest cannot create devices (v1 answers 501), so a device
     that does not exist refuses the restore.
     """
+    from wgsyncd.wire.wgrest_http import is_loopback, redact_url
+
     if not url.startswith(("http://", "https://")):
-        raise RestoreError(f"--to-wgrest {url}: must start with http:// or https://")
+        raise RestoreError(f"--to-wgrest {redact_url(url)}: must start with http:// or https://")
+    if url.startswith("http://") and not is_loopback(url) and not insecure:
+        raise RestoreError(
+            f"--to-wgrest {redact_url(url)}: plain http:// to another machine would send the token and "
+            "every key in clear; use https:// (or --insecure if the network is trusted)"
+        )
+    check_loaded(loaded)  # every value, before the first request
     http = _Http(url, token, timeout)
     work = []
     for name, desired in loaded.interfaces.items():
-        dev_url = http.url(f"v1/devices/{quote(name)}/")
+        dev_url = http.url(f"v1/devices/{quote(name, safe='')}/")
         try:
             http.call("GET", dev_url)
         except RestoreError as exc:
@@ -178,7 +183,7 @@ def to_wgrest(
     for name, desired, current in work:
         ch = WgrestChanges(name)
         want = running_peers(desired)
-        peers_url = http.url(f"v1/devices/{quote(name)}/peers/")
+        peers_url = http.url(f"v1/devices/{quote(name, safe='')}/peers/")
         for pub, peer in want.items():
             if pub not in current:
                 ch.created.append(pub)
@@ -203,7 +208,8 @@ def _peer_url(http: _Http, device: str, public_key: str) -> str:
     """``/v1/devices/{name}/peers/{urlSafePubKey}/`` (URL-safe base64 with padding)."""
     from wgsyncd.sources.wgrest import std_to_url_safe
 
-    return http.url(f"v1/devices/{quote(device)}/peers/{quote(std_to_url_safe(public_key))}/")
+    safe_key = quote(std_to_url_safe(public_key), safe="")
+    return http.url(f"v1/devices/{quote(device, safe='')}/peers/{safe_key}/")
 
 
 def read_token(path: str) -> Secret:

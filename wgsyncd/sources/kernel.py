@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wgsyncd import validate
 from wgsyncd.config import KernelConfig
 from wgsyncd.state import (
     WIRE_PEER_FIELDS,
@@ -394,6 +395,11 @@ def _read_uapi(
     uapi.forget_others({uapi.socket_path(cfg.socket_dir, n) for n in names if accept(n)})
     for name in names:
         if name in seen or not accept(name):
+            continue
+        try:  # a file name, not a kernel answer: a newline or a path must not become a name
+            validate.link_name(name)
+        except validate.Invalid as exc:
+            _error(result, f"{cfg.socket_dir}/{validate.shown(name)}.sock", exc.message, None)
             continue
         path = uapi.socket_path(cfg.socket_dir, name)
         try:

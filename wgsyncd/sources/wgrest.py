@@ -18,26 +18,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import dataclasses
-import ipaddress
 import json
 import logging
 import math
 import os
 import re
 import socket
-import threading
-import weakref
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote
 
-import requests
-
+from wgsyncd import validate
 from wgsyncd.config import WgrestConfig
 from wgsyncd.state import (
     WIRE_PEER_FIELDS,
@@ -51,19 +47,28 @@ from wgsyncd.state import (
     parse_key,
     shared,
 )
+from wgsyncd.wire.wgrest_http import (  # noqa: F401  (re-exported: the source's public names)
+    MAX_PAGES,
+    WgrestHttp,
+    WgrestProblem,
+    WgrestRefused,
+    parse_link_header,
+    redact_url,
+    scrub,
+    type_name,
+)
 
 log = logging.getLogger(__name__)
 
-# A Link chain longer than this is a broken server, not a big one (1M peers at 100 a page).
-MAX_PAGES = 10_000
-# Largest answer read (10,000 peers in one page are about 3 MiB).
-MAX_BODY = 128 * 2**20
 # Reads of one device's peers when its list shifts between pages.
 PEER_READ_ATTEMPTS = 3
-# Server-supplied error text we repeat, cut to this length (it is untrusted input).
-MAX_SERVER_TEXT = 160
-# Anything shaped like a base64 WireGuard key (standard or URL-safe alphabet).
-_KEYLIKE = re.compile(r"[A-Za-z0-9+/_-]{42,43}=")
+# The whole read (every device, every page) gets 2.5 x wgrest.timeout (25 s by default, under
+# half the 60 s watchdog with the DB write after it): a server
+# answering each of endless pages just in time cannot hold the cycle past the watchdog.
+WHOLE_READ_TIMEOUTS = 2.5
+# wgrest URLs that answered once, kept in the state dir (a one-shot sync knows them too)
+SEEN_FILE = "wgrest-seen.json"
+SEEN_KEEP = 32
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_DURATION_UNITS = {
     "ns": 1e-9,
@@ -78,8 +83,6 @@ _GO_DURATION_UNITS = {
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
 )
-_LINK_ENTRY = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
-_REL_PARAM = re.compile(r"""rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -95,19 +98,6 @@ class DeviceDefaults:
     dns: tuple[str, ...]
     allowed_ips: tuple[str, ...]
     host: str | None
-
-
-class WgrestProblem(Exception):
-    """One problem reading wgrest, already phrased for a SourceError (no secrets inside)."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
-        self.where = where
-        self.message = message
-
-
-class WgrestRefused(WgrestProblem):
-    """Nothing listens at the URL: wgrest is not installed or not running here."""
 
 
 # --------------------------------------------------------------------------- values
@@ -195,53 +185,7 @@ def std_to_url_safe(public_key: str) -> str:
     return base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
 
 
-def parse_link_header(value: str) -> dict[str, str]:
-    """``rel`` -> URL from an RFC 5988 Link header (wgrest v1 joins with ",", v2 with ", ")."""
-    links: dict[str, str] = {}
-    for match in _LINK_ENTRY.finditer(value or ""):
-        for rel_match in _REL_PARAM.finditer(match.group(2)):
-            for rel in (rel_match.group(1) or rel_match.group(2) or "").split():
-                links.setdefault(rel.lower(), match.group(1).strip())
-    return links
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may appear in errors and logs: user:password@ removed."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def scrub(text: str, token: Secret | None) -> str:
-    """Untrusted server text made safe to repeat: no key-shaped strings, no token, short."""
-    if token and token.reveal():
-        text = text.replace(token.reveal(), "<token>")
-    text = _KEYLIKE.sub("<key>", text)
-    text = " ".join(text.split())
-    return text[:MAX_SERVER_TEXT] + ("..." if len(text) > MAX_SERVER_TEXT else "")
-
-
 # --------------------------------------------------------------------------- JSON fields
-
-
-def _type_name(value: Any) -> str:
-    """The JSON type of ``value`` for an error message (never the value itself)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
 
 
 def _get_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
@@ -252,7 +196,7 @@ def _get_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> st
             raise WgrestProblem(f"{where} {key}", "missing")
         return None
     if not isinstance(value, str):
-        raise WgrestProblem(f"{where} {key}", f"expected a string, got {_type_name(value)}")
+        raise WgrestProblem(f"{where} {key}", f"expected a string, got {type_name(value)}")
     return value
 
 
@@ -266,7 +210,7 @@ def _get_int(obj: dict[str, Any], key: str, where: str, *, required: bool, low: 
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise WgrestProblem(f"{where} {key}", f"expected a whole number, got {_type_name(value)}")
+        raise WgrestProblem(f"{where} {key}", f"expected a whole number, got {type_name(value)}")
     if not low <= value <= high:
         raise WgrestProblem(f"{where} {key}", f"out of range {low}..{high}")
     return value
@@ -304,28 +248,37 @@ def _get_cidrs(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | N
     """A list of CIDRs (allowed IPs, addresses), each checked so garbage never reaches the DB."""
     values = _get_str_list(obj, key, where)
     for i, text in enumerate(values or ()):
-        text = text.strip()
-        if _plain_cidr(text):
-            continue
-        try:
-            ipaddress.ip_interface(text)
-        except ValueError:
-            raise WgrestProblem(f"{where} {key}[{i}]", "not an IP address in CIDR notation") from None
+        if not _plain_cidr(text):
+            _check(validate.cidr, text, f"{where} {key}[{i}]")
+    return values
+
+
+def _check(check: Callable[..., Any], value: Any, field_where: str) -> Any:
+    """Run one validator; its refusal becomes a WgrestProblem naming URL and field."""
+    try:
+        return check(value, field_where)
+    except validate.Invalid as exc:
+        raise WgrestProblem(field_where, exc.message) from None
+
+
+def _get_checked_list(
+    obj: dict[str, Any], key: str, where: str, check: Callable[..., Any]
+) -> tuple[str, ...]:
+    """A list of strings, each passing ``check`` (DNS entries, hooks); absent = empty."""
+    values = _get_str_list(obj, key, where) or ()
+    for i, text in enumerate(values):
+        _check(check, text, f"{where} {key}[{i}]")
     return values
 
 
 def _get_key(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
-    """A base64 WireGuard key field, checked by state.parse_key; "" means absent."""
+    """A base64 WireGuard key field, exactly as wg prints it; "" means absent."""
     text = _get_str(obj, key, where, required=required)
     if not text:
         if required:
             raise WgrestProblem(f"{where} {key}", "missing")
         return None
-    field_where = f"{where} {key}"
-    try:
-        return parse_key(text, where=field_where)
-    except StateError as exc:
-        raise WgrestProblem(field_where, str(exc).removeprefix(field_where + ": ")) from None
+    return _check(validate.key, text, f"{where} {key}")
 
 
 # --------------------------------------------------------------------------- mapping
@@ -338,12 +291,13 @@ def parse_peer(raw: Any, where: str) -> Peer:
     (Go ``omitempty``), v1 sends ``""``; both read the same here.
     """
     if not isinstance(raw, dict):
-        raise WgrestProblem(where, f"expected a peer object, got {_type_name(raw)}")
+        raise WgrestProblem(where, f"expected a peer object, got {type_name(raw)}")
     peer = Peer(public_key=_get_key(raw, "public_key", where, required=True) or "")
     psk = _get_key(raw, "preshared_key", where, required=False)
     peer.preshared_key = Secret(psk) if psk else None
     peer.allowed_ips = _get_cidrs(raw, "allowed_ips", where) or ()
-    peer.endpoint = _get_str(raw, "endpoint", where, required=False) or None
+    endpoint = _get_str(raw, "endpoint", where, required=False) or None
+    peer.endpoint = _check(validate.endpoint, endpoint, f"{where} endpoint") if endpoint else None
     keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
     if keepalive is not None:
         try:
@@ -373,10 +327,8 @@ def parse_device(raw: Any, version: str, where: str) -> Interface:
     there means "none", an absent mtu/table means "not set" (None).
     """
     if not isinstance(raw, dict):
-        raise WgrestProblem(where, f"expected a device object, got {_type_name(raw)}")
-    name = _get_str(raw, "name", where, required=True) or ""
-    if not name or len(name) > 15 or "/" in name or name in (".", ".."):
-        raise WgrestProblem(f"{where} name", "not a valid interface name")
+        raise WgrestProblem(where, f"expected a device object, got {type_name(raw)}")
+    name = _check(validate.interface_name, _get_str(raw, "name", where, required=True), f"{where} name")
     iface = Interface(name=name)
     iface.listen_port = _get_int(raw, "listen_port", where, required=False, low=0, high=65535)
     iface.public_key = _get_key(raw, "public_key", where, required=False)
@@ -388,13 +340,14 @@ def parse_device(raw: Any, version: str, where: str) -> Interface:
     else:
         iface.fwmark = iface.fwmark or 0
         iface.addresses = _get_cidrs(raw, "addresses", where) or ()
-        iface.dns = _get_str_list(raw, "dns", where) or ()
+        iface.dns = _get_checked_list(raw, "dns", where, validate.dns_entry)
         iface.mtu = _get_int(raw, "mtu", where, required=False, low=0, high=65535) or None
-        iface.table = _get_str(raw, "table", where, required=False) or None
-        iface.pre_up = _get_str_list(raw, "pre_up", where) or ()
-        iface.post_up = _get_str_list(raw, "post_up", where) or ()
-        iface.pre_down = _get_str_list(raw, "pre_down", where) or ()
-        iface.post_down = _get_str_list(raw, "post_down", where) or ()
+        table = _get_str(raw, "table", where, required=False) or None
+        iface.table = _check(validate.table, table, f"{where} table") if table else None
+        iface.pre_up = _get_checked_list(raw, "pre_up", where, validate.text)
+        iface.post_up = _get_checked_list(raw, "post_up", where, validate.text)
+        iface.pre_down = _get_checked_list(raw, "pre_down", where, validate.text)
+        iface.post_down = _get_checked_list(raw, "post_down", where, validate.text)
     _stamp(iface, _V1_DEVICE_FIELDS if version == "v1" else _V2_DEVICE_FIELDS)
     return iface
 
@@ -430,265 +383,10 @@ def _stamp(obj: Interface | Peer, fields: tuple[str, ...]) -> None:
             del obj.provenance[name]  # field absent in this answer: unknown, not "none"
 
 
-# --------------------------------------------------------------------------- HTTP
-
-
-@dataclass
-class _Answer:
-    """One HTTP answer, fully read within the deadline (the body never leaves this module)."""
-
-    status: int
-    reason: str
-    url: str
-    headers: Any
-    body: bytes
-
-    def json(self) -> Any:
-        """The body as JSON; ValueError when it is not."""
-        return json.loads(self.body)
-
-
-class _Client:
-    """One requests.Session bound to one wgrest: auth header, timeouts, error phrasing."""
-
-    def __init__(self, cfg: WgrestConfig, session: requests.Session) -> None:
-        self.cfg = cfg
-        self.base = cfg.url.rstrip("/")
-        self.session = session
-        # wgrest is a local API: no proxies or .netrc from the environment may see
-        # (or replace) the bearer token.
-        session.trust_env = False
-        self.connections = _track_connections(session)
-        session.headers["Accept"] = "application/json"
-        if cfg.token and cfg.token.reveal():
-            session.headers["Authorization"] = f"Bearer {cfg.token.reveal()}"
-        self.answered = False  # set after the first HTTP answer: refusal later is an error
-        self.timed_out = False  # set after a timeout: a stuck wgrest is not asked again
-
-    def url(self, path: str) -> str:
-        """An absolute URL under the configured base (which may carry a path prefix)."""
-        return self.base + path
-
-    def get(self, url: str) -> _Answer:
-        """GET, read whole within ``cfg.timeout``; transport failures become WgrestProblem.
-
-        requests' timeout bounds each socket wait, not the whole answer: a server
-        dripping a byte now and then (headers or body) would never trip it. So a timer
-        started before the request cuts the session's connections at the deadline
-        (shutdown wakes the blocked read, wherever it is).
-        """
-        where = redact_url(url)
-        timeout = self.cfg.timeout
-        cut = threading.Event()
-        timer = threading.Timer(timeout, _cut_connections, (self.connections, cut))
-        timer.daemon = True
-        timer.start()
-        try:
-            with self.session.get(url, timeout=timeout, stream=True) as resp:
-                body = self._read_body(resp, where)
-                answer = _Answer(resp.status_code, resp.reason or "", resp.url or url, resp.headers, body)
-        except requests.RequestException as exc:
-            raise self._transport_problem(exc, where, cut.is_set()) from None
-        finally:
-            timer.cancel()
-        if cut.is_set():  # urllib3 1.26 (Debian 12) returns the cut body as if complete
-            raise self._transport_problem(requests.Timeout(), where, True)
-        _check_length(answer, where)
-        self.answered = True
-        log.debug("wgrest GET %s -> %d (%d bytes)", where, answer.status, len(answer.body))
-        return answer
-
-    def _transport_problem(self, exc: requests.RequestException, where: str, cut: bool) -> WgrestProblem:
-        """One clear problem for a failed request: refused, timed out, or broken."""
-        if cut or isinstance(exc, requests.Timeout) or _is_timeout(exc):
-            self.timed_out = True
-            what = "answer not complete" if cut else "no answer"
-            return WgrestProblem(where, f"{what} within {self.cfg.timeout:g}s (timeout)")
-        if isinstance(exc, requests.ConnectionError) and _is_refused(exc):
-            return WgrestRefused(where, "connection refused (is wgrest running?)")
-        if isinstance(exc, requests.ConnectionError):
-            return WgrestProblem(where, f"cannot connect: {_short_reason(exc)}")
-        return WgrestProblem(where, f"request failed: {type(exc).__name__}")
-
-    @staticmethod
-    def _read_body(resp: requests.Response, where: str) -> bytes:
-        """The body in chunks, refusing more than MAX_BODY bytes."""
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in resp.iter_content(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise WgrestProblem(where, f"answer larger than {MAX_BODY // 2**20} MiB")
-        return b"".join(chunks)
-
-    def get_json(self, url: str) -> tuple[Any, _Answer]:
-        """GET expecting 200 and JSON; other statuses and bad JSON become one WgrestProblem."""
-        resp = self.get(url)
-        where = redact_url(resp.url)
-        if resp.status != 200:
-            raise WgrestProblem(where, self.status_message(resp))
-        try:
-            return resp.json(), resp
-        except ValueError:
-            raise WgrestProblem(where, "response is not valid JSON") from None
-
-    def status_message(self, resp: _Answer) -> str:
-        """An HTTP error phrased for a person, with wgrest's own code/message (scrubbed)."""
-        if resp.status == 401:
-            text = "HTTP 401 unauthorized: " + (
-                "the token was refused" if self.cfg.token else "wgrest wants a token (set wgrest.token_file)"
-            )
-        elif resp.status == 403:
-            text = "HTTP 403 forbidden: the token may not read this"
-        else:
-            text = f"HTTP {resp.status} {scrub(resp.reason, self.cfg.token)}".rstrip()
-        detail = _server_error_text(resp)
-        return f"{text} ({scrub(detail, self.cfg.token)})" if detail else text
-
-    def paginate(self, first_url: str) -> list[Any]:
-        """Every item of a paginated list, following ``Link: rel="next"`` until none.
-
-        Pages are not counted (v1 is 1-based, v2 0-based); a next link seen before,
-        pointing at another host (the token would go with it) or a chain longer than
-        MAX_PAGES is an error, so a broken server cannot loop us forever.
-        """
-        items: list[Any] = []
-        url = first_url
-        seen: set[str] = set()
-        origin = _origin(first_url)
-        for _ in range(MAX_PAGES):
-            seen.add(url)
-            data, resp = self.get_json(url)
-            where = redact_url(resp.url)
-            if not isinstance(data, list):
-                raise WgrestProblem(where, f"expected a JSON array, got {_type_name(data)}")
-            items.extend(data)
-            nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
-            if not nxt:
-                return items
-            nxt = urljoin(resp.url, nxt)
-            if _origin(nxt) != origin:
-                raise WgrestProblem(where, 'Link rel="next" points to another host; not followed')
-            if nxt in seen:
-                raise WgrestProblem(where, 'pagination loop: Link rel="next" points to a page already read')
-            url = nxt
-        raise WgrestProblem(redact_url(first_url), f"more than {MAX_PAGES} pages; giving up")
-
-
-def _check_length(answer: _Answer, where: str) -> None:
-    """A body shorter than its Content-Length was cut off (urllib3 1.26 does not check)."""
-    declared = answer.headers.get("Content-Length")
-    if answer.headers.get("Content-Encoding") or not declared or not declared.strip().isdigit():
-        return
-    if int(declared) != len(answer.body):
-        raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
-
-
-def _track_connections(session: requests.Session) -> weakref.WeakSet:
-    """Mount pools whose connections register themselves, so a deadline can reach them.
-
-    Before the headers are in there is no response to take the socket from, and
-    urllib3 does not track connections it has handed out; so each connection this
-    session opens is remembered (weakly) here. Works with urllib3 1.26 and 2.x.
-    """
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    live: weakref.WeakSet = weakref.WeakSet()
-
-    def tracked(base: type) -> type:
-        def connect(self: Any) -> None:
-            live.add(self)
-            base.connect(self)
-
-        return type(f"Tracked{base.__name__}", (base,), {"connect": connect})
-
-    adapter = requests.adapters.HTTPAdapter()
-    adapter.poolmanager.pool_classes_by_scheme = {
-        "http": type("TrackedPool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
-        "https": type("TrackedSPool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
-    }
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return live
-
-
-def _cut_connections(live: weakref.WeakSet, cut: threading.Event) -> None:
-    """Deadline passed: shut the session's sockets down so the blocked read returns."""
-    cut.set()
-    for conn in list(live):
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    """(scheme, host:port) of a URL, to keep Link-following on the same server."""
-    parts = urlsplit(url)
-    return parts.scheme.lower(), (parts.netloc.rpartition("@")[2]).lower()
-
-
-def _is_refused(exc: BaseException) -> bool:
-    """True when the cause chain holds ECONNREFUSED: nothing listens there."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        cur = stack.pop()
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError):
-            return True
-        stack.extend([cur.__cause__, cur.__context__])
-        stack.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
-        stack.append(getattr(cur, "reason", None))
-    return False
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """True when a ConnectionError wraps a read timeout (requests does that mid-body)."""
-    cur: BaseException | None = exc
-    for _ in range(10):
-        if cur is None:
-            return False
-        if isinstance(cur, TimeoutError | socket.timeout) or "Timeout" in type(cur).__name__:
-            return True
-        nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
-        cur = nxt or cur.__cause__ or cur.__context__
-    return False
-
-
-def _short_reason(exc: BaseException) -> str:
-    """The innermost OS error of a connection failure, without URLs or reprs."""
-    cur: BaseException | None = exc
-    for _ in range(10):
-        if cur is None:
-            break
-        if isinstance(cur, OSError) and cur.strerror:
-            return cur.strerror
-        nxt = getattr(cur, "reason", None) or (cur.args[0] if cur.args else None)
-        cur = nxt if isinstance(nxt, BaseException) else cur.__cause__ or cur.__context__
-    return type(exc).__name__
-
-
-def _server_error_text(resp: _Answer) -> str:
-    """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    parts = [str(body[k]) for k in ("code", "message") if isinstance(body.get(k), str) and body[k]]
-    return ": ".join(parts)
-
-
 # --------------------------------------------------------------------------- reading
 
 
-def detect_version(client: _Client) -> str:
+def detect_version(client: WgrestHttp) -> str:
     """Return "v2" when wgrest answers a version probe with {"wgrest": ...}, else "v1".
 
     Only v2 has the version endpoint. Our docs put it at /v1/version; v2's router
@@ -696,7 +394,7 @@ def detect_version(client: _Client) -> str:
     (or 401 when auth is on); a timeout or 5xx is a real problem, not a version.
     """
     for path in ("/v1/version", "/version"):
-        resp = client.get(client.url(path))
+        resp = client.request("GET", client.url(path))
         if resp.status in (401, 403, 404, 405):
             continue
         where = redact_url(resp.url)
@@ -717,7 +415,7 @@ class _Shifted(WgrestProblem):
     """The peer list changed between two pages (a peer came twice): read it again."""
 
 
-def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
+def _read_peers(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]:
     """All peers of one device, every page, or a WgrestProblem (never a partial dict).
 
     Pages are separate requests, so a peer added meanwhile shifts the list: one
@@ -727,7 +425,7 @@ def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
     """
     for attempt in range(1, PEER_READ_ATTEMPTS + 1):
         try:
-            return _read_peers_once(client, name)
+            return _read_peers_once(client, name, per_page)
         except _Shifted as exc:
             if attempt == PEER_READ_ATTEMPTS:
                 raise WgrestProblem(
@@ -741,66 +439,80 @@ def _read_peers(client: _Client, name: str) -> dict[str, Peer]:
 _SEEN: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] = {}
 
 
-def _read_peers_once(client: _Client, name: str) -> dict[str, Peer]:
-    """One pass over all pages of a device's peers.
+def _read_peers_once(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]:
+    """One pass over all pages of a device's peers, one page in memory at a time.
 
     A peer whose JSON object equals last cycle's is the same Peer object (not parsed
     again, and downstream not merged again); Peer objects are never mutated.
     """
     # sort=pub_key: without it wgrest lists peers in wgctrl's order, which over
     # wireguard-go is a Go map's, new on every page request (peers repeat and go missing)
-    first = client.url(
-        f"/v1/devices/{quote(name, safe='')}/peers/?per_page={client.cfg.per_page}&sort=pub_key"
-    )
+    first = client.url(f"/v1/devices/{quote(name, safe='')}/peers/?per_page={per_page}&sort=pub_key")
     seen = _SEEN.get(name, {})
     fresh: dict[Any, tuple[dict[str, Any], Peer]] = {}
     peers: dict[str, Peer] = {}
-    for index, raw in enumerate(client.paginate(first)):
-        key = raw.get("public_key") if isinstance(raw, dict) else None
-        hit = seen.get(key) if isinstance(key, str) else None  # anything else: parse_peer says why
-        if hit is not None and hit[0] == raw:
-            peer = hit[1]
-        else:
-            peer = parse_peer(raw, f"{redact_url(first)} [{index}]")
-        if peer.public_key in peers:
-            raise _Shifted(redact_url(first), "a peer came twice")
-        peers[peer.public_key] = peer
-        fresh[raw["public_key"]] = (raw, peer)
+    index = 0
+    for page, where in client.pages(first):
+        for raw in page:
+            key = raw.get("public_key") if isinstance(raw, dict) else None
+            hit = seen.get(key) if isinstance(key, str) else None  # anything else: parse_peer says why
+            peer = hit[1] if hit is not None and hit[0] == raw else parse_peer(raw, f"{where} [{index}]")
+            if peer.public_key in peers:
+                raise _Shifted(redact_url(first), "a peer came twice")
+            peers[peer.public_key] = peer
+            fresh[raw["public_key"]] = (raw, peer)
+            index += 1
     _SEEN[name] = fresh
     return peers
 
 
-def read(cfg: WgrestConfig, want: Callable[[str], bool] | None = None) -> SourceResult:
+def read(
+    cfg: WgrestConfig, want: Callable[[str], bool] | None = None, state_dir: str | None = None
+) -> SourceResult:
     """Read every wanted device of wgrest with all its peers, plus v1's peer private keys.
 
     ``want(name)`` False skips a device before its peers are fetched. A wgrest that
     refuses the connection is "not installed here" (available=False) when
-    ``cfg.optional``; every other failure is one SourceError naming the URL (and
-    field), confined to the device it concerns when it can be.
+    ``cfg.optional`` and it never answered before (this process, or ``state_dir``'s
+    record); a wgrest that answered once and now refuses is an error (partial cycle).
+    Every other failure is one SourceError naming the URL (and field), confined to
+    the device it concerns when it can be.
     """
     result = SourceResult(source=Source.WGREST)
     if not cfg.enabled:
         result.available = False
         return result
-    with requests.Session() as session:
-        client = _Client(cfg, session)
+    with WgrestHttp(
+        cfg.url,
+        cfg.token,
+        timeout=cfg.timeout,
+        max_answer=int(cfg.max_answer_mib * 2**20),
+        max_total=int(cfg.max_read_mib * 2**20),
+        read_deadline=cfg.timeout * WHOLE_READ_TIMEOUTS,
+    ) as client:
         try:
             version = cfg.api_version if cfg.api_version in ("v1", "v2") else detect_version(client)
             listing = client.url(f"/v1/devices/?per_page={cfg.per_page}")
             raw_devices = client.paginate(listing)
         except WgrestRefused as exc:
-            if cfg.optional and not client.answered:
+            seen = seen_before(cfg.url, state_dir)
+            if cfg.optional and not client.answered and not seen:
                 log.debug("wgrest not running at %s: %s", redact_url(cfg.url), exc.message)
                 result.available = False
             else:
+                if seen:
+                    exc = WgrestRefused(exc.where, f"{exc.message}; it answered before ({seen})")
                 result.errors.append(_error(exc))
             return result
         except WgrestProblem as exc:
+            remember_seen(cfg.url, state_dir, client.answered)
             result.errors.append(_error(exc))
             return result
+        remember_seen(cfg.url, state_dir, True)
         log.debug("wgrest %s: %d devices", version, len(raw_devices))
         for index, raw in enumerate(raw_devices):
-            _read_device(client, version, raw, f"{redact_url(listing)} [{index}]", want, result)
+            _read_device(client, cfg, version, raw, f"{redact_url(listing)} [{index}]", want, result)
+        del raw_devices
         for gone in [name for name in _SEEN if name not in result.interfaces]:
             del _SEEN[gone]  # gone, excluded or failed this cycle: its memo would only hold memory
     if cfg.data_dir:
@@ -808,8 +520,74 @@ def read(cfg: WgrestConfig, want: Callable[[str], bool] | None = None) -> Source
     return result
 
 
+# (state dir, URL) -> when it first answered, for URLs seen by this process
+_ANSWERED: dict[tuple[str | None, str], str] = {}
+
+
+def _seen_key(url: str) -> str:
+    """The URL as recorded: no credentials, no trailing slash."""
+    return redact_url(url).rstrip("/")
+
+
+def _load_seen(state_dir: str) -> dict[str, str]:
+    """The state dir's record of wgrest URLs that answered ({} when none or unreadable)."""
+    try:
+        data = json.loads((Path(state_dir) / SEEN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(data, dict)
+        else {}
+    )
+
+
+def seen_before(url: str, state_dir: str | None) -> str | None:
+    """When this wgrest first answered (this process, or the state dir's record), or None."""
+    key = _seen_key(url)
+    hit = _ANSWERED.get((state_dir, key))
+    if hit is None and state_dir:
+        hit = _load_seen(state_dir).get(key)
+        if hit is not None:
+            _ANSWERED[(state_dir, key)] = hit
+    return hit
+
+
+def remember_seen(url: str, state_dir: str | None, answered: bool) -> None:
+    """Record that this wgrest answered: from now on a refusal is an error, not "not installed".
+
+    Written once per URL (temp file + rename, 0600), the last SEEN_KEEP URLs kept; a
+    state dir that cannot be written leaves the record in this process only.
+    """
+    if not answered:
+        return
+    key = _seen_key(url)
+    if seen_before(url, state_dir) is not None:
+        return
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    _ANSWERED[(state_dir, key)] = when
+    if not state_dir:
+        return
+    record = _load_seen(state_dir)
+    record[key] = when
+    record = dict(sorted(record.items(), key=lambda kv: kv[1])[-SEEN_KEEP:])
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{SEEN_FILE}.", dir=state_dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh)
+        os.replace(tmp, Path(state_dir) / SEEN_FILE)
+        tmp = None
+    except OSError as exc:
+        log.debug("cannot record that wgrest answered in %s: %s", state_dir, exc.strerror)
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
 def _read_device(
-    client: _Client,
+    client: WgrestHttp,
+    cfg: WgrestConfig,
     version: str,
     raw: Any,
     where: str,
@@ -818,7 +596,10 @@ def _read_device(
 ) -> None:
     """Add one device with all its peers to ``result``, or one SourceError for it."""
     name = raw.get("name") if isinstance(raw, dict) else None
-    name = name if isinstance(name, str) and name else None
+    try:  # a name that is no interface name cannot confine an error: the error is source-wide
+        name = validate.interface_name(name)
+    except validate.Invalid:
+        name = None
     if name is not None and want is not None and not want(name):
         return
     if version == "v2" and isinstance(raw, dict) and raw.get("running") is False:
@@ -838,7 +619,7 @@ def _read_device(
             # the list shifted between pages, so another device may be missing:
             # the error is source-wide so the store removes nothing this cycle
             raise WgrestProblem(where, "device list changed while paging (a device came twice)")
-        iface.peers = _read_peers(client, iface.name)
+        iface.peers = _read_peers(client, iface.name, cfg.per_page)
     except WgrestProblem as exc:
         duplicate = name is not None and name in result.interfaces
         result.errors.append(_error(exc, interface=None if duplicate else name))

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from wgsyncd.merge import EMPTY_YIELDS
 from wgsyncd.state import (
     HostState,
     Interface,
@@ -197,10 +198,19 @@ def keep_known(fields: Sequence[str], old: tuple[Any, ...], new: tuple[Any, ...]
     """For an incomplete interface: new values where known, the stored value where None.
 
     sources and provenance accumulate instead of shrinking: a source that failed this
-    cycle is not evidence that it stopped seeing the thing.
+    cycle is not evidence that it stopped seeing the thing. Likewise an empty wg-quick
+    list (addresses, dns, hooks) where one was stored: an empty conf list yields to a
+    source that has values (merge.EMPTY_YIELDS), so with that source failed the empty
+    list is no news, and writing it would make a new version every time it flaps.
     """
     out = [n if n is not None else o for o, n in zip(old, new, strict=True)]
     idx = {f: i for i, f in enumerate(fields)}
+    kept = {f for f, o, n in zip(fields, old, new, strict=True) if n is None and o is not None}
+    for name in EMPTY_YIELDS:
+        i = idx.get(name)
+        if i is not None and not new[i] and old[i]:
+            out[i] = old[i]
+            kept.add(name)
     for flag, fp in _PAIRS:
         if flag in idx and new[idx[flag]] is not None:
             out[idx[fp]] = new[idx[fp]]
@@ -209,8 +219,17 @@ def keep_known(fields: Sequence[str], old: tuple[Any, ...], new: tuple[Any, ...]
         out[i] = sorted(set(old[i] or ()) | set(new[i] or ()))
     if "provenance" in idx:
         i = idx["provenance"]
-        out[i] = {**(old[i] or {}), **(new[i] or {})}
+        old_prov, prov = old[i] or {}, {**(old[i] or {}), **(new[i] or {})}
+        for name in kept:  # a value kept from the stored row keeps the source it had
+            model = _MODEL_NAME.get(name, name)
+            if model in old_prov:
+                prov[model] = old_prov[model]
+        out[i] = prov
     return tuple(out)
+
+
+# the few columns whose model field (provenance key) has another name
+_MODEL_NAME = {"table_name": "table"}
 
 
 # json.dumps with options builds a new encoder per call; one shared encoder gives the

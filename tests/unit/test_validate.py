@@ -1,0 +1,129 @@
+"""The field validators: what WireGuard, wg-quick and ip take passes; anything that could
+add a line, a path or a terminal escape does not, and no message shows the value."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from wgsyncd import validate
+from wgsyncd.validate import Invalid
+
+KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.mark.parametrize("name", ["wg0", "a", "wg-vpn_1.2", "x=y+z", "a" * 15, "..."])
+def test_interface_names_wg_quick_accepts(name):
+    assert validate.interface_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../../x", "a/b", "a" * 16, "wg 0", "wg0\n", "wg0:1", "wgö", None, 1]
+)
+def test_interface_names_refused(name):
+    with pytest.raises(Invalid, match=r"^name: "):
+        validate.interface_name(name)
+
+
+def test_keys_exact():
+    assert validate.key(KEY, "k") == KEY
+    padding_bits = "A" * 42 + "B="  # decodes to 32 bytes, but wg refuses non-zero padding bits
+    url_safe = "-" * 43 + "="
+    for bad in (
+        KEY + "\n",
+        " " + KEY,
+        KEY[:-1],
+        KEY[:-1] + "A",
+        url_safe,
+        padding_bits,
+        "A" * 43 + "B",
+        None,
+    ):
+        with pytest.raises(Invalid, match=r"^k: not a") as exc:
+            validate.key(bad, "k")
+        assert KEY[:20] not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["192.0.2.1:51820", "[fd00::1]:0", "[fe80::1%eth0]:65535", "vpn.example.com:443", "h_1-x:1"]
+)
+def test_endpoints_accepted(endpoint):
+    assert validate.endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "fd00::1:51820",
+        "192.0.2.1",
+        "192.0.2.1:65536",
+        "192.0.2.1:-1",
+        "[192.0.2.1]:1",
+        "a b:1",
+        "-x:1",
+        "x:1\n",
+        "[fd00::1%a/b]:1",
+        ":1",
+        "x:+1",
+    ],
+)
+def test_endpoints_refused(endpoint):
+    with pytest.raises(Invalid, match=r"^endpoint: "):
+        validate.endpoint(endpoint)
+
+
+def test_cidrs_dns_tables_ranges():
+    assert validate.cidr("10.0.0.5/24", "a") == "10.0.0.5/24" and validate.cidr("fd00::/8", "a")
+    for bad in ("10.0.0.0/33", " 10.0.0.0/8", "10.0.0.0/8\n", "x", ""):
+        with pytest.raises(Invalid):
+            validate.cidr(bad, "a")
+    assert (
+        validate.dns_entry("192.0.2.53")
+        and validate.dns_entry("fd00::53")
+        and validate.dns_entry("corp.example")
+    )
+    for bad in ("a b", "a,b", "1.1.1.1\nPostUp=x", "-x", ""):
+        with pytest.raises(Invalid, match=r"^dns: "):
+            validate.dns_entry(bad)
+    for good in ("off", "auto", "main", "1234", "4294967295", "my_table-2"):
+        assert validate.table(good) == good
+    for bad in ("4294967296", "a b", "x;y", "", "t\n"):
+        with pytest.raises(Invalid, match=r"^table: "):
+            validate.table(bad)
+    assert (
+        validate.port(0) == 0
+        and validate.fwmark(2**32 - 1)
+        and validate.keepalive(65535)
+        and validate.mtu(1420)
+    )
+    for check, bad in (
+        (validate.port, 65536),
+        (validate.fwmark, 2**32),
+        (validate.mtu, 0),
+        (validate.port, True),
+    ):
+        with pytest.raises(Invalid):
+            check(bad)
+
+
+@pytest.mark.parametrize(
+    "ch", ["\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\x0b", "\x0c"]
+)
+def test_text_refuses_every_line_breaking_or_terminal_character(ch):
+    with pytest.raises(Invalid, match=r"^post_up: contains a control character"):
+        validate.text(f"echo a{ch}b", "post_up")
+    assert validate.text("echo\ttab and ünïcode", "post_up")
+
+
+def test_shown_escapes_control_characters():
+    assert validate.shown("a\x1b[2Jb\n") == "a\\x1b[2Jb\\n"
+    assert validate.shown("x" * 100).endswith("...") and validate.shown("x" * 100, None) == "x" * 100
+
+
+def test_conf_path():
+    assert validate.conf_path("/etc/wireguard/wg0.conf")
+    for bad in ("/etc/wireguard/..", "/etc/passwd", "/etc/wireguard/a b.conf", "/x/wg0.conf\n"):
+        with pytest.raises(Invalid, match=r"^conf_path: "):
+            validate.conf_path(bad)

@@ -1,0 +1,1 @@
+"""One module per external protocol, used by both directions (sources read, restore writes)."""

@@ -1,0 +1,384 @@
+"""wgrest over HTTP: the one client the wgrest source and ``restore --to-wgrest`` share.
+
+Why one hardened client: the bearer token opens wgrest's whole API (v2 lists the
+server's private key), and what wgrest answers is untrusted input. So every request:
+
+- goes only to the configured origin (scheme, host, port): a ``Link`` page or any URL
+  elsewhere is refused before the token is attached; redirects are never followed;
+- ignores the environment (``trust_env = False``): no ``~/.netrc`` Basic auth
+  replacing the token, no proxy variables; credentials in the URL are dropped;
+- has connect/read timeouts AND a whole-answer deadline (a timer that shuts the
+  socket: a server dripping a byte at a time never trips a socket timeout), and,
+  for a sync, a deadline for the whole read;
+- reads the body streamed, refusing it at ``max_answer`` bytes (and at ``max_total``
+  over all answers of one read), so a hostile wgrest costs a failed source, never
+  the host's memory; compressed answers are refused (a small gzip can expand a lot);
+- keeps the token, keys and bodies out of messages: errors name the URL
+  (``redact_url``) and repeat server text only ``scrub``-bed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
+from wgsyncd.state import Secret
+from wgsyncd.validate import shown
+from wgsyncd.wire.http_transport import (
+    cut_connections,
+    is_refused,
+    is_timeout,
+    short_reason,
+    track_connections,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PAGES = 10_000  # a Link chain longer than this is a broken server, not a big one
+DEFAULT_MAX_ANSWER = 16 * 2**20  # a 10,000-peer page is about 3 MiB
+MAX_SERVER_TEXT = 160  # server-supplied text we repeat is cut to this (untrusted input)
+_KEYLIKE = re.compile(r"[A-Za-z0-9+/_-]{42,43}=")
+_LINK_ENTRY = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
+_REL_PARAM = re.compile(r"""rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class WgrestProblem(Exception):
+    """One problem talking to wgrest, phrased for a person (no secrets inside)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+class WgrestRefused(WgrestProblem):
+    """Nothing listens at the URL (ECONNREFUSED)."""
+
+
+# --------------------------------------------------------------------------- URLs and text
+
+
+def parse_link_header(value: str) -> dict[str, str]:
+    """``rel`` -> URL from an RFC 5988 Link header (wgrest v1 joins with ",", v2 with ", ")."""
+    links: dict[str, str] = {}
+    for match in _LINK_ENTRY.finditer(value or ""):
+        for rel_match in _REL_PARAM.finditer(match.group(2)):
+            for rel in (rel_match.group(1) or rel_match.group(2) or "").split():
+                links.setdefault(rel.lower(), match.group(1).strip())
+    return links
+
+
+def _netloc(parts: Any) -> str:
+    """host[:port] of split URL parts, IPv6 bracketed, without user:password@."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host + (f":{parts.port}" if parts.port else "")
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may appear in errors and logs: user:password@ removed, control
+    characters escaped (a Link header is server text)."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        url = urlunsplit((parts.scheme, _netloc(parts), parts.path, parts.query, parts.fragment))
+    return shown(url, None)
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in: what may get the token."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def is_loopback(url: str) -> bool:
+    """True when the URL's host is this machine (localhost, 127/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def scrub(text: str, token: Secret | None) -> str:
+    """Untrusted server text made safe to repeat: no key-shaped strings, no token, short."""
+    if token and token.reveal():
+        text = text.replace(token.reveal(), "<token>")
+    text = _KEYLIKE.sub("<key>", text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = " ".join(text.split())
+    return text[:MAX_SERVER_TEXT] + ("..." if len(text) > MAX_SERVER_TEXT else "")
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, read whole within its deadline and cap."""
+
+    status: int
+    reason: str
+    url: str
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.body)
+
+    def error_text(self) -> str:
+        """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
+        try:
+            body = self.json()
+        except ValueError:
+            return ""
+        if not isinstance(body, dict):
+            return ""
+        return ": ".join(
+            str(body[k]) for k in ("code", "message") if isinstance(body.get(k), str) and body[k]
+        )
+
+
+class WgrestHttp:
+    """One requests.Session bound to one wgrest origin, with every rule of the module doc."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret | None,
+        *,
+        timeout: float,
+        max_answer: int = DEFAULT_MAX_ANSWER,
+        max_total: int | None = None,
+        read_deadline: float | None = None,
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        # user:password@ dropped: requests would send it as Basic auth instead of the token
+        self.base = urlunsplit((parts.scheme, _netloc(parts), parts.path, "", "")).rstrip("/")
+        self.origin = origin(self.base)
+        self.token = token
+        self.timeout = timeout
+        self.max_answer = max_answer
+        self.max_total = max_total
+        self.total = 0  # bytes read over this client's life (one sync read)
+        self.deadline = time.monotonic() + read_deadline if read_deadline else None
+        self.read_deadline = read_deadline
+        self.answered = False  # set after the first HTTP answer
+        self.timed_out = False  # set after a timeout: a stuck wgrest is not asked again
+        self.session = requests.Session()
+        self.session.trust_env = False  # no ~/.netrc, no *_PROXY, no REQUESTS_CA_BUNDLE guesses
+        self.connections = track_connections(self.session)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> WgrestHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        """An absolute URL under the configured base (which may carry a path prefix)."""
+        return self.base + "/" + path.lstrip("/")
+
+    # ---- one request
+
+    def request(self, method: str, url: str, body: Any = None) -> Answer:
+        """One request, read whole within the deadline and the caps; failures are WgrestProblem.
+
+        The token is attached here, after the URL was checked to be on the configured
+        origin, and nowhere else (not as a session header a redirect could carry).
+        """
+        where = redact_url(url).split("?")[0] if method != "GET" else redact_url(url)
+        if origin(url) != self.origin:
+            raise WgrestProblem(where, "not on the configured wgrest server; refused (the token stays here)")
+        timeout = self._answer_timeout(where)
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        if self.token and self.token.reveal():
+            headers["Authorization"] = f"Bearer {self.token.reveal()}"
+        cut = threading.Event()
+        timer = threading.Timer(timeout, cut_connections, (self.connections, cut))
+        timer.daemon = True
+        timer.start()
+        try:
+            with self.session.request(
+                method, url, json=body, headers=headers, timeout=timeout, stream=True, allow_redirects=False
+            ) as resp:
+                data = self._read_body(resp, where)
+                answer = Answer(resp.status_code, resp.reason or "", url, resp.headers, data)
+        except requests.RequestException as exc:
+            raise self._transport_problem(exc, where, cut.is_set(), timeout) from None
+        finally:
+            timer.cancel()
+        if cut.is_set():  # urllib3 1.26 (Debian 12) returns the cut body as if complete
+            raise self._transport_problem(requests.Timeout(), where, True, timeout)
+        _check_length(answer, where)
+        self.answered = True
+        if 300 <= answer.status < 400:
+            raise WgrestProblem(where, f"HTTP {answer.status} redirect; not followed")
+        log.debug("wgrest %s %s -> %d (%d bytes)", method, where, answer.status, len(answer.body))
+        return answer
+
+    def _answer_timeout(self, where: str) -> float:
+        """This answer's deadline: the per-answer timeout, or what is left of the whole read."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.timed_out = True
+            raise WgrestProblem(
+                where, f"not asked: the whole wgrest read took more than {self.read_deadline:g}s"
+            )
+        return min(self.timeout, left)
+
+    def _read_body(self, resp: requests.Response, where: str) -> bytes:
+        """The body in chunks, refused at the per-answer cap or the whole-read cap."""
+        encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            raise WgrestProblem(
+                where, f"compressed answer ({scrub(encoding, None)}) refused; wgrest sends plain JSON"
+            )
+        limit = self.max_answer
+        if self.max_total is not None:
+            limit = min(limit, self.max_total - self.total)
+        declared = resp.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise WgrestProblem(where, self._too_big(limit))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_content(65536):
+            size += len(chunk)
+            if size > limit:
+                raise WgrestProblem(where, self._too_big(limit))
+            chunks.append(chunk)
+        self.total += size
+        return b"".join(chunks)
+
+    def _too_big(self, limit: int) -> str:
+        """Which cap an answer hit, naming its config key."""
+        if limit < self.max_answer:
+            return f"answers of this read exceed {self.max_total // 2**20} MiB in all (wgrest.max_read_mib)"
+        return f"answer larger than {self.max_answer / 2**20:g} MiB (wgrest.max_answer_mib)"
+
+    def _transport_problem(
+        self, exc: requests.RequestException, where: str, cut: bool, timeout: float
+    ) -> WgrestProblem:
+        """One clear problem for a failed request: refused, timed out, redirected, or broken."""
+        if cut or isinstance(exc, requests.Timeout) or is_timeout(exc):
+            self.timed_out = True
+            what = "answer not complete" if cut else "no answer"
+            return WgrestProblem(where, f"{what} within {timeout:g}s (timeout)")
+        if isinstance(exc, requests.ConnectionError) and is_refused(exc):
+            return WgrestRefused(where, "connection refused (is wgrest running?)")
+        if isinstance(exc, requests.ConnectionError):
+            return WgrestProblem(where, f"cannot connect: {short_reason(exc)}")
+        return WgrestProblem(where, f"request failed: {type(exc).__name__}")
+
+    # ---- JSON and lists
+
+    def get_json(self, url: str) -> tuple[Any, Answer]:
+        """GET expecting 200 and JSON; other statuses and bad JSON become one WgrestProblem."""
+        resp = self.request("GET", url)
+        where = redact_url(resp.url)
+        if resp.status != 200:
+            raise WgrestProblem(where, self.status_message(resp))
+        try:
+            return resp.json(), resp
+        except ValueError:
+            raise WgrestProblem(where, "response is not valid JSON") from None
+
+    def status_message(self, resp: Answer) -> str:
+        """An HTTP error phrased for a person, with wgrest's own code/message (scrubbed)."""
+        if resp.status == 401:
+            text = "HTTP 401 unauthorized: " + (
+                "the token was refused" if self.token else "wgrest wants a token (set wgrest.token_file)"
+            )
+        elif resp.status == 403:
+            text = "HTTP 403 forbidden: the token may not read this"
+        else:
+            text = f"HTTP {resp.status} {scrub(resp.reason, self.token)}".rstrip()
+        detail = resp.error_text()
+        return f"{text} ({scrub(detail, self.token)})" if detail else text
+
+    def pages(self, first_url: str) -> Iterator[tuple[list[Any], str]]:
+        """Each page of a paginated list with its URL (for errors), following ``Link: rel="next"``.
+
+        A generator, so the caller turns one page into model objects before the next
+        is read (one raw page in memory at a time). A next link on another origin, one
+        seen before, or a chain longer than MAX_PAGES is an error.
+        """
+        url = first_url
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            seen.add(url)
+            data, resp = self.get_json(url)
+            where = redact_url(resp.url)
+            if not isinstance(data, list):
+                raise WgrestProblem(where, f"expected a JSON array, got {type_name(data)}")
+            nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
+            del resp
+            yield data, where
+            if not nxt:
+                return
+            nxt = urljoin(url, nxt)
+            if origin(nxt) != self.origin:
+                raise WgrestProblem(where, 'Link rel="next" points to another host; not followed')
+            if nxt in seen:
+                raise WgrestProblem(where, 'pagination loop: Link rel="next" points to a page already read')
+            url = nxt
+        raise WgrestProblem(redact_url(first_url), f"more than {MAX_PAGES} pages; giving up")
+
+    def paginate(self, first_url: str) -> list[Any]:
+        """Every item of a paginated list (for short lists: devices)."""
+        items: list[Any] = []
+        for page, _where in self.pages(first_url):
+            items.extend(page)
+        return items
+
+
+def type_name(value: Any) -> str:
+    """The JSON type of ``value`` for an error message (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+# --------------------------------------------------------------------------- transport details
+
+
+def _check_length(answer: Answer, where: str) -> None:
+    """A body shorter than its Content-Length was cut off (urllib3 1.26 does not check)."""
+    declared = answer.headers.get("Content-Length")
+    if not declared or not declared.strip().isdigit():
+        return
+    if int(declared) != len(answer.body):
+        raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
