@@ -167,11 +167,12 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
 
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status.
     """
-    from wgsyncd import store
+    from wgsyncd import signing, store
 
     sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    signer = signing.signer_for(cfg.daemon.state_dir, cfg.host_id)  # SigningError: no cycle without a key
     state = collect(cfg)
     report = store.write_cycle(
         conn,
@@ -180,6 +181,7 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
         started_at=started,
         agent_version=__version__,
         recovery_public_key=cfg.recovery_public_key,
+        signer=signer,
     )
     _prune(conn, cfg, started)
     return CycleReport(
