@@ -56,7 +56,12 @@ class RestoreHost(Host):
         if args and args[0] == "restore" and "--trusted-keys" not in args:
             args = (*args, "--trusted-keys", str(self.trust_file()))
         proc = super().wgsyncd(*args, check=check, **kw)
-        if args and args[0] == "sync" and (self.state_dir / "signing.key").exists():
+        if (
+            args
+            and args[0] == "sync"
+            and proc.returncode in (0, 4)
+            and (self.state_dir / "signing.key").exists()
+        ):
             self.pin()
         return proc
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from wgsyncd.restore.errors import RestoreError
 
+UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
 TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
 
 
@@ -129,7 +130,7 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
         keys = pins.of(row.host_id)
         problem: str | None = None
         if not row.signature:
-            problem = "unsigned (written before versions were signed, or not by the host's agent)"
+            problem = UNSIGNED
         elif not keys:
             problem = f"no key is pinned for host {row.host_id} in {pins.path}"
         elif _pinned_signer(row, keys) is None:
@@ -180,16 +181,13 @@ def check(
     row = next((r for r in rows if r.version == ver.version), None)
     if row is None:
         raise RestoreError(f"{label}: changed while restore read it; try again")
-    if not row.signature:
-        if allow_unsigned:
-            return Verified(
-                None, [f"WARNING: {label} is UNSIGNED: nothing proves its host wrote it (--allow-unsigned)"]
-            )
-        raise RestoreError(
-            f"{label}: refused: unsigned (written before versions were signed, or not by the host's agent); "
-            "--allow-unsigned restores it anyway"
-        )
+    unsigned = "; --allow-unsigned restores it anyway" if not row.signature else ""
+    if unsigned and allow_unsigned:
+        warning = f"WARNING: {label} is UNSIGNED: nothing proves its host wrote it (--allow-unsigned)"
+        return Verified(None, [warning])
     if not pins_path:
+        if unsigned:
+            raise RestoreError(f"{label}: refused: {UNSIGNED}{unsigned}")
         raise RestoreError(
             f"{label}: restore needs the host keys you pinned: --trusted-keys FILE (see `wgsyncd keys trust`)"
         )
@@ -205,7 +203,7 @@ def check(
             if picked and good
             else ""
         )
-        raise RestoreError(f"{label}: refused: {problem}{hint}")
+        raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
     key = _pinned_signer(row, pins.of(row.host_id))
     warnings = []
     db_pins = signed.pinned_keys(conn, ver.host_id)
