@@ -1,18 +1,23 @@
-"""SQL for signed config versions: the signed fields of rows, blob hashes, database pins.
+"""Signed config versions in the database: signed fields of rows, blob hashes, pins, judgement.
 
-Why a module of its own: versions.py decides *when* a version is made; this one only
-reads the columns the signature covers (migration 0004) so the writer can judge the
-latest row and restore can walk a host's chain without loading documents.
+Why a module of its own: versions.py decides *when* a version is made; this one reads
+the columns the signature covers (migration 0004), so restore can walk a host's chain
+without loading documents, and decides inside the writer's transaction whether the
+latest row is the host's own (:func:`judge_latest`) and what the next version chains to.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
 
+from wgsyncd import signing
 from wgsyncd.signing import Signed
 from wgsyncd.store.db import guarded
+
+log = logging.getLogger(__name__)
 
 # the columns of config_versions a Signed is built from, in Signed's field order
 SIGNED_COLS = (
@@ -99,3 +104,70 @@ def pinned_keys(conn: psycopg.Connection[Any], host_id: str) -> list[str] | None
     except psycopg.Error:
         return None
     return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------- the agent's judgement (in the writer's tx)
+
+
+def _body_check(
+    signer: signing.Signer, latest: signing.Signed, doc: dict[str, Any], verdict: signing.Verdict
+) -> signing.Verdict:
+    """The latest row is the host's own by its signed fields; is its document still what it signed?
+
+    Checked whenever the document is read (it is carried forward on incomplete cycles):
+    carrying an edited document forward would sign the edit.
+    """
+    if signing.doc_sha256(doc) == latest.doc_sha256:
+        return verdict
+    signer.last = signer.last or signing.LastSigned(latest.version, latest.link())
+    return signing.Verdict(
+        ours=False,
+        prev=None,
+        problem=f"tamper: the document of this host's version {latest.version} was edited in the "
+        "database; writing a new signed version",
+    )
+
+
+def judge_latest(
+    tx: Any,
+    host_id: str,
+    signer: signing.Signer,
+    latest: signing.Signed | None,
+    previous: dict[str, Any] | None,
+    floor: int,
+) -> tuple[str | None, dict[str, Any] | None, bool, int]:
+    """(link to chain to, document to carry forward, force a new version, version floor).
+
+    The latest row is trusted only when it is the version this host signed last
+    (signing.judge). Otherwise nothing is carried forward from it, a new version is
+    forced, and its number is above both the row and the host's own last version.
+    After tampering the chain continues from the host's own last version when that
+    row is still intact, else a new segment starts (GENESIS); either way the tamper
+    line goes to the journal here and to sync_status through ``signer.problem``.
+    """
+    verdict = signing.judge(signer.key, signer.last, latest)
+    if verdict.ours and latest is not None and previous is not None:
+        verdict = _body_check(signer, latest, previous, verdict)
+    if verdict.ours:
+        if latest is not None and (signer.last is None or signer.last.link != verdict.prev):
+            signer.pending = signing.LastSigned(latest.version, latest.link())  # a lost record write
+        return verdict.prev, previous, False, floor
+    last = signer.last
+    floor = max(floor, last.version if last else 0)
+    if verdict.problem is None:
+        if verdict.note:
+            log.warning("host %s: starting a new signed chain: %s", host_id, verdict.note)
+        return signing.GENESIS, None, True, floor
+    signer.problem = verdict.problem
+    log.error("host %s: %s", host_id, verdict.problem)
+    assert last is not None  # judge reports a problem only against a record
+    own = own_version(tx, host_id, last.version)
+    if own is not None and own[0].link() == last.link and own[0].signed_by(signer.key.verify_key):
+        doc_ok = own[0].doc_sha256 == signing.doc_sha256(own[1])
+        return last.link, own[1] if doc_ok else None, True, floor
+    log.error(
+        "host %s: its own last version %d is gone or altered: the chain starts a new segment",
+        host_id,
+        last.version,
+    )
+    return signing.GENESIS, None, True, floor

@@ -223,7 +223,7 @@ def record(
 
     ``signer`` (the agent always passes one): the version is signed and chained, and
     a latest row read from the database is first judged against the host's record of
-    what it signed last (:func:`_judge`); a row that is not the host's own forces a
+    what it signed last (store/signed.py ``judge_latest``); a row that is not the host's own forces a
     new version and is never carried forward.
     """
     status = "partial" if state.partial else "ok"
@@ -252,7 +252,9 @@ def record(
             previous = row[4 + signed.N_SIGNED] if need_doc else None
     prev_link, floor, force = (head.link if head else None), (head.version if head else 0), False
     if signer is not None and from_db:
-        prev_link, previous, force, floor = _judge(tx, state.host_id, signer, latest, previous, floor)
+        prev_link, previous, force, floor = signed.judge_latest(
+            tx, state.host_id, signer, latest, previous, floor
+        )
         if force and need_doc and latest is not None and previous is None:
             # an incomplete cycle would have to carry documents forward from a row this host
             # did not sign: wait for a complete cycle rather than record a half view
@@ -311,70 +313,6 @@ def record(
         ),
     )
     return version, Head(version, content.sha256, current_fp, status, link)
-
-
-def _body_check(
-    signer: signing.Signer, latest: signing.Signed, doc: dict[str, Any], verdict: signing.Verdict
-) -> signing.Verdict:
-    """The latest row is the host's own by its signed fields; is its document still what it signed?
-
-    Checked whenever the document is read (it is carried forward on incomplete cycles):
-    carrying an edited document forward would sign the edit.
-    """
-    if signing.doc_sha256(doc) == latest.doc_sha256:
-        return verdict
-    signer.last = signer.last or signing.LastSigned(latest.version, latest.link())
-    return signing.Verdict(
-        ours=False,
-        prev=None,
-        problem=f"tamper: the document of this host's version {latest.version} was edited in the "
-        "database; writing a new signed version",
-    )
-
-
-def _judge(
-    tx: Any,
-    host_id: str,
-    signer: signing.Signer,
-    latest: signing.Signed | None,
-    previous: dict[str, Any] | None,
-    floor: int,
-) -> tuple[str | None, dict[str, Any] | None, bool, int]:
-    """(link to chain to, document to carry forward, force a new version, version floor).
-
-    The latest row is trusted only when it is the version this host signed last
-    (signing.judge). Otherwise nothing is carried forward from it, a new version is
-    forced, and its number is above both the row and the host's own last version.
-    After tampering the chain continues from the host's own last version when that
-    row is still intact, else a new segment starts (GENESIS); either way the tamper
-    line goes to the journal here and to sync_status through ``signer.problem``.
-    """
-    verdict = signing.judge(signer.key, signer.last, latest)
-    if verdict.ours and latest is not None and previous is not None:
-        verdict = _body_check(signer, latest, previous, verdict)
-    if verdict.ours:
-        if latest is not None and (signer.last is None or signer.last.link != verdict.prev):
-            signer.pending = signing.LastSigned(latest.version, latest.link())  # a lost record write
-        return verdict.prev, previous, False, floor
-    last = signer.last
-    floor = max(floor, last.version if last else 0)
-    if verdict.problem is None:
-        if verdict.note:
-            log.warning("host %s: starting a new signed chain: %s", host_id, verdict.note)
-        return signing.GENESIS, None, True, floor
-    signer.problem = verdict.problem
-    log.error("host %s: %s", host_id, verdict.problem)
-    assert last is not None  # judge reports a problem only against a record
-    own = signed.own_version(tx, host_id, last.version)
-    if own is not None and own[0].link() == last.link and own[0].signed_by(signer.key.verify_key):
-        doc_ok = own[0].doc_sha256 == signing.doc_sha256(own[1])
-        return last.link, own[1] if doc_ok else None, True, floor
-    log.error(
-        "host %s: its own last version %d is gone or altered: the chain starts a new segment",
-        host_id,
-        last.version,
-    )
-    return signing.GENESIS, None, True, floor
 
 
 def _store_secrets(
