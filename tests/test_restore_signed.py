@@ -422,3 +422,37 @@ def test_apply_reads_the_recovery_key_from_stdin_or_a_systemd_credential(host, r
         assert running(host.ifaces[host.name]) == before
     fail = host.wgsyncd("restore", "--apply", "--recovery-key", "-", input="garbage\n", check=False)
     assert fail.returncode == 1 and "stdin: no 'private = ...' line" in fail.stderr
+
+
+def test_an_edited_document_is_never_carried_forward_and_signed(tmp_path, wg_bed, pg_cluster, recovery):
+    """An incomplete cycle carries unreadable interfaces forward from the latest version, never an edit."""
+    key_file, public = recovery
+    h = RestoreHost(tmp_path, wg_bed, pg_cluster.create_database(), "host-carry")
+    a, b = h.add_interface(3), h.add_interface(3)
+    h.write_config(recovery_public=public)
+    h.wgsyncd("sync")
+    with psycopg.connect(h.dsn, autocommit=True) as conn:  # signature columns untouched
+        conn.execute(
+            "UPDATE config_versions SET doc = jsonb_set(doc, %s, %s)",
+            (["interfaces", b, "post_up"], Jsonb([PWN])),
+        )
+    good_b = (h.conf_dir / f"{b}.conf").read_text()
+    (h.conf_dir / f"{b}.conf").write_text(good_b + "\nthis line has no equals sign\n")
+    h.specs[a].append(PeerSpec(public_key=random_key(), allowed_ips=("10.99.9.0/24",)))
+    h.apply(a)
+    part = h.wgsyncd("sync", check=False)
+    assert part.returncode == 4
+    assert "tamper: the document of this host's version 1 was edited" in part.stderr, part.stderr
+    assert [r["version"] for r in history(h)] == [1]  # nothing signed on top of the edit
+
+    (h.conf_dir / f"{b}.conf").write_text(good_b)
+    h.wgsyncd("sync")
+    assert [r["version"] for r in history(h)] == [2, 1]
+    with psycopg.connect(h.dsn) as conn:
+        doc = conn.execute("SELECT doc FROM config_versions WHERE version = 2").fetchone()[0]
+    assert PWN not in json.dumps(doc)
+    h.wgsyncd("restore", "--to-dir", str(tmp_path / "t"), "--recovery-key", key_file)
+    assert snapshot_files(tmp_path / "t") == snapshot_files(h.conf_dir)
+    args = ("--version", "1", "--to-dir", str(tmp_path / "t1"), "--recovery-key", key_file)
+    fail = h.wgsyncd("restore", *args, check=False)
+    assert fail.returncode == 1 and "its document does not match the signed hash" in fail.stderr
