@@ -154,11 +154,12 @@ def test_forged_version_by_database_owner_is_refused_and_the_host_repairs(host, 
         assert "the newest version that verifies is 1: --version 1" in fail.stderr
         assert len(fail.stderr.strip().splitlines()) == 1
         assert not target.exists() and running(host.ifaces[host.name]) == before
-    # --allow-unsigned never lets a wrongly signed version through
-    if mode != "unsigned":
-        args = ("--to-dir", str(target), "--allow-unsigned", "--recovery-key", key_file)
-        fail = host.wgsyncd("restore", *args, check=False)
-        assert fail.returncode == 1 and reason in fail.stderr and not target.exists()
+    # --allow-unsigned never lets a wrongly signed version through, nor an unsigned one after signed ones
+    args = ("--to-dir", str(target), "--allow-unsigned", "--recovery-key", key_file)
+    fail = host.wgsyncd("restore", *args, check=False)
+    assert fail.returncode == 1 and reason in fail.stderr and not target.exists()
+    if mode == "unsigned":
+        assert "it follows signed versions, so it is not from before signing" in fail.stderr
 
     # the host's next cycle: a tamper line (journal and sync_status) and a new, signed version 3
     out = host.wgsyncd("sync")

@@ -434,6 +434,7 @@ def restore_cmd(
         out["host_id"], out["version"] = loaded.host_id, loaded.version
         out["created_at"] = loaded.created_at.isoformat()
         out["without_secrets"] = loaded.without_secrets
+        out["warnings"] = loaded.warnings
         targets: dict[str, Callable[[bool], Any]] = {}
         if to_dir:
             targets["files"] = lambda dry: restore.to_dir(loaded, to_dir, dry_run=dry)

@@ -14,7 +14,8 @@ restored only when (:func:`check`): it is signed by a pinned key of its host ove
 own number, time, hashes and chain link; its document hashes to the signed value;
 and following ``prev`` links leads, through versions that are all validly signed by
 pinned keys, to a chain start. Unsigned versions (written before signing existed) are
-refused unless the operator says ``--allow-unsigned``.
+refused unless the operator says ``--allow-unsigned``, and even then only when no
+signed version precedes them (an agent that signs never writes an unsigned version).
 """
 
 from __future__ import annotations
@@ -179,10 +180,13 @@ def check(
     label = f"host {ver.host_id} version {ver.version}"
     rows = signed.load_chain(conn, ver.host_id)
     row = next((r for r in rows if r.version == ver.version), None)
-    if row is None:
+    if row is None or row.created_at != ver.created_at:
         raise RestoreError(f"{label}: changed while restore read it; try again")
     unsigned = "; --allow-unsigned restores it anyway" if not row.signature else ""
-    if unsigned and allow_unsigned:
+    if unsigned and any(r.signature for r in rows if r.version < row.version):
+        # the host signed before this version: an agent that signs never writes unsigned again
+        unsigned = "; it follows signed versions, so it is not from before signing (even --allow-unsigned)"
+    elif unsigned and allow_unsigned:
         warning = f"WARNING: {label} is UNSIGNED: nothing proves its host wrote it (--allow-unsigned)"
         return Verified(None, [warning])
     if not pins_path:

@@ -146,6 +146,11 @@ def judge_latest(
     line goes to the journal here and to sync_status through ``signer.problem``.
     """
     verdict = signing.judge(signer.key, signer.last, latest)
+    if not verdict.ours:  # another process on this host (a manual `wgsyncd sync`) may have signed since
+        disk = signing.read_record(signer.state_dir, signer.host_id)
+        if disk is not None and disk != signer.last:
+            signer.last = disk
+            verdict = signing.judge(signer.key, signer.last, latest)
     if verdict.ours and latest is not None and previous is not None:
         verdict = _body_check(signer, latest, previous, verdict)
     if verdict.ours:
