@@ -236,7 +236,7 @@ def run(ctx: click.Context) -> None:
 
 @main.group()
 def keys() -> None:
-    """The operator's recovery key (secrets in the database are sealed to it)."""
+    """The operator's recovery key (secrets are sealed to it) and the hosts' signing keys (pins)."""
 
 
 @keys.command("init-recovery")
