@@ -457,3 +457,23 @@ def test_an_edited_document_is_never_carried_forward_and_signed(tmp_path, wg_bed
     args = ("--version", "1", "--to-dir", str(tmp_path / "t1"), "--recovery-key", key_file)
     fail = h.wgsyncd("restore", *args, check=False)
     assert fail.returncode == 1 and "its document does not match the signed hash" in fail.stderr
+
+
+def test_a_long_running_agent_notices_a_forged_version_at_its_next_cycle(host, recovery):
+    """The daemon's path: cycles on one connection, the writer's view current; a forgery between two."""
+    from wgsyncd import config, cycle, store
+
+    _key_file, public = recovery
+    cfg = config.load(str(host.config))
+    cfg.daemon.state_dir = str(host.state_dir)
+    conn = store.connect(cfg.database)
+    try:
+        cycle.sync_once(cfg, conn)
+        idle = cycle.sync_once(cfg, conn)  # the view is current now: the version fast path
+        assert idle.rows_written == 0 and [r["version"] for r in history(host)] == [1]
+        forge(host.dsn, host.host_id, host.name, public, "own-key", host.verify_key())
+        cycle.sync_once(cfg, conn)
+    finally:
+        conn.close()
+    assert [r["version"] for r in history(host)] == [3, 2, 1]
+    assert "tamper: the latest config version is 2" in (_status_message(host.dsn, host.host_id) or "")

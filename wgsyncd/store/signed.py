@@ -32,6 +32,22 @@ def from_row(row: tuple[Any, ...]) -> Signed:
     return Signed(*row[:N_SIGNED])
 
 
+def latest_link(tx: Any, host_id: str) -> str | None:
+    """The link of the host's latest version as stored now (None: no version, or unsigned).
+
+    One short indexed read per cycle even when the writer's view is current: rows in
+    config_versions can be forged or deleted without touching the host row the view
+    checks, and the agent must notice at its next cycle, not at its next reload.
+    """
+    row = tx.execute(
+        f"SELECT {SIGNED_COLS} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
+        (host_id,),
+    ).fetchone()
+    if row is None or row[N_SIGNED - 1] is None:
+        return None
+    return from_row(row).link()
+
+
 def own_version(tx: Any, host_id: str, version: int) -> tuple[Signed, dict[str, Any]] | None:
     """One version's signed fields and document (the agent's own last version), or None."""
     row = tx.execute(

@@ -235,8 +235,8 @@ def record(
     previous: dict[str, Any] | None = None
     if signer is not None:
         signer.begin()
-        if head is not None and head.link is None:
-            head = None  # not a version this process signed: read and judge the row
+        if head is not None and (head.link is None or signed.latest_link(tx, state.host_id) != head.link):
+            head = None  # not (or no longer) the version this process signed: read and judge the row
     latest: signing.Signed | None = None
     from_db = head is None or need_doc
     if from_db:
