@@ -81,8 +81,13 @@ def main() -> None:
         run(host, "status")
         run(host, "drift")
         run(host, "history")
+        # the operator pins the host's signing key once (out of band); restore trusts only pins
+        verify_key = host.wgsyncd("keys", "show-signing").stdout.split()[1]
+        trusted = str(base / "trusted-keys")
+        run(host, "keys", "trust", host.host_id, verify_key, "--trusted-keys", trusted)
         restored = base / "restored"
-        run(host, "restore", "--recovery-key", str(base / "recovery.key"), "--to-dir", str(restored))
+        run(host, "restore", "--recovery-key", str(base / "recovery.key"), "--trusted-keys", trusted,
+            "--to-dir", str(restored))  # fmt: skip
         conf = host.conf_dir / f"{name}.conf"
         same = (restored / conf.name).read_bytes() == conf.read_bytes()
         print(f"restored {conf.name} byte-identical to the original: {same}")

@@ -76,6 +76,7 @@ def test_compose_file_wires_the_three_services() -> None:
     assert "/etc/wireguard:/etc/wireguard:ro" in text and "/etc/wireguard:/etc/wireguard:rw" in text
     assert "/lib/modules:/lib/modules:ro" in text
     assert "wgrest-data:/var/lib/wgrest:ro" in text
+    assert "wgsyncd-state:/var/lib/wgsyncd:rw" in text  # the signing key outlives the container
     assert "restart: 'no'" in text or 'restart: "no"' in text or "restart: no" in text
     assert "NET_ADMIN" in text
 

@@ -108,6 +108,8 @@ class Host:
         self.keys: dict[str, str] = {}
         self.disabled: dict[str, PeerSpec | None] = {}
         self.config = tmp / f"wgsyncd-{host_id}.toml"
+        # the host's own state directory (signing key, last signed version), not /var/lib/wgsyncd
+        self.state_dir = tmp / f"state-{host_id}"
 
     psk_every = 2  # every n-th generated peer has a preshared key
 
@@ -155,14 +157,20 @@ class Host:
             + extra
         )
 
-    def wgsyncd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def wgsyncd(
+        self, *args: str, check: bool = True, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("WGSYNCD_")}
+        env["WGSYNCD_DAEMON_STATE_DIR"] = str(self.state_dir)
+        env.update(extra)
         proc = subprocess.run(
             [sys.executable, "-m", "wgsyncd", "--config", str(self.config), *args],
             capture_output=True,
             text=True,
             env=env,
             timeout=300,
+            input=input,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"wgsyncd {args} exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

@@ -21,7 +21,8 @@ import pytest
 
 from tests.beds.wireguard import PeerSpec, genkey, random_key
 from tests.test_e2e import Host, parse_dump
-from wgsyncd import secrets
+from wgsyncd import secrets, signing
+from wgsyncd.restore import trust
 
 pytestmark = pytest.mark.postgres
 
@@ -46,6 +47,33 @@ class RestoreHost(Host):
         super().write_config(extra)
         if recovery_public:
             self.config.write_text(f'recovery_public_key = "{recovery_public}"\n' + self.config.read_text())
+
+    # the operator's trust file: each host's verify key is pinned after its first sync (as an
+    # operator would at install time) and every `restore` is given the file
+    trusted_keys: Path | None = None
+
+    def wgsyncd(self, *args: str, check: bool = True, **kw):
+        if args and args[0] == "restore" and "--trusted-keys" not in args:
+            args = (*args, "--trusted-keys", str(self.trust_file()))
+        proc = super().wgsyncd(*args, check=check, **kw)
+        if (
+            args
+            and args[0] == "sync"
+            and proc.returncode in (0, 4)
+            and (self.state_dir / "signing.key").exists()
+        ):
+            self.pin()
+        return proc
+
+    def trust_file(self) -> Path:
+        return self.trusted_keys or self.tmp / "trusted-keys"
+
+    def verify_key(self) -> str:
+        return signing.load_or_create(str(self.state_dir)).verify_key
+
+    def pin(self) -> None:
+        """`keys trust` for this host's current key (idempotent), in-process."""
+        trust.add_pin(str(self.trust_file()), self.host_id, self.verify_key())
 
     def secrets(self) -> list[str]:
         """Every private and preshared key this host has (base64)."""
@@ -182,6 +210,7 @@ def test_point_in_time_version_and_at_give_that_versions_dump_and_files(
     # restore version 2 onto "another machine": a different host_id in its config, --host names the source
     (tmp_path / "other").mkdir()
     other = RestoreHost(tmp_path / "other", rhost.bed, rhost.dsn, "host-other")
+    other.trusted_keys = rhost.trust_file()
     other.write_config()
     target = tmp_path / "other" / "restored"
     other.wgsyncd(

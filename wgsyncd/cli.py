@@ -117,7 +117,7 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
-    from wgsyncd import cycle, progress, store
+    from wgsyncd import cycle, progress, signing, store
 
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
@@ -127,6 +127,10 @@ def sync(ctx: click.Context) -> None:
                 bar.phase("applying schema migrations")
                 store.migrate(conn)
             report = cycle.sync_once(cfg, conn, progress=bar.phase)
+    except signing.SigningError as exc:
+        bar.close()
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
     finally:
         bar.close()
     click.echo(report.summary())
@@ -312,7 +316,7 @@ def persist_restore(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 
 @main.group()
 def keys() -> None:
-    """The operator's recovery key (secrets in the database are sealed to it)."""
+    """The operator's recovery key (secrets are sealed to it) and the hosts' signing keys (pins)."""
 
 
 @keys.command("init-recovery")
@@ -334,20 +338,75 @@ def init_recovery(path: str) -> None:
     click.echo(f'recovery_public_key = "{made.public}"')
 
 
+@keys.command("show-signing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show_signing(ctx: click.Context, as_json: bool) -> None:
+    """This host's signing verify key (made now if missing), as a line for the operator's trust file."""
+    from wgsyncd import signing
+
+    cfg = _load(ctx)
+    try:
+        key = signing.load_or_create(cfg.daemon.state_dir)
+    except signing.SigningError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        _emit(
+            {"host_id": cfg.host_id, "verify_key": key.verify_key, "key_id": signing.key_id(key.verify_key)}
+        )
+        return
+    click.echo(f"{cfg.host_id} {key.verify_key}")
+    click.echo(
+        f"# pin it where you keep the recovery key: wgsyncd keys trust {cfg.host_id} {key.verify_key} "
+        "--trusted-keys FILE",
+        err=True,
+    )
+
+
+@keys.command("trust")
+@click.argument("host_id")
+@click.argument("verify_key")
+@click.option(
+    "--trusted-keys", "trusted_keys", required=True, help="The operator's trust file (made if missing)."
+)
+@click.option("--comment", default="", help="Kept on the line (e.g. when and how the key was checked).")
+def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) -> None:
+    """Pin a host's signing verify key: restore accepts versions signed by any key pinned for it."""
+    from wgsyncd.restore import RestoreError, trust
+
+    try:
+        added = trust.add_pin(trusted_keys, host_id, verify_key, comment)
+    except RestoreError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{'pinned' if added else 'already pinned'}: host {host_id} key {verify_key} in {trusted_keys}"
+    )
+
+
 @main.command()
 @click.option("--host", "host_id", default=None, help="A host_id; default: this host's.")
 @click.option("--limit", default=None, type=int, help="Newest N versions only.")
+@click.option(
+    "--trusted-keys", "trusted_keys", default=None, help="Also say whether restore would trust each."
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json: bool) -> None:
-    """The host's config versions, newest first (time, sync id, counts, sealed or not)."""
+def history(
+    ctx: click.Context, host_id: str | None, limit: int | None, trusted_keys: str | None, as_json: bool
+) -> None:
+    """The host's config versions, newest first (time, sync id, counts, sealed or not, signer)."""
     from wgsyncd import restore
 
     cfg = _load(ctx)
     host = host_id or cfg.host_id
     with _database(cfg) as conn:
         try:
-            rows = restore.history(conn, host, limit)
+            rows = restore.history(conn, host, limit, trusted_keys)
         except restore.RestoreError as exc:
             click.echo(f"wgsyncd: {exc}", err=True)
             sys.exit(1)
@@ -356,9 +415,12 @@ def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json:
         return
     for r in rows:
         sealed = "sealed" if r["sealed"] else "NO SECRETS"
+        signed = f"key {r['signing_key_id']}" if r["signing_key_id"] else "UNSIGNED"
+        signed += " (chain start)" if r["chain_start"] else ""
+        signed += f"  trust: {r['trust']}" if "trust" in r else ""
         click.echo(
             f"v{r['version']}  {r['created_at']}  sync {r['sync_id']}  "
-            f"{r['interfaces']} interfaces  {r['peers']} peers  {sealed}"
+            f"{r['interfaces']} interfaces  {r['peers']} peers  {sealed}  {signed}"
         )
     if not rows:
         click.echo(f"host {host}: no config versions yet")
@@ -369,7 +431,16 @@ def history(ctx: click.Context, host_id: str | None, limit: int | None, as_json:
 @click.option("--version", "version", type=int, default=None, help="Version number (see `history`).")
 @click.option("--at", "at", default=None, help="The version current at this ISO time (UTC if no zone).")
 @click.option("--interface", "interfaces", multiple=True, help="Only this interface (repeatable).")
-@click.option("--recovery-key", "recovery_key", default=None, help="The recovery private key file.")
+@click.option(
+    "--recovery-key",
+    "recovery_key",
+    default=None,
+    help="The recovery private key file, or - for stdin (default: the systemd credential recovery-key).",
+)
+@click.option(
+    "--trusted-keys", "trusted_keys", default=None, help="The operator's pinned host keys (`keys trust`)."
+)
+@click.option("--allow-unsigned", is_flag=True, help="Also restore a version written before signing (warns).")
 @click.option(
     "--to-dir",
     "to_dir",
@@ -406,6 +477,8 @@ def restore_cmd(
     at: str | None,
     interfaces: tuple[str, ...],
     recovery_key: str | None,
+    trusted_keys: str | None,
+    allow_unsigned: bool,
     to_dir: str | None,
     do_apply: bool,
     apply_via: str,
@@ -441,12 +514,17 @@ def restore_cmd(
                 interfaces=interfaces,
                 recovery_key_file=recovery_key,
                 allow_missing_secrets=allow_missing_secrets,
+                trusted_keys=trusted_keys,
+                allow_unsigned=allow_unsigned,
             )
         finally:
             conn.close()
+        for warning in loaded.warnings:
+            click.echo(f"wgsyncd: restore: {warning}", err=True)
         out["host_id"], out["version"] = loaded.host_id, loaded.version
         out["created_at"] = loaded.created_at.isoformat()
         out["without_secrets"] = loaded.without_secrets
+        out["warnings"] = loaded.warnings
         targets: dict[str, Callable[[bool], Any]] = {}
         if to_dir:
             targets["files"] = lambda dry: restore.to_dir(loaded, to_dir, dry_run=dry)

@@ -173,12 +173,13 @@ def sync_once(
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status;
     ``progress`` (the CLI on a terminal) is told each step as it starts.
     """
-    from wgsyncd import store
+    from wgsyncd import signing, store
 
     step = progress or (lambda _text: None)
     sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    signer = signing.signer_for(cfg.daemon.state_dir, cfg.host_id)  # SigningError: no cycle without a key
     step("reading the kernel, conf files and wgrest")
     state = collect(cfg)
     peers = sum(len(i.peers) for i in state.interfaces.values())
@@ -190,6 +191,7 @@ def sync_once(
         started_at=started,
         agent_version=__version__,
         recovery_public_key=cfg.recovery_public_key,
+        signer=signer,
     )
     _prune(conn, cfg, started)
     return CycleReport(

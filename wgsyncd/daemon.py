@@ -483,6 +483,15 @@ def run(
         return EXIT_CONFIG
     watchdog = watchdog_interval()
     apply_config_side_effects(cfg, log_level, watchdog)
+    from wgsyncd import signing
+
+    try:  # made on first start; a broken key file stops the daemon instead of every cycle
+        key = signing.load_or_create(cfg.daemon.state_dir)
+    except signing.SigningError as exc:
+        log.error("%s", exc)
+        notifier.send(f"STATUS={exc}")
+        return EXIT_CONFIG
+    log.info("host signing key %s: verify key %s", key.path, key.verify_key)
     log.info(
         "starting: host_id %s, interval %g s, watchdog %s",
         cfg.host_id,

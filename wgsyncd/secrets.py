@@ -47,14 +47,26 @@ def init_recovery(path: str) -> RecoveryKeys:
 def load_recovery_private(path: str) -> Secret:
     """Read the private half written by :func:`init_recovery`; errors name the file, never the key."""
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_text()
     except OSError as exc:
         raise SealError(f"{path}: cannot read recovery key: {exc.strerror}") from None
-    for line in lines:
+    return parse_recovery_private(text, path)
+
+
+def parse_recovery_private(text: str, where: str) -> Secret:
+    """The private key from a recovery key file's text (a file, stdin or a systemd credential).
+
+    A bare base64 key on its own is accepted too, so `--recovery-key -` can take it
+    from a password manager's pipe.
+    """
+    for line in text.splitlines():
         k, sep, v = line.partition("=")
         if sep and k.strip() == "private":
-            return Secret(parse_key(v.strip(), f"{path}: private"))
-    raise SealError(f"{path}: no 'private = ...' line: not a wgsyncd recovery key file")
+            return Secret(parse_key(v.strip(), f"{where}: private"))
+    bare = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if len(bare) == 1 and len(bare[0]) == 44:
+        return Secret(parse_key(bare[0], f"{where}: private"))
+    raise SealError(f"{where}: no 'private = ...' line: not a wgsyncd recovery key file")
 
 
 def seal(recovery_public: str, data: bytes) -> bytes:

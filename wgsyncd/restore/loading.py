@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from wgsyncd.restore import trust
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.state import Interface, Peer, Secret, StateError, key_fingerprint
 
@@ -31,6 +32,7 @@ class Loaded:
     created_at: datetime
     interfaces: dict[str, Interface]
     without_secrets: list[str] = field(default_factory=list)  # restored with --allow-missing-secrets
+    warnings: list[str] = field(default_factory=list)  # e.g. an unsigned version restored on request
 
     @property
     def label(self) -> str:
@@ -83,16 +85,33 @@ def _select(ver: versions.Version, interfaces: Iterable[str]) -> dict[str, dict[
     return {n: docs[n] for n in wanted}
 
 
+CREDENTIAL = "recovery-key"  # systemd credential name: LoadCredential=recovery-key:... / --load-credential
+
+
 def _recovery_key(path: str | None, label: str) -> Secret:
-    """The operator's recovery private key from ``path``; a missing option says restore is impossible."""
+    """The operator's recovery private key: a file, ``-`` (stdin) or the systemd credential.
+
+    Why not only a file: the key never needs to sit on the host being restored. It can
+    be piped in (`--recovery-key -`) or handed over as a systemd credential
+    ($CREDENTIALS_DIRECTORY/recovery-key, e.g. `systemd-run -p LoadCredential=...`),
+    which lives in memory for the run only. Without any of these, restore is impossible.
+    """
+    import os
+    import sys
+
     from wgsyncd import secrets as sealing
 
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path and cred_dir and os.path.exists(os.path.join(cred_dir, CREDENTIAL)):
+        path = os.path.join(cred_dir, CREDENTIAL)
     if not path:
         raise RestoreError(
             f"{label}: secrets are sealed; restoring them is impossible without the recovery private key "
-            "(--recovery-key FILE, made by `wgsyncd keys init-recovery`)"
+            "(--recovery-key FILE or -, made by `wgsyncd keys init-recovery`)"
         )
     try:
+        if path == "-":
+            return sealing.parse_recovery_private(sys.stdin.read(), "stdin")
         return sealing.load_recovery_private(path)
     except (sealing.SealError, StateError) as exc:
         raise RestoreError(f"{label}: {exc}") from None
@@ -104,8 +123,13 @@ def _open_secrets(
     docs: dict[str, dict[str, Any]],
     key_file: str | None,
     allow_missing: bool,
+    verified: trust.Verified,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Check the key, then open and verify every selected interface's sealed secrets."""
+    """Check the key, then open and verify every selected interface's sealed secrets.
+
+    Each blob must be the one the host signed (its sha256) before it is opened, and
+    its content must hash to what the version recorded after.
+    """
     from wgsyncd import secrets as sealing
     from wgsyncd.store import versions
 
@@ -136,6 +160,9 @@ def _open_secrets(
         if name not in blobs:
             raise RestoreError(f"{label}: interface {name}: sealed secrets are missing from config_secrets")
         what = f"{label}: interface {name}"
+        wrong = trust.blob_ok(verified, name, blobs[name])
+        if wrong is not None:
+            raise RestoreError(f"{what}: {wrong}")
         try:
             clear = sealing.unseal_json(private, blobs[name], what)
         except sealing.SealError as exc:
@@ -157,21 +184,26 @@ def load(
     interfaces: Iterable[str] = (),
     recovery_key_file: str | None = None,
     allow_missing_secrets: bool = False,
+    trusted_keys: str | None = None,
+    allow_unsigned: bool = False,
 ) -> Loaded:
-    """Find a version, check the recovery key, open and verify its secrets; change nothing.
+    """Find a version, verify its signature and chain, check the recovery key, open its secrets.
 
-    Raises RestoreError (one line) on an unknown host/version/interface, a missing or
+    Changes nothing. Raises RestoreError (one line) on an unknown host/version/
+    interface, a version not signed in chain by a key pinned in ``trusted_keys``
+    (restore/trust.py; unsigned ones pass only with ``allow_unsigned``), a missing or
     wrong recovery key, a missing or tampered blob, or secrets that were never stored
     (unless ``allow_missing_secrets``: then those interfaces come without keys).
     """
     if version is not None and at is not None:
         raise RestoreError("--version and --at: give one of them")
     ver = _pick_version(conn, host_id, version, at)
+    verified = trust.check(conn, ver, trusted_keys, allow_unsigned=allow_unsigned, picked=version is None)
     docs = _select(ver, interfaces)
-    clear, missing = _open_secrets(conn, ver, docs, recovery_key_file, allow_missing_secrets)
+    clear, missing = _open_secrets(conn, ver, docs, recovery_key_file, allow_missing_secrets, verified)
     label = f"host {ver.host_id} version {ver.version}"
     built = {n: desired_interface(d, clear.get(n), f"{label}: interface {n}") for n, d in docs.items()}
-    return Loaded(ver.host_id, ver.version, ver.created_at, built, missing)
+    return Loaded(ver.host_id, ver.version, ver.created_at, built, missing, verified.warnings)
 
 
 def _tuple(value: list[str] | None) -> tuple[str, ...] | None:

@@ -8,12 +8,26 @@ from typing import Any
 from wgsyncd.restore.errors import RestoreError
 
 
-def history(conn: Any, host_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The host's versions, newest first, as plain dicts (for text and --json output)."""
+def history(
+    conn: Any, host_id: str, limit: int | None = None, trusted_keys: str | None = None
+) -> list[dict[str, Any]]:
+    """The host's versions, newest first, as plain dicts (for text and --json output).
+
+    With ``trusted_keys`` each version also says whether restore would trust it
+    (``trust``: "ok" or the reason it would be refused; the document hash is checked
+    only by restore itself).
+    """
+    from wgsyncd.signing import GENESIS, key_id
     from wgsyncd.store import versions
 
     if not versions.host_known(conn, host_id):
         raise RestoreError(f"host {host_id}: unknown host (it never synced to this database)")
+    problems: dict[int, str | None] = {}
+    if trusted_keys:
+        from wgsyncd.restore import trust
+        from wgsyncd.store import signed
+
+        problems = trust.problems(signed.load_chain(conn, host_id), trust.read_pins(trusted_keys))
     return [
         {
             "version": r.version,
@@ -23,6 +37,9 @@ def history(conn: Any, host_id: str, limit: int | None = None) -> list[dict[str,
             "peers": r.peers,
             "sealed": r.sealed,
             "recovery_key_fp": r.recovery_key_fp,
+            "signing_key_id": key_id(r.signing_key) if r.signing_key else None,
+            "chain_start": r.prev_sha256 == GENESIS,
+            **({"trust": problems.get(r.version) or "ok"} if trusted_keys else {}),
         }
         for r in versions.list_versions(conn, host_id, limit)
     ]

@@ -42,6 +42,7 @@ class Head:
     sha256: str
     recovery_key_fp: str | None
     last_status: str
+    link: str | None = None  # the version's signed link (wgsyncd/signing.py); None = unsigned
 
 
 @dataclass

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,9 +41,13 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from wgsyncd import secrets as sealing
+from wgsyncd import signing
 from wgsyncd.state import HostState, Interface, Peer, Source, key_fingerprint, public_key_from_private
+from wgsyncd.store import signed
 from wgsyncd.store.db import guarded
 from wgsyncd.store.known import Head
+
+log = logging.getLogger(__name__)
 
 DOC_FORMAT = 1
 
@@ -201,6 +206,7 @@ def record(
     recovery_public: str | None,
     config_rows_written: int | None = None,
     head: Head | None = None,
+    signer: signing.Signer | None = None,
 ) -> tuple[int | None, Head | None]:
     """Add a config version when the content changed; return (its number or None, the new head).
 
@@ -214,6 +220,11 @@ def record(
     fingerprint, and the rows were written in the same transaction as the version
     that holds them), so building and hashing the whole document is skipped unless
     the recovery key changed since the latest version.
+
+    ``signer`` (the agent always passes one): the version is signed and chained, and
+    a latest row read from the database is first judged against the host's record of
+    what it signed last (store/signed.py ``judge_latest``); a row that is not the host's own forces a
+    new version and is never carried forward.
     """
     status = "partial" if state.partial else "ok"
     need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
@@ -222,27 +233,71 @@ def record(
     # so "no row written now" would then leave that change out of every later version
     current_fp = key_fingerprint(recovery_public) if recovery_public else None
     previous: dict[str, Any] | None = None
-    if head is None or need_doc:
-        cols = "version, content_sha256, recovery_key_fp, " + _LAST_STATUS + (", doc" if need_doc else "")
+    if signer is not None:
+        signer.begin()
+        if head is not None and (head.link is None or signed.latest_link(tx, state.host_id) != head.link):
+            head = None  # not (or no longer) the version this process signed: read and judge the row
+    latest: signing.Signed | None = None
+    from_db = head is None or need_doc
+    if from_db:
+        cols = f"version, content_sha256, recovery_key_fp, {_LAST_STATUS}, {signed.SIGNED_COLS}"
         row = tx.execute(
-            f"SELECT {cols} FROM config_versions WHERE host_id = %s ORDER BY version DESC LIMIT 1",
+            f"SELECT {cols}{', doc' if need_doc else ''} FROM config_versions "
+            "WHERE host_id = %s ORDER BY version DESC LIMIT 1",
             (state.host_id, state.host_id),
         ).fetchone()
-        head = Head(row[0], row[1], row[2], row[3]) if row is not None else None
-        previous = row[4] if (row and need_doc) else None
+        if row is not None:
+            latest = signed.from_row(row[4:])
+            head = Head(row[0], row[1], row[2], row[3], latest.link() if latest.signature else None)
+            previous = row[4 + signed.N_SIGNED] if need_doc else None
+    prev_link, floor, force = (head.link if head else None), (head.version if head else 0), False
+    if signer is not None and from_db:
+        prev_link, previous, force, floor = signed.judge_latest(
+            tx, state.host_id, signer, latest, previous, floor
+        )
+        if force and need_doc and latest is not None and previous is None:
+            # an incomplete cycle would have to carry documents forward from a row this host
+            # did not sign: wait for a complete cycle rather than record a half view
+            log.warning("host %s: no version this cycle: the read was incomplete", state.host_id)
+            return None, Head(head.version, head.sha256, head.recovery_key_fp, status) if head else None
     unchanged = config_rows_written == 0 and not need_doc
-    if unchanged and head is not None and head.last_status == "ok" and head.recovery_key_fp == current_fp:
-        return None, Head(head.version, head.sha256, head.recovery_key_fp, status)
+    if (
+        not force
+        and unchanged
+        and head is not None
+        and head.last_status == "ok"
+        and head.recovery_key_fp == current_fp
+    ):
+        return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
     content = build_content(state, recovery_public, previous)
-    if head is not None and head.sha256 == content.sha256:
-        return None, Head(head.version, head.sha256, head.recovery_key_fp, status)
-    version = (head.version if head else 0) + 1
+    if not force and head is not None and head.sha256 == content.sha256:
+        return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
+    version = floor + 1
     _store_secrets(tx, state.host_id, now, content, recovery_public)
     ifaces = content.doc["interfaces"].values()
     refs = [i["secrets"]["sealed_to"] for i in ifaces]
+    sig: tuple[Any, ...] = (None, None, None, None, None)
+    link = None
+    if signer is not None:
+        fields = signing.Signed(
+            state.host_id,
+            version,
+            prev_link or signing.GENESIS,
+            now,
+            content.sha256,
+            signing.doc_sha256(content.doc),
+            signed.blob_hashes(tx, state.host_id, content.doc),
+            current_fp,
+            signer.key.verify_key,
+        )
+        link = fields.link()
+        sig = (fields.prev, fields.doc_sha256, Jsonb(fields.sealed), fields.signing_key)
+        sig += (signer.key.sign(fields.message()),)
+        signer.pending = signing.LastSigned(version, link)
     tx.execute(
         "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
-        "interfaces, peers, sealed, recovery_key_fp) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "interfaces, peers, sealed, recovery_key_fp, prev_sha256, doc_sha256, sealed_sha256, signing_key, "
+        "signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             state.host_id,
             version,
@@ -254,9 +309,10 @@ def record(
             sum(len(i["peers"]) for i in ifaces),
             all(r is not None for r in refs),
             current_fp,
+            *sig,
         ),
     )
-    return version, Head(version, content.sha256, current_fp, status)
+    return version, Head(version, content.sha256, current_fp, status, link)
 
 
 def _store_secrets(
@@ -293,6 +349,8 @@ class VersionRow:
     peers: int
     sealed: bool
     recovery_key_fp: str | None
+    signing_key: str | None  # as written in the row: a hint, restore trusts only pinned keys
+    prev_sha256: str | None
 
 
 @dataclass
@@ -303,7 +361,8 @@ class Version(VersionRow):
 
 
 _ROW_COLS = (
-    "host_id, version, created_at, sync_id, content_sha256, interfaces, peers, sealed, recovery_key_fp"
+    "host_id, version, created_at, sync_id, content_sha256, interfaces, peers, sealed, recovery_key_fp, "
+    "signing_key, prev_sha256"
 )
 
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -36,6 +36,9 @@ from wgsyncd.store import copytext, versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
 from wgsyncd.store.known import Head, HostMemo, View, forget, memo_for
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
+
+if TYPE_CHECKING:
+    from wgsyncd.signing import Signer
 
 # below this many rows an executemany (pipelined) beats CREATE TEMP + COPY + INSERT
 _SMALL_BATCH = 64
@@ -707,6 +710,7 @@ def write_cycle(
     started_at: datetime,
     agent_version: str,
     recovery_public_key: str | None = None,
+    signer: Signer | None = None,
 ) -> WriteReport:
     """Write one host's state in ONE transaction under the host's advisory lock.
 
@@ -714,7 +718,8 @@ def write_cycle(
     the same host_id queue instead of interleaving. Raises StoreError (rolled back).
     A config version (store/versions.py) is added in the same transaction when the
     configuration changed; its secrets are sealed to ``recovery_public_key`` (None:
-    secrets are not stored at all).
+    secrets are not stored at all), signed by ``signer`` (wgsyncd/signing.py; None
+    writes an unsigned version, which restore refuses by default).
 
     Between cycles on one connection the writer remembers rows by object identity
     (store/known.py): a caller must pass new objects for what changed, never edit a
@@ -758,6 +763,7 @@ def write_cycle(
             recovery_public_key,
             report.total_config_rows_written,
             head=view.head if view is not None else None,
+            signer=signer,
         )
         report.stats_rows_written = len(plan.stats)
         report.traffic_rows_written = len(plan.traffic)
@@ -769,7 +775,7 @@ def write_cycle(
                 "started_at": started_at,
                 "status": report.status,
                 "errors": [str(e) for e in state.errors],
-                "message": None,
+                "message": signer.problem if signer is not None else None,  # a tamper line
                 "drift_count": len(state.drift),
                 "drift": Jsonb(_drift_json(state)),
                 "interfaces": len(state.interfaces),
@@ -780,6 +786,8 @@ def write_cycle(
         )
         report.round_trips = tx.round_trips + 1  # + COMMIT
     _apply(new_view, plan, sync_id, head)  # committed: this is what the database holds now
+    if signer is not None:
+        signer.committed()  # only now may the local record name the new version
     memo.view = new_view
     memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
     report.duration_s = time.monotonic() - t0

@@ -1,0 +1,231 @@
+"""What restore trusts: the host keys the operator pinned, and the chain they signed.
+
+Why: everything in the database can be written by whoever owns it, including the
+``signing_key`` column beside a signature and the database pins of
+``host_signing_keys``. The only trust anchor is a file the operator keeps with the
+recovery key (``--trusted-keys FILE``), one pin per line::
+
+    # host_id  verify_key (base64 Ed25519)  [comment]
+    vpn-1  q2c1...=  pinned 2026-11-27 from `wgsyncd keys show-signing`
+
+Several lines for one host are several valid keys (a reinstalled host makes a new
+key; old versions stay restorable while the old key stays pinned). A version is
+restored only when (:func:`check`): it is signed by a pinned key of its host over its
+own number, time, hashes and chain link; its document hashes to the signed value;
+and following ``prev`` links leads, through versions that are all validly signed by
+pinned keys, to a chain start. Unsigned versions (written before signing existed) are
+refused unless the operator says ``--allow-unsigned``, and even then only when no
+signed version precedes them (an agent that signs never writes an unsigned version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wgsyncd.restore.errors import RestoreError
+
+UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
+TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
+
+
+@dataclass(frozen=True)
+class Pins:
+    """host_id -> verify keys, read from the operator's trust file at ``path``."""
+
+    path: str
+    keys: dict[str, tuple[str, ...]]
+
+    def of(self, host_id: str) -> tuple[str, ...]:
+        """The keys pinned for ``host_id`` (empty when none)."""
+        return self.keys.get(host_id, ())
+
+
+def read_pins(path: str) -> Pins:
+    """Parse a trust file; a bad line is an error naming FILE:LINE (keys are public, but unneeded)."""
+    from wgsyncd.signing import SigningError, parse_verify_key
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise RestoreError(f"{path}: cannot read the trusted keys file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RestoreError(f"{path}: trusted keys file is not text") from None
+    keys: dict[str, list[str]] = {}
+    for n, line in enumerate(lines, 1):
+        fields = line.split(None, 2)
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) < 2:
+            raise RestoreError(f"{path}:{n}: expected 'host_id verify_key [comment]'")
+        try:
+            key = parse_verify_key(fields[1], f"{path}:{n}")
+        except SigningError as exc:
+            raise RestoreError(str(exc)) from None
+        keys.setdefault(fields[0], []).append(key)
+    return Pins(path, {h: tuple(dict.fromkeys(k)) for h, k in keys.items()})
+
+
+def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool:
+    """Pin ``verify_key`` for ``host_id`` in the trust file (made if missing); False if already there.
+
+    The whole file is checked first and replaced atomically, so a bad file is never
+    half-appended to.
+    """
+    from wgsyncd.signing import SigningError, parse_verify_key
+
+    if not host_id or any(c.isspace() for c in host_id) or host_id.startswith("#"):
+        raise RestoreError(f"host_id {host_id!r}: cannot be pinned (empty, whitespace or '#')")
+    try:
+        key = parse_verify_key(verify_key, f"host {host_id}: verify key")
+    except SigningError as exc:
+        raise RestoreError(str(exc)) from None
+    if any(c in comment for c in "\r\n\0"):
+        raise RestoreError("comment: must be one line")
+    target = Path(path)
+    old = ""
+    if target.exists():
+        if key in read_pins(path).of(host_id):
+            return False
+        old = target.read_text()
+        if old and not old.endswith("\n"):
+            old += "\n"
+    text = (old or TRUST_HEADER) + f"{host_id} {key}" + (f" {comment}" if comment else "") + "\n"
+    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+# ---------------------------------------------------------------- checking one version
+
+
+def _pinned_signer(row: Any, pins: tuple[str, ...]) -> str | None:
+    """The pinned key whose signature ``row`` carries, or None."""
+    return next((k for k in pins if row.signed_by(k)), None)
+
+
+def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
+    """version -> why it cannot be trusted (signature, pin, chain), or None; one pass, oldest first.
+
+    A version is in chain when its ``prev`` is GENESIS or the link of an earlier
+    version that is itself trusted; each signature is checked once.
+    """
+    from wgsyncd.signing import GENESIS, key_id
+
+    out: dict[int, str | None] = {}
+    trusted_links: dict[str, list[int]] = {}
+    for row in rows:
+        keys = pins.of(row.host_id)
+        problem: str | None = None
+        if not row.signature:
+            problem = UNSIGNED
+        elif not keys:
+            problem = f"no key is pinned for host {row.host_id} in {pins.path}"
+        elif _pinned_signer(row, keys) is None:
+            problem = (
+                f"signed by key {key_id(row.signing_key)}, which is not pinned for host {row.host_id} "
+                f"in {pins.path}"
+                if row.signing_key not in keys
+                else "signature does not verify: the version was altered or replayed "
+                "(its number, time, hashes or chain link differ from what the host signed)"
+            )
+        elif row.prev != GENESIS and not any(v < row.version for v in trusted_links.get(row.prev or "", [])):
+            problem = (
+                f"off the chain: its previous version (link {str(row.prev)[:12]}) is missing, "
+                "altered or not signed by a pinned key"
+            )
+        out[row.version] = problem
+        if problem is None:
+            trusted_links.setdefault(row.link(), []).append(row.version)
+    return out
+
+
+@dataclass
+class Verified:
+    """A version restore may use: the blob hashes it signed, and warnings for the operator."""
+
+    sealed: dict[str, str] | None  # interface -> sha256 of its sealed blob; None = unsigned version
+    warnings: list[str]
+
+
+def check(
+    conn: Any,
+    ver: Any,
+    pins_path: str | None,
+    *,
+    allow_unsigned: bool = False,
+    picked: bool = False,
+) -> Verified:
+    """Refuse ``ver`` (one line naming the version and why) unless a pinned key signed it in chain.
+
+    ``picked``: the version was chosen as the latest or by ``--at``, not by number; a
+    refusal then names the newest version that would pass, if any.
+    """
+    from wgsyncd.signing import doc_sha256, key_id
+    from wgsyncd.store import signed
+
+    label = f"host {ver.host_id} version {ver.version}"
+    rows = signed.load_chain(conn, ver.host_id)
+    row = next((r for r in rows if r.version == ver.version), None)
+    if row is None or row.created_at != ver.created_at:
+        raise RestoreError(f"{label}: changed while restore read it; try again")
+    unsigned = "; --allow-unsigned restores it anyway" if not row.signature else ""
+    if unsigned and any(r.signature for r in rows if r.version < row.version):
+        # the host signed before this version: an agent that signs never writes unsigned again
+        unsigned = "; it follows signed versions, so it is not from before signing (even --allow-unsigned)"
+    elif unsigned and allow_unsigned:
+        warning = f"WARNING: {label} is UNSIGNED: nothing proves its host wrote it (--allow-unsigned)"
+        return Verified(None, [warning])
+    if not pins_path:
+        if unsigned:
+            raise RestoreError(f"{label}: refused: {UNSIGNED}{unsigned}")
+        raise RestoreError(
+            f"{label}: restore needs the host keys you pinned: --trusted-keys FILE (see `wgsyncd keys trust`)"
+        )
+    pins = read_pins(pins_path)
+    found = problems([r for r in rows if r.version <= row.version], pins)
+    problem = found[row.version]
+    if problem is None and doc_sha256(ver.doc) != row.doc_sha256:
+        problem = "its document does not match the signed hash: tampered"
+    if problem is not None:
+        good = [v for v, p in found.items() if p is None and v < row.version]
+        hint = (
+            f" (the newest version that verifies is {max(good)}: --version {max(good)})"
+            if picked and good
+            else ""
+        )
+        raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
+    key = _pinned_signer(row, pins.of(row.host_id))
+    warnings = []
+    db_pins = signed.pinned_keys(conn, ver.host_id)
+    if db_pins and key not in db_pins:
+        warnings.append(
+            f"warning: host {ver.host_id}: the database's pins do not list key {key_id(key)}, which "
+            f"{pins.path} trusts and which signed this version; the database pin was changed or never updated"
+        )
+    return Verified(dict(row.sealed or {}), warnings)
+
+
+def blob_ok(verified: Verified, name: str, blob: bytes) -> str | None:
+    """Why the sealed blob of interface ``name`` is not the one signed, or None."""
+    if verified.sealed is None:
+        return None
+    want = verified.sealed.get(name)
+    if want is None:
+        return "its sealed secrets are not covered by the signature"
+    if hashlib.sha256(blob).hexdigest() != want:
+        return "sealed secrets are not the blob the host signed: tampered"
+    return None
