@@ -167,21 +167,54 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
 
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status.
     """
-    from wgsyncd import store
-
     sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
     state = collect(cfg)
-    report = store.write_cycle(
-        conn,
-        state,
-        sync_id=sync_id,
-        started_at=started,
-        agent_version=__version__,
-        recovery_public_key=cfg.recovery_public_key,
-    )
-    _prune(conn, cfg, started)
+    return write_state(cfg, conn, state, sync_id, started, t0)
+
+
+def db_budget(cfg: Config) -> float:
+    """The client-side deadline of one database cycle (store/deadline.py)."""
+    from wgsyncd.store import deadline
+
+    return deadline.budget(cfg.database.statement_timeout)
+
+
+def write_state(
+    cfg: Config,
+    conn,
+    state: HostState,
+    sync_id: uuid.UUID,
+    started: datetime,
+    t0: float | None = None,
+    *,
+    as_of: datetime | None = None,
+    recovery_public_key: str | None = None,
+    prune: bool = True,
+) -> CycleReport:
+    """Write one collected state (live, or replayed from the spool) within the DB deadline.
+
+    A server that stops answering fails this with a StoreError after
+    statement_timeout + a margin instead of hanging the loop (store/deadline.py).
+    """
+    from wgsyncd import store
+    from wgsyncd.store import deadline
+
+    t0 = time.monotonic() if t0 is None else t0
+    key = recovery_public_key if recovery_public_key is not None else cfg.recovery_public_key
+    with deadline.deadline(conn, db_budget(cfg), f"write_cycle for host {state.host_id}"):
+        report = store.write_cycle(
+            conn,
+            state,
+            sync_id=sync_id,
+            started_at=started,
+            agent_version=__version__,
+            recovery_public_key=key,
+            **({"as_of": as_of} if as_of is not None else {}),
+        )
+        if prune:
+            _prune(conn, cfg, started)
     return CycleReport(
         sync_id=sync_id,
         started_at=started,
