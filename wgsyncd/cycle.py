@@ -92,10 +92,26 @@ def merge_sources(cfg: Config, results: list[SourceResult], collected_at: dateti
     return merge(cfg.host_id, cfg.hostname, results, collected_at, memo)
 
 
+def _netdevs(want: Callable[[str], bool]) -> list[str]:
+    """Network interfaces of this namespace the filter keeps (the candidates for identity)."""
+    import socket
+
+    try:
+        return [name for _idx, name in socket.if_nameindex() if want(name)]
+    except OSError:
+        return []
+
+
 def collect(cfg: Config) -> HostState:
     """Read and merge: the whole host's state as of now, without touching the database."""
+    from wgsyncd.sources import identity
+
     collected_at = datetime.now(UTC)
+    want = interface_filter(cfg)
+    before = identity.identities(_netdevs(want)) if cfg.kernel.enabled else {}
     state = merge_sources(cfg, read_sources(cfg), collected_at)
+    if before:
+        state.interface_ids = identity.stable(before, identity.identities(state.interfaces))
     for err in state.errors:
         log.error("%s", err, extra={"wg_interface": err.interface})
     return state

@@ -286,6 +286,9 @@ class HostState:
     drift: list[Drift] = field(default_factory=list)
     errors: list[SourceError] = field(default_factory=list)
     sources: dict[Source, bool] = field(default_factory=dict)  # source -> read fully
+    # interface -> which incarnation the counters were read from (sources/identity.py);
+    # a change means the counters restarted, whatever their values say
+    interface_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:
