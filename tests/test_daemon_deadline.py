@@ -136,12 +136,13 @@ def test_unwritable_state_dir_is_a_warning_once_and_not_a_stuck_loop(
     with small_tmpfs(state):
         cfg = tmp_path / "wgsyncd.toml"
         write_config(cfg, db, host(), daemon__interval=0.3)
+        if fault == "read-only":  # e.g. ReadOnlyPaths=, or a volume mounted ro: from the start
+            heartbeat.write(str(state), heartbeat.Heartbeat(time.time() - 3600, "ok", "synced", 0.3))
+            subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
         d = start_daemon(cfg)
         first = notify.wait_for("first sync", notify.status_startswith("synced 0 interfaces"))
-        assert heartbeat.read(str(state)).status == "ok"
-        if fault == "read-only":
-            subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
-        else:
+        if fault == "full":
+            assert heartbeat.read(str(state)).status == "ok"
             with contextlib.suppress(OSError), open(state / "filler", "wb") as fh:
                 while True:
                     fh.write(b"\0" * 65536)
@@ -156,13 +157,15 @@ def test_unwritable_state_dir_is_a_warning_once_and_not_a_stuck_loop(
         notify.wait_for("more cycles", lambda n: want in n.fields.get("STATUS", ""), start=seen + 3)
         log = d.log()
         assert log.count("cannot write the last-cycle file") == 1, log[-3000:]
-        assert (
-            "WARNING" in log.split("cannot write the last-cycle file")[0].splitlines()[-1] or "warning" in log
-        )
+        line = next(x for x in log.splitlines() if "cannot write the last-cycle file" in x)
+        assert "warning" in line.lower() and want in line, line
         # a heartbeat that stays old: status --local must blame the directory, not the loop
         beat = heartbeat.read(str(state))
         problem = beat.problem(now=beat.time + 10_000, state_dir_error=heartbeat.probe_writable(str(state)))
         assert problem and problem.startswith("state directory not writable") and want in problem
+        if fault == "read-only":
+            code, answer = status_local(state)
+            assert code == 1 and answer["problem"].startswith("state directory not writable"), answer
         d.signal(signal.SIGTERM)
         assert d.wait_exit(10) == 0
 

@@ -226,7 +226,7 @@ def write_state(
             sync_id=sync_id,
             started_at=started,
             agent_version=__version__,
-            recovery_public_key=key,
+            recovery_public_key=key or None,
             **({"as_of": as_of} if as_of is not None else {}),
         )
         if prune:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from wgsyncd import config as config_mod
 from wgsyncd import heartbeat, logs
+from wgsyncd.spoolkeeper import SpoolKeeper
 
 log = logging.getLogger("wgsyncd.daemon")
 
@@ -237,6 +238,7 @@ class Daemon:
         self.db_failing_since: float | None = None  # unix time of the first failed DB cycle in a row
         self.last_beat: heartbeat.Heartbeat | None = None
         self.beat_error: str | None = None  # why the last heartbeat could not be written
+        self.spool = SpoolKeeper()
 
     # -- signals -----------------------------------------------------------------
     def _on_stop(self, signum: int, _frame: object) -> None:
@@ -267,9 +269,11 @@ class Daemon:
             try:
                 report = self._cycle(sync_id, started)
             except CycleAbandoned:
+                self.spool.keep_pending(self.cfg)  # read, not written (replay skips it if it was)
                 raise
             except errors as exc:
                 self._in_cycle = False
+                self.spool.keep_pending(self.cfg)
                 return self._db_failed(exc, sync_id, started)
             except Exception as exc:  # a bug must cost one cycle, not the daemon
                 self._in_cycle = False
@@ -292,10 +296,19 @@ class Daemon:
         t0 = time.monotonic()
         self._phase("reading")
         state = cycle.collect(self.cfg)
+        self.spool.hold(state, sync_id, started)
         self._phase("database")
         if self.conn is None:
             self.conn = self.connect(self.cfg)
-        return cycle.write_state(self.cfg, self.conn, state, sync_id, started, t0)
+        self.spool.replay(self.cfg, self.conn, self._phase, self._replay_progress)
+        report = cycle.write_state(self.cfg, self.conn, state, sync_id, started, t0)
+        self.spool.written()
+        return report
+
+    def _replay_progress(self) -> None:
+        """Each replayed cycle is progress: ping the watchdog."""
+        if self.watchdog:
+            self.notify.send("WATCHDOG=1")
 
     def _cycle_done(self, report: Report) -> float:
         """Tell systemd and the log what the cycle did; pick the next wait."""
@@ -311,10 +324,11 @@ class Daemon:
         return next_interval(self.cfg.daemon, self.rng)
 
     def _status_suffix(self) -> str:
-        """What STATUS= adds to the cycle summary: an unwritable state directory."""
-        if self.beat_error:
-            return f"; state dir not writable: {self.beat_error}"
-        return ""
+        """What STATUS= adds to the cycle summary: an unwritable state directory or spool."""
+        text = f"; state dir not writable: {self.beat_error}" if self.beat_error else ""
+        if self.spool.error:
+            text += "; spool failing"
+        return text
 
     def _phase(self, phase: str) -> None:
         """Say in last-cycle.json what the loop is doing now, so a hang can be placed."""
@@ -338,6 +352,7 @@ class Daemon:
             db_budget=cycle.db_budget(self.cfg),
             db_failing_since=self.db_failing_since,
         )
+        self.spool.fill(self.last_beat)
         self._write_beat()
 
     def _write_beat(self) -> None:
@@ -372,6 +387,8 @@ class Daemon:
         if self.db_failing_since is None:
             self.db_failing_since = time.time()
         delay = backoff_delay(self.cfg.daemon, self.failures)
+        if self.spool.spool is not None:  # keep reading the host every interval; the spool keeps it
+            delay = min(delay, next_interval(self.cfg.daemon, self.rng))
         what = "DB write failed" if alive else "DB unreachable"
         log.error(
             "%s (%s); retry %d in %.0f s",
@@ -382,7 +399,10 @@ class Daemon:
             extra={"sync_status": "failed"},
         )
         self._beat("failed", f"{what} ({reason})")
-        self.notify.send(f"STATUS={what}, retry in {delay:.0f} s{self._status_suffix()}", "WATCHDOG=1")
+        spooled = self.last_beat.spool_text() if self.last_beat else ""
+        self.notify.send(
+            f"STATUS={what}, retry in {delay:.0f} s{spooled}{self._status_suffix()}", "WATCHDOG=1"
+        )
         return delay
 
     def _record_failure(self, sync_id: uuid.UUID, started: datetime.datetime, reason: str) -> None:
@@ -433,6 +453,8 @@ class Daemon:
         if new.database != self.cfg.database:
             _close_quietly(self.conn)
             self.conn = None
+        if new.daemon != self.cfg.daemon:
+            self.spool.close()  # reopened with the new directory and bounds on next use
         self.cfg = new
         apply_config_side_effects(new, self.log_level_override, self.watchdog)
         log.info("config reloaded from %s", new.source_path or "defaults")
@@ -475,6 +497,7 @@ class Daemon:
         finally:
             _close_quietly(self.conn)
             self.conn = None
+            self.spool.close()
             self.notify.send("STOPPING=1", "STATUS=stopping")
             wake.close()
         log.info("stopped after %d cycle(s)", self.cycles)

@@ -50,6 +50,10 @@ class Secret:
         """A short, stable, non-reversible id (sha256) to compare secrets without showing them."""
         return hashlib.sha256(self._value.encode()).hexdigest()[:16]
 
+    def sha256(self) -> str:
+        """The full sha256 of the value, hex (a spooled stand-in knows it without the value)."""
+        return hashlib.sha256(self._value.encode()).hexdigest()
+
     def __repr__(self) -> str:
         return "Secret(<redacted>)"
 

@@ -144,7 +144,7 @@ def _interface_public_key(iface: Interface) -> str | None:
 
 def interface_values(iface: Interface) -> tuple[Any, ...]:
     """The INTERFACE_FIELDS of ``iface`` as stored; None where no source knew."""
-    conf_sha = hashlib.sha256(iface.conf_text.reveal().encode()).hexdigest() if iface.conf_text else None
+    conf_sha = iface.conf_text.sha256() if iface.conf_text else None
     values = {
         "public_key": _interface_public_key(iface),
         "listen_port": iface.listen_port,
@@ -742,6 +742,7 @@ def write_cycle(
     started_at: datetime,
     agent_version: str,
     recovery_public_key: str | None = None,
+    as_of: datetime | None = None,
 ) -> WriteReport:
     """Write one host's state in ONE transaction under the host's advisory lock.
 
@@ -754,6 +755,10 @@ def write_cycle(
     Between cycles on one connection the writer remembers rows by object identity
     (store/known.py): a caller must pass new objects for what changed, never edit a
     state it already wrote (sources and merge never do).
+
+    ``as_of``: the time config rows and a config version are stamped with; None is the
+    database's now(). A cycle replayed from the spool passes the time it was read, so
+    history keeps the outage's changes at the times they happened.
     """
     t0 = time.monotonic()
     report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
@@ -765,7 +770,7 @@ def write_cycle(
             "SELECT pg_advisory_xact_lock(%s), now()", (advisory_key("host", state.host_id),)
         ).fetchone()
         assert row is not None
-        now = row[1]
+        now = row[1] if as_of is None else as_of
         host_row = tx.execute(
             _HOST_UPSERT,
             {
