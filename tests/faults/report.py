@@ -24,6 +24,6 @@ def format_rows(rows: Sequence[Row]) -> str:
     """A Markdown table (readable in a terminal too)."""
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        cells = [str(getattr(row, key)).replace("|", "/")[:160] for key, _ in COLUMNS]
+        cells = [str(getattr(row, key)).replace("|", "/")[:160] or "(none)" for key, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -341,11 +341,15 @@ def state_dir_fault(rig: Rig, n: int, rng: random.Random, fault: str) -> Row:
                         fh.flush()
             except OSError:
                 pass
-        before = rig.query("SELECT count(*) FROM sync_status WHERE status = 'ok'")[0][0]
-        poll(
-            f"{n} more synced cycles",
-            lambda: rig.query("SELECT count(*) FROM sync_status WHERE status = 'ok'")[0][0] >= before + n,
-        )
+
+        def synced() -> int:
+            try:
+                return int(rig.query("SELECT count(*) FROM sync_status WHERE status = 'ok'")[0][0])
+            except psycopg.errors.UndefinedTable:  # not migrated yet
+                return 0
+
+        before = poll("a first synced cycle", synced)
+        poll(f"{n} more synced cycles", lambda: synced() >= before + n)
         repo = str(Path(__file__).resolve().parents[2])
         env = {"PATH": "/usr/bin:/bin", "WGSYNCD_DAEMON_STATE_DIR": str(rig.state_dir), "PYTHONPATH": repo}
         proc = subprocess.run(
@@ -355,6 +359,7 @@ def state_dir_fault(rig: Rig, n: int, rng: random.Random, fault: str) -> Row:
         row = Row(f"state dir {fault}", runs=n)
         row.log_line = rig.first_line("cannot write the last-cycle file")
         row.extra["status_local"] = (proc.stdout + proc.stderr).strip()
+        row.recovery = f"status --local: {row.extra['status_local'][:70]}"
         row.extra["warnings"] = rig.logs().count("cannot write the last-cycle file")
         row.rows_equal_dump = yes(rig.rows_match_dump())
         row.partial = rig.partial_cycles()
