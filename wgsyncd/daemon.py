@@ -306,9 +306,13 @@ class Daemon:
         return report
 
     def _replay_progress(self) -> None:
-        """Each replayed cycle is progress: ping the watchdog."""
+        """Each replayed cycle is progress: ping the watchdog, and now and then say so in the file
+        (a long replay must not look like a stuck database to `status --local`)."""
         if self.watchdog:
             self.notify.send("WATCHDOG=1")
+        beat = self.last_beat
+        if beat is not None and beat.phase_since is not None and time.time() - beat.phase_since > 5.0:
+            self._phase("replaying")
 
     def _cycle_done(self, report: Report) -> float:
         """Tell systemd and the log what the cycle did; pick the next wait."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,8 @@ class Rig:
             self.proc.wait()
         if self.pg is not None:
             self.pg.stop("immediate")
+        subprocess.run(["umount", "-l", str(self.tmp / "state")], capture_output=True, check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- the daemon ------------------------------------------------------------------
     def start_daemon(self) -> None:
@@ -183,11 +186,21 @@ class Rig:
             self.pg.crash()
             return
         pid = self.postmaster_pid()
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        children = self.server_pids()[1:]
         os.kill(pid, signal.SIGKILL)
         for child in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(child), signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and its children (from /proc: no procps needed)."""
+        pid = self.postmaster_pid()
+        out = [pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(stat.parent.name))
+        return out
 
     def start_pg(self) -> None:
         """Start again; after a SIGKILL the old backends may take a moment to let go."""

@@ -10,6 +10,8 @@ daemon polls a condition (rig.poll).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import statistics
@@ -145,15 +147,9 @@ def silent_db(rig: Rig, n: int, rng: random.Random) -> Row:
     failed_after: list[float] = []
     recoveries: list[float] = []
     for _ in range(n):
-        pids = [rig.postmaster_pid()]
-        pids += [
-            int(p)
-            for p in subprocess.run(
-                ["pgrep", "-P", str(pids[0])], capture_output=True, text=True
-            ).stdout.split()
-        ]
+        pids = rig.server_pids()
         for pid in pids:
-            subprocess.run(["kill", "-STOP", str(pid)], check=False)
+            os.kill(pid, signal.SIGSTOP)
         stopped = time.time()
         try:
             beat = poll(
@@ -164,7 +160,8 @@ def silent_db(rig: Rig, n: int, rng: random.Random) -> Row:
             failed_after.append(beat.time - stopped)
         finally:
             for pid in pids:
-                subprocess.run(["kill", "-CONT", str(pid)], check=False)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         resumed = time.time()
         recoveries.append(rig.wait_synced(resumed) - resumed)
     row = Row("DB accepts, never answers (SIGSTOP)", runs=n)
