@@ -250,25 +250,43 @@ def interface_recreated(rig: Rig, n: int, rng: random.Random) -> Row:
 
 
 def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
-    """SIGTERM at a random point of a cycle, n times; the daemon is started again each time."""
+    """SIGTERM n times, half of them aimed inside the daemon's transaction; started again each time.
+
+    An aimed run changes the configuration first (a config version over 300 peers: a
+    transaction worth aiming at) and signals the moment the daemon's backend is busy.
+    """
     add_peers(rig, 300)
     exits: list[float] = []
     bad = 0
-    for i in range(n):
-        rig.start_daemon()
-        rig.ping(2)
-        if i % 2:
-            rig.a.set_peer(rig.transient_peer(), allowed_ips=(f"10.89.{i % 250}.1/32",))
-        rig.wait_cycles(1)
-        time.sleep(rng.uniform(0, rig.interval))  # a random point of the next cycle
-        code, took = rig.stop_daemon(signal.SIGTERM)
-        bad += code != 0
-        exits.append(took)
+    with psycopg.connect(rig.dsn, autocommit=True) as watcher:
+        for i in range(n):
+            rig.ping(2)
+            aim = i % 2 == 1
+            if aim:
+                rig.transient_peer()
+            rig.start_daemon()
+            if aim:
+
+                def busy() -> bool:
+                    rows = watcher.execute(
+                        "SELECT state FROM pg_stat_activity WHERE application_name = 'wgsyncd'"
+                    ).fetchall()
+                    return bool(rows) and rows[0][0] in ("active", "idle in transaction")
+
+                poll("the daemon's transaction", busy, timeout=20, every=0.0005)
+            else:
+                rig.wait_cycles(1)
+                time.sleep(rng.uniform(0, rig.interval))  # a random point of the next cycle
+            code, took = rig.stop_daemon(signal.SIGTERM)
+            bad += code != 0
+            exits.append(took)
     rig.start_daemon()
-    row = Row("SIGTERM at random points of a cycle", runs=n)
+    inside = rig.logs().count("during a cycle: abandoned it")
+    row = Row(f"SIGTERM at random points of a cycle ({inside} inside one)", runs=n)
     row.recovery = f"exit in {seconds(exits)}"
     row.crashes = bad
     row.log_line = rig.first_line("abandoned it") or rig.first_line("stopped after")
+    row.extra["inside"] = inside
     return finish(rig, row)
 
 

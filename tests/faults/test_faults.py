@@ -90,6 +90,7 @@ def test_sigterm_at_random_points_of_a_cycle(rig: Rig, show) -> None:
     row = scenarios.sigterm_cycles(rig, 4, random.Random(16))
     show(row)
     no_loss(row)
+    assert row.extra["inside"] >= 1, row  # the aimed ones landed inside a cycle
     assert row.extra["lost_rx"] == row.extra["lost_tx"] == 0, row
 
 
