@@ -184,3 +184,31 @@ def test_problem_tells_stuck_database_stuck_loop_and_state_dir_apart() -> None:
     beat = heartbeat.Heartbeat(now - 5, "failed", "DB unreachable (x)", 60, db_failing_since=now - 50)
     beat.spool_depth, beat.spool_oldest = 3, now - 40
     assert beat.problem(now) == "database failing for 50 s: DB unreachable (x); spool: 3 cycles, oldest 40 s"
+
+
+def test_spool_keys_are_validated_and_the_shipped_file_loads(tmp_path: Path) -> None:
+    from wgsyncd import config
+
+    cfg = config.load(str(REPO / "config" / "wgsyncd.toml"), environ={})
+    assert (cfg.daemon.spool_max_mb, cfg.daemon.spool_max_age) == (256.0, 604800.0)
+    for key, value, needle in (
+        ("WGSYNCD_DAEMON_SPOOL_MAX_MB", "-1", "daemon.spool_max_mb"),
+        ("WGSYNCD_DAEMON_SPOOL_MAX_AGE", "0", "daemon.spool_max_age"),
+    ):
+        with pytest.raises(config.ConfigError, match=needle):
+            config.load(None, environ={key: value})
+    assert config.load(None, environ={"WGSYNCD_DAEMON_SPOOL_MAX_MB": "0"}).daemon.spool_max_mb == 0
+
+
+def test_healthy_line_shows_the_spool(tmp_path: Path) -> None:
+    now = time.time()
+    beat = heartbeat.Heartbeat(now, "ok", "synced 1 interface", 60, spool_depth=2, spool_oldest=now - 90)
+    heartbeat.write(str(tmp_path), beat)
+    code, answer = status_local(tmp_path)
+    assert code == 0 and answer["spool_depth"] == 2 and answer["healthy"] is True
+    env = {"PATH": "/usr/bin:/bin", "WGSYNCD_DAEMON_STATE_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wgsyncd", "--config", "/dev/null", "status", "--local"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=str(REPO),
+    )  # fmt: skip
+    assert proc.stdout.startswith("healthy: synced 1 interface; spool: 2 cycles, oldest 9"), proc.stdout
