@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEBIAN_PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean deps-demo deps-test
+.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean deps-demo deps-test faults
 
 # The Debian packages each entry point needs (.ci/packages.txt, shared with .ci/run):
 # apt-get runs only when dpkg says one is missing, and prints what it installs.
@@ -65,3 +65,11 @@ deb:
 # Prints the table, writes tests/bench/results/<UTC time>.json. BENCH_ARGS=--large adds 50,000.
 bench: venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# The fault suite (issue 16): PostgreSQL killed for real, a silent DB, outages with counter
+# resets, SIGTERM mid-cycle and mid-replay, a full/read-only state dir... against wireguard-go
+# and the real daemon. Root; ~5 min. Prints the table (README "Reliability"), writes
+# tests/faults/results/<UTC time>.md. FAULTS_ARGS="--kills 60". The short form runs in
+# `make test-fast` (tests/faults/test_faults.py, marker `faults`).
+faults: venv
+	$(BIN)/python -m tests.faults $(FAULTS_ARGS)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -185,11 +186,20 @@ def _local_status(cfg: config.Config, as_json: bool) -> None:
     except (OSError, ValueError, KeyError) as exc:
         click.echo(f"wgsyncd: no usable last-cycle file in {cfg.daemon.state_dir}: {exc}", err=True)
         sys.exit(1)
-    problem = beat.problem()
+    stale = time.time() - beat.time > beat.stale_after()
+    dir_error = heartbeat.probe_writable(cfg.daemon.state_dir) if stale else None
+    problem = beat.problem(state_dir_error=dir_error)
     if as_json:
-        _emit({**render.plain(beat), "healthy": problem is None, "problem": problem})
+        _emit(
+            {
+                **render.plain(beat),
+                "healthy": problem is None,
+                "problem": problem,
+                "state_dir_error": dir_error,
+            }
+        )
     else:
-        click.echo(problem or f"healthy: {beat.summary}")
+        click.echo(problem or f"healthy: {beat.summary}{beat.spool_text()}")
     sys.exit(1 if problem else 0)
 
 

@@ -99,6 +99,10 @@ class DaemonConfig:
     backoff_max: float = 300.0
     # where the loop leaves last-cycle.json for `wgsyncd status --local` (healthchecks)
     state_dir: str = "/var/lib/wgsyncd"
+    # the local spool of cycles the database could not take (wgsyncd/spool.py), in
+    # state_dir; past either bound the oldest cycles are dropped with a warning. 0 MB: off
+    spool_max_mb: float = 256.0
+    spool_max_age: float = 604800.0  # seconds (7 days)
 
 
 @dataclass
@@ -317,6 +321,10 @@ def _validate(cfg: Config) -> None:
     if cfg.database.history_days > MAX_HISTORY_DAYS:
         # the cutoff (now - history_days) must stay a valid date; 100 years is "keep"
         raise ConfigError(f"database.history_days: must be at most {MAX_HISTORY_DAYS} (or 0 to keep forever)")
+    if cfg.daemon.spool_max_mb < 0:
+        raise ConfigError("daemon.spool_max_mb: must be 0 (no spool) or more")
+    if not cfg.daemon.spool_max_age > 0:
+        raise ConfigError("daemon.spool_max_age: must be greater than 0")
     if not 0 <= cfg.daemon.jitter < 1:
         raise ConfigError("daemon.jitter: must be in [0, 1)")
     if cfg.persist.enabled and not cfg.kernel.enabled:

@@ -15,11 +15,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from wgsyncd import __version__
 from wgsyncd.config import Config
 from wgsyncd.merge import MergeMemo, merge
 from wgsyncd.state import HostState, Source, SourceError, SourceResult
+
+if TYPE_CHECKING:
+    from wgsyncd.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,26 @@ def merge_sources(cfg: Config, results: list[SourceResult], collected_at: dateti
     return merge(cfg.host_id, cfg.hostname, results, collected_at, memo)
 
 
+def _netdevs(want: Callable[[str], bool]) -> list[str]:
+    """Network interfaces of this namespace the filter keeps (the candidates for identity)."""
+    import socket
+
+    try:
+        return [name for _idx, name in socket.if_nameindex() if want(name)]
+    except OSError:
+        return []
+
+
 def collect(cfg: Config) -> HostState:
     """Read and merge: the whole host's state as of now, without touching the database."""
+    from wgsyncd.sources import identity
+
     collected_at = datetime.now(UTC)
+    want = interface_filter(cfg)
+    before = identity.identities(_netdevs(want)) if cfg.kernel.enabled else {}
     state = merge_sources(cfg, read_sources(cfg), collected_at)
+    if before:
+        state.interface_ids = identity.stable(before, identity.identities(state.interfaces))
     for err in state.errors:
         log.error("%s", err, extra={"wg_interface": err.interface})
     return state
@@ -173,7 +193,7 @@ def sync_once(
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status;
     ``progress`` (the CLI on a terminal) is told each step as it starts.
     """
-    from wgsyncd import signing, store
+    from wgsyncd import signing
 
     step = progress or (lambda _text: None)
     sync_id = sync_id or uuid.uuid4()
@@ -184,16 +204,54 @@ def sync_once(
     state = collect(cfg)
     peers = sum(len(i.peers) for i in state.interfaces.values())
     step(f"writing {len(state.interfaces)} interfaces, {peers} peers to the database")
-    report = store.write_cycle(
-        conn,
-        state,
-        sync_id=sync_id,
-        started_at=started,
-        agent_version=__version__,
-        recovery_public_key=cfg.recovery_public_key,
-        signer=signer,
-    )
-    _prune(conn, cfg, started)
+    return write_state(cfg, conn, state, sync_id, started, t0, signer=signer)
+
+
+def db_budget(cfg: Config) -> float:
+    """The client-side deadline of one database cycle (store/deadline.py)."""
+    from wgsyncd.store import deadline
+
+    return deadline.budget(cfg.database.statement_timeout)
+
+
+def write_state(
+    cfg: Config,
+    conn,
+    state: HostState,
+    sync_id: uuid.UUID,
+    started: datetime,
+    t0: float | None = None,
+    *,
+    as_of: datetime | None = None,
+    recovery_public_key: str | None = None,
+    prune: bool = True,
+    signer: Signer | None = None,
+) -> CycleReport:
+    """Write one collected state (live, or replayed from the spool) within the DB deadline.
+
+    A server that stops answering fails this with a StoreError after
+    statement_timeout + a margin instead of hanging the loop (store/deadline.py).
+    """
+    from wgsyncd import signing, store
+    from wgsyncd.store import deadline
+
+    t0 = time.monotonic() if t0 is None else t0
+    # every version a host writes is signed, live or replayed (SigningError: no write without a key)
+    signer = signer or signing.signer_for(cfg.daemon.state_dir, state.host_id)
+    key = recovery_public_key if recovery_public_key is not None else cfg.recovery_public_key
+    with deadline.deadline(conn, db_budget(cfg), f"write_cycle for host {state.host_id}"):
+        report = store.write_cycle(
+            conn,
+            state,
+            sync_id=sync_id,
+            started_at=started,
+            agent_version=__version__,
+            recovery_public_key=key or None,
+            signer=signer,
+            **({"as_of": as_of} if as_of is not None else {}),
+        )
+        if prune:
+            _prune(conn, cfg, started)
     return CycleReport(
         sync_id=sync_id,
         started_at=started,

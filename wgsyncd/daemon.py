@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from wgsyncd import config as config_mod
 from wgsyncd import heartbeat, logs
+from wgsyncd.spoolkeeper import SpoolKeeper
 
 log = logging.getLogger("wgsyncd.daemon")
 
@@ -158,16 +159,6 @@ def _default_connect(cfg: config_mod.Config) -> Any:
     return conn
 
 
-def _default_sync(cfg: config_mod.Config, conn: Any, sync_id: uuid.UUID) -> Report:
-    """One real cycle: read, merge, write, under our sync_id.
-
-    The same id then appears as SYNC_ID in the journal and as sync_id in the DB.
-    """
-    from wgsyncd import cycle
-
-    return cycle.sync_once(cfg, conn, sync_id=sync_id)
-
-
 def _close_quietly(conn: Any) -> None:
     """Close a connection, whatever state it is in; an open transaction is rolled back by the server.
 
@@ -233,7 +224,7 @@ class Daemon:
         self.config_path = config_path
         self.log_level_override = log_level
         self.notify = notifier or Notifier()
-        self.sync = sync or _default_sync
+        self.sync = sync  # None: the real cycle (read the host, then write it)
         self.connect = connect or _default_connect
         self.rng = rng or random.Random()
         self.watchdog = watchdog_interval()
@@ -245,6 +236,10 @@ class Daemon:
         self._in_cycle = False
         self._abandoning = False
         self._t0 = time.monotonic()
+        self.db_failing_since: float | None = None  # unix time of the first failed DB cycle in a row
+        self.last_beat: heartbeat.Heartbeat | None = None
+        self.beat_error: str | None = None  # why the last heartbeat could not be written
+        self.spool = SpoolKeeper()
 
     # -- signals -----------------------------------------------------------------
     def _on_stop(self, signum: int, _frame: object) -> None:
@@ -266,7 +261,7 @@ class Daemon:
 
     # -- one cycle ---------------------------------------------------------------
     def run_cycle(self) -> float:
-        """Connect if needed, sync once, report; returns how long to wait before the next one."""
+        """Read the host, then connect if needed and write; report; returns the wait before the next one."""
         sync_id = uuid.uuid4()
         started = datetime.datetime.now(datetime.UTC)
         self._t0 = time.monotonic()
@@ -274,13 +269,13 @@ class Daemon:
         with logs.context(sync_id=sync_id.hex):
             self._in_cycle = True
             try:
-                if self.conn is None:
-                    self.conn = self.connect(self.cfg)
-                report = self.sync(self.cfg, self.conn, sync_id)
+                report = self._cycle(sync_id, started)
             except CycleAbandoned:
+                self.spool.keep_pending(self.cfg)  # read, not written (replay skips it if it was)
                 raise
             except errors as exc:
                 self._in_cycle = False
+                self.spool.keep_pending(self.cfg)
                 return self._db_failed(exc, sync_id, started)
             except Exception as exc:  # a bug must cost one cycle, not the daemon
                 self._in_cycle = False
@@ -291,30 +286,102 @@ class Daemon:
             self.cycles += 1
             return self._cycle_done(report)
 
+    def _cycle(self, sync_id: uuid.UUID, started: datetime.datetime) -> Report:
+        """One cycle's work; DB errors propagate to run_cycle."""
+        if self.sync is not None:  # an injected cycle (tests): connect, then hand over
+            self._phase("database")
+            if self.conn is None:
+                self.conn = self.connect(self.cfg)
+            return self.sync(self.cfg, self.conn, sync_id)
+        from wgsyncd import cycle
+
+        t0 = time.monotonic()
+        self._phase("reading")
+        state = cycle.collect(self.cfg)
+        self.spool.hold(state, sync_id, started)
+        self._phase("database")
+        if self.conn is None:
+            self.conn = self.connect(self.cfg)
+        self.spool.replay(self.cfg, self.conn, self._phase, self._replay_progress)
+        report = cycle.write_state(self.cfg, self.conn, state, sync_id, started, t0)
+        self.spool.written()
+        return report
+
+    def _replay_progress(self) -> None:
+        """Each replayed cycle is progress: ping the watchdog, and now and then say so in the file
+        (a long replay must not look like a stuck database to `status --local`)."""
+        if self.watchdog:
+            self.notify.send("WATCHDOG=1")
+        beat = self.last_beat
+        if beat is not None and beat.phase_since is not None and time.time() - beat.phase_since > 5.0:
+            self._phase("replaying")
+
     def _cycle_done(self, report: Report) -> float:
         """Tell systemd and the log what the cycle did; pick the next wait."""
         summary = report.summary()  # the source errors themselves were logged by the cycle
         if report.status == "failed":
             return self._cycle_failed(summary)
         self.failures = 0
+        self.db_failing_since = None
         level = logging.INFO if report.status == "ok" else logging.WARNING
         log.log(level, "%s", summary, extra={"sync_status": report.status})
-        self.notify.send(f"STATUS={summary}", "WATCHDOG=1")
         self._beat(report.status, summary, report)
+        self.notify.send(f"STATUS={summary}{self._status_suffix()}", "WATCHDOG=1")
         return next_interval(self.cfg.daemon, self.rng)
 
+    def _status_suffix(self) -> str:
+        """What STATUS= adds to the cycle summary: an unwritable state directory or spool."""
+        text = f"; state dir not writable: {self.beat_error}" if self.beat_error else ""
+        if self.spool.error:
+            text += "; spool failing"
+        return text
+
+    def _phase(self, phase: str) -> None:
+        """Say in last-cycle.json what the loop is doing now, so a hang can be placed."""
+        if self.last_beat is None:
+            return  # nothing to update before the first cycle ended
+        self.last_beat.phase = phase
+        self.last_beat.phase_since = time.time()
+        self._write_beat()
+
     def _beat(self, status: str, summary: str, report: Report | None = None) -> None:
-        """Leave last-cycle.json for `wgsyncd status --local`; a failure here only gets logged."""
-        from wgsyncd import aftercycle
+        """Leave last-cycle.json for `wgsyncd status --local` (a failure is a warning, once per
+        change), then the metrics and the persist snapshot (aftercycle)."""
+        from wgsyncd import aftercycle, cycle
 
         aftercycle.after_cycle(self.cfg, status, report, time.monotonic() - self._t0)
+        self.last_beat = heartbeat.Heartbeat(
+            time.time(),
+            status,
+            summary,
+            self.cfg.daemon.interval,
+            phase="idle",
+            phase_since=time.time(),
+            db_budget=cycle.db_budget(self.cfg),
+            db_failing_since=self.db_failing_since,
+        )
+        self.spool.fill(self.last_beat)
+        self._write_beat()
+
+    def _write_beat(self) -> None:
+        """Write the current heartbeat; log a warning when that starts or stops failing."""
+        assert self.last_beat is not None
         try:
-            heartbeat.write(
-                self.cfg.daemon.state_dir,
-                heartbeat.Heartbeat(time.time(), status, summary, self.cfg.daemon.interval),
-            )
+            heartbeat.write(self.cfg.daemon.state_dir, self.last_beat)
         except OSError as exc:
-            log.debug("cannot write %s: %s", self.cfg.daemon.state_dir, exc.strerror)
+            error = exc.strerror or type(exc).__name__
+            if error != self.beat_error:
+                log.warning(
+                    "cannot write the last-cycle file in %s: %s; `wgsyncd status --local` "
+                    "will see a stale heartbeat (syncing goes on)",
+                    self.cfg.daemon.state_dir,
+                    error,
+                )
+            self.beat_error = error
+            return
+        if self.beat_error:
+            log.warning("the last-cycle file in %s is writable again", self.cfg.daemon.state_dir)
+        self.beat_error = None
 
     def _db_failed(self, exc: BaseException, sync_id: uuid.UUID, started: datetime.datetime) -> float:
         """The DB is down or refused a write: record it if the DB still answers, then back off."""
@@ -325,7 +392,11 @@ class Daemon:
         _close_quietly(self.conn)
         self.conn = None
         self.failures += 1
+        if self.db_failing_since is None:
+            self.db_failing_since = time.time()
         delay = backoff_delay(self.cfg.daemon, self.failures)
+        if self.spool.spool is not None:  # keep reading the host every interval; the spool keeps it
+            delay = min(delay, next_interval(self.cfg.daemon, self.rng))
         what = "DB write failed" if alive else "DB unreachable"
         log.error(
             "%s (%s); retry %d in %.0f s",
@@ -335,18 +406,34 @@ class Daemon:
             delay,
             extra={"sync_status": "failed"},
         )
-        self.notify.send(f"STATUS={what}, retry in {delay:.0f} s", "WATCHDOG=1")
         self._beat("failed", f"{what} ({reason})")
+        spooled = self.last_beat.spool_text() if self.last_beat else ""
+        self.notify.send(
+            f"STATUS={what}, retry in {delay:.0f} s{spooled}{self._status_suffix()}", "WATCHDOG=1"
+        )
         return delay
 
     def _record_failure(self, sync_id: uuid.UUID, started: datetime.datetime, reason: str) -> None:
-        """A failed row in sync_status, so `wgsyncd status` shows the failure too (best effort)."""
-        try:
-            from wgsyncd import __version__, store
+        """A failed row in sync_status, so `wgsyncd status` shows the failure too (best effort).
 
-            store.record_failure(self.conn, self.cfg.host_id, sync_id, started, reason, __version__)
+        Within the DB deadline, and abandoned by SIGTERM like a cycle: the database
+        just failed us once, it may well hang now.
+        """
+        from wgsyncd import __version__, cycle, store
+        from wgsyncd.store import deadline
+
+        self._in_cycle = True
+        try:
+            if self.stop_requested:
+                return
+            with deadline.deadline(self.conn, cycle.db_budget(self.cfg), "record_failure"):
+                store.record_failure(self.conn, self.cfg.host_id, sync_id, started, reason, __version__)
+        except CycleAbandoned:
+            raise
         except Exception as exc:  # the DB just failed us once; a second failure only gets logged
-            log.debug("could not record the failed cycle: %s", type(exc).__name__)
+            log.warning("could not record the failed cycle in the database: %s", exc)
+        finally:
+            self._in_cycle = False
 
     def _cycle_failed(self, summary: str) -> float:
         """A cycle that ended without a write: back off like a DB failure, drop the connection."""
@@ -355,8 +442,8 @@ class Daemon:
         self.failures += 1
         delay = backoff_delay(self.cfg.daemon, self.failures)
         log.error("%s; retry in %.0f s", summary, delay, extra={"sync_status": "failed"})
-        self.notify.send(f"STATUS={summary}; retry in {delay:.0f} s", "WATCHDOG=1")
         self._beat("failed", summary)
+        self.notify.send(f"STATUS={summary}; retry in {delay:.0f} s{self._status_suffix()}", "WATCHDOG=1")
         return delay
 
     # -- reload ------------------------------------------------------------------
@@ -374,6 +461,8 @@ class Daemon:
         if new.database != self.cfg.database:
             _close_quietly(self.conn)
             self.conn = None
+        if new.daemon != self.cfg.daemon:
+            self.spool.close()  # reopened with the new directory and bounds on next use
         self.cfg = new
         apply_config_side_effects(new, self.log_level_override, self.watchdog)
         log.info("config reloaded from %s", new.source_path or "defaults")
@@ -416,6 +505,7 @@ class Daemon:
         finally:
             _close_quietly(self.conn)
             self.conn = None
+            self.spool.close()
             self.notify.send("STOPPING=1", "STATUS=stopping")
             wake.close()
         log.info("stopped after %d cycle(s)", self.cycles)

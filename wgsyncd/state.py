@@ -50,6 +50,10 @@ class Secret:
         """A short, stable, non-reversible id (sha256) to compare secrets without showing them."""
         return hashlib.sha256(self._value.encode()).hexdigest()[:16]
 
+    def sha256(self) -> str:
+        """The full sha256 of the value, hex (a spooled stand-in knows it without the value)."""
+        return hashlib.sha256(self._value.encode()).hexdigest()
+
     def __repr__(self) -> str:
         return "Secret(<redacted>)"
 
@@ -286,6 +290,9 @@ class HostState:
     drift: list[Drift] = field(default_factory=list)
     errors: list[SourceError] = field(default_factory=list)
     sources: dict[Source, bool] = field(default_factory=dict)  # source -> read fully
+    # interface -> which incarnation the counters were read from (sources/identity.py);
+    # a change means the counters restarted, whatever their values say
+    interface_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def partial(self) -> bool:

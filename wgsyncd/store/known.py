@@ -28,8 +28,9 @@ from typing import Any
 
 RELOAD_EVERY = 600.0  # seconds; a hand edit of a host's rows is repaired within this
 
-# (interface, public_key) -> (handshake epoch micros or None, rx, tx, rx_total, tx_total)
-Stats = dict[tuple[str, str], tuple[int | None, int, int, int, int]]
+# (interface, public_key) -> (handshake epoch micros or None, rx, tx, rx_total, tx_total,
+#  interface identity of the reading or None)
+Stats = dict[tuple[str, str], tuple[int | None, int, int, int, int, str | None]]
 # (interface, public_key) -> (first_seen, retired_at)
 Keys = dict[tuple[str, str], tuple[datetime, datetime | None]]
 

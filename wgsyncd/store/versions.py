@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -164,6 +164,8 @@ class Content:
     doc: dict[str, Any]
     fresh: dict[str, dict[str, Any]]  # interface -> clear secrets, only those read this cycle
     sha256: str
+    # interface -> blob already sealed (a cycle replayed from the spool, wgsyncd/spooled.py)
+    presealed: dict[str, bytes] = field(default_factory=dict)
 
 
 def build_content(state: HostState, recovery_public: str | None, previous: dict[str, Any] | None) -> Content:
@@ -176,6 +178,7 @@ def build_content(state: HostState, recovery_public: str | None, previous: dict[
     prev_ifaces: dict[str, Any] = (previous or {}).get("interfaces", {})
     out: dict[str, Any] = {}
     fresh: dict[str, dict[str, Any]] = {}
+    presealed: dict[str, bytes] = {}
     for name in sorted(set(state.interfaces) | set(prev_ifaces)):
         if not interface_complete(state, name) and name in prev_ifaces:
             out[name] = prev_ifaces[name]
@@ -183,12 +186,18 @@ def build_content(state: HostState, recovery_public: str | None, previous: dict[
         iface = state.interfaces.get(name)
         if iface is None:
             continue  # read completely and not there: removed
+        pre = getattr(iface, "presealed", None)  # spooled: sealed when it was read
+        if pre is not None:
+            out[name] = interface_doc(iface, {"sha256": pre.sha256, "sealed_to": pre.sealed_to})
+            if pre.blob is not None:
+                presealed[name] = pre.blob
+            continue
         clear = interface_secrets(iface)
         ref = {"sha256": secrets_sha256(clear), "sealed_to": fp}
         out[name] = interface_doc(iface, ref)
         fresh[name] = clear
     doc = {"format": DOC_FORMAT, "interfaces": out}
-    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc))
+    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc), presealed=presealed)
 
 
 # ---------------------------------------------------------------- writing (inside write_cycle)
@@ -318,14 +327,21 @@ def record(
 def _store_secrets(
     tx: Any, host_id: str, now: datetime, content: Content, recovery_public: str | None
 ) -> None:
-    """Seal each interface's fresh secrets once; a blob already stored is not written again."""
-    if not recovery_public or not content.fresh:
-        return
-    fp = key_fingerprint(recovery_public)
+    """Seal each interface's fresh secrets once; a blob already stored is not written again.
+
+    Pre-sealed blobs (a spooled cycle) are stored under the key they were sealed to.
+    """
     rows = []
-    for name, clear in sorted(content.fresh.items()):
-        sha = content.doc["interfaces"][name]["secrets"]["sha256"]
-        rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
+    for name, blob in sorted(content.presealed.items()):
+        ref = content.doc["interfaces"][name]["secrets"]
+        rows.append((host_id, name, ref["sha256"], ref["sealed_to"], blob, now))
+    if recovery_public and content.fresh:
+        fp = key_fingerprint(recovery_public)
+        for name, clear in sorted(content.fresh.items()):
+            sha = content.doc["interfaces"][name]["secrets"]["sha256"]
+            rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
+    if not rows:
+        return
     tx.executemany(
         "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
         "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",

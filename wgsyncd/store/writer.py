@@ -34,7 +34,7 @@ from wgsyncd.state import (
 )
 from wgsyncd.store import copytext, versions
 from wgsyncd.store.db import StoreError, advisory_key, guarded
-from wgsyncd.store.known import Head, HostMemo, View, forget, memo_for
+from wgsyncd.store.known import Head, HostMemo, Stats, View, forget, memo_for
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def _interface_public_key(iface: Interface) -> str | None:
 
 def interface_values(iface: Interface) -> tuple[Any, ...]:
     """The INTERFACE_FIELDS of ``iface`` as stored; None where no source knew."""
-    conf_sha = hashlib.sha256(iface.conf_text.reveal().encode()).hexdigest() if iface.conf_text else None
+    conf_sha = iface.conf_text.sha256() if iface.conf_text else None
     values = {
         "public_key": _interface_public_key(iface),
         "listen_port": iface.listen_port,
@@ -377,8 +377,20 @@ _SCOLS = (
     "rx_total",
     "tx_total",
     "observed_at",
+    "iface_id",
 )
-_STYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint", "numeric", "numeric", "timestamptz")
+_STYPES = (
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "bigint",
+    "bigint",
+    "numeric",
+    "numeric",
+    "timestamptz",
+    "text",
+)
 _TCOLS = ("host_id", "interface", "public_key", "observed_at", "rx_delta", "tx_delta")
 _TTYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -443,18 +455,20 @@ def _load_keys(tx: _Tx, host_id: str) -> dict[tuple[str, str], tuple[datetime, d
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
-def _load_stats(tx: _Tx, host_id: str) -> dict[tuple[str, str], tuple[int | None, int, int, int, int]]:
-    """Last counters and totals per peer; the handshake as epoch microseconds."""
+def _load_stats(tx: _Tx, host_id: str) -> Stats:
+    """Last counters and totals per peer; the handshake as epoch microseconds; the interface identity."""
     lines = _agg_lines(
         tx,
         "SELECT string_agg(concat_ws(E'\\t', interface, public_key, "
         "coalesce(((extract(epoch FROM latest_handshake) * 1000000)::bigint)::text, ''), "
-        "rx_bytes, tx_bytes, rx_total, tx_total), E'\\n') FROM peer_stats WHERE host_id = %s",
+        "rx_bytes, tx_bytes, rx_total, tx_total, coalesce(iface_id, '')), E'\\n') "
+        "FROM peer_stats WHERE host_id = %s",
         (host_id,),
-        7,
+        8,
     )
     return {
-        (p[0], p[1]): (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6])) for p in lines
+        (p[0], p[1]): (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6]), p[7] or None)
+        for p in lines
     }
 
 
@@ -533,43 +547,82 @@ def counter_delta(new: int, last: int, reset: bool) -> int:
     return new if reset or new < last else new - last
 
 
+def counters_reset(
+    old: tuple[int | None, int, int, int, int, str | None] | None,
+    rx: int,
+    tx: int,
+    iface_id: str | None,
+    reappeared: bool,
+) -> bool:
+    """Whether the counters restarted since the stored reading ``old`` (pure; see _plan_stats).
+
+    Any of: a counter went down; the interface is another incarnation than the one the
+    stored reading came from (sources/identity.py; unknown on either side decides
+    nothing); the peer was absent from the last complete read and is back (a peer
+    removed and re-added starts from zero inside the same interface).
+    """
+    if old is None:
+        return False
+    if rx < old[1] or tx < old[2]:
+        return True
+    if iface_id is not None and old[5] is not None and iface_id != old[5]:
+        return True
+    return reappeared
+
+
 def _plan_stats(
     plan: _Plan,
     state: HostState,
-    stats: dict[tuple[str, str], tuple[int | None, int, int, int, int]],
+    stats: Stats,
     committed: dict[tuple[str, str], Peer] | None = None,
+    reappeared: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
 ) -> None:
     """New counters -> peer_stats (only when changed) and non-zero deltas -> peer_traffic.
 
-    A reset is when either counter went down: both restarted with the interface, so
-    both deltas are the new values (a counter that grew past its old value since the
-    restart would otherwise be undercounted). Totals only ever grow. ``committed``:
-    the Peer objects whose counters ``stats`` already holds (the last commit, when the
-    view is current); the very same object cannot have new counters, so it is skipped.
+    On a reset (counters_reset) both deltas are the new values: both counters
+    restarted with the interface or the peer, and subtracting the stored reading
+    from a counter that restarted would undercount it. Totals only ever grow.
+    ``committed``: the Peer objects whose counters ``stats`` already holds (the last
+    commit, when the view is current); the very same object cannot have new counters,
+    so it is skipped. ``reappeared``: peers marked removed in the store and present now.
     """
     at = state.collected_at
     committed = committed or {}
     for ifname, iface in state.interfaces.items():
+        iface_id = state.interface_ids.get(ifname)
         for peer in iface.peers.values():
             if committed.get((ifname, peer.public_key)) is peer:
                 continue
             if peer.rx_bytes is None and peer.tx_bytes is None and peer.latest_handshake is None:
                 continue
             old = stats.get((ifname, peer.public_key))
-            o_hs, o_rx, o_tx, o_rxt, o_txt = old if old else (None, 0, 0, 0, 0)
+            o_hs, o_rx, o_tx, o_rxt, o_txt, o_id = old if old else (None, 0, 0, 0, 0, None)
             counters_known = peer.rx_bytes is not None or peer.tx_bytes is not None
             rx = peer.rx_bytes if peer.rx_bytes is not None else o_rx
             tx = peer.tx_bytes if peer.tx_bytes is not None else o_tx
             # with counters (kernel), None means "never"; without, it means "unknown"
             hs = _micros(peer.latest_handshake) if counters_known or peer.latest_handshake else o_hs
-            if old is not None and (hs, rx, tx) == (o_hs, o_rx, o_tx):
+            key = (ifname, peer.public_key)
+            new_id = (iface_id or o_id) if counters_known else o_id
+            if old is not None and (hs, rx, tx, new_id) == (o_hs, o_rx, o_tx, o_id):
                 continue
-            reset = old is not None and (rx < o_rx or tx < o_tx)
+            reset = counters_known and counters_reset(old, rx, tx, iface_id, key in reappeared)
             d_rx = counter_delta(rx, o_rx, reset)
             d_tx = counter_delta(tx, o_tx, reset)
             hs_at = None if hs is None else _EPOCH + timedelta(microseconds=hs)
             plan.stats.append(
-                (state.host_id, ifname, peer.public_key, hs_at, rx, tx, o_rxt + d_rx, o_txt + d_tx, at)
+                (
+                    state.host_id,
+                    ifname,
+                    peer.public_key,
+                    hs_at,
+                    rx,
+                    tx,
+                    o_rxt + d_rx,
+                    o_txt + d_tx,
+                    at,
+                    new_id,
+                )
             )
             if d_rx or d_tx:
                 plan.traffic.append((state.host_id, ifname, peer.public_key, at, d_rx, d_tx))
@@ -634,7 +687,8 @@ def _plan(
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
     _plan_server_keys(plan, state, now, prev_seen, keys, current_key, gone)
-    _plan_stats(plan, state, stats, memo.committed if view is not None else None)
+    reappeared = {k for k in want_peers if cur_peers.hashes.get(k, ("", False))[1]}
+    _plan_stats(plan, state, stats, memo.committed if view is not None else None, reappeared)
     hashes = {"interfaces": cur_ifaces.hashes, "peers": cur_peers.hashes}
     return plan, View(uuid.UUID(int=0), loaded_at, hashes, keys, stats, None)
 
@@ -650,8 +704,8 @@ def _apply(view: View, plan: _Plan, sync_id: uuid.UUID, head: Head | None) -> No
     for _h, ifname, pk, _fp, first_seen, _last, retired_at in plan.server_keys:
         old = view.keys.get((ifname, pk))
         view.keys[(ifname, pk)] = (old[0] if old else first_seen, retired_at)
-    for _h, ifname, pk, hs_at, rx, tx, rxt, txt, _at in plan.stats:
-        view.stats[(ifname, pk)] = (_micros(hs_at), rx, tx, rxt, txt)
+    for _h, ifname, pk, hs_at, rx, tx, rxt, txt, _at, iface_id in plan.stats:
+        view.stats[(ifname, pk)] = (_micros(hs_at), rx, tx, rxt, txt, iface_id)
     view.sync_id, view.head = sync_id, head
 
 
@@ -711,6 +765,7 @@ def write_cycle(
     agent_version: str,
     recovery_public_key: str | None = None,
     signer: Signer | None = None,
+    as_of: datetime | None = None,
 ) -> WriteReport:
     """Write one host's state in ONE transaction under the host's advisory lock.
 
@@ -724,6 +779,10 @@ def write_cycle(
     Between cycles on one connection the writer remembers rows by object identity
     (store/known.py): a caller must pass new objects for what changed, never edit a
     state it already wrote (sources and merge never do).
+
+    ``as_of``: the time config rows and a config version are stamped with; None is the
+    database's now(). A cycle replayed from the spool passes the time it was read, so
+    history keeps the outage's changes at the times they happened.
     """
     t0 = time.monotonic()
     report = WriteReport(host_id=state.host_id, sync_id=sync_id, status="partial" if state.partial else "ok")
@@ -735,7 +794,7 @@ def write_cycle(
             "SELECT pg_advisory_xact_lock(%s), now()", (advisory_key("host", state.host_id),)
         ).fetchone()
         assert row is not None
-        now = row[1]
+        now = row[1] if as_of is None else as_of
         host_row = tx.execute(
             _HOST_UPSERT,
             {
