@@ -19,7 +19,7 @@ import pytest
 from tests import test_daemon as _td
 from tests.beds import unavailable
 from tests.test_daemon import REPO, DaemonProc, NotifySocket, host, poll, query, write_config
-from wgsyncd import heartbeat
+from wgsyncd import signing, heartbeat
 
 db, notify, start_daemon = _td.db, _td.notify, _td.start_daemon  # the daemon tests' fixtures
 
@@ -136,8 +136,9 @@ def test_unwritable_state_dir_is_a_warning_once_and_not_a_stuck_loop(
     with small_tmpfs(state):
         cfg = tmp_path / "wgsyncd.toml"
         write_config(cfg, db, host(), daemon__interval=0.3)
-        if fault == "read-only":  # e.g. ReadOnlyPaths=, or a volume mounted ro: from the start
+        if fault == "read-only":  # e.g. a volume remounted ro after the host's first start
             heartbeat.write(str(state), heartbeat.Heartbeat(time.time() - 3600, "ok", "synced", 0.3))
+            signing.load_or_create(str(state))  # made on that first start; read-only from now on
             subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
         d = start_daemon(cfg)
         first = notify.wait_for("first sync", notify.status_startswith("synced 0 interfaces"))

@@ -183,9 +183,8 @@ def test_daemon_textfile_is_scraped_with_real_handshake_values(
         "AllowedIPs = 198.51.100.2/32\n"
     )
     conf.chmod(0o600)
-    state_dir = tmp_path / "state"
     host.write_config(
-        f'[daemon]\nstate_dir = "{state_dir}"\ninterval = 3600.0\n'
+        f'[daemon]\nstate_dir = "{host.state_dir}"\ninterval = 3600.0\n'
         f'[metrics]\ntextfile = "{directory / "wgsyncd.prom"}"\nmax_peer_series = 100\n'
     )
     wg_pair.ping(3)

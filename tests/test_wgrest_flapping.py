@@ -8,6 +8,7 @@ for a cycle never rewrites rows: flapping for N cycles makes no new row versions
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -27,11 +28,12 @@ def versions(host: Host) -> dict[object, int]:
     return out
 
 
-def optional_config(host: Host, state_dir) -> None:
-    """The shipped default (optional = true) and a state dir of this test's own."""
+def optional_config(host: Host) -> Path:
+    """The shipped default (optional = true); returns the host's own state dir (Host sets it)."""
     host.write_config()
-    text = host.config.read_text().replace("optional = false", "optional = true")
-    host.config.write_text(text + f'\n[daemon]\nstate_dir = "{state_dir}"\n')
+    host.config.write_text(host.config.read_text().replace("optional = false", "optional = true"))
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    return host.state_dir
 
 
 @pytest.fixture(params=["v1", "v2"])
@@ -41,9 +43,7 @@ def flapping(request, tmp_path, wg_bed, pg_cluster, make_wgrest):
     wgrest = make_wgrest(request.param)
     wgrest.load_state(kernel_source.parse_wg_dump(host.ifaces[name].dump(), name).values())
     host.wgrest_url = wgrest.url
-    state = tmp_path / "state"
-    state.mkdir()
-    optional_config(host, state)
+    state = optional_config(host)
     return host, wgrest, state
 
 
@@ -113,9 +113,7 @@ def test_flapping_keeps_values_only_wgrest_has(tmp_path, wg_bed, pg_cluster, mak
     dev = wgrest.devices[name]
     dev.addresses, dev.dns, dev.post_up = ["10.99.0.1/24"], ["192.0.2.53"], ["echo up"]
     host.wgrest_url = wgrest.url
-    state = tmp_path / "state"
-    state.mkdir()
-    optional_config(host, state)
+    state = optional_config(host)
     host.wgsyncd("sync")
     with psycopg.connect(host.dsn) as conn:
         (row,) = store.load_interfaces(conn, host.host_id)

@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 
 from tests.faults.rig import Rig, poll
+from wgsyncd import signing
 
 
 @dataclass
@@ -344,7 +345,8 @@ def state_dir_fault(rig: Rig, n: int, rng: random.Random, fault: str) -> Row:
         ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(rig.state_dir)], check=True
     )
     try:
-        if fault == "read-only":
+        if fault == "read-only":  # after the host's first start made its signing key
+            signing.load_or_create(str(rig.state_dir))
             subprocess.run(["mount", "-o", "remount,ro", str(rig.state_dir)], check=True)
         rig.start_daemon()
         if fault == "full":
