@@ -161,6 +161,17 @@ class PgCluster:
         self.admin(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def create_owned_database(self) -> tuple[str, str]:
+        """A database owned by a new non-superuser LOGIN role with CREATEROLE (the schema
+        owner of a real deployment; row-level security applies to it, unlike to a
+        superuser). Returns (its DSN, the owner's role name); roles are cluster-wide,
+        so every name is random."""
+        suffix = uuid.uuid4().hex[:10]
+        owner, name = f"owner_{suffix}", f"t_{suffix}"
+        self.admin(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
+        self.admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return self.dsn(name, user=owner), owner
+
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop; ``mode`` is smart|fast|immediate."""
         if self.data_dir.exists():

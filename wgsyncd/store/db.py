@@ -67,7 +67,20 @@ def redact(text: str, *secrets: str | None) -> str:
 def store_error(target: str, operation: str, exc: BaseException, *secrets: str | None) -> StoreError:
     """Build the one-line StoreError for ``operation`` on ``target`` from a driver error."""
     kind = type(exc).__name__
-    return StoreError(f"{target}: {operation} failed: {kind}: {redact(str(exc), *secrets) or 'no detail'}")
+    text = f"{target}: {operation} failed: {kind}: {redact(str(exc), *secrets) or 'no detail'}"
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        text += f" ({_lock_wait(exc)})"
+    return StoreError(text)
+
+
+def _lock_wait(exc: psycopg.errors.LockNotAvailable) -> str:
+    """What a lock_timeout cut short, from the server's error context (PostgreSQL names the
+    relation and tuple of a row lock); a table lock has no context, so say what it was."""
+    lines = (getattr(exc.diag, "context", None) or "").splitlines()
+    where = next((ln.strip() for ln in lines if "relation" in ln), None)
+    if where:
+        return f"waited {where}; another session holds it"
+    return "waited for a lock another session holds longer than lock_timeout"
 
 
 def _session_options(cfg: DatabaseConfig, existing: str | None) -> str:
