@@ -121,8 +121,7 @@ def sync(ctx: click.Context) -> None:
 
     cfg = _load(ctx)
     with _database(cfg) as conn:
-        if cfg.database.auto_migrate:
-            store.migrate(conn)
+        store.prepare(conn, cfg.database.auto_migrate)
         report = cycle.sync_once(cfg, conn)
     click.echo(report.summary())
     sys.exit(4 if report.status == "partial" else 0)
@@ -301,6 +300,13 @@ def check_config(ctx: click.Context) -> None:
         sys.exit(1)
     if not cfg.database.dsn:
         click.echo("wgsyncd: config: database.dsn: not set", err=True)
+        sys.exit(1)
+    from wgsyncd import store
+
+    try:
+        store.check_transport(cfg.database)
+    except store.StoreError as exc:
+        click.echo(f"wgsyncd: config: {exc}", err=True)
         sys.exit(1)
     click.echo(f"config ok: {cfg.source_path or 'defaults'} (host_id {cfg.host_id})")
 

@@ -180,6 +180,7 @@ def sync_once(cfg: Config, conn, sync_id: uuid.UUID | None = None) -> CycleRepor
         started_at=started,
         agent_version=__version__,
         recovery_public_key=cfg.recovery_public_key,
+        machine_fp=cfg.machine_fp,
     )
     _prune(conn, cfg, started)
     return CycleReport(

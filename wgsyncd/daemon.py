@@ -145,13 +145,12 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 
 
 def _default_connect(cfg: config_mod.Config) -> Any:
-    """Open the store's connection; apply pending migrations first, as `wgsyncd sync` does."""
+    """Open the store's connection; check (or, if configured, migrate) the schema, as `wgsyncd sync` does."""
     from wgsyncd import store
 
     conn = store.connect(cfg.database)
     try:
-        if cfg.database.auto_migrate:
-            store.migrate(conn)
+        store.prepare(conn, cfg.database.auto_migrate)
     except BaseException:
         _close_quietly(conn)
         raise

@@ -7,7 +7,10 @@ never the password: callers log these messages and show them in `wgsyncd status`
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +20,8 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from wgsyncd.config import DatabaseConfig
+
+log = logging.getLogger("wgsyncd.store")
 
 # keepalives: a dead DB host (or a NAT that dropped us) is noticed in about a minute
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
@@ -102,6 +107,52 @@ def _session_options(cfg: DatabaseConfig, existing: str | None) -> str:
     return " ".join([existing, *opts] if existing else opts)
 
 
+_VERIFIED = ("verify-full", "verify-ca")
+
+
+def _is_local(host: str) -> bool:
+    """A unix socket (a path, an abstract socket, or libpq's default) or a loopback address."""
+    if not host or host.startswith(("/", "@")) or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a DNS name other than localhost: whatever it resolves to, it is remote
+
+
+def transport_problem(cfg: DatabaseConfig, environ: dict[str, str] | None = None) -> str | None:
+    """Why the DSN's transport is not acceptable for a remote database, or None.
+
+    Every TCP target other than loopback (libpq's host/hostaddr lists, else $PGHOST)
+    needs sslmode verify-full or verify-ca: anything weaker checks no certificate and
+    ``prefer`` (libpq's default) silently falls back to clear text.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        params = conninfo_to_dict(cfg.dsn or "")
+    except psycopg.Error:
+        return None  # connect() reports an unparsable DSN
+    hosts = params.get("hostaddr") or params.get("host") or env.get("PGHOSTADDR") or env.get("PGHOST") or ""
+    remote = [h for h in str(hosts).split(",") if not _is_local(h.strip())]
+    sslmode = str(params.get("sslmode") or env.get("PGSSLMODE") or "prefer")
+    if not remote or sslmode in _VERIFIED:
+        return None
+    return (
+        f"database.dsn: sslmode={sslmode} to TCP host {remote[0]} (not loopback) does not verify the "
+        "server; set sslmode=verify-full (and sslrootcert) or database.allow_insecure_transport = true"
+    )
+
+
+def check_transport(cfg: DatabaseConfig) -> None:
+    """Refuse an unverified remote transport (StoreError naming the setting), or warn when allowed."""
+    problem = transport_problem(cfg)
+    if problem is None:
+        return
+    if not cfg.allow_insecure_transport:
+        raise StoreError(problem)
+    log.warning("%s (allowed: database.allow_insecure_transport = true)", problem.split("; set ")[0])
+
+
 def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.Connection[Any]:
     """Open a session with timeouts and keepalives; autocommit off.
 
@@ -117,6 +168,10 @@ def connect(cfg: DatabaseConfig, application_name: str = "wgsyncd") -> psycopg.C
     except psycopg.Error as exc:
         raise StoreError(f"database.dsn: not a valid libpq conninfo or URI ({type(exc).__name__})") from None
     dsn_password = params.get("password")
+    check_transport(cfg)
+    for key in ("sslcert", "sslkey", "sslrootcert"):
+        if getattr(cfg, key, None) and not params.get(key):
+            params[key] = getattr(cfg, key)
     params["options"] = _session_options(cfg, params.get("options"))
     params["connect_timeout"] = max(_LIBPQ_MIN_CONNECT_TIMEOUT, math.ceil(cfg.connect_timeout))
     params["application_name"] = application_name

@@ -144,3 +144,11 @@ def check_schema(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR
             "upgrade wgsyncd on this host"
         )
     return have
+
+
+def prepare(conn: psycopg.Connection[Any], auto_migrate: bool) -> None:
+    """Before a host's first cycle: migrate (only if configured; owner DSN) or check the schema."""
+    if auto_migrate:
+        migrate(conn)
+    else:
+        check_schema(conn)
