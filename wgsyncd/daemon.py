@@ -445,6 +445,11 @@ def load_config(path: str | None) -> config_mod.Config:
     cfg = config_mod.load(path)
     if not cfg.database.dsn:
         raise config_mod.ConfigError("database.dsn: not set (the daemon has nowhere to sync to)")
+    from wgsyncd.store.db import transport_problem
+
+    problem = transport_problem(cfg.database)  # a remote DB without a verified certificate
+    if problem and not cfg.database.allow_insecure_transport:
+        raise config_mod.ConfigError(problem)
     return cfg
 
 
