@@ -533,3 +533,92 @@ def test_idle_cycle_with_10000_drifting_peers_adds_under_1kb(fleet: Fleet) -> No
             "peer00001",
             "peer00002",
         ]
+
+
+# ---------------------------------------------------------------- upgrade
+
+
+def test_upgrade_from_every_host_on_the_owner_role_to_per_host_roles(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """README "Upgrading from one shared role": the documented commands, in order."""
+    from click.testing import CliRunner
+
+    from wgsyncd import config
+    from wgsyncd.cli import main
+    from wgsyncd.store.migrate import MIGRATIONS_DIR
+
+    dsn, _owner = pg_cluster.create_owned_database()
+    old = tmp_path / "migrations-0.1"
+    old.mkdir()
+    for name in ("0001_initial.sql", "0002_config_versions.sql"):
+        (old / name).write_text((MIGRATIONS_DIR / name).read_text())
+    raw = "0123456789abcdef0123456789abcdef"  # wgsyncd 0.1: host_id = the raw machine-id
+    first_seen = datetime(2026, 1, 1, tzinfo=UTC)
+    with psycopg.connect(dsn) as o:  # what wgsyncd 0.1 left behind, every host as the owner
+        store.migrate(o, old)
+        o.execute(
+            "INSERT INTO hosts VALUES (%s, 'vpn1', %s, %s, '0.1.0', NULL)", (raw, first_seen, first_seen)
+        )
+        o.execute(
+            "INSERT INTO config_versions VALUES (%s, 1, %s, gen_random_uuid(), 'old', "
+            """'{"format": 1, "interfaces": {}}', 0, 0, false, NULL)""",
+            (raw, first_seen),
+        )
+        o.execute(
+            "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, agent_version) "
+            "VALUES (%s, gen_random_uuid(), %s, %s, 'ok', '0.1.0')",
+            (raw, first_seen, first_seen),
+        )
+        o.commit()
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    role = f"wgs_vpn1_{uuid.uuid4().hex[:6]}"
+    owner_cfg = tmp_path / "owner.toml"
+    owner_cfg.write_text(f'host_id = "operator"\n[database]\ndsn = "{dsn}"\n')
+    (tmp_path / "pw").write_text("vpn1-password\n")
+
+    def cli(cfg: Path, *args: str) -> str:
+        res = CliRunner().invoke(main, ["--config", str(cfg), *args])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    # 1. the operator migrates with the owner's DSN, then binds each host's OLD id to a new role
+    assert "0003_roles" in cli(owner_cfg, "db", "migrate")
+    assert f"host_id {raw} bound to role {role} (role created)" in cli(
+        owner_cfg, "db", "add-host", raw, "--role", role, "--password-file", str(tmp_path / "pw")
+    )
+    assert raw in cli(owner_cfg, "db", "hosts")
+    # 2. a host that did not pin its old id fails with one line naming both ids, writes nothing
+    host_cfg = tmp_path / "host.toml"
+    host_cfg.write_text(f'[database]\ndsn = "{pg_cluster.dsn(dbname, user=role)}"\n')
+    cfg = config.load(str(host_cfg), environ={})
+    assert cfg.host_id != raw and not cfg.database.auto_migrate
+    with store.connect(cfg.database) as h:
+        store.prepare(h, cfg.database.auto_migrate)
+        with pytest.raises(StoreError) as err:
+            store.write_cycle(
+                h,
+                host_state(cfg.host_id),
+                sync_id=uuid.uuid4(),
+                started_at=datetime.now(UTC),
+                agent_version="t",
+            )
+    assert f"bound to host_id {raw}, but this sync is for host_id {cfg.host_id}" in str(err.value)
+    # 3. with host_id pinned in wgsyncd.toml, its history continues under its own role
+    host_cfg.write_text(f'host_id = "{raw}"\n' + host_cfg.read_text())
+    cfg = config.load(str(host_cfg), environ={})
+    with store.connect(cfg.database) as h:
+        store.prepare(h, cfg.database.auto_migrate)
+        rep = store.write_cycle(
+            h,
+            host_state(raw),
+            sync_id=uuid.uuid4(),
+            started_at=datetime.now(UTC),
+            agent_version="t",
+            machine_fp=cfg.machine_fp,
+        )
+        assert rep.config_version == 2  # after 0.1's version 1
+        assert [s.agent_version for s in store.status(h, raw, limit=5)] == ["t", "0.1.0"]
+    with psycopg.connect(dsn) as o:
+        row = o.execute("SELECT first_seen, machine_fp FROM hosts WHERE host_id = %s", (raw,)).fetchone()
+    assert row == (first_seen, cfg.machine_fp)
