@@ -622,3 +622,17 @@ def test_upgrade_from_every_host_on_the_owner_role_to_per_host_roles(
     with psycopg.connect(dsn) as o:
         row = o.execute("SELECT first_seen, machine_fp FROM hosts WHERE host_id = %s", (raw,)).fetchone()
     assert row == (first_seen, cfg.machine_fp)
+
+
+def test_a_host_role_is_bounded_by_server_side_timeouts_too(fleet: Fleet) -> None:
+    """Through pgbouncer the agent's startup options do not arrive; the role's defaults do."""
+    with psycopg.connect(fleet.dsn(fleet.role_a)) as a:
+        got = {
+            n: a.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()
+            for n in roles.HOST_ROLE_SETTINGS
+        }
+    assert got == {
+        "lock_timeout": ("10s",),
+        "statement_timeout": ("1min",),
+        "idle_in_transaction_session_timeout": ("1min",),
+    }

@@ -182,6 +182,20 @@ class PgCluster:
         self.admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         return self.dsn(name, user=owner), owner
 
+    def create_host_database(self, host_id: str) -> str:
+        """An owned, migrated database with ``host_id`` bound to a new host role: that role's DSN."""
+        import psycopg
+
+        from wgsyncd import store
+        from wgsyncd.store import roles
+
+        dsn, _owner = self.create_owned_database()
+        role = f"host_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(dsn) as conn:
+            store.migrate(conn)
+            roles.add_host(conn, host_id, role)
+        return self.dsn(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]), user=role)
+
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop; ``mode`` is smart|fast|immediate."""
         if self.data_dir.exists():

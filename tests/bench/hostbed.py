@@ -148,7 +148,6 @@ class BenchHost:
                 log_level = "warning"
                 [database]
                 dsn = "{dsn}"
-                auto_migrate = true
                 connect_timeout = 5.0
                 statement_timeout = 120.0
                 [kernel]

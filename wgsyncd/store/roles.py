@@ -29,6 +29,13 @@ HOST_GROUP = "wgsyncd_host"
 OPERATOR_GROUP = "wgsyncd_operator"
 READER_GROUP = "wgsyncd_reader"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
+# server-side defaults of a host role: its sessions are bounded even where the agent's
+# own startup options do not arrive (pgbouncer drops `options`); the agent sets lower ones
+HOST_ROLE_SETTINGS = {
+    "lock_timeout": "10s",
+    "statement_timeout": "60s",
+    "idle_in_transaction_session_timeout": "60s",
+}
 
 
 def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -118,6 +125,12 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
                     f"{describe_connection(conn)}: add-host: {what}; run wgsyncd db remove-host first"
                 )
         created = _ensure_login_role(conn, role, HOST_GROUP, password)
+        for name, value in HOST_ROLE_SETTINGS.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(role), sql.Identifier(name), sql.Literal(value)
+                )
+            )
         conn.execute(
             "INSERT INTO host_roles (role_name, host_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             (role, host_id),
