@@ -75,6 +75,8 @@ class HostMemo:
     committed: dict[tuple[str, str], Any] = field(default_factory=dict)
     # (sha256 of the drift list, monotonic time) this connection last stored in full
     drift: tuple[str, float] | None = None
+    # the last drift list hashed and its sha256: an unchanged list is not encoded again
+    drift_hashed: tuple[tuple[Any, ...], str] | None = None
 
     def values(self, table: str, key: Any, obj: Any, compute: Any) -> tuple[Any, ...]:
         """``compute(obj)``, or last cycle's values when ``obj`` is the very same object."""

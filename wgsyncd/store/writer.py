@@ -535,12 +535,19 @@ def _drift_to_store(state: HostState, memo: HostMemo) -> tuple[str, Jsonb | None
     now it adds the hash and the count. "Unchanged" is what this connection last
     stored (a new connection stores once), refreshed every DRIFT_RESTORE_EVERY.
     """
-    drift = _drift_json(state)
-    sha = hashlib.sha256(_HASH_ENCODER.encode(drift).encode()).hexdigest()
+    key = tuple(state.drift)  # frozen Drift objects: equal (identity first) when unchanged
+    hashed = memo.drift_hashed
+    drift: list[dict[str, Any]] | None = None
+    if hashed is not None and hashed[0] == key:
+        sha = hashed[1]
+    else:
+        drift = _drift_json(state)
+        sha = hashlib.sha256(_HASH_ENCODER.encode(drift).encode()).hexdigest()
+        memo.drift_hashed = (key, sha)
     last = memo.drift
     if last is not None and last[0] == sha and time.monotonic() - last[1] < DRIFT_RESTORE_EVERY:
         return sha, None
-    return sha, Jsonb(drift[:DRIFT_CAP])
+    return sha, Jsonb((drift if drift is not None else _drift_json(state))[:DRIFT_CAP])
 
 
 def _may_remove(state: HostState, ifname: str) -> bool:
