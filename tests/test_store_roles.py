@@ -582,6 +582,13 @@ def test_upgrade_from_every_host_on_the_owner_role_to_per_host_roles(
         assert res.exit_code == 0, res.output
         return res.output
 
+    # an upgraded agent does not migrate by itself: one line names both versions and the fix
+    res = CliRunner().invoke(main, ["--config", str(owner_cfg), "sync"])
+    assert res.exit_code == 1
+    from wgsyncd.store.migrate import available
+
+    assert f"schema is at version 0002, this wgsyncd needs {available()[-1].version}" in res.output
+    assert "`wgsyncd db migrate`" in res.output and len(res.output.strip().splitlines()) == 1
     # 1. the operator migrates with the owner's DSN, then binds each host's OLD id to a new role
     assert "0003_roles" in cli(owner_cfg, "db", "migrate")
     assert f"host_id {raw} bound to role {role} (role created)" in cli(
