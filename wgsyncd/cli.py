@@ -194,7 +194,7 @@ def db() -> None:
 @db.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Apply pending schema migrations (safe to run from many hosts at once)."""
+    """Apply pending schema migrations (the schema owner's DSN; concurrent runs queue)."""
     from wgsyncd import store
 
     cfg = _load(ctx)
