@@ -419,10 +419,26 @@ def test_password_is_set_as_a_scram_verifier_never_in_clear(fleet: Fleet) -> Non
 # ---------------------------------------------------------------- operator and reader
 
 
-def test_operator_reads_every_host_and_restores_host_a_but_cannot_write(synced: Fleet) -> None:
+def test_operator_reads_every_host_and_restores_host_a_but_cannot_write(
+    synced: Fleet, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
     from wgsyncd import restore
+    from wgsyncd.cli import main
 
     f = synced
+    cfg = tmp_path / "operator.toml"
+    cfg.write_text(f'host_id = "operator-desk"\n[database]\ndsn = "{f.dsn(f.operator)}"\n')
+    for args in (
+        ["status", "--host", f.host_a, "--json"],
+        ["history", "--host", f.host_a, "--json"],
+        ["restore", "--host", f.host_a, "--recovery-key", f.recovery_file, "--to-dir", str(tmp_path / "r")],
+    ):
+        res = CliRunner().invoke(main, ["--config", str(cfg), *args])
+        assert res.exit_code == 0, (args, res.output)
+        assert f.host_a in res.output or '"version": 1' in res.output
+    assert (tmp_path / "r" / "wg0.conf").read_text().startswith("[Interface]")
     with f.connect(f.operator) as op:
         hosts = {r.host_id for r in store.status(op, limit=100)}
         assert {f.host_a, f.host_b} <= hosts
