@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.beds.postgres",
+    "tests.beds.roles",
     "tests.beds.wireguard",
     "tests.beds.wgrest_server",
     "tests.beds.nspawn",
