@@ -34,6 +34,10 @@ def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
             roles.add_host(o, f.host_a, f.role_b)
         with pytest.raises(StoreError, match=f"role {f.role_a} is already bound to host_id {f.host_a}"):
             roles.add_host(o, "host-c", f.role_a)
+        with pytest.raises(StoreError, match="has the schema owner's rights; a host needs a role of its own"):
+            roles.add_host(o, "host-c", f.owner)
+        with pytest.raises(StoreError, match="is a superuser"):
+            roles.add_host(o, "host-c", "postgres")
         with pytest.raises(StoreError, match="role: must be"):
             roles.add_host(o, "host-c", "x" * 64)
         listed = {h.host_id: h.role_name for h in roles.hosts(o)}

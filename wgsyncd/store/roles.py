@@ -109,6 +109,16 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
     _check_name("host_id", host_id)
     _check_name("role", role)
     with guarded(conn, f"add-host {host_id}"), conn.transaction():
+        privileged = conn.execute(
+            "SELECT rolsuper OR rolbypassrls OR pg_has_role(rolname, current_user, 'MEMBER') "
+            "FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        if privileged and privileged[0]:
+            raise StoreError(
+                f"{describe_connection(conn)}: add-host: role {role} is a superuser, bypasses "
+                "row-level security or has the schema owner's rights; a host needs a role of its own"
+            )
         conn.execute("LOCK TABLE host_roles IN SHARE ROW EXCLUSIVE MODE")  # two operators at once
         for key, value, other in (("host_id", host_id, "role_name"), ("role_name", role, "host_id")):
             row = conn.execute(
