@@ -37,28 +37,37 @@ LOCK_MODES = (
 # ---------------------------------------------------------------- the catalog
 
 
+def rls_problems(c: psycopg.Connection, owner: str) -> list[str]:
+    """Every table with a host_id lacking forced row-level security or one of its policies."""
+    problems = []
+    for t in host_tables(c):
+        row = c.execute(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (t,)
+        ).fetchone()
+        if row != (True, True):
+            problems.append(f"{t}: row-level security must be ENABLED and FORCED")
+        policies = {
+            r[0]: r[1]
+            for r in c.execute(
+                "SELECT policyname, roles::text[] FROM pg_policies "
+                "WHERE tablename = %s AND schemaname = current_schema()",
+                (t,),
+            ).fetchall()
+        }
+        for name, roles_ in (("wgsyncd_host_own", ["wgsyncd_host"]), ("wgsyncd_owner_all", [owner])):
+            if policies.get(name) != roles_:
+                problems.append(f"{t}: no policy {name} for {roles_[0]}")
+        if "wgsyncd_operator_read" not in policies:
+            problems.append(f"{t}: no policy wgsyncd_operator_read")
+    return problems
+
+
 def test_every_host_table_has_forced_rls_policies_and_hosts_hold_no_lock_granting_privilege(
     fleet: Fleet,
 ) -> None:
     with psycopg.connect(fleet.dsn(fleet.owner), autocommit=True) as c:
-        tables = host_tables(c)
-        assert {"hosts", "peers", "config_secrets", "sync_status", "host_roles"} <= set(tables)
-        for t in tables:
-            row = c.execute(
-                "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (t,)
-            ).fetchone()
-            assert row == (True, True), f"{t}: row-level security must be ENABLED and FORCED"
-            policies = {
-                r[0]: r[1]
-                for r in c.execute(
-                    "SELECT policyname, roles::text[] FROM pg_policies "
-                    "WHERE tablename = %s AND schemaname = current_schema()",
-                    (t,),
-                ).fetchall()
-            }
-            assert policies.get("wgsyncd_host_own") == ["wgsyncd_host"], f"{t}: no host policy"
-            assert policies.get("wgsyncd_owner_all") == [fleet.owner], f"{t}: no owner policy"
-            assert "wgsyncd_operator_read" in policies, t
+        assert {"hosts", "peers", "config_secrets", "sync_status", "host_roles"} <= set(host_tables(c))
+        assert rls_problems(c, fleet.owner) == []
         for t in all_tables(c):
             for group in ("wgsyncd_host", "wgsyncd_reader", "wgsyncd_operator"):
                 for priv in ("UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
@@ -77,6 +86,19 @@ def test_every_host_table_has_forced_rls_policies_and_hosts_hold_no_lock_grantin
         for name, conf, public in funcs:
             assert conf and any(x.startswith("search_path=") and "pg_temp" in x for x in conf), name
             assert not public, f"{name}: PUBLIC may execute it"
+
+
+def test_a_table_added_later_without_policies_is_caught_and_the_helper_fixes_it(fleet: Fleet) -> None:
+    with psycopg.connect(fleet.dsn(fleet.owner), autocommit=True) as c:
+        c.execute("CREATE TABLE later_table (host_id text NOT NULL, x int)")
+        assert rls_problems(c, fleet.owner) == [
+            "later_table: row-level security must be ENABLED and FORCED",
+            "later_table: no policy wgsyncd_host_own for wgsyncd_host",
+            f"later_table: no policy wgsyncd_owner_all for {fleet.owner}",
+            "later_table: no policy wgsyncd_operator_read",
+        ]
+        c.execute("SELECT wgsyncd_secure_table('later_table', true)")  # what a later migration calls
+        assert rls_problems(c, fleet.owner) == []
 
 
 # ---------------------------------------------------------------- isolation
