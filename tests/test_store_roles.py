@@ -277,3 +277,19 @@ def test_a_second_machine_with_the_same_host_id_is_refused_naming_both(fleet: Fl
         roles.add_host(o, f.host_a, f.role_a)
     with f.connect(f.role_a) as a:
         sync(a, host_state(f.host_a, counters=43), f, machine_fp="bbbb2222")  # after the operator's reset
+
+
+def test_a_dba_table_lock_ends_host_a_cycle_at_lock_timeout_naming_the_table(synced: Fleet) -> None:
+    f = synced
+    dba = psycopg.connect(f.dsn(f.owner))
+    try:
+        dba.execute("LOCK TABLE peer_stats IN ACCESS EXCLUSIVE MODE")  # an ALTER TABLE in progress
+        with f.connect(f.role_a, statement_timeout=2.0) as a, pytest.raises(StoreError) as err:
+            sync(a, host_state(f.host_a, counters=31337), f)
+        assert "lock timeout" in str(err.value) and "peer_stats" in str(err.value), err.value
+        with f.connect(f.owner, statement_timeout=2.0) as o, pytest.raises(StoreError) as err2:
+            dba.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            store.migrate(o)
+        assert "schema_migrations" in str(err2.value), err2.value
+    finally:
+        dba.close()

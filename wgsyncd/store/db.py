@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -78,13 +79,28 @@ def store_error(target: str, operation: str, exc: BaseException, *secrets: str |
     return StoreError(text)
 
 
+# a table after FROM/INTO/UPDATE/TABLE (not "extract(epoch FROM column)"), or our function
+_TARGET = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE)\s+(\w+)\b(?!\s*\))|\b(wgsyncd_\w+)\(", re.IGNORECASE)
+
+
+def waited_in(exc: psycopg.errors.LockNotAvailable, sql: str) -> None:
+    """Remember on ``exc`` the table or function of the statement whose lock wait timed out:
+    PostgreSQL names a row lock's relation in the error context, but not a table lock's."""
+    m = _TARGET.search(sql)
+    if m:
+        exc.wgsyncd_waited_in = m.group(1) or m.group(2)  # type: ignore[attr-defined]
+
+
 def _lock_wait(exc: psycopg.errors.LockNotAvailable) -> str:
-    """What a lock_timeout cut short, from the server's error context (PostgreSQL names the
-    relation and tuple of a row lock); a table lock has no context, so say what it was."""
+    """What a lock_timeout cut short: the row lock's relation and tuple from the server's
+    error context, else the table or function of the statement (``waited_in``)."""
     lines = (getattr(exc.diag, "context", None) or "").splitlines()
     where = next((ln.strip() for ln in lines if "relation" in ln), None)
     if where:
         return f"waited {where}; another session holds it"
+    target = getattr(exc, "wgsyncd_waited_in", None)
+    if target:
+        return f"waited for a lock on {target} that another session (a migration, a DBA) holds"
     return "waited for a lock another session holds longer than lock_timeout"
 
 

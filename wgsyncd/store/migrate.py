@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from wgsyncd.store.db import StoreError, describe_connection, guarded
+from wgsyncd.store.db import StoreError, describe_connection, guarded, waited_in
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -94,7 +94,11 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> 
         _ledger(conn)
         for mig in todo:
             with conn.transaction():
-                conn.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                try:
+                    conn.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                except psycopg.errors.LockNotAvailable as exc:
+                    waited_in(exc, "LOCK TABLE schema_migrations")
+                    raise
                 done = _applied(conn)
                 if mig.version in done:
                     if done[mig.version] != mig.sha256:

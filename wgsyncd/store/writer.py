@@ -33,7 +33,7 @@ from wgsyncd.state import (
     public_key_from_private,
 )
 from wgsyncd.store import copytext, versions
-from wgsyncd.store.db import StoreError, guarded
+from wgsyncd.store.db import StoreError, guarded, waited_in
 from wgsyncd.store.known import Head, HostMemo, View, forget, memo_for
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
@@ -85,12 +85,20 @@ class _Tx:
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         """One statement, one round trip."""
         self.round_trips += 1
-        return self.cur.execute(sql, params)
+        try:
+            return self.cur.execute(sql, params)
+        except psycopg.errors.LockNotAvailable as exc:
+            waited_in(exc, sql)
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """psycopg pipelines executemany (libpq >= 14): counted as one round trip."""
         self.round_trips += 1
-        self.cur.executemany(sql, rows)
+        try:
+            self.cur.executemany(sql, rows)
+        except psycopg.errors.LockNotAvailable as exc:
+            waited_in(exc, sql)
+            raise
 
 
 # ---------------------------------------------------------------- desired rows
