@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.beds.postgres",
     "tests.beds.pgbouncer",
+    "tests.beds.roles",
     "tests.beds.wireguard",
     "tests.beds.wgrest_server",
     "tests.beds.nspawn",

@@ -239,6 +239,8 @@ def test_container_syncs_peers_into_postgres(image: Podman, wg_iface: WgIface, t
             "-e",
             "WGSYNCD_DATABASE_PASSWORD_FILE=/run/secrets/db-password",
             "-e",
+            "WGSYNCD_DATABASE_AUTO_MIGRATE=true",
+            "-e",
             f"WGSYNCD_HOST_ID={host_id}",
             "-e",
             f"WGSYNCD_INTERFACES={wg_iface.name}",

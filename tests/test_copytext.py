@@ -1,4 +1,4 @@
-"""The COPY text encoder against a real PostgreSQL: what COPY stores equals what INSERT stores."""
+"""The column encoders against a real PostgreSQL: what unnest + casts store equals what INSERT stores."""
 
 from __future__ import annotations
 
@@ -61,13 +61,18 @@ def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     c.close()
 
 
-def test_copy_stores_exactly_what_insert_stores(conn: psycopg.Connection[Any]) -> None:
+def test_text_columns_store_exactly_what_insert_stores(conn: psycopg.Connection[Any]) -> None:
+    """What the store's functions get: one text[] per column, each element cast back in SQL."""
     data = rows()
     names = "t, i, n, b, ts, a, j"
+    casts = "t, i::bigint, n::numeric, b::boolean, ts::timestamptz, a::text[], j::jsonb"
     with conn.cursor() as cur:
-        with cur.copy(f"COPY via_copy ({names}) FROM STDIN") as cp:
-            for chunk in copytext.chunks(data, size=4):  # rows split over several writes
-                cp.write(chunk)
+        cur.execute(
+            f"INSERT INTO via_copy ({names}) SELECT {casts} FROM unnest("
+            + ", ".join(["%s::text[]"] * 7)
+            + ") AS u(t, i, n, b, ts, a, j)",
+            copytext.text_columns(data, 7),
+        )
         cur.executemany(f"INSERT INTO via_insert ({names}) VALUES (%s, %s, %s, %s, %s, %s, %s)", data)
         got = cur.execute(f"SELECT {names} FROM via_copy ORDER BY k").fetchall()
         want = cur.execute(f"SELECT {names} FROM via_insert ORDER BY k").fetchall()
@@ -79,23 +84,16 @@ def test_copy_stores_exactly_what_insert_stores(conn: psycopg.Connection[Any]) -
     assert got[len(NASTY)][:6] == (None,) * 6
 
 
-def test_empty_input_is_an_empty_payload() -> None:
-    assert copytext.encode([]) == b""
-    assert list(copytext.chunks([])) == []
+def test_empty_input_is_empty_arrays() -> None:
+    assert copytext.text_columns([], 2) == ["{}", "{}"]
+    assert copytext.columns([], 1) == ["{}"]
 
 
-def test_chunks_are_the_payload_cut_at_row_boundaries() -> None:
-    data = rows()
-    pieces = list(copytext.chunks(data, size=4))
-    assert len(pieces) == 3 and all(p.endswith(b"\n") for p in pieces)
-    assert b"".join(pieces) == copytext.encode(data)
-
-
-@pytest.mark.parametrize("value", [1.5, b"bytes", {"a": 1}, [1.5], [True]])
+@pytest.mark.parametrize("value", [1.5, b"bytes", [1.5], [True]])
 def test_unsupported_values_raise_naming_the_type_not_the_value(value: Any) -> None:
     with pytest.raises(TypeError) as err:
-        copytext.encode([("ok", value)])
-    assert "COPY" in str(err.value)
+        copytext.text_columns([("ok", value)], 2)
+    assert "unsupported" in str(err.value)
     assert repr(value) not in str(err.value)
 
 
@@ -119,23 +117,24 @@ def test_shared_and_distinct_objects_encode_alike() -> None:
     tags, prov = ["a", 'b"c'], {"k": "v\t"}
     shared = [(tags, Jsonb(prov), tags) for _ in range(3)]
     copies = [(list(tags), Jsonb(dict(prov)), list(tags)) for _ in range(3)]
-    assert copytext.encode(shared) == copytext.encode(copies)
-    assert copytext.encode(shared).count(b'{"a","b\\\\"c"}') == 6
+    assert copytext.text_columns(shared, 3) == copytext.text_columns(copies, 3)
+    assert copytext.text_columns(shared, 3)[0].count('"{\\"a\\",\\"b\\\\\\"c\\"}"') == 3
 
 
 def test_naive_times_are_utc_and_one_object_may_fill_two_kinds_of_column(
     conn: psycopg.Connection[Any],
 ) -> None:
     """A naive time is UTC (as the writer reads it); a list that is text[] in one column
-    and jsonb in another is encoded for each (the per-chunk reuse keys on both)."""
+    and jsonb in another is encoded for each (the reuse keys on both)."""
     naive, aware = datetime(2030, 1, 1, 12, 0), datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     tags = ["a", "b"]
-    with conn.cursor() as cur:
-        with cur.copy("COPY via_copy (ts, a, j) FROM STDIN") as cp:
-            cp.write(copytext.encode([(naive, tags, Jsonb(tags)), (aware, tags, Jsonb(tags))]))
-        got = cur.execute("SELECT ts, a, j FROM via_copy ORDER BY k").fetchall()
-        arrays = cur.execute(
-            "SELECT * FROM unnest(%s::timestamptz[])", copytext.columns([(naive,), (aware,)], 1)
-        ).fetchall()
+    got = conn.execute(
+        "SELECT ts::timestamptz, a::text[], j::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) "
+        "AS u(ts, a, j)",
+        copytext.text_columns([(naive, tags, Jsonb(tags)), (aware, tags, Jsonb(tags))], 3),
+    ).fetchall()
+    arrays = conn.execute(
+        "SELECT * FROM unnest(%s::timestamptz[])", copytext.columns([(naive,), (aware,)], 1)
+    ).fetchall()
     assert got == [(aware, tags, tags), (aware, tags, tags)]
     assert arrays == [(aware,), (aware,)]

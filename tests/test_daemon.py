@@ -181,7 +181,7 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 
 def write_config(path: Path, dsn: str, host_id: str, **overrides: object) -> None:
     """A config with every source off (a cycle is then pure DB work) and test-sized timings."""
-    db = {"connect_timeout": 3.0, "statement_timeout": 10.0}
+    db = {"connect_timeout": 3.0, "statement_timeout": 10.0, "auto_migrate": "true"}
     dm = {
         "interval": 60.0,
         "jitter": 0.0,

@@ -19,7 +19,7 @@ import pytest
 from tests import test_daemon as _td
 from tests.beds import unavailable
 from tests.test_daemon import REPO, DaemonProc, NotifySocket, host, poll, query, write_config
-from wgsyncd import signing, heartbeat
+from wgsyncd import heartbeat, signing
 
 db, notify, start_daemon = _td.db, _td.notify, _td.start_daemon  # the daemon tests' fixtures
 

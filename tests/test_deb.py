@@ -223,6 +223,7 @@ def _config(iface: WgIface, dsn: str, host_id: str) -> str:
         "[database]\n"
         f'dsn = "{dsn}"\n'
         "connect_timeout = 5.0\n"
+        "auto_migrate = true\n"  # the test's DSN is the schema owner
         "[kernel]\n"
         'backend = "uapi"\n'
         "[wgrest]\n"

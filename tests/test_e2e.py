@@ -147,6 +147,7 @@ class Host:
                 interfaces = [{names}]
                 [database]
                 dsn = "{self.dsn}"
+                auto_migrate = true
                 connect_timeout = 5.0
                 [kernel]
                 backend = "auto"

@@ -129,7 +129,7 @@ def test_two_hosts_write_concurrently(db_config: DatabaseConfig, capsys: pytest.
 
 
 def test_same_host_from_two_connections_is_serialised(db_config: DatabaseConfig) -> None:
-    """Two agents with one host_id (a misconfiguration) queue on the advisory lock; nothing is lost."""
+    """Two agents with one host_id (a misconfiguration) queue on their hosts row lock; nothing is lost."""
     with store.connect(db_config) as c:
         store.migrate(c)
     a, b = state_for("host-z", 0), state_for("host-z", 1)

@@ -95,7 +95,7 @@ def installed(booted_container: Container, pg_cluster) -> Iterator[Installed]:  
         f'host_id = "{host_id}"\n'
         "[kernel]\nenabled = false\n"  # no WireGuard module in a container: nothing to read
         "[wgrest]\nenabled = false\n"
-        f'[database]\ndsn = "{tcp_dsn}"\nstatement_timeout = 30\n'
+        f'[database]\ndsn = "{tcp_dsn}"\nstatement_timeout = 30\nauto_migrate = true\n'
         "[daemon]\ninterval = 1\njitter = 0\nbackoff_initial = 1\nbackoff_max = 2\n",
         0o600,
     )

@@ -133,7 +133,11 @@ def test_daemon_unit_is_a_notify_service_with_watchdog_and_credentials() -> None
     assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert "78" in svc["RestartPreventExitStatus"]  # daemon.EXIT_CONFIG
     creds = {v.split(":")[0] for v in svc["LoadCredential"]}
-    assert creds == {config.CREDENTIAL_DB_PASSWORD, config.CREDENTIAL_WGREST_TOKEN}
+    assert creds == {
+        config.CREDENTIAL_DB_PASSWORD,
+        config.CREDENTIAL_WGREST_TOKEN,
+        *config.CREDENTIAL_DB_TLS.values(),
+    }
     assert svc["StateDirectory"] == ["wgsyncd"]
     assert svc["CapabilityBoundingSet"] == ["CAP_NET_ADMIN"]
     assert svc["ProtectSystem"] == ["strict"]

@@ -113,7 +113,7 @@ def test_flapping_keeps_values_only_wgrest_has(tmp_path, wg_bed, pg_cluster, mak
     dev = wgrest.devices[name]
     dev.addresses, dev.dns, dev.post_up = ["10.99.0.1/24"], ["192.0.2.53"], ["echo up"]
     host.wgrest_url = wgrest.url
-    state = optional_config(host)
+    optional_config(host)
     host.wgsyncd("sync")
     with psycopg.connect(host.dsn) as conn:
         (row,) = store.load_interfaces(conn, host.host_id)

@@ -124,9 +124,8 @@ def sync(ctx: click.Context) -> None:
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:
         with _database(cfg) as conn:
-            if cfg.database.auto_migrate:
-                bar.phase("applying schema migrations")
-                store.migrate(conn)
+            bar.phase("checking the schema")
+            store.prepare(conn, cfg.database.auto_migrate)
             report = cycle.sync_once(cfg, conn, progress=bar.phase)
     except signing.SigningError as exc:
         bar.close()
@@ -219,13 +218,99 @@ def db() -> None:
 @db.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Apply pending schema migrations (safe to run from many hosts at once)."""
+    """Apply pending schema migrations (the schema owner's DSN; concurrent runs queue)."""
     from wgsyncd import store
 
     cfg = _load(ctx)
     with _database(cfg) as conn:
         applied = store.migrate(conn)
     click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def _password(path: str | None) -> str | None:
+    """The password in FILE (first line), or None; the error names the file, never the content."""
+    if path is None:
+        return None
+    try:
+        with open(path) as fh:
+            value = fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        click.echo(f"wgsyncd: --password-file {path}: cannot read: {exc.strerror}", err=True)
+        sys.exit(1)
+    if not value:
+        click.echo(f"wgsyncd: --password-file {path}: empty", err=True)
+        sys.exit(1)
+    return value
+
+
+@db.command("add-host")
+@click.argument("host_id")
+@click.option("--role", required=True, help="The host's LOGIN role (created if missing).")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.pass_context
+def db_add_host(ctx: click.Context, host_id: str, role: str, password_file: str | None) -> None:
+    """Bind a host's LOGIN role to HOST_ID (owner DSN; re-running is harmless)."""
+    from wgsyncd.store import roles
+
+    password = _password(password_file)
+    with _database(_load(ctx)) as conn:
+        click.echo(roles.add_host(conn, host_id, role, password))
+
+
+@db.command("remove-host")
+@click.argument("host_id")
+@click.pass_context
+def db_remove_host(ctx: click.Context, host_id: str) -> None:
+    """Unbind HOST_ID: its role can no longer read or write (data is kept)."""
+    from wgsyncd.store import roles
+
+    with _database(_load(ctx)) as conn:
+        click.echo(roles.remove_host(conn, host_id))
+
+
+@db.command("hosts")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_hosts(ctx: click.Context, as_json: bool) -> None:
+    """Bindings (host_id, role, machine fingerprint) and each host's last sync."""
+    import dataclasses
+
+    from wgsyncd.store import roles
+
+    with _database(_load(ctx)) as conn:
+        rows = roles.hosts(conn)
+    if as_json:
+        _emit([dataclasses.asdict(r) for r in rows])
+        return
+    for r in rows:
+        seen = r.last_seen.isoformat(timespec="seconds") if r.last_seen else "never"
+        click.echo(f"{r.host_id}  role={r.role_name or '-'}  last_sync={seen} {r.last_status or ''}".rstrip())
+
+
+@db.command("add-operator")
+@click.argument("role")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.pass_context
+def db_add_operator(ctx: click.Context, role: str, password_file: str | None) -> None:
+    """Make ROLE (created if missing) an operator: reads every host."""
+    from wgsyncd.store import roles
+
+    password = _password(password_file)
+    with _database(_load(ctx)) as conn:
+        click.echo(roles.add_member(conn, role, roles.OPERATOR_GROUP, password))
+
+
+@db.command("add-reader")
+@click.argument("role")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.pass_context
+def db_add_reader(ctx: click.Context, role: str, password_file: str | None) -> None:
+    """Make ROLE (created if missing) a reader: public tables, never sealed secrets."""
+    from wgsyncd.store import roles
+
+    password = _password(password_file)
+    with _database(_load(ctx)) as conn:
+        click.echo(roles.add_member(conn, role, roles.READER_GROUP, password))
 
 
 @main.command("check-config")
@@ -239,6 +324,13 @@ def check_config(ctx: click.Context) -> None:
         sys.exit(1)
     if not cfg.database.dsn:
         click.echo("wgsyncd: config: database.dsn: not set", err=True)
+        sys.exit(1)
+    from wgsyncd import store
+
+    try:
+        store.check_transport(cfg.database)
+    except store.StoreError as exc:
+        click.echo(f"wgsyncd: config: {exc}", err=True)
         sys.exit(1)
     click.echo(f"config ok: {cfg.source_path or 'defaults'} (host_id {cfg.host_id})")
 

@@ -9,10 +9,13 @@ systemd credentials ($CREDENTIALS_DIRECTORY/db-password, .../wgrest-token).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import math
 import os
 import socket
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,15 @@ DEFAULT_PATH = "/etc/wgsyncd/wgsyncd.toml"
 ENV_PREFIX = "WGSYNCD_"
 CREDENTIAL_DB_PASSWORD = "db-password"
 CREDENTIAL_WGREST_TOKEN = "wgrest-token"
+# TLS files for the database connection, as systemd credential names (LoadCredential=)
+CREDENTIAL_DB_TLS = {"sslcert": "db-sslcert", "sslkey": "db-sslkey", "sslrootcert": "db-sslrootcert"}
+MACHINE_ID_PATHS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+# wgsyncd's application ids (random, fixed forever): the default host_id is
+# `systemd-id128 machine-id --app-specific=55b68314b0ea4dc88ed18bf06863c658`, and the
+# machine fingerprint the same with the second id, so neither reveals the machine-id
+# (machine-id(5)) and the fingerprint cannot be computed from the host_id
+HOST_ID_APP_ID = uuid.UUID("55b68314b0ea4dc88ed18bf06863c658")
+FINGERPRINT_APP_ID = uuid.UUID("de0db7685b2745fca767214783b3dac5")
 MAX_HISTORY_DAYS = 36500
 MAX_TIMEOUT = 3600.0
 
@@ -81,9 +93,17 @@ class DatabaseConfig:
     password_file: str | None = None
     connect_timeout: float = 10.0
     statement_timeout: float = 20.0  # seconds, applied per transaction (store/pooled.py)
-    # apply pending schema migrations before the first sync (advisory-locked, so
-    # many hosts starting at once is fine); false when a DBA runs `wgsyncd db migrate`
-    auto_migrate: bool = True
+    # apply pending schema migrations before the first sync; only the schema owner may,
+    # so a host (its own role) leaves this false and the operator runs `wgsyncd db migrate`
+    auto_migrate: bool = False
+    # a TCP database host other than loopback needs sslmode=verify-full or verify-ca;
+    # true accepts anything (a warning is logged on every connect)
+    allow_insecure_transport: bool = False
+    # client certificate, key and CA for TLS (else the DSN's or $CREDENTIALS_DIRECTORY's
+    # db-sslcert, db-sslkey, db-sslrootcert)
+    sslcert: str | None = None
+    sslkey: str | None = None
+    sslrootcert: str | None = None
     # traffic history and sync_status rows older than this are pruned (this host's
     # own rows, a bounded batch per cycle); 0 keeps them forever
     history_days: float = 90.0
@@ -145,6 +165,12 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     persist: PersistConfig = field(default_factory=PersistConfig)
     source_path: str | None = None  # the file it was read from
+    # derived from the machine-id at load (never configured): refuses a clone that
+    # shares this host_id (store: wgsyncd_begin_cycle); None without a machine-id
+    machine_fp: str | None = None
+
+
+_DERIVED = ("source_path", "machine_fp")
 
 
 _SECTIONS = {
@@ -225,7 +251,7 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
                 raise ConfigError(f"{key}: expected a [{name}] table")
             _apply(getattr(obj, name), value, f"{name}.")
             continue
-        if name not in fields or name == "source_path":
+        if name not in fields or name in _DERIVED:
             raise ConfigError(f"{key}: unknown key")
         setattr(obj, name, _coerce(key, value, str(fields[name].type)))
 
@@ -233,7 +259,7 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
 def _env_values(environ: dict[str, str]) -> dict[str, Any]:
     """WGSYNCD_HOST_ID, WGSYNCD_DATABASE_DSN, ... as a nested dict like the TOML file."""
     out: dict[str, Any] = {}
-    top = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS) - {"source_path"}
+    top = {f.name for f in dataclasses.fields(Config)} - set(_SECTIONS) - set(_DERIVED)
     for env_key, value in environ.items():
         if not env_key.startswith(ENV_PREFIX) or env_key == ENV_PREFIX + "CONFIG":
             continue
@@ -266,6 +292,9 @@ def _resolve_secrets(cfg: Config, environ: dict[str, str]) -> None:
             cfg.database.password = _read_secret_file(
                 "database.password", str(Path(creds) / CREDENTIAL_DB_PASSWORD)
             )
+    for key, name in CREDENTIAL_DB_TLS.items():
+        if getattr(cfg.database, key) is None and creds and (Path(creds) / name).is_file():
+            setattr(cfg.database, key, str(Path(creds) / name))
     if cfg.wgrest.token is None:
         if cfg.wgrest.token_file:
             cfg.wgrest.token = _read_secret_file("wgrest.token_file", cfg.wgrest.token_file)
@@ -273,16 +302,49 @@ def _resolve_secrets(cfg: Config, environ: dict[str, str]) -> None:
             cfg.wgrest.token = _read_secret_file("wgrest.token", str(Path(creds) / CREDENTIAL_WGREST_TOKEN))
 
 
-def default_host_id() -> str:
-    """The machine-id: stable across reboots and renames, unique per install."""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+def machine_id() -> str | None:
+    """/etc/machine-id (32 hex digits), or None when the machine has none."""
+    for path in MACHINE_ID_PATHS:
         try:
             value = Path(path).read_text().strip()
         except OSError:
             continue
-        if value:
-            return value
-    return socket.getfqdn()
+        if len(value) == 32:
+            try:
+                int(value, 16)
+            except ValueError:
+                continue
+            return value.lower()
+    return None
+
+
+def app_specific_id(machine: str, app_id: uuid.UUID) -> str:
+    """sd_id128_get_machine_app_specific(): HMAC-SHA256 keyed by the machine id's 16 bytes
+    over the app id's 16 bytes, the first 16 bytes made a v4 UUID, as 32 hex digits.
+
+    Stable per machine and application, unique like the machine-id, and without
+    revealing it: what machine-id(5) asks of anything that exposes an id.
+    """
+    digest = bytearray(hmac.new(bytes.fromhex(machine), app_id.bytes, hashlib.sha256).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x40
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
+
+
+def default_host_id() -> str:
+    """The wgsyncd-specific id derived from the machine-id (the FQDN without one).
+
+    wgsyncd 0.1 used the raw machine-id; an upgraded host keeps its history by
+    setting ``host_id`` to that value in wgsyncd.toml (README, "Upgrading").
+    """
+    machine = machine_id()
+    return app_specific_id(machine, HOST_ID_APP_ID) if machine else socket.getfqdn()
+
+
+def machine_fingerprint() -> str | None:
+    """This machine's fingerprint (another app-specific id): told apart from a clone's."""
+    machine = machine_id()
+    return app_specific_id(machine, FINGERPRINT_APP_ID) if machine else None
 
 
 def _validate(cfg: Config) -> None:
@@ -377,6 +439,7 @@ def load(
     _resolve_secrets(cfg, environ)
     if not cfg.host_id:
         cfg.host_id = default_host_id()
+    cfg.machine_fp = machine_fingerprint()
     if not cfg.hostname:
         cfg.hostname = socket.gethostname()
     _validate(cfg)

@@ -248,6 +248,7 @@ def write_state(
             agent_version=__version__,
             recovery_public_key=key or None,
             signer=signer,
+            machine_fp=cfg.machine_fp,
             **({"as_of": as_of} if as_of is not None else {}),
         )
         if prune:

@@ -146,13 +146,12 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 
 
 def _default_connect(cfg: config_mod.Config) -> Any:
-    """Open the store's connection; apply pending migrations first, as `wgsyncd sync` does."""
+    """Open the store's connection; check (or, if configured, migrate) the schema, as `wgsyncd sync` does."""
     from wgsyncd import store
 
     conn = store.connect(cfg.database)
     try:
-        if cfg.database.auto_migrate:
-            store.migrate(conn)
+        store.prepare(conn, cfg.database.auto_migrate)
     except BaseException:
         _close_quietly(conn)
         raise
@@ -541,6 +540,11 @@ def load_config(path: str | None) -> config_mod.Config:
     cfg = config_mod.load(path)
     if not cfg.database.dsn:
         raise config_mod.ConfigError("database.dsn: not set (the daemon has nowhere to sync to)")
+    from wgsyncd.store.db import transport_problem
+
+    problem = transport_problem(cfg.database)  # a remote DB without a verified certificate
+    if problem and not cfg.database.allow_insecure_transport:
+        raise config_mod.ConfigError(problem)
     return cfg
 
 

@@ -71,6 +71,7 @@ class PgCluster:
     port: int
     tcp: bool
     user: str | None
+    tls: TlsFiles | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -83,11 +84,15 @@ class PgCluster:
         return str(self.base_dir)
 
     @classmethod
-    def start(cls, base_dir: str | os.PathLike[str], *, tcp: bool = False) -> PgCluster:
+    def start(
+        cls, base_dir: str | os.PathLike[str], *, tcp: bool = False, tls: bool = False, hba: str | None = None
+    ) -> PgCluster:
         """initdb + start; listens on a unix socket in ``base_dir`` (and 127.0.0.1 if ``tcp``).
 
         ``base_dir`` must be reachable by the ``postgres`` user when we are root (a dir
         under /tmp made with mkdtemp is; pytest's tmp_path under /tmp/pytest-of-root is not).
+        ``tls``: ssl=on with a server certificate for localhost/127.0.0.1 signed by a CA
+        made here (``cluster.tls``); ``hba``: pg_hba.conf lines put before initdb's.
         """
         reason = binaries_missing()
         if reason:
@@ -114,6 +119,11 @@ class PgCluster:
             "UTF8",
             "--locale=C",
         )
+        if tls:
+            cluster.tls = make_tls(base / "tls", owner=user)
+        if hba:
+            conf = cluster.data_dir / "pg_hba.conf"
+            conf.write_text(hba.rstrip("\n") + "\n" + conf.read_text())
         cluster._pg(
             "pg_ctl",
             "-D",
@@ -161,6 +171,31 @@ class PgCluster:
         self.admin(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def create_owned_database(self) -> tuple[str, str]:
+        """A database owned by a new non-superuser LOGIN role with CREATEROLE (the schema
+        owner of a real deployment; row-level security applies to it, unlike to a
+        superuser). Returns (its DSN, the owner's role name); roles are cluster-wide,
+        so every name is random."""
+        suffix = uuid.uuid4().hex[:10]
+        owner, name = f"owner_{suffix}", f"t_{suffix}"
+        self.admin(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
+        self.admin(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return self.dsn(name, user=owner), owner
+
+    def create_host_database(self, host_id: str) -> str:
+        """An owned, migrated database with ``host_id`` bound to a new host role: that role's DSN."""
+        import psycopg
+
+        from wgsyncd import store
+        from wgsyncd.store import roles
+
+        dsn, _owner = self.create_owned_database()
+        role = f"host_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(dsn) as conn:
+            store.migrate(conn)
+            roles.add_host(conn, host_id, role)
+        return self.dsn(str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]), user=role)
+
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop; ``mode`` is smart|fast|immediate."""
         if self.data_dir.exists():
@@ -178,10 +213,15 @@ class PgCluster:
         crashes the server right after a commit still finds the commit.
         """
         listen = "127.0.0.1" if self.tcp else ""
-        return (
+        opts = (
             f"-p {self.port} -k {self.base_dir} -c listen_addresses='{listen}' -c fsync=off "
             "-c max_connections=200"
         )
+        if self.tls:
+            t = self.tls
+            opts += f" -c ssl=on -c ssl_cert_file={t.server_crt} -c ssl_key_file={t.server_key}"
+            opts += f" -c ssl_ca_file={t.ca}"
+        return opts
 
     def restart(self) -> None:
         """Start a stopped (or crashed) cluster again, same port and socket."""
@@ -196,6 +236,133 @@ class PgCluster:
             "-w",
             "start",
         )
+
+
+@dataclass
+class TlsFiles:
+    """A test CA and a server certificate (CN localhost, SAN localhost + 127.0.0.1) it signed."""
+
+    directory: Path
+    ca: Path
+    ca_key: Path
+    server_crt: Path
+    server_key: Path
+
+    def client(self, name: str, ca: Path | None = None, ca_key: Path | None = None) -> tuple[Path, Path]:
+        """A client certificate with CN ``name`` (a role, for ``cert`` auth): (crt, key), key 0600."""
+        key, crt = self.directory / f"{name}.key", self.directory / f"{name}.crt"
+        _openssl(
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt) + ".csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(crt) + ".csr",
+            "-CA",
+            str(ca or self.ca),
+            "-CAkey",
+            str(ca_key or self.ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(crt),
+            "-days",
+            "2",
+        )
+        key.chmod(0o600)
+        return crt, key
+
+
+def _openssl(*args: str) -> None:
+    """Run openssl; a failure names the subcommand and its stderr."""
+    proc = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise PgBedError(f"openssl {args[0]} failed: {proc.stderr.strip()[-300:]}")
+
+
+def make_ca(directory: Path, name: str = "wgsyncd-test-ca") -> tuple[Path, Path]:
+    """A self-signed CA (EC P-256, 2 days): (certificate, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    return ca, key
+
+
+def make_tls(directory: Path, owner: str | None = None) -> TlsFiles:
+    """The CA and the server's certificate; the server key readable by the cluster's user only."""
+    ca, ca_key = make_ca(directory)
+    key, crt = directory / "server.key", directory / "server.crt"
+    ext = directory / "server.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl(
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt) + ".csr",
+        "-subj",
+        "/CN=localhost",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(crt) + ".csr",
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
+    key.chmod(0o600)
+    if owner:
+        shutil.chown(directory, user=owner)
+        shutil.chown(key, user=owner)
+    return TlsFiles(directory, ca, ca_key, crt, key)
 
 
 @pytest.fixture(scope="session")

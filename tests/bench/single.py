@@ -135,7 +135,8 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     firsts, rss_cli = [], []
     config = base / f"wgsyncd-{n}.toml"
     for _ in range(max(reps, 1)):
-        host.write_config(config, cluster.create_database())
+        # as a deployed host: its own role (row-level security, the owner's functions)
+        host.write_config(config, cluster.create_host_database(host.host_id))
         elapsed, rss, out = cli_sync(config)
         if f"{n} peer" not in out:
             raise RuntimeError(f"first sync did not sync {n} peers: {out[-300:]}")

@@ -84,7 +84,7 @@ def main(config_path: str) -> None:
 
     cfg = config.load(config_path)
     conn = store.connect(cfg.database)
-    store.migrate(conn)
+    store.prepare(conn, cfg.database.auto_migrate)  # a host role: the schema is the owner's
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

@@ -6,8 +6,8 @@ and report dataclasses). Every failure is a ``StoreError`` with one line naming
 the database and the operation, never a password or key.
 """
 
-from wgsyncd.store.db import StoreError, connect, describe_conninfo
-from wgsyncd.store.migrate import migrate
+from wgsyncd.store.db import StoreError, check_transport, connect, describe_conninfo
+from wgsyncd.store.migrate import check_schema, migrate, prepare
 from wgsyncd.store.retention import Pruned, prune
 from wgsyncd.store.rows import (
     InterfaceRow,
@@ -33,6 +33,8 @@ __all__ = [
     "StoreError",
     "TableCounts",
     "WriteReport",
+    "check_schema",
+    "check_transport",
     "connect",
     "describe_conninfo",
     "load_interfaces",
@@ -40,6 +42,7 @@ __all__ = [
     "load_peers",
     "load_server_keys",
     "migrate",
+    "prepare",
     "prune",
     "record_failure",
     "status",

@@ -6,7 +6,7 @@ keeps the rows it now knows the database holds, per connection and host. The nex
 cycle trusts that view only when it is provably current:
 
 - the host row's ``last_sync_id`` (read in the same statement that takes the host
-  row, under the host's advisory lock) is the sync id of the cycle that built the
+  row, under the lock of the host's own row) is the sync id of the cycle that built the
   view, so no other agent with the same host_id wrote in between;
 - the view is younger than ``RELOAD_EVERY``, which bounds how long a hand edit in
   the database (something no agent announces) can go unnoticed;
@@ -75,6 +75,10 @@ class HostMemo:
     # (interface, public key) -> the Peer object of the last commit (its counters are
     # in view.stats); only meaningful together with a current view
     committed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # (sha256 of the drift list, monotonic time) this connection last stored in full
+    drift: tuple[str, float] | None = None
+    # the last drift list hashed and its sha256: an unchanged list is not encoded again
+    drift_hashed: tuple[tuple[Any, ...], str] | None = None
 
     def values(self, table: str, key: Any, obj: Any, compute: Any) -> tuple[Any, ...]:
         """``compute(obj)``, or last cycle's values when ``obj`` is the very same object."""

@@ -1,7 +1,12 @@
 """Schema migrations: numbered SQL files applied once each, in order, under a lock.
 
-Many hosts start at once after an upgrade; the session advisory lock makes the
-second one wait and then find nothing left to do, instead of racing on CREATE TABLE.
+Only the schema owner migrates (``wgsyncd db migrate`` with the owner's DSN); host
+roles cannot (no DDL, no lock on the ledger) and by default never try: a host whose
+schema is older or newer than it understands stops with one line saying so
+(``check_schema``). Two migrators at once queue on ``LOCK TABLE schema_migrations
+IN EXCLUSIVE MODE`` inside each migration's transaction: no session advisory lock
+(pgbouncer in transaction mode, and any role may take any advisory key), and a
+host role, which can at most SELECT the ledger, cannot take that lock.
 """
 
 from __future__ import annotations
@@ -14,11 +19,10 @@ from typing import Any
 
 import psycopg
 
-from wgsyncd.store.db import StoreError, advisory_key, describe_connection, guarded
+from wgsyncd.store.db import StoreError, describe_connection, guarded, waited_in
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_LOCK_KEY = advisory_key("migrate", "schema")
 
 _CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -58,23 +62,44 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+def _ledger(conn: psycopg.Connection[Any]) -> None:
+    """Create schema_migrations once; two first migrators racing on CREATE TABLE retry once."""
+    for attempt in (1, 2):
+        try:
+            with conn.transaction():
+                conn.execute(_CREATE_LEDGER)
+            return
+        except psycopg.errors.UniqueViolation:  # the other one created it meanwhile
+            if attempt == 2:
+                raise
+
+
+def _applied(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """version -> sha256 of the applied migrations (read under the caller's lock)."""
+    rows = conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
 def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply the pending migrations, each in its own transaction; return their names.
 
     Idempotent: a second call returns []. A migration already applied whose file
-    changed since is refused (the schema would no longer match the code).
+    changed since is refused (the schema would no longer match the code). Each
+    transaction first locks the ledger, then re-reads it: a concurrent migrator
+    waits (bounded by lock_timeout) and then finds the migration done.
     """
     todo = available(directory)
     applied: list[str] = []
     with guarded(conn, "migrate"):
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        conn.commit()
-        try:
+        _ledger(conn)
+        for mig in todo:
             with conn.transaction():
-                conn.execute(_CREATE_LEDGER)
-                rows = conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
-            done = {r[0]: r[1] for r in rows}
-            for mig in todo:
+                try:
+                    conn.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                except psycopg.errors.LockNotAvailable as exc:
+                    waited_in(exc, "LOCK TABLE schema_migrations")
+                    raise
+                done = _applied(conn)
                 if mig.version in done:
                     if done[mig.version] != mig.sha256:
                         raise StoreError(
@@ -82,17 +107,52 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> 
                             "was applied; add a new migration instead"
                         )
                     continue
-                with conn.transaction():
-                    conn.execute(mig.sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
-                        (mig.version, mig.name, mig.sha256),
-                    )
-                applied.append(mig.name)
-        finally:
-            if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                conn.rollback()
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
-                conn.commit()
+                conn.execute(mig.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                    (mig.version, mig.name, mig.sha256),
+                )
+            applied.append(mig.name)
     return applied
+
+
+def check_schema(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> str:
+    """The schema version, when it is exactly the one this wgsyncd understands; else StoreError.
+
+    A host never migrates by default (its role cannot): older means the operator has
+    not run ``wgsyncd db migrate`` yet, newer means this host runs an older wgsyncd.
+    """
+    want = available(directory)[-1].version
+    with guarded(conn, "schema check"), conn.transaction():
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        row = (
+            conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            if exists and exists[0]
+            else None
+        )
+    have = row[0] if row and row[0] else None
+    target = describe_connection(conn)
+    if have is None:
+        raise StoreError(
+            f"{target}: schema not created (this wgsyncd needs schema {want}); the operator runs "
+            "`wgsyncd db migrate` with the schema owner's DSN"
+        )
+    if have < want:
+        raise StoreError(
+            f"{target}: schema is at version {have}, this wgsyncd needs {want}; the operator runs "
+            "`wgsyncd db migrate` with the schema owner's DSN"
+        )
+    if have > want:
+        raise StoreError(
+            f"{target}: schema is at version {have}, newer than this wgsyncd understands ({want}); "
+            "upgrade wgsyncd on this host"
+        )
+    return have
+
+
+def prepare(conn: psycopg.Connection[Any], auto_migrate: bool) -> None:
+    """Before a host's first cycle: migrate (only if configured; owner DSN) or check the schema."""
+    if auto_migrate:
+        migrate(conn)
+    else:
+        check_schema(conn)

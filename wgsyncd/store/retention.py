@@ -36,14 +36,10 @@ def prune(conn: psycopg.Connection[Any], host_id: str, now: datetime, keep_days:
         return out
     cutoff = now - timedelta(days=keep_days)
     with guarded(conn, "prune history"), conn.transaction():
-        out.traffic = conn.execute(
-            "DELETE FROM peer_traffic WHERE ctid = ANY(ARRAY("
-            "SELECT ctid FROM peer_traffic WHERE host_id = %s AND observed_at < %s LIMIT %s))",
-            (host_id, cutoff, BATCH),
-        ).rowcount
-        out.status = conn.execute(
-            "DELETE FROM sync_status WHERE ctid = ANY(ARRAY("
-            "SELECT ctid FROM sync_status WHERE host_id = %s AND started_at < %s LIMIT %s))",
-            (host_id, cutoff, BATCH),
-        ).rowcount
+        # the schema owner's function (migration 0003): a host role has no DELETE
+        row = conn.execute(
+            "SELECT traffic, status FROM wgsyncd_prune(%s, %s, %s)", (host_id, cutoff, BATCH)
+        ).fetchone()
+    if row is not None:
+        out.traffic, out.status = int(row[0]), int(row[1])
     return out

@@ -162,11 +162,22 @@ class StatusRow:
 
 T = TypeVar("T")
 
+# a row stores its drift list only when it changed (migration 0003); NULL means "the
+# same as the newest row of this host with that hash and a stored list"
+_STORED_DRIFT = (
+    "coalesce(sync_status.drift, (SELECT d.drift FROM sync_status d WHERE d.host_id = sync_status.host_id "
+    "AND d.drift_sha256 = sync_status.drift_sha256 AND d.drift IS NOT NULL "
+    "ORDER BY d.started_at DESC LIMIT 1), '[]'::jsonb) AS drift"
+)
+
 
 def _columns(cls: type[Any]) -> str:
     """The SELECT list for a row dataclass; totals cast so they come back as int, not Decimal."""
     cols = []
     for f in dataclasses.fields(cls):
+        if cls is StatusRow and f.name == "drift":
+            cols.append(_STORED_DRIFT)
+            continue
         cols.append(f"{f.name}::bigint AS {f.name}" if f.name in ("rx_total", "tx_total") else f.name)
     return ", ".join(cols)
 

@@ -220,7 +220,7 @@ def record(
     """Add a config version when the content changed; return (its number or None, the new head).
 
     ``tx`` is the writer's counting cursor, so this runs in the cycle's transaction
-    under the host's advisory lock (version numbers cannot race). ``head``: the
+    under the lock of the host's own hosts row (version numbers cannot race). ``head``: the
     latest version as the writer knows it is still current (store/known.py); None
     reads it from the database.
 

@@ -3,8 +3,9 @@
 Why this shape: thousands of hosts sync every minute into one database, and almost
 every cycle changes nothing. So the writer loads the host's current rows (one query
 per table; between its own cycles on one connection it keeps them instead, see
-store/known.py), compares in memory, and writes only changed rows in bulk (COPY into a
-temp table, then one INSERT .. ON CONFLICT). Runtime counters go to peer_stats and
+store/known.py), compares in memory, and writes only changed rows in bulk (one text[] per
+column to the schema owner's SECURITY DEFINER functions, migration 0003: a host
+role may not UPDATE a table itself). Runtime counters go to peer_stats and
 peer_traffic only, so a busy peer never bumps its config row's version.
 """
 
@@ -33,15 +34,19 @@ from wgsyncd.state import (
     public_key_from_private,
 )
 from wgsyncd.store import copytext, versions
-from wgsyncd.store.db import StoreError, advisory_key, guarded
+from wgsyncd.store.db import StoreError, guarded, waited_in
 from wgsyncd.store.known import Head, HostMemo, Stats, View, forget, memo_for
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
+
+# drift is stored when it changed, at most this many entries (drift_count has the
+# real number), and again after DRIFT_RESTORE_EVERY seconds so retention cannot prune
+# the last stored copy of a long-lasting drift away (see migration 0003)
+DRIFT_CAP = 1000
+DRIFT_RESTORE_EVERY = 6 * 3600.0
 
 if TYPE_CHECKING:
     from wgsyncd.signing import Signer
 
-# below this many rows an executemany (pipelined) beats CREATE TEMP + COPY + INSERT
-_SMALL_BATCH = 64
 _MAX_MESSAGE = 4000
 
 
@@ -85,19 +90,20 @@ class _Tx:
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         """One statement, one round trip."""
         self.round_trips += 1
-        return self.cur.execute(sql, params)
+        try:
+            return self.cur.execute(sql, params)
+        except psycopg.errors.LockNotAvailable as exc:
+            waited_in(exc, sql)
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """psycopg pipelines executemany (libpq >= 14): counted as one round trip."""
         self.round_trips += 1
-        self.cur.executemany(sql, rows)
-
-    def copy_rows(self, table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Send rows with COPY FROM STDIN, encoded by copytext: one round trip whatever the count."""
-        self.round_trips += 1
-        with self.cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-            for chunk in copytext.chunks(rows):
-                copy.write(chunk)
+        try:
+            self.cur.executemany(sql, rows)
+        except psycopg.errors.LockNotAvailable as exc:
+            waited_in(exc, sql)
+            raise
 
 
 # ---------------------------------------------------------------- desired rows
@@ -249,68 +255,38 @@ def row_hash(key: Sequence[Any], values: Sequence[Any]) -> str:
 # ---------------------------------------------------------------- bulk write
 
 
-def _upsert(
-    tx: _Tx,
-    table: str,
-    cols: Sequence[str],
-    key: Sequence[str],
-    rows: list[tuple[Any, ...]],
-    set_clause: str | None = None,
-) -> None:
-    """Insert-or-update ``rows`` (key columns first) in primary key order, in bulk.
+def _call(tx: _Tx, function: str, host_id: str, columns: Sequence[str], casts: Sequence[str]) -> None:
+    """``SELECT function(host_id, col1::type[], ...)``: one statement, one round trip.
 
-    Sorting by key gives every writer the same lock order. ``set_clause`` defaults to
-    "every non-key column from EXCLUDED, except created_at/first_seen; version + 1",
-    so the version bump happens in SQL and the writer need not load old versions.
+    Every upsert and removal goes through the schema owner's SECURITY DEFINER
+    functions (migration 0003): a host role holds no UPDATE/DELETE/TRUNCATE, so it can
+    take no lock that would stop another host, and the functions act only on the
+    host_id bound to the session's role.
+    """
+    args = ", ".join(["%s"] + [f"%s::{t}[]" for t in casts])
+    tx.execute(f"SELECT {function}({args})", [host_id, *columns])
+
+
+def _put_config(tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]]) -> None:
+    """Insert-or-update config rows (host_id, key..., fields..., row_hash, meta...) in key order.
+
+    Sorting by key gives every writer the same lock order; the function bumps version
+    and sets updated_at in SQL, so the writer need not load old versions.
     """
     if not rows:
         return
-    rows.sort(key=lambda r: r[: len(key)])
-    collist = ", ".join(cols)
-    if set_clause is None:
-        keep = set(key) | {"created_at", "first_seen", "version"}
-        sets = [f"{c} = EXCLUDED.{c}" for c in cols if c not in keep]
-        if "version" in cols:
-            sets.append(f"version = {table}.version + 1")
-        set_clause = ", ".join(sets)
-    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {set_clause}"
-    if len(rows) <= _SMALL_BATCH:
-        ph = ", ".join(["%s"] * len(cols))
-        tx.executemany(f"INSERT INTO {table} ({collist}) VALUES ({ph}) {conflict}", rows)
-        return
-    tmp = f"_wgsyncd_{table}"
-    tx.execute(f"CREATE TEMP TABLE {tmp} (LIKE {table}) ON COMMIT DROP")
-    tx.copy_rows(tmp, cols, rows)
-    tx.execute(
-        f"INSERT INTO {table} ({collist}) SELECT {collist} FROM {tmp} ORDER BY {', '.join(key)} {conflict}"
-    )
-    tx.execute(f"DROP TABLE {tmp}")
+    rows.sort(key=lambda r: r[1 : 1 + nkey])
+    width = len(rows[0]) - len(_META) + 1  # through row_hash
+    cols = copytext.text_columns([r[1:width] for r in rows], width - 1)
+    _call(tx, f"wgsyncd_put_{table}", rows[0][0], cols, ["text"] * len(cols))
 
 
-def _upsert_columns(
-    tx: _Tx,
-    table: str,
-    cols: Sequence[str],
-    types: Sequence[str],
-    key: Sequence[str],
-    rows: list[tuple[Any, ...]],
-    set_clause: str,
+def _put_columns(
+    tx: _Tx, function: str, host_id: str, types: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
-    """Insert-or-update scalar rows in ONE statement: each column sent as one array.
-
-    For the runtime tables (peer_stats, peer_traffic), written on most cycles: no
-    temporary table, no COPY, one round trip whatever the row count. Rows go in key
-    order, like _upsert, so every writer takes locks in the same order.
-    """
-    if not rows:
-        return
-    rows.sort(key=lambda r: r[: len(key)])
-    unnest = ", ".join(f"%s::{t}[]" for t in types)
-    tx.execute(
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({unnest}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {set_clause}",
-        copytext.columns(rows, len(cols)),
-    )
+    """Scalar rows (host_id first, dropped) as one typed array per column."""
+    rows.sort(key=lambda r: r[1:3])
+    _call(tx, function, host_id, copytext.columns([r[1:] for r in rows], len(types)), types)
 
 
 def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]) -> None:
@@ -318,16 +294,9 @@ def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]
     if not keys:
         return
     keys.sort()
-    if table == "interfaces":
-        where = "name = ANY(%s::text[])"
-        params: list[Any] = [host_id, [k[0] for k in keys]]
-    else:
-        where = "(interface, public_key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-        params = [host_id, [k[0] for k in keys], [k[1] for k in keys]]
+    pks = None if table == "interfaces" else [k[1] for k in keys]
     tx.execute(
-        f"UPDATE {table} SET removed_at = now(), updated_at = now(), version = version + 1 "
-        f"WHERE host_id = %s AND removed_at IS NULL AND {where}",
-        params,
+        "SELECT wgsyncd_mark_removed(%s, %s::text[], %s::text[])", (host_id, [k[0] for k in keys], pks)
     )
 
 
@@ -393,6 +362,7 @@ _STYPES = (
 )
 _TCOLS = ("host_id", "interface", "public_key", "observed_at", "rx_delta", "tx_delta")
 _TTYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint")
+_KTYPES = ("text", "text", "text", "timestamptz", "timestamptz", "timestamptz")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -642,6 +612,28 @@ def _drift_json(state: HostState) -> list[dict[str, Any]]:
     ]
 
 
+def _drift_to_store(state: HostState, memo: HostMemo) -> tuple[str, Jsonb | None]:
+    """(sha256 of the whole drift list, the capped list to store or None when unchanged).
+
+    An idle cycle of a host with 10,000 drifting peers used to add ~500 KB of jsonb;
+    now it adds the hash and the count. "Unchanged" is what this connection last
+    stored (a new connection stores once), refreshed every DRIFT_RESTORE_EVERY.
+    """
+    key = tuple(state.drift)  # frozen Drift objects: equal (identity first) when unchanged
+    hashed = memo.drift_hashed
+    drift: list[dict[str, Any]] | None = None
+    if hashed is not None and hashed[0] == key:
+        sha = hashed[1]
+    else:
+        drift = _drift_json(state)
+        sha = hashlib.sha256(_HASH_ENCODER.encode(drift).encode()).hexdigest()
+        memo.drift_hashed = (key, sha)
+    last = memo.drift
+    if last is not None and last[0] == sha and time.monotonic() - last[1] < DRIFT_RESTORE_EVERY:
+        return sha, None
+    return sha, Jsonb((drift if drift is not None else _drift_json(state))[:DRIFT_CAP])
+
+
 def _may_remove(state: HostState, ifname: str) -> bool:
     """Whether things of ``ifname`` missing from the state may be marked removed.
 
@@ -711,46 +703,27 @@ def _apply(view: View, plan: _Plan, sync_id: uuid.UUID, head: Head | None) -> No
 
 def _write(tx: _Tx, host_id: str, plan: _Plan) -> None:
     """Write the plan, parents before children (interfaces before peers, for the foreign key)."""
-    _upsert(tx, "interfaces", _ICOLS, ("host_id", "name"), plan.upserts["interfaces"])
-    _upsert(tx, "peers", _PCOLS, ("host_id", "interface", "public_key"), plan.upserts["peers"])
+    _put_config(tx, "interfaces", 1, plan.upserts["interfaces"])
+    _put_config(tx, "peers", 2, plan.upserts["peers"])
     _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
     _mark_removed(tx, "peers", host_id, plan.removals["peers"])
-    _upsert(tx, "server_keys", _KCOLS, ("host_id", "interface", "public_key"), plan.server_keys)
-    _upsert_columns(
-        tx,
-        "peer_stats",
-        _SCOLS,
-        _STYPES,
-        ("host_id", "interface", "public_key"),
-        plan.stats,
-        set_clause=", ".join(f"{c} = EXCLUDED.{c}" for c in _SCOLS[3:]),
-    )
-    _upsert_columns(
-        tx,
-        "peer_traffic",
-        _TCOLS,
-        _TTYPES,
-        ("host_id", "interface", "public_key", "observed_at"),
-        plan.traffic,
-        set_clause="rx_delta = peer_traffic.rx_delta + EXCLUDED.rx_delta, "
-        "tx_delta = peer_traffic.tx_delta + EXCLUDED.tx_delta",
-    )
+    if plan.server_keys:
+        _put_columns(tx, "wgsyncd_put_server_keys", host_id, _KTYPES, plan.server_keys)
+    if plan.stats or plan.traffic:
+        plan.stats.sort(key=lambda r: r[1:3])
+        plan.traffic.sort(key=lambda r: r[1:4])
+        cols = copytext.columns([r[1:] for r in plan.stats], len(_STYPES) - 1)
+        cols += copytext.columns([r[1:] for r in plan.traffic], len(_TTYPES) - 1)
+        _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
 
 
-_HOST_UPSERT = """
-WITH prev AS (SELECT last_seen, last_sync_id FROM hosts WHERE host_id = %(host_id)s)
-INSERT INTO hosts (host_id, hostname, first_seen, last_seen, agent_version, last_sync_id)
-VALUES (%(host_id)s, %(hostname)s, now(), now(), %(agent_version)s, %(sync_id)s)
-ON CONFLICT (host_id) DO UPDATE SET hostname = EXCLUDED.hostname, last_seen = EXCLUDED.last_seen,
-    agent_version = EXCLUDED.agent_version, last_sync_id = EXCLUDED.last_sync_id
-RETURNING (SELECT last_seen FROM prev), (SELECT last_sync_id FROM prev)
-"""
+_BEGIN = "SELECT prev_seen, prev_sync, tx_now FROM wgsyncd_begin_cycle(%s, %s, %s, %s, %s)"
 
 _STATUS_INSERT = """
 INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, errors, message,
-    drift_count, drift, interfaces, peers, config_rows_written, duration_ms, agent_version)
+    drift_count, drift, drift_sha256, interfaces, peers, config_rows_written, duration_ms, agent_version)
 VALUES (%(host_id)s, %(sync_id)s, %(started_at)s, clock_timestamp(), %(status)s, %(errors)s, %(message)s,
-    %(drift_count)s, %(drift)s, %(interfaces)s, %(peers)s, %(written)s,
+    %(drift_count)s, %(drift)s, %(drift_sha256)s, %(interfaces)s, %(peers)s, %(written)s,
     GREATEST(0, (extract(epoch FROM clock_timestamp() - %(started_at)s::timestamptz) * 1000))::int,
     %(agent_version)s)
 """
@@ -766,11 +739,15 @@ def write_cycle(
     recovery_public_key: str | None = None,
     signer: Signer | None = None,
     as_of: datetime | None = None,
+    machine_fp: str | None = None,
 ) -> WriteReport:
-    """Write one host's state in ONE transaction under the host's advisory lock.
+    """Write one host's state in ONE transaction under the lock of the host's own row.
 
     A reader sees the previous snapshot or this one, never a mix; two agents with
-    the same host_id queue instead of interleaving. Raises StoreError (rolled back).
+    the same host_id queue on the hosts row instead of interleaving. Raises
+    StoreError (rolled back); also when the session's role is bound to another
+    host_id, or when ``machine_fp`` (config.machine_fingerprint) differs from the
+    one the host_id was first synced from (two machines, one host_id).
     A config version (store/versions.py) is added in the same transaction when the
     configuration changed; its secrets are sealed to ``recovery_public_key`` (None:
     secrets are not stored at all), signed by ``signer`` (wgsyncd/signing.py; None
@@ -790,21 +767,12 @@ def write_cycle(
     known, memo.view = memo.view, None  # whatever happens below, only a commit makes a view current
     with guarded(conn, f"write_cycle for host {state.host_id}"), conn.transaction(), conn.cursor() as cur:
         tx = _Tx(cur)
-        row = tx.execute(
-            "SELECT pg_advisory_xact_lock(%s), now()", (advisory_key("host", state.host_id),)
-        ).fetchone()
-        assert row is not None
-        now = row[1] if as_of is None else as_of
         host_row = tx.execute(
-            _HOST_UPSERT,
-            {
-                "host_id": state.host_id,
-                "hostname": state.hostname,
-                "agent_version": agent_version,
-                "sync_id": sync_id,
-            },
+            _BEGIN, (state.host_id, state.hostname, agent_version, sync_id, machine_fp)
         ).fetchone()
-        prev_seen, prev_sync = (host_row[0], host_row[1]) if host_row else (None, None)
+        assert host_row is not None
+        prev_seen, prev_sync, db_now = host_row
+        now = db_now if as_of is None else as_of  # a spooled cycle keeps its own time
         view = known if known is not None and known.fresh(prev_sync) else None
         plan, new_view = _plan(tx, state, now, prev_seen, memo, view)
         first = prev_seen is None
@@ -824,6 +792,7 @@ def write_cycle(
             head=view.head if view is not None else None,
             signer=signer,
         )
+        drift_sha, drift_value = _drift_to_store(state, memo)
         report.stats_rows_written = len(plan.stats)
         report.traffic_rows_written = len(plan.traffic)
         tx.execute(
@@ -836,7 +805,8 @@ def write_cycle(
                 "errors": [str(e) for e in state.errors],
                 "message": signer.problem if signer is not None else None,  # a tamper line
                 "drift_count": len(state.drift),
-                "drift": Jsonb(_drift_json(state)),
+                "drift": drift_value,
+                "drift_sha256": drift_sha,
                 "interfaces": len(state.interfaces),
                 "peers": sum(len(i.peers) for i in state.interfaces.values()),
                 "written": report.total_config_rows_written,
@@ -848,6 +818,8 @@ def write_cycle(
     if signer is not None:
         signer.committed()  # only now may the local record name the new version
     memo.view = new_view
+    if drift_value is not None:
+        memo.drift = (drift_sha, time.monotonic())
     memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
     report.duration_s = time.monotonic() - t0
     return report
@@ -880,7 +852,8 @@ def record_failure(
                 "errors": [],
                 "message": message[:_MAX_MESSAGE],
                 "drift_count": 0,
-                "drift": Jsonb([]),
+                "drift": None,
+                "drift_sha256": None,
                 "interfaces": 0,
                 "peers": 0,
                 "written": 0,

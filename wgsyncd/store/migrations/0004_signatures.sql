@@ -30,3 +30,7 @@ CREATE TABLE host_signing_keys (
     comment     text,
     PRIMARY KEY (host_id, verify_key)
 );
+
+-- forced RLS and policies like every table with a host_id (migration 0003): a host
+-- reads its own pins, the operator and the reader every host's (verify keys are public)
+SELECT wgsyncd_secure_table('host_signing_keys', true);

@@ -1,0 +1,142 @@
+"""Test bed: one owned database with two bound host roles, an operator and a reader.
+
+The database is owned by a non-superuser role (row-level security applies to it, as
+in a real deployment); host A and host B each get a LOGIN role bound to their
+host_id (``wgsyncd db add-host``), plus an operator and a reader. Fixtures:
+``fleet`` (bound, nothing synced) and ``synced`` (A and B synced twice each).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.beds.postgres import PgCluster, synthetic_state
+from wgsyncd import secrets, store
+from wgsyncd.config import DatabaseConfig
+from wgsyncd.state import HostState
+from wgsyncd.store import roles
+
+
+@dataclass
+class Fleet:
+    """One owned database with two bound hosts, an operator and a reader."""
+
+    cluster: PgCluster
+    dbname: str
+    owner: str
+    host_a: str
+    host_b: str
+    role_a: str
+    role_b: str
+    operator: str
+    reader: str
+    recovery_public: str
+    recovery_file: str
+
+    def dsn(self, user: str) -> str:
+        """The database as ``user`` (trust auth in the bed)."""
+        return self.cluster.dsn(self.dbname, user=user)
+
+    def connect(self, user: str, statement_timeout: float = 20.0) -> psycopg.Connection[Any]:
+        """A store connection (timeouts, lock_timeout = statement_timeout / 2) as ``user``."""
+        return store.connect(
+            DatabaseConfig(dsn=self.dsn(user), connect_timeout=5.0, statement_timeout=statement_timeout)
+        )
+
+
+@pytest.fixture
+def fleet(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Fleet]:
+    """Migrate as the owner, then add-host A and B, add-operator, add-reader."""
+    dsn, owner = pg_cluster.create_owned_database()
+    sfx = uuid.uuid4().hex[:8]
+    keys = secrets.init_recovery(str(tmp_path / "recovery.key"))
+    f = Fleet(
+        pg_cluster,
+        psycopg.conninfo.conninfo_to_dict(dsn)["dbname"],
+        owner,
+        f"host-a-{sfx}",
+        f"host-b-{sfx}",
+        f"wgs_a_{sfx}",
+        f"wgs_b_{sfx}",
+        f"wgs_op_{sfx}",
+        f"wgs_ro_{sfx}",
+        keys.public,
+        str(tmp_path / "recovery.key"),
+    )
+    with f.connect(owner) as conn:
+        store.migrate(conn)
+        assert "bound to role" in roles.add_host(conn, f.host_a, f.role_a)
+        roles.add_host(conn, f.host_b, f.role_b)
+        roles.add_member(conn, f.operator, roles.OPERATOR_GROUP)
+        roles.add_member(conn, f.reader, roles.READER_GROUP)
+    yield f
+
+
+def sync(conn: psycopg.Connection[Any], state: HostState, fleet: Fleet, **kw: Any) -> store.WriteReport:
+    """One cycle with a fresh sync id, secrets sealed to the fleet's recovery key."""
+    return store.write_cycle(
+        conn,
+        state,
+        sync_id=uuid.uuid4(),
+        started_at=datetime.now(UTC),
+        agent_version="test",
+        recovery_public_key=fleet.recovery_public,
+        **kw,
+    )
+
+
+def host_state(host_id: str, peers: int = 20, counters: int = 1000) -> HostState:
+    """A small synthetic host with keys, conf text and counters."""
+    return synthetic_state(host_id, interfaces=1, peers=peers, counters=counters)  # type: ignore[return-value]
+
+
+def host_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every table of the schema with a host_id column: the catalog, not a list in the test."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+        "AND a.attname = 'host_id' AND NOT a.attisdropped ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def all_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every table of the schema."""
+    rows = conn.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+        "AND relkind IN ('r', 'p') ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def owner_counts(fleet: Fleet, host_id: str) -> dict[str, Any]:
+    """Per table: the host's rows as the owner sees them (a digest of their text)."""
+    with psycopg.connect(fleet.dsn(fleet.owner), autocommit=True) as c:
+        out = {}
+        for t in host_tables(c):
+            q = sql.SQL(
+                "SELECT count(*), md5(string_agg(x::text, ',' ORDER BY x::text)) FROM {} x WHERE host_id = %s"
+            )
+            out[t] = c.execute(q.format(sql.Identifier(t)), (host_id,)).fetchone()
+        return out
+
+
+@pytest.fixture
+def synced(fleet: Fleet) -> Fleet:
+    """Host A and host B each synced twice through their own roles (rows in every table)."""
+    for host, role in ((fleet.host_a, fleet.role_a), (fleet.host_b, fleet.role_b)):
+        with fleet.connect(role) as conn:
+            sync(conn, host_state(host), fleet)
+            sync(conn, host_state(host, counters=5000), fleet)
+            with conn.transaction():
+                assert conn.execute("SELECT wgsyncd_bound_host()").fetchone() == (host,)
+    return fleet

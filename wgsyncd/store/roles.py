@@ -1,0 +1,190 @@
+"""The operator's role commands: one LOGIN role per host, bound to its host_id; operators; readers.
+
+Run with the schema owner's DSN (a role with CREATEROLE, or a superuser): the groups,
+the binding table and the row-level security come from migration 0003; this module
+only creates login roles, grants group membership and writes ``host_roles``.
+
+Role names and host ids reach SQL only as ``psycopg.sql.Identifier`` or parameters.
+A password never reaches the server in clear, a log line or an error message: the
+server gets a SCRAM-SHA-256 verifier computed here (RFC 5802/7677, the form
+PostgreSQL stores), and a failed ALTER ROLE is reported without its statement.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from wgsyncd.store.db import StoreError, describe_connection, guarded
+
+HOST_GROUP = "wgsyncd_host"
+OPERATOR_GROUP = "wgsyncd_operator"
+READER_GROUP = "wgsyncd_reader"
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
+# server-side defaults of a host role: its sessions are bounded even where the agent's
+# own startup options do not arrive (pgbouncer drops `options`); the agent sets lower ones
+HOST_ROLE_SETTINGS = {
+    "lock_timeout": "10s",
+    "statement_timeout": "60s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """``SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>``: what the server keeps, not the password.
+
+    Sent as the role's PASSWORD, the server stores it as is (it recognises the format),
+    so the clear password never crosses the wire nor lands in the server's logs.
+    """
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}$"
+        f"{b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+@dataclass
+class HostBinding:
+    """One row of ``wgsyncd db hosts``."""
+
+    host_id: str
+    role_name: str | None
+    bound_at: datetime | None
+    machine_fp: str | None
+    last_seen: datetime | None
+    last_status: str | None
+
+
+def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+    """Whether a role of that name exists in the cluster (roles are cluster-wide)."""
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _ensure_login_role(conn: psycopg.Connection[Any], role: str, group: str, password: str | None) -> bool:
+    """Create ``role`` (LOGIN, member of ``group``) when missing, else add it to the group.
+
+    Returns whether it was created. The password, if any, is set as a SCRAM verifier.
+    """
+    created = False
+    if not _role_exists(conn, role):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        created = True
+    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+    if password is not None:
+        try:
+            with conn.transaction():  # a savepoint: the error below must not carry the statement
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(scram_verifier(password))
+                    )
+                )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"{describe_connection(conn)}: setting the password of role {role} failed: "
+                f"{type(exc).__name__}"
+            ) from None
+    return created
+
+
+def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: str | None = None) -> str:
+    """Bind LOGIN role ``role`` (created if missing, in wgsyncd_host) to ``host_id``.
+
+    Re-running with the same pair changes nothing (but sets the password if given).
+    A host_id bound to another role, or a role bound to another host_id, is refused:
+    ``remove-host`` first. Returns a one-line summary.
+    """
+    _check_name("host_id", host_id)
+    _check_name("role", role)
+    with guarded(conn, f"add-host {host_id}"), conn.transaction():
+        privileged = conn.execute(
+            "SELECT rolsuper OR rolbypassrls OR pg_has_role(rolname, current_user, 'MEMBER') "
+            "FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        if privileged and privileged[0]:
+            raise StoreError(
+                f"{describe_connection(conn)}: add-host: role {role} is a superuser, bypasses "
+                "row-level security or has the schema owner's rights; a host needs a role of its own"
+            )
+        conn.execute("LOCK TABLE host_roles IN SHARE ROW EXCLUSIVE MODE")  # two operators at once
+        for key, value, other in (("host_id", host_id, "role_name"), ("role_name", role, "host_id")):
+            row = conn.execute(
+                sql.SQL("SELECT {} FROM host_roles WHERE {} = %s").format(
+                    sql.Identifier(other), sql.Identifier(key)
+                ),
+                (value,),
+            ).fetchone()
+            if row is not None and row[0] != (role if key == "host_id" else host_id):
+                what = f"host_id {host_id} is already bound to role {row[0]}"
+                if key == "role_name":
+                    what = f"role {role} is already bound to host_id {row[0]}"
+                raise StoreError(
+                    f"{describe_connection(conn)}: add-host: {what}; run wgsyncd db remove-host first"
+                )
+        created = _ensure_login_role(conn, role, HOST_GROUP, password)
+        for name, value in HOST_ROLE_SETTINGS.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(role), sql.Identifier(name), sql.Literal(value)
+                )
+            )
+        conn.execute(
+            "INSERT INTO host_roles (role_name, host_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (role, host_id),
+        )
+    return f"host_id {host_id} bound to role {role}" + (" (role created)" if created else "")
+
+
+def remove_host(conn: psycopg.Connection[Any], host_id: str) -> str:
+    """Unbind ``host_id``: its role leaves wgsyncd_host (it can no longer read or write) and
+    the machine fingerprint is cleared (the next machine to sync as host_id is accepted).
+    The host's data and the login role itself stay (history; the role may own sessions)."""
+    with guarded(conn, f"remove-host {host_id}"), conn.transaction():
+        row = conn.execute(
+            "DELETE FROM host_roles WHERE host_id = %s RETURNING role_name", (host_id,)
+        ).fetchone()
+        conn.execute("UPDATE hosts SET machine_fp = NULL WHERE host_id = %s", (host_id,))
+        if row is None:
+            return f"host_id {host_id} was not bound to a role (machine fingerprint cleared)"
+        conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(HOST_GROUP), sql.Identifier(row[0])))
+    return f"host_id {host_id} unbound from role {row[0]}"
+
+
+def add_member(conn: psycopg.Connection[Any], role: str, group: str, password: str | None = None) -> str:
+    """``add-operator`` / ``add-reader``: LOGIN role ``role`` (created if missing) joins ``group``."""
+    _check_name("role", role)
+    with guarded(conn, f"add {group} member {role}"), conn.transaction():
+        created = _ensure_login_role(conn, role, group, password)
+    return f"role {role} is in {group}" + (" (role created)" if created else "")
+
+
+def hosts(conn: psycopg.Connection[Any]) -> list[HostBinding]:
+    """Every host that is bound or ever synced: binding, fingerprint, last sync and its status."""
+    with guarded(conn, "list hosts"), conn.transaction():
+        rows = conn.execute(
+            "SELECT coalesce(b.host_id, h.host_id), b.role_name, b.created_at, h.machine_fp, h.last_seen, "
+            "(SELECT s.status FROM sync_status s WHERE s.host_id = coalesce(b.host_id, h.host_id) "
+            " ORDER BY s.started_at DESC, s.id DESC LIMIT 1) "
+            "FROM host_roles b FULL JOIN hosts h ON h.host_id = b.host_id ORDER BY 1"
+        ).fetchall()
+    return [HostBinding(*r) for r in rows]
+
+
+def _check_name(what: str, value: str) -> None:
+    """Role names and host ids: 1-63 / 1-128 printable characters (PostgreSQL truncates at 63)."""
+    limit = 63 if what == "role" else 128
+    if not value or len(value.encode()) > limit or not value.isprintable():
+        raise StoreError(f"{what}: must be 1 to {limit} printable characters")
