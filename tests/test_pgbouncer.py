@@ -8,10 +8,9 @@ then the e2e suite's scenarios (sync, idle + change, concurrent hosts, restore,
 daemon cycles) with the agent's DSN pointing at pgbouncer. The tests' own checks
 read PostgreSQL directly, independent of the pooler.
 
-Migrations run over a direct connection here: `wgsyncd db migrate` still takes a
-session advisory lock (its replacement is another change; the strict xfail below
-shows the failure and turns red once it is fixed), so the agents run with
-``auto_migrate = false``, as a fleet behind a pooler should for now.
+`wgsyncd db migrate` works through the pooler too: it locks the schema_migrations
+table inside each migration's transaction, never a session advisory lock. The agents
+run with ``auto_migrate = false``, as hosts (their own roles) always do.
 """
 
 from __future__ import annotations
@@ -141,13 +140,6 @@ def test_old_settings_fail_with_duplicate_prepared_statement_new_ones_pass(
         )  # 2 hosts x 2 interfaces
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=store.StoreError,  # LockNotAvailable on the second migrate
-    reason="`db migrate` takes a SESSION advisory lock: the unlock lands on another server "
-    "connection, the lock stays on a pooled one and the next migrate hits lock_timeout. The "
-    "transaction-scoped migration lock replaces it (another branch): then drop this marker.",
-)
 def test_db_migrate_through_pgbouncer_leaves_no_lock(
     pg_cluster: PgCluster, small_bouncer: Callable[..., PgBouncer]
 ) -> None:

@@ -82,7 +82,17 @@ def test_operator_reads_every_host_and_restores_host_a_but_cannot_write(
     for args in (
         ["status", "--host", f.host_a, "--json"],
         ["history", "--host", f.host_a, "--json"],
-        ["restore", "--host", f.host_a, "--recovery-key", f.recovery_file, "--to-dir", str(tmp_path / "r")],
+        [
+            "restore",
+            "--host",
+            f.host_a,
+            "--recovery-key",
+            f.recovery_file,
+            "--trusted-keys",
+            f.trusted_keys,
+            "--to-dir",
+            str(tmp_path / "r"),
+        ],
     ):
         res = CliRunner().invoke(main, ["--config", str(cfg), *args])
         assert res.exit_code == 0, (args, res.output)
@@ -93,7 +103,7 @@ def test_operator_reads_every_host_and_restores_host_a_but_cannot_write(
         assert {f.host_a, f.host_b} <= hosts
         assert store.status(op, f.host_a)[0].host_id == f.host_a
         assert [v.version for v in versions.list_versions(op, f.host_a)] == [1]
-        loaded = restore.load(op, f.host_a, recovery_key_file=f.recovery_file)
+        loaded = restore.load(op, f.host_a, recovery_key_file=f.recovery_file, trusted_keys=f.trusted_keys)
         assert loaded.host_id == f.host_a and loaded.without_secrets == []
         assert loaded.interfaces["wg0"].private_key is not None
         assert {h.host_id for h in roles.hosts(op)} >= {f.host_a, f.host_b}

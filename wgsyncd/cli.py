@@ -247,14 +247,45 @@ def _password(path: str | None) -> str | None:
 @click.argument("host_id")
 @click.option("--role", required=True, help="The host's LOGIN role (created if missing).")
 @click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.option(
+    "--signing-key",
+    "signing_keys",
+    multiple=True,
+    help="Pin the host's verify key (`wgsyncd keys show-signing` on the host); repeatable.",
+)
+@click.option(
+    "--trusted-keys",
+    default=None,
+    help="Also pin --signing-key in this trust file (the one restore trusts; keep it offline).",
+)
 @click.pass_context
-def db_add_host(ctx: click.Context, host_id: str, role: str, password_file: str | None) -> None:
+def db_add_host(
+    ctx: click.Context,
+    host_id: str,
+    role: str,
+    password_file: str | None,
+    signing_keys: tuple[str, ...],
+    trusted_keys: str | None,
+) -> None:
     """Bind a host's LOGIN role to HOST_ID (owner DSN; re-running is harmless)."""
-    from wgsyncd.store import roles
+    from wgsyncd import signing
+    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.store import roles, signed
 
     password = _password(password_file)
-    with _database(_load(ctx)) as conn:
-        click.echo(roles.add_host(conn, host_id, role, password))
+    try:
+        keys = [signing.parse_verify_key(k, "--signing-key") for k in signing_keys]  # all checked first
+        with _database(_load(ctx)) as conn:
+            click.echo(roles.add_host(conn, host_id, role, password))
+            for key in keys:
+                done = "pinned" if signed.pin_signing_key(conn, host_id, key) else "already pinned"
+                click.echo(f"host {host_id}: signing key {key} {done} in the database")
+                if trusted_keys:
+                    trust.add_pin(trusted_keys, host_id, key)
+                    click.echo(f"host {host_id}: signing key {key} pinned in {trusted_keys}")
+    except (signing.SigningError, RestoreError) as exc:
+        click.echo(f"wgsyncd: db add-host: {exc}", err=True)
+        sys.exit(1)
 
 
 @db.command("remove-host")

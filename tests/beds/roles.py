@@ -20,10 +20,11 @@ import pytest
 from psycopg import sql
 
 from tests.beds.postgres import PgCluster, synthetic_state
-from wgsyncd import secrets, store
+from wgsyncd import secrets, signing, store
 from wgsyncd.config import DatabaseConfig
+from wgsyncd.restore import trust
 from wgsyncd.state import HostState
-from wgsyncd.store import roles
+from wgsyncd.store import roles, signed
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Fleet:
     reader: str
     recovery_public: str
     recovery_file: str
+    state_root: str  # <state_root>/signing-<host_id>: each host's state dir (signing key)
+    trusted_keys: str  # the operator's trust file, both hosts pinned
+
+    def state_dir(self, host_id: str) -> str:
+        """The state dir of ``host_id``'s agent: where its signing key lives."""
+        return f"{self.state_root}/signing-{host_id}"
 
     def dsn(self, user: str) -> str:
         """The database as ``user`` (trust auth in the bed)."""
@@ -71,11 +78,17 @@ def fleet(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Fleet]:
         f"wgs_ro_{sfx}",
         keys.public,
         str(tmp_path / "recovery.key"),
+        str(tmp_path),
+        str(tmp_path / "trusted-keys"),
     )
     with f.connect(owner) as conn:
         store.migrate(conn)
         assert "bound to role" in roles.add_host(conn, f.host_a, f.role_a)
         roles.add_host(conn, f.host_b, f.role_b)
+        for host_id in (f.host_a, f.host_b):  # `db add-host ... --signing-key KEY --trusted-keys FILE`
+            key = signing.load_or_create(f.state_dir(host_id)).verify_key
+            assert signed.pin_signing_key(conn, host_id, key)
+            trust.add_pin(f.trusted_keys, host_id, key)
         roles.add_member(conn, f.operator, roles.OPERATOR_GROUP)
         roles.add_member(conn, f.reader, roles.READER_GROUP)
     yield f
@@ -90,7 +103,7 @@ def sync(conn: psycopg.Connection[Any], state: HostState, fleet: Fleet, **kw: An
         started_at=datetime.now(UTC),
         agent_version="test",
         recovery_public_key=fleet.recovery_public,
-        **kw,
+        **{"signer": signing.signer_for(fleet.state_dir(state.host_id), state.host_id), **kw},
     )
 
 
