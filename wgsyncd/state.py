@@ -249,6 +249,9 @@ class SourceResult:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     errors: list[SourceError] = field(default_factory=list)
     available: bool = True
+    # conf files read but refused (a parse error above): interface -> (path, raw text),
+    # so the text is still sealed and backed up (store/versions.py)
+    unparsed: dict[str, tuple[str, Secret]] = field(default_factory=dict)
 
 
 class DriftKind(enum.StrEnum):
@@ -286,6 +289,7 @@ class HostState:
     drift: list[Drift] = field(default_factory=list)
     errors: list[SourceError] = field(default_factory=list)
     sources: dict[Source, bool] = field(default_factory=dict)  # source -> read fully
+    unparsed: dict[str, tuple[str, Secret]] = field(default_factory=dict)  # see SourceResult
 
     @property
     def partial(self) -> bool:

@@ -982,13 +982,17 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
         if want is not None and not want(ifname):
             continue
         path = os.path.join(cfg.directory, fname)
+        text: str | None = None
         try:
-            iface = _parse_cached(_read_text(path), path, seen)
+            text = _read_text(path)
+            iface = _parse_cached(text, path, seen)
         except ConfParseError as exc:
             if exc.lineno is None and not os.path.lexists(path):
                 log.debug("%s: vanished while reading the directory", path)
                 continue
             result.errors.append(SourceError(Source.CONF, exc.where, exc.message, interface=ifname))
+            if text is not None:  # refused, never guessed at; but its text is still backed up
+                result.unparsed[ifname] = (path, Secret(text))
             continue
         result.interfaces[ifname] = iface
     # compare as os.path.join built the keys: "/etc/wireguard/" must match its files too

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -159,6 +159,7 @@ class Content:
     doc: dict[str, Any]
     fresh: dict[str, dict[str, Any]]  # interface -> clear secrets, only those read this cycle
     sha256: str
+    unparsed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (sha, clear)
 
 
 def build_content(state: HostState, recovery_public: str | None, previous: dict[str, Any] | None) -> Content:
@@ -182,8 +183,29 @@ def build_content(state: HostState, recovery_public: str | None, previous: dict[
         ref = {"sha256": secrets_sha256(clear), "sealed_to": fp}
         out[name] = interface_doc(iface, ref)
         fresh[name] = clear
+    unparsed = _unparsed_confs(state, fp, out, fresh)
     doc = {"format": DOC_FORMAT, "interfaces": out}
-    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc))
+    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc), unparsed=unparsed)
+
+
+def _unparsed_confs(
+    state: HostState, fp: str | None, out: dict[str, Any], fresh: dict[str, dict[str, Any]]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Conf files wg-quick would refuse: their raw text is sealed on its own and referenced
+    as ``unparsed_conf`` beside the interface's last good (or kernel-only) document, so a
+    broken file is backed up and makes a version when it changes, but is never restored
+    as if it had been understood."""
+    sealed: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, (path, text) in sorted(state.unparsed.items()):
+        if name not in out:
+            empty = Interface(name=name, conf_path=path)
+            fresh[name] = interface_secrets(empty)
+            out[name] = interface_doc(empty, {"sha256": secrets_sha256(fresh[name]), "sealed_to": fp})
+        clear = {"conf_text": text.reveal()}
+        ref = {"sha256": secrets_sha256(clear), "sealed_to": fp, "conf_path": path}
+        out[name] = {**out[name], "unparsed_conf": ref}
+        sealed[name] = (ref["sha256"], clear)
+    return sealed
 
 
 # ---------------------------------------------------------------- writing (inside write_cycle)
@@ -263,12 +285,14 @@ def _store_secrets(
     tx: Any, host_id: str, now: datetime, content: Content, recovery_public: str | None
 ) -> None:
     """Seal each interface's fresh secrets once; a blob already stored is not written again."""
-    if not recovery_public or not content.fresh:
+    if not recovery_public or not (content.fresh or content.unparsed):
         return
     fp = key_fingerprint(recovery_public)
     rows = []
     for name, clear in sorted(content.fresh.items()):
         sha = content.doc["interfaces"][name]["secrets"]["sha256"]
+        rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
+    for name, (sha, clear) in sorted(content.unparsed.items()):
         rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
     tx.executemany(
         "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
