@@ -863,6 +863,9 @@ def parse_conf(text: str, path: str) -> Interface:
 # a file rewritten while it is read is read again, at most this often, then reported
 READ_ATTEMPTS = 5
 _RETRY_PAUSE_S = 0.01  # x attempt: gives a writer between truncate and write a moment
+# a file modified this recently may be between an editor's truncate and its last write:
+# it is read once more after a pause and must come back the same (same size, times, inode)
+SETTLE_NS = 50_000_000
 
 
 def _after_stat(path: str) -> None:
@@ -874,8 +877,8 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _read_once(path: str) -> tuple[bytes, bool]:
-    """One read of the file: (bytes, whether the file stayed the same file, unchanged, throughout)."""
+def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
+    """One read of the file: (bytes, its identity if it stayed the same file, unchanged, throughout)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -904,22 +907,32 @@ def _read_once(path: str) -> tuple[bytes, bool]:
         and _identity(now) == _identity(after)
         and len(data) == after.st_size
     )
-    return data, stable
+    return data, _identity(after) if stable else None
+
+
+def _settle_pause(ident: tuple[int, ...]) -> float:
+    """Seconds until the file's last change is SETTLE_NS old (at most SETTLE_NS: a future mtime)."""
+    return min(SETTLE_NS, max(0, max(ident[3], ident[4]) + SETTLE_NS - time.time_ns())) / 1e9
 
 
 def _read_bytes(path: str) -> bytes:
     """The whole file as one consistent snapshot: never half of an in-place rewrite.
 
     A file whose size, mtime, ctime or inode changed during the read (or whose
-    length differs from its size) is read again, up to READ_ATTEMPTS times.
+    length differs from its size) is read again, up to READ_ATTEMPTS times. A file
+    modified within SETTLE_NS must also read the same after a pause: a writer stopped
+    between truncate and write leaves a half file that is stable for a moment.
     """
+    settling: tuple[int, ...] | None = None
     for attempt in range(1, READ_ATTEMPTS + 1):
-        data, stable = _read_once(path)
-        if stable:
+        data, ident = _read_once(path)
+        if ident is not None and (ident == settling or time.time_ns() - max(ident[3], ident[4]) >= SETTLE_NS):
             return data
-        log.debug("%s: changed while being read (attempt %d); reading again", path, attempt)
+        settling = ident
+        what = "just modified" if ident is not None else "changed while being read"
+        log.debug("%s: %s (attempt %d); reading again", path, what, attempt)
         if attempt < READ_ATTEMPTS:
-            time.sleep(_RETRY_PAUSE_S * attempt)
+            time.sleep(_settle_pause(ident) if ident is not None else _RETRY_PAUSE_S * attempt)
     raise ConfParseError(path, None, "file", f"changed while being read, {READ_ATTEMPTS} times in a row")
 
 
