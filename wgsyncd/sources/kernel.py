@@ -105,10 +105,20 @@ def normalise_prefix(text: str) -> str:
     return f"{socket.inet_ntop(family, socket.inet_pton(family, addr))}/{bits}"
 
 
+# the last second of year 9999: the latest time a datetime (and PostgreSQL's column) can hold
+MAX_HANDSHAKE_SEC = 253402300799
+
+
 def handshake_time(seconds: int) -> datetime | None:
-    """0 means "never" (None); otherwise an aware UTC datetime with wg's seconds precision."""
+    """0 means "never" (None); otherwise an aware UTC datetime with wg's seconds precision.
+
+    A negative or absurd value (a broken daemon, a fuzzed reply) is a StateError, not a
+    crash in datetime: the reader reports the interface as unreadable.
+    """
     if seconds == 0:
         return None
+    if not 0 < seconds <= MAX_HANDSHAKE_SEC:
+        raise StateError("latest handshake time out of range")
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
