@@ -175,3 +175,9 @@ def test_whitespace_and_case_are_ascii_only() -> None:
     # a no-break space inside a DNS value is not a separator to bash, nor a space to trim
     assert parse("[Interface]\nDNS = a\u00a0b, c\n").dns == ("a\u00a0b", "c")
     assert parse("[Interface]\nPostUp = echo x\u00a0\n").post_up == ("echo x\u00a0",)
+
+
+def test_only_the_last_mtu_reaches_ip() -> None:
+    # found by the conf fuzzer: wg-quick keeps MTU as text, last wins, and only that goes to ip
+    assert parse("[Interface]\nMTU = 08\nMTU = 1280\n").mtu == 1280
+    assert parse("[Interface]\nMTU = 1280\nMTU =\n").mtu is None

@@ -718,7 +718,7 @@ class _IfaceValues:
     fwmark: int | None = None
     addresses: list[str] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
-    mtu: int | None = None
+    mtu: tuple[str, _Line] | None = None  # the last MTU line: only it reaches `ip`
     table: str | None = None
     hooks: dict[str, list[str]] = field(default_factory=lambda: {v: [] for v in _HOOKS.values()})
     save_config: bool = False
@@ -758,7 +758,7 @@ def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues, wgquick: b
         elif key == "dns":
             vals.dns.extend(cv.ifs_split(value.replace(",", " ")))
         elif key == "mtu":  # wg-quick: last wins, empty means "automatic"; `ip` reads it
-            vals.mtu = _parse_mtu(value) if value else None
+            vals.mtu = (value, line) if value else None
         elif key == "table":
             vals.table = value or None
         elif key in _HOOKS:
@@ -779,6 +779,12 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
         comments.extend(block.comments)
         for line in block.kvs:
             _apply_interface_line(path, line, vals, block.wgquick)
+    mtu = None
+    if vals.mtu is not None:  # wg-quick keeps the last MTU as text; only that one goes to `ip`
+        try:
+            mtu = _parse_mtu(vals.mtu[0])
+        except _FieldError as exc:
+            raise ConfParseError(path, vals.mtu[1].no, "MTU", str(exc)) from None
     iface = Interface(
         name=name,
         private_key=vals.private_key,
@@ -787,7 +793,7 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
         fwmark=vals.fwmark,
         addresses=tuple(vals.addresses),
         dns=tuple(vals.dns),
-        mtu=vals.mtu,
+        mtu=mtu,
         table=vals.table,
         pre_up=tuple(vals.hooks["pre_up"]),
         post_up=tuple(vals.hooks["post_up"]),
