@@ -136,9 +136,12 @@ def endpoint(draw: st.DrawFn) -> str:
 
 
 @st.composite
-def address_words(draw: st.DrawFn) -> list[str]:
-    """Distinct addresses (ip refuses a second copy) in ip's spellings."""
-    hosts = draw(st.lists(st.integers(1, 250), min_size=1, max_size=3, unique=True))
+def address_words(draw: st.DrawFn, used: set[int]) -> list[str]:
+    """Addresses new to the file (ip refuses a second copy: wg-quick up fails) in ip's spellings."""
+    hosts = [
+        h for h in draw(st.lists(st.integers(1, 250), min_size=1, max_size=3, unique=True)) if h not in used
+    ]
+    used.update(hosts)
     out = []
     for h in hosts:
         if draw(st.booleans()):
@@ -152,6 +155,7 @@ def address_words(draw: st.DrawFn) -> list[str]:
 @st.composite
 def interface_lines(draw: st.DrawFn, private: str | None) -> list[bytes]:
     lines = []
+    used: set[int] = set()
     if private is not None:
         lines.append(draw(kv("PrivateKey", private)))
     choices = draw(
@@ -169,7 +173,9 @@ def interface_lines(draw: st.DrawFn, private: str | None) -> list[bytes]:
             )
         elif c == "addr":
             sep = draw(st.sampled_from([", ", ",", " ", "\t"]))
-            lines.append(draw(kv("Address", sep.join(draw(address_words())), wg_key=False)))
+            words = draw(address_words(used))
+            if words:
+                lines.append(draw(kv("Address", sep.join(words), wg_key=False)))
         elif c == "dns":
             words = draw(
                 st.lists(
