@@ -181,3 +181,15 @@ def test_only_the_last_mtu_reaches_ip() -> None:
     # found by the conf fuzzer: wg-quick keeps MTU as text, last wins, and only that goes to ip
     assert parse("[Interface]\nMTU = 08\nMTU = 1280\n").mtu == 1280
     assert parse("[Interface]\nMTU = 1280\nMTU =\n").mtu is None
+
+
+def test_an_address_ip_would_refuse_twice_is_an_error() -> None:
+    # measured with ip: IPv4 refuses the same address/prefix (however spelled), IPv6 the same address
+    from tests.unit.test_conffiles import parse_error
+
+    assert "twice" in parse_error("[Interface]\nAddress = 10.0.0.1/24\nAddress = 10.0.0.01/24\n").message
+    assert parse_error("[Interface]\nAddress = fd00::1/64, fd00::1/128\n").where.endswith(":2 Address")
+    assert parse("[Interface]\nAddress = 10.0.0.1/24, 10.0.0.1/32\n").addresses == (
+        "10.0.0.1/24",
+        "10.0.0.1/32",
+    )

@@ -477,6 +477,17 @@ def _parse_address(value: str) -> list[str]:
     return out
 
 
+def _address_key(address: str) -> str:
+    """What the kernel refuses twice: an IPv4 address with its prefix, an IPv6 address with any."""
+    return address.split("/")[0] if ":" in address else address
+
+
+def _check_new_address(seen: list[str], address: str) -> None:
+    """wg-quick runs ``ip address add`` per entry: a repeat fails it (EEXIST) and wg-quick up stops."""
+    if any(_address_key(a) == _address_key(address) for a in seen):
+        raise _FieldError("address given twice (ip refuses the second; wg-quick up fails)")
+
+
 def _parse_bool(value: str) -> bool:
     """wg-quick's read_bool: true or false, any case, nothing else."""
     if cv.lower(value) in ("true", "false"):
@@ -754,7 +765,9 @@ def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues, wgquick: b
         elif key == "fwmark":
             vals.fwmark = int(_wgfield(path, line, canonical, _parse_fwmark))  # type: ignore[call-overload]
         elif key == "address":
-            vals.addresses.extend(_parse_address(value))
+            for address in _parse_address(value):
+                _check_new_address(vals.addresses, address)
+                vals.addresses.append(address)
         elif key == "dns":
             vals.dns.extend(cv.ifs_split(value.replace(",", " ")))
         elif key == "mtu":  # wg-quick: last wins, empty means "automatic"; `ip` reads it
