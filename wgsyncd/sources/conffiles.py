@@ -11,6 +11,14 @@ so their rules are the rules here, not those of any Python library:
 - AllowedIPs come back from the kernel masked and printed by glibc's inet_ntop,
   so they are stored the same way (``10.0.0.5/24`` -> ``10.0.0.0/24``); Address
   keeps its host bits (it is the interface's own address).
+- What wg-quick runs is read, the way wg, ip and bash read it (confvalues.py): ports
+  through getaddrinfo, MTU and Address as ``ip`` parses them, ASCII-only whitespace
+  and case, Latin-1 bytes; repeated [Peer] keys merge as ``wg setconf`` applies them,
+  a prefix stays with its last peer, the interface's own key is no peer, zero keys
+  are none, a private key is clamped. Suspicious files get a warning naming the
+  line; ``#! `` disabled blocks are never an error. A file a tool refuses is an
+  error (and its raw text is still sealed, see SourceResult.unparsed).
+- A file rewritten while it is read is read again (_read_bytes), never half.
 
 wgconfig (the library wgrest v1 uses to edit these files) is run on every file as a
 structural cross-check: its peer set and disabled flags are compared with ours, and a
