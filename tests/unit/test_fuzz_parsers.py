@@ -381,3 +381,34 @@ def test_config_file_loads_or_names_the_key(tmp_path_factory: Any, top: dict, se
         return
     assert cfg.daemon.interval > 0 and cfg.wgrest.per_page >= 1
     count("config file", "accepted")
+
+
+# ---------------------------------------------------------------- what the fuzzers found, kept as tests
+
+
+def test_found_uapi_values_that_crashed_or_gave_wrong_rows() -> None:
+    pub = "01" * 32
+    base = f"public_key={pub}\n"
+    for bad in (
+        "rx_bytes=-1",  # int() took it: a negative counter row
+        "tx_bytes=1_000",  # int() took it: an underscore number
+        "persistent_keepalive_interval=+5",
+        "rx_bytes=18446744073709551616",  # past u64
+        "last_handshake_time_sec=99999999999999",  # datetime overflow: a crash, not an error
+        "endpoint=1.2.3.x:5",  # inet_pton raises OSError: a crash, not an error
+        "allowed_ip=1.2.3.x/32",
+        "allowed_ip=1.2.3.4/+3",
+    ):
+        text = base + bad + "\nerrno=0\n\n"
+        try:
+            uapi.parse_uapi("wgf", text)
+        except InterfaceReadError as exc:
+            assert "line 2" in str(exc) or "handshake" in str(exc), (bad, str(exc))
+        else:
+            raise AssertionError(f"accepted {bad!r}")
+        try:
+            uapi.parse_reply("wgf", text.encode(), {}, {})
+        except InterfaceReadError:
+            pass
+        else:
+            raise AssertionError(f"accepted {bad!r}")
