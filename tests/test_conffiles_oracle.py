@@ -152,7 +152,8 @@ def wg_quick_parse(path: Path) -> tuple[int, dict[str, list[str]]]:
         ["bash", "-c", WGQUICK_PARSE, "wgquick-parse", str(path)],
         capture_output=True,
         timeout=20,
-        env={**os.environ, "WGQUICK": shutil.which("wg-quick") or "wg-quick"},
+        # wg-quick runs with `export LC_ALL=C` (its line 9): ASCII [[:space:]] and case folding
+        env={**os.environ, "LC_ALL": "C", "WGQUICK": shutil.which("wg-quick") or "wg-quick"},
     )
     values: dict[str, list[str]] = {}
     for record in out.stdout.decode().split("\0"):

@@ -296,6 +296,7 @@ def merge(
     state = HostState(host_id=host_id, hostname=hostname, collected_at=collected_at)
     for res in results:
         state.errors.extend(res.errors)
+        state.unparsed.update(res.unparsed)
         if res.available:
             state.sources[res.source] = not any(e.interface is None for e in res.errors)
     by_name: dict[str, dict[Source, Interface]] = {}

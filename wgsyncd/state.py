@@ -253,6 +253,9 @@ class SourceResult:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     errors: list[SourceError] = field(default_factory=list)
     available: bool = True
+    # conf files read but refused (a parse error above): interface -> (path, raw text),
+    # so the text is still sealed and backed up (store/versions.py)
+    unparsed: dict[str, tuple[str, Secret]] = field(default_factory=dict)
 
 
 class DriftKind(enum.StrEnum):
@@ -293,6 +296,7 @@ class HostState:
     # interface -> which incarnation the counters were read from (sources/identity.py);
     # a change means the counters restarted, whatever their values say
     interface_ids: dict[str, str] = field(default_factory=dict)
+    unparsed: dict[str, tuple[str, Secret]] = field(default_factory=dict)  # see SourceResult
 
     @property
     def partial(self) -> bool:

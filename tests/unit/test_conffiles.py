@@ -20,7 +20,15 @@ def key(n: int) -> str:
     return base64.b64encode(bytes([n]) * 31 + bytes([n ^ 0x5A])).decode()
 
 
-PRIV = key(1)
+def clamped(b64: str) -> str:
+    """A private key as wg keeps it (clamped), so the conf's key equals the kernel's."""
+    raw = bytearray(base64.b64decode(b64))
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()
+
+
+PRIV = clamped(key(1))
 PSK = key(2)
 A, B, C = key(10), key(11), key(12)
 
@@ -419,7 +427,11 @@ def test_disabled_line_outside_a_disabled_peer_is_a_comment() -> None:
         ("[Interface]\nListenPort = 1\n[Peers]\n", 3, "[Peers]", "unknown section"),
         ("[Interface]\nListenPort = 1\nnonsense here\n", 3, "[Interface]", "'='"),
         ("[Interface]\nListenPort = fifty\n", 2, "ListenPort", "port"),
-        ("[Interface]\nListenPort = 70000\n", 2, "ListenPort", "port"),
+        ("[Interface]\nListenPort = 0x10\n", 2, "ListenPort", "port"),
+        ("[Interface]\nMTU = 08\n", 2, "MTU", "MTU"),
+        (f"[Peer]\nPublic\u212aey = {A}\n", 2, "key", "unknown [Peer] key"),  # Kelvin sign is not k to wg
+        (f"[Peer]\nPublicKey\u00a0= {A}\n", 2, "key", "unknown [Peer] key"),  # nor a no-break space a space
+        ("[Interface]\nSaveConfig\n", 2, "SaveConfig", "true or false"),
         ("[Interface]\nMTU = big\n", 2, "MTU", "MTU"),
         (f"[Peer]\nPublicKey = {A}\nPersistentKeepalive = soon\n", 3, "PersistentKeepalive", "seconds"),
         (f"[Peer]\nPublicKey = {A}\nPersistentKeepalive = 65536\n", 3, "PersistentKeepalive", "seconds"),
@@ -432,8 +444,6 @@ def test_disabled_line_outside_a_disabled_peer_is_a_comment() -> None:
         (f"[Peer]\nPublicKey = {A}\nEndpoint = 192.0.2.1\n", 3, "Endpoint", "port"),
         (f"[Peer]\nPublicKey = {A}\nEndpoint = [fd00::1:51820\n", 3, "Endpoint", "port"),
         ("[Peer]\nAllowedIPs = 10.0.0.2/32\n", 1, "PublicKey", "no PublicKey"),
-        (f"[Peer]\nPublicKey = {A}\n\n[Peer]\nPublicKey = {A}\n", 4, "PublicKey", "line 1"),
-        (f"[Peer]\nPublicKey = {A}\n#! [Peer]\n#! PublicKey = {A}\n", 3, "PublicKey", "duplicate"),
         ("ListenPort = 1\n[Interface]\n", 1, "ListenPort", "before any"),
         ("[Interface]\nPublicKey = x\n", 2, "PublicKey", "unknown [Interface] key"),
         (f"[Peer]\nPublicKey = {A}\nAddress = 10.0.0.2/32\n", 3, "Address", "unknown [Peer] key"),
@@ -478,14 +488,12 @@ def test_bad_file_gives_one_error_and_no_interface(tmp_path: Path) -> None:
             "good.conf": FULL,
             "bad.conf": f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {A}\n"
             "PersistentKeepalive = x\n",
-            "utf.conf": b"[Interface]\n# caf\xe9\n",
         },
     )
     result = read(cfg)
     assert result.available and list(result.interfaces) == ["good"]
     assert [(e.source, e.interface, e.where) for e in result.errors] == [
         (Source.CONF, "bad", f"{tmp_path}/bad.conf:5 PersistentKeepalive"),
-        (Source.CONF, "utf", f"{tmp_path}/utf.conf:2 encoding"),
     ]
 
 

@@ -15,7 +15,11 @@ from wgsyncd.store import versions
 
 
 def key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
+    """A random key, clamped: a private key reads back from a conf as wg keeps it (clamped)."""
+    raw = bytearray(os.urandom(32))
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()
 
 
 def sample() -> Interface:

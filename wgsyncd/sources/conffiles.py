@@ -11,6 +11,14 @@ so their rules are the rules here, not those of any Python library:
 - AllowedIPs come back from the kernel masked and printed by glibc's inet_ntop,
   so they are stored the same way (``10.0.0.5/24`` -> ``10.0.0.0/24``); Address
   keeps its host bits (it is the interface's own address).
+- What wg-quick runs is read, the way wg, ip and bash read it (confvalues.py): ports
+  through getaddrinfo, MTU and Address as ``ip`` parses them, ASCII-only whitespace
+  and case, Latin-1 bytes; repeated [Peer] keys merge as ``wg setconf`` applies them,
+  a prefix stays with its last peer, the interface's own key is no peer, zero keys
+  are none, a private key is clamped. Suspicious files get a warning naming the
+  line; ``#! `` disabled blocks are never an error. A file a tool refuses is an
+  error (and its raw text is still sealed, see SourceResult.unparsed).
+- A file rewritten while it is read is read again (_read_bytes), never half.
 
 wgconfig (the library wgrest v1 uses to edit these files) is run on every file as a
 structural cross-check: its peer set and disabled flags are compared with ours, and a
@@ -26,6 +34,7 @@ Sources only read: nothing here writes a file.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import ipaddress
@@ -34,6 +43,7 @@ import os
 import re
 import socket
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +51,7 @@ from pathlib import Path
 import wgconfig
 
 from wgsyncd.config import ConfConfig
+from wgsyncd.sources import confvalues as cv
 from wgsyncd.state import (
     CONF_NAME_RE,
     Interface,
@@ -156,9 +167,13 @@ def _redact_comment(text: str) -> str:
     return text
 
 
-def _nospace(text: str) -> str:
-    """``wg`` drops every whitespace character of a line before parsing it."""
-    return re.sub(r"\s+", "", text)
+_nospace = cv.nospace  # ``wg`` drops every ASCII whitespace character of a line
+
+
+def _warn(path: str, lineno: int | None, field_name: str, message: str) -> None:
+    """A file wg-quick runs but a human should look at: one line naming file, line, field."""
+    where = path if lineno is None else f"{path}:{lineno} {field_name}"
+    log.warning("%s: %s", where, message)
 
 
 def _split_lines(text: str) -> list[str]:
@@ -170,38 +185,44 @@ def _split_lines(text: str) -> list[str]:
 
 
 def _classify_plain(no: int, s: str) -> _Line:
-    """Classify an already stripped line with wg-quick's rules (comment at first ``#``)."""
+    """Classify an already stripped line with wg-quick's rules (comment at first ``#``).
+
+    Whitespace and case are ASCII only, as bash's ``[[:space:]]``/nocasematch and wg's
+    ``isspace``/``strcasecmp`` treat these keys: a no-break space is not trimmed and the
+    Kelvin sign is not ``k``. A line without ``=`` keeps its text as key and value:
+    wg-quick's ``${stripped#*=}`` is then the whole line (a bare ``DNS`` line is DNS "DNS").
+    """
     if not s:
         return _Line(no, "blank")
     code, hash_, rest = s.partition("#")
-    code = code.strip()
+    code = cv.strip(code)
     if not code:
         return _Line(no, "comment", comment=s)
     inline = hash_ + rest
     key, eq, value = code.partition("=")
-    key = key.strip()
+    key = cv.strip(key)
     if key.startswith("["):
         return _Line(
             no,
             "header",
-            key=_nospace(code).lower(),
+            key=cv.lower(_nospace(code)),
             raw_key=code,
             comment=inline,
-            wgquick=key.lower() == "[interface]",
+            wgquick=cv.lower(key) == "[interface]",
         )
     if not eq:
-        return _Line(no, "noeq", comment=inline)
-    return _Line(no, "kv", key=key.lower(), raw_key=key, value=value.strip(), comment=inline)
+        return _Line(no, "noeq", key=cv.lower(code), raw_key=code, value=code, comment=inline)
+    return _Line(no, "kv", key=cv.lower(key), raw_key=key, value=cv.strip(value), comment=inline)
 
 
 def _classify(no: int, line: str) -> _Line:
     """Classify one raw line; ``#! `` lines (wgconfig's disabled peers) are classified inside."""
-    s = line.strip()
+    s = cv.strip(line)
     if s == "#!" or s.startswith("#! "):
-        inner = _classify_plain(no, s[3:].strip())
+        inner = _classify_plain(no, cv.strip(s[3:]))
         inner.disabled = True
         if inner.kind == "comment":
-            inner.comment = s[3:].strip()
+            inner.comment = cv.strip(s[3:])
         return inner
     return _classify_plain(no, s)
 
@@ -249,7 +270,7 @@ class _Builder:
 
     def _as_comment(self, line: _Line, raw: str) -> None:
         """Keep a line wg-quick sees as a comment (a stray ``#! `` line) as a comment."""
-        self.pending.append(_redact_comment(raw.strip()))
+        self.pending.append(_redact_comment(cv.strip(raw)))
 
     def add(self, line: _Line, raw: str) -> None:
         """Place one classified line."""
@@ -300,6 +321,20 @@ class _Builder:
             raise ConfParseError(
                 self.path, line.no, known or "line", "key before any [Interface] or [Peer] section"
             )
+        if (
+            line.kind == "noeq"
+            and section.kind == "interface"
+            and section.wgquick
+            and line.key in _WGQUICK_KEYS
+        ):
+            # wg-quick reads the bare word as the value (`DNS` alone is the search domain "DNS")
+            _warn(
+                self.path,
+                line.no,
+                _WGQUICK_KEYS[line.key],
+                "line has no '='; wg-quick reads its own name as the value",
+            )
+            line.kind = "kv"
         if line.kind == "noeq":
             raise ConfParseError(
                 self.path,
@@ -338,7 +373,7 @@ def _parse_uint(value: str, maximum: int, what: str) -> int:
 
 def _parse_fwmark(value: str) -> int:
     """``off``, a decimal number or ``0x`` hex, as ``wg`` accepts (``0X`` is refused by wg too)."""
-    if value.lower() == "off":
+    if cv.lower(value) == "off":
         return 0
     try:
         if len(value) > 2 and value.startswith("0x"):
@@ -354,9 +389,25 @@ def _parse_fwmark(value: str) -> int:
     return number
 
 
+def _parse_port(value: str) -> int:
+    """ListenPort through getaddrinfo, as wg reads it."""
+    try:
+        return cv.wg_port(value)
+    except cv.ValueProblem as exc:
+        raise _FieldError(str(exc)) from None
+
+
+def _parse_mtu(value: str) -> int:
+    """MTU as ``ip link set mtu`` reads it (``0x500``, octal ``01420``)."""
+    try:
+        return cv.ip_mtu(value)
+    except cv.ValueProblem as exc:
+        raise _FieldError(str(exc)) from None
+
+
 def _parse_keepalive(value: str) -> int:
     """``off`` or seconds 0-65535; ``off`` is 0 as in ``wg show``."""
-    if value.lower() == "off":
+    if cv.lower(value) == "off":
         return 0
     return _parse_uint(value, 65535, "off or seconds")
 
@@ -389,8 +440,10 @@ def _parse_allowed_ips(value: str) -> list[str]:
 def _parse_endpoint(value: str) -> str:
     """``host:port``, ``[v6]:port`` or unbracketed v6 (wg splits at the last colon).
 
-    IP literals are normalised to what ``wg show`` prints; DNS names are kept as written
-    (the kernel only ever shows the address they resolved to).
+    The port is read through getaddrinfo as wg does (``https``, ``+51820``, ``70000``);
+    an IPv4 host too (``10.1`` is 10.0.0.1). IP literals are normalised to what
+    ``wg show`` prints; DNS names are kept as written (the kernel only ever shows the
+    address they resolved to) and never looked up here.
     """
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
@@ -401,7 +454,14 @@ def _parse_endpoint(value: str) -> str:
         host, sep, port_text = value.rpartition(":")
         if not sep or not host or not port_text:
             raise _FieldError("not host:port")
-    port = _parse_uint(port_text, 65535, "a port number")
+    try:
+        port = cv.wg_port(port_text)
+    except cv.ValueProblem as exc:
+        raise _FieldError(f"{exc} after the last ':'") from None
+    if ":" not in host:
+        v4 = cv.numeric_ipv4(host)
+        if v4 is not None:
+            return f"{v4}:{port}"
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -415,21 +475,31 @@ def _parse_endpoint(value: str) -> str:
 
 
 def _parse_address(value: str) -> list[str]:
-    """Address entries, comma or space separated; host bits kept, prefix made explicit."""
+    """Address entries as wg-quick splits them (commas, IFS) and ``ip address add`` reads them."""
     out = []
-    for item in value.replace(",", " ").split():
+    for item in cv.ifs_split(value.replace(",", " ")):
         try:
-            iface = ipaddress.ip_interface(item)
-        except ValueError:
-            raise _FieldError("not an IP address with optional /prefix") from None
-        out.append(f"{_ntop(iface.ip)}/{iface.network.prefixlen}")
+            out.append(cv.ip_address(item))
+        except cv.ValueProblem as exc:
+            raise _FieldError(str(exc)) from None
     return out
+
+
+def _address_key(address: str) -> str:
+    """What the kernel refuses twice: an IPv4 address with its prefix, an IPv6 address with any."""
+    return address.split("/")[0] if ":" in address else address
+
+
+def _check_new_address(seen: list[str], address: str) -> None:
+    """wg-quick runs ``ip address add`` per entry: a repeat fails it (EEXIST) and wg-quick up stops."""
+    if any(_address_key(a) == _address_key(address) for a in seen):
+        raise _FieldError("address given twice (ip refuses the second; wg-quick up fails)")
 
 
 def _parse_bool(value: str) -> bool:
     """wg-quick's read_bool: true or false, any case, nothing else."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    if cv.lower(value) in ("true", "false"):
+        return cv.lower(value) == "true"
     raise _FieldError("must be true or false")
 
 
@@ -474,13 +544,22 @@ def _key(value: str) -> str:
     return parse_key(value, "key")
 
 
-def _build_peer(path: str, block: _Block) -> Peer:
-    """One [Peer] block (enabled or ``#! `` disabled) as a Peer; last scalar wins like wg."""
-    public_key: str | None = None
-    psk: Secret | None = None
-    allowed: list[str] = []
+@dataclass
+class _PeerBlock:
+    """What one [Peer] block sets; None = the block has no such line (wg leaves it as it was)."""
+
+    block: _Block
+    public_key: str
+    psk: tuple[Secret | None] | None = None  # (value or None for "none") when the block sets it
+    allowed: list[tuple[str, int]] = field(default_factory=list)  # (prefix, line)
     endpoint: str | None = None
-    keepalive = 0
+    keepalive: int | None = None
+
+
+def _read_peer_block(path: str, block: _Block) -> _PeerBlock:
+    """One [Peer] block's lines, each checked the way wg checks it; last line of a key wins."""
+    public_key: str | None = None
+    out = _PeerBlock(block, "")
     for line in block.kvs:
         canonical = _PEER_KEYS.get(_nospace(line.key))
         if canonical is None:
@@ -489,29 +568,157 @@ def _build_peer(path: str, block: _Block) -> Peer:
         if canonical == "PublicKey":
             public_key = str(_wgfield(path, line, canonical, _key))
         elif canonical == "PresharedKey":
-            psk = Secret(str(_wgfield(path, line, canonical, _key)))
+            psk = cv.wg_key_or_none(str(_wgfield(path, line, canonical, _key)))
+            out.psk = (Secret(psk) if psk else None,)
         elif canonical == "AllowedIPs":
-            allowed.extend(_wgfield(path, line, canonical, _parse_allowed_ips))  # type: ignore[arg-type]
+            items = _wgfield(path, line, canonical, _parse_allowed_ips)
+            out.allowed.extend((ip, line.no) for ip in items)  # type: ignore[attr-defined]
         elif canonical == "Endpoint":
-            endpoint = str(_wgfield(path, line, canonical, _parse_endpoint))
+            out.endpoint = str(_wgfield(path, line, canonical, _parse_endpoint))
         else:
-            keepalive = int(_wgfield(path, line, canonical, _parse_keepalive))  # type: ignore[call-overload]
+            out.keepalive = int(_wgfield(path, line, canonical, _parse_keepalive))  # type: ignore[call-overload]
     if public_key is None:
         raise ConfParseError(path, block.header_no, "PublicKey", "[Peer] has no PublicKey (wg refuses it)")
-    peer = Peer(
-        public_key=public_key,
-        preshared_key=psk,
-        allowed_ips=tuple(allowed),
-        endpoint=endpoint,
-        persistent_keepalive=keepalive,
-        name=_peer_name(block),
-        comments=tuple(block.comments),
-        disabled=block.disabled,
-    )
-    _set_provenance(peer, ("public_key", "preshared_key", "allowed_ips", "endpoint"))
-    _set_provenance(peer, ("persistent_keepalive", "name", "comments", "disabled"))
-    peer.provenance = shared(peer.provenance)
-    return peer
+    out.public_key = public_key
+    return out
+
+
+class _PeerDraft:
+    """One peer being applied block by block, as ``wg setconf`` applies repeated blocks.
+
+    Each block overrides what it sets; its AllowedIPs replace the peer's (wg sends
+    ``replace_allowed_ips`` for every block). Comments and names of all blocks are kept.
+    """
+
+    def __init__(self, first: _PeerBlock) -> None:
+        self.blocks = [first.block]
+        self.public_key = first.public_key
+        self.psk: Secret | None = None
+        self.allowed: dict[str, None] = {}  # ordered set: insertion order is wg's order
+        self.endpoint: str | None = None
+        self.keepalive = 0
+
+    def apply(self, pb: _PeerBlock, owner: dict[str, _PeerDraft] | None, path: str) -> None:
+        """Apply one block; ``owner`` (live peers only) moves a prefix to its last claimant."""
+        if pb.block is not self.blocks[0]:
+            self.blocks.append(pb.block)
+        if pb.psk is not None:
+            self.psk = pb.psk[0]
+        if pb.endpoint is not None:
+            self.endpoint = pb.endpoint
+        if pb.keepalive is not None:
+            self.keepalive = pb.keepalive
+        if owner is not None:
+            for prefix in self.allowed:
+                owner.pop(prefix, None)
+        self.allowed = {}
+        for prefix, lineno in pb.allowed:
+            other = owner.get(prefix) if owner is not None else None
+            if other is not None and other is not self:
+                del other.allowed[prefix]
+                _warn(
+                    path, lineno, "AllowedIPs", "prefix also in an earlier peer; wg gives it to this one only"
+                )
+            self.allowed.pop(prefix, None)  # wg moves a repeated prefix to the end of the list
+            self.allowed[prefix] = None
+            if owner is not None:
+                owner[prefix] = self
+
+    def peer(self, disabled: bool) -> Peer:
+        """The Peer wg would run (or the disabled peer the file describes)."""
+        comments: list[str] = []
+        for b in self.blocks:
+            comments.extend(b.comments)
+        names = (_peer_name(b) for b in self.blocks)
+        peer = Peer(
+            public_key=self.public_key,
+            preshared_key=self.psk,
+            allowed_ips=tuple(self.allowed),
+            endpoint=self.endpoint,
+            persistent_keepalive=self.keepalive,
+            name=next((n for n in names if n), None),
+            comments=tuple(comments),
+            disabled=disabled,
+        )
+        _set_provenance(peer, ("public_key", "preshared_key", "allowed_ips", "endpoint"))
+        _set_provenance(peer, ("persistent_keepalive", "name", "comments", "disabled"))
+        peer.provenance = shared(peer.provenance)
+        return peer
+
+
+def _build_peers(path: str, blocks: list[_Block | None], own_public: str | None) -> dict[str, Peer]:
+    """Every peer of the file in file order, read the way ``wg setconf`` runs the file.
+
+    Live blocks: a bad value is an error (wg refuses the file); a repeated public key
+    merges into one peer (warned); a peer with the interface's own key is dropped (wg
+    drops it; warned); a prefix in two peers stays with the last (warned). Disabled
+    ``#! `` blocks are only comments to wg-quick: a bad one, or a disabled copy of a
+    live peer, is warned about and left to the raw text, never an error.
+    """
+    live: dict[str, _PeerDraft] = {}
+    disabled: dict[str, _PeerDraft] = {}
+    order: list[str] = []
+    owner: dict[str, _PeerDraft] = {}
+    for index, block in enumerate(blocks):
+        blocks[index] = None  # free each block's lines once it is read (10k peers: ~15 MB)
+        if block is None or block.kind != "peer":
+            continue
+        if block.disabled:
+            try:
+                pb = _read_peer_block(path, block)
+            except ConfParseError as exc:
+                _warn(
+                    path,
+                    exc.lineno,
+                    exc.field_name,
+                    f"disabled peer not read ({exc.message}); kept in the raw text",
+                )
+                continue
+            if pb.public_key in disabled:
+                _warn(
+                    path,
+                    block.header_no,
+                    "PublicKey",
+                    "disabled peer repeats an earlier disabled peer; kept in the raw text",
+                )
+                continue
+            disabled[pb.public_key] = _PeerDraft(pb)
+            disabled[pb.public_key].apply(pb, None, path)
+        else:
+            pb = _read_peer_block(path, block)
+            if own_public is not None and pb.public_key == own_public:
+                _warn(
+                    path, block.header_no, "PublicKey", "peer has the interface's own public key; wg drops it"
+                )
+                continue
+            draft = live.get(pb.public_key)
+            if draft is None:
+                draft = live[pb.public_key] = _PeerDraft(pb)
+            else:
+                _warn(
+                    path,
+                    block.header_no,
+                    "PublicKey",
+                    "same peer as an earlier [Peer]; wg merges them (this block's values win)",
+                )
+            draft.apply(pb, owner, path)
+        if pb.public_key not in order:
+            order.append(pb.public_key)
+    out: dict[str, Peer] = {}
+    for key in order:
+        if key in live:
+            out[key] = live[key].peer(False)
+            if key in disabled:
+                line = disabled[key].blocks[0].header_no
+                _warn(
+                    path,
+                    line,
+                    "PublicKey",
+                    "disabled copy of a live peer; wg runs the live one, the copy stays in the raw text",
+                )
+        elif key in disabled:
+            out[key] = disabled[key].peer(True)
+    return out
 
 
 def _set_provenance(obj: Peer | Interface, names: tuple[str, ...]) -> None:
@@ -530,7 +737,7 @@ class _IfaceValues:
     fwmark: int | None = None
     addresses: list[str] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
-    mtu: int | None = None
+    mtu: tuple[str, _Line] | None = None  # the last MTU line: only it reaches `ip`
     table: str | None = None
     hooks: dict[str, list[str]] = field(default_factory=lambda: {v: [] for v in _HOOKS.values()})
     save_config: bool = False
@@ -558,18 +765,21 @@ def _apply_interface_line(path: str, line: _Line, vals: _IfaceValues, wgquick: b
     key, canonical = _interface_key(path, line, wgquick)
     value = line.value
     try:
-        if key == "privatekey":
-            vals.private_key = Secret(str(_wgfield(path, line, canonical, _key)))
+        if key == "privatekey":  # all-zero is "none" to wg; the kernel keeps it clamped
+            private = cv.wg_key_or_none(str(_wgfield(path, line, canonical, _key)))
+            vals.private_key = Secret(cv.clamped(private)) if private else None
         elif key == "listenport":
-            vals.listen_port = int(_wgfield(path, line, canonical, lambda v: _parse_uint(v, 65535, "a port")))  # type: ignore[call-overload]
+            vals.listen_port = int(_wgfield(path, line, canonical, _parse_port))  # type: ignore[call-overload]
         elif key == "fwmark":
             vals.fwmark = int(_wgfield(path, line, canonical, _parse_fwmark))  # type: ignore[call-overload]
         elif key == "address":
-            vals.addresses.extend(_parse_address(value))
+            for address in _parse_address(value):
+                _check_new_address(vals.addresses, address)
+                vals.addresses.append(address)
         elif key == "dns":
-            vals.dns.extend(value.replace(",", " ").split())
-        elif key == "mtu":  # wg-quick: last wins, empty means "automatic"
-            vals.mtu = _parse_uint(value, 65535, "an MTU") if value else None
+            vals.dns.extend(cv.ifs_split(value.replace(",", " ")))
+        elif key == "mtu":  # wg-quick: last wins, empty means "automatic"; `ip` reads it
+            vals.mtu = (value, line) if value else None
         elif key == "table":
             vals.table = value or None
         elif key in _HOOKS:
@@ -590,6 +800,12 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
         comments.extend(block.comments)
         for line in block.kvs:
             _apply_interface_line(path, line, vals, block.wgquick)
+    mtu = None
+    if vals.mtu is not None:  # wg-quick keeps the last MTU as text; only that one goes to `ip`
+        try:
+            mtu = _parse_mtu(vals.mtu[0])
+        except _FieldError as exc:
+            raise ConfParseError(path, vals.mtu[1].no, "MTU", str(exc)) from None
     iface = Interface(
         name=name,
         private_key=vals.private_key,
@@ -598,7 +814,7 @@ def _build_interface(name: str, path: str, text: str, blocks: list[_Block], prea
         fwmark=vals.fwmark,
         addresses=tuple(vals.addresses),
         dns=tuple(vals.dns),
-        mtu=vals.mtu,
+        mtu=mtu,
         table=vals.table,
         pre_up=tuple(vals.hooks["pre_up"]),
         post_up=tuple(vals.hooks["post_up"]),
@@ -666,48 +882,110 @@ def parse_conf(text: str, path: str) -> Interface:
     blocks: list[_Block | None] = list(builder.blocks)
     iface = _build_interface(name, path, text, builder.blocks, builder.preamble)
     del builder  # from here on ``blocks`` holds the only reference to each block
-    first_line: dict[str, int] = {}
-    for index, block in enumerate(blocks):
-        blocks[index] = None  # free each block's lines once its peer is built (10k peers: ~15 MB)
-        if block is None or block.kind != "peer":
-            continue
-        peer = _build_peer(path, block)
-        if peer.public_key in first_line:
-            raise ConfParseError(
-                path,
-                block.header_no,
-                "PublicKey",
-                f"duplicate PublicKey: same peer as the [Peer] at line {first_line[peer.public_key]}",
-            )
-        first_line[peer.public_key] = block.header_no
-        iface.peers[peer.public_key] = peer
+    iface.peers.update(_build_peers(path, blocks, iface.public_key))
     _wgconfig_check(text, path, iface.peers)
     return iface
 
 
-def _read_text(path: str) -> str:
-    """Read a conf file as UTF-8 without blocking on a FIFO or swallowing a huge file."""
+# a file rewritten while it is read is read again, at most this often, then reported
+READ_ATTEMPTS = 5
+_RETRY_PAUSE_S = 0.01  # x attempt: gives a writer between truncate and write a moment
+# a file modified this recently may be between an editor's truncate and its last write:
+# it is read once more after a pause and must come back the same (same size, times, inode)
+SETTLE_NS = 50_000_000
+
+
+def _after_stat(path: str) -> None:
+    """Called between the first stat and the read; tests replace it to rewrite the file there."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is rewritten in place or replaced: size, times, inode."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
+    """One read of the file: (bytes, its identity if it stayed the same file, unchanged, throughout)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfParseError(path, None, "file", f"cannot open: {exc.strerror}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
             raise ConfParseError(path, None, "file", "not a regular file")
-        if st.st_size > MAX_CONF_BYTES:
+        if before.st_size > MAX_CONF_BYTES:
             raise ConfParseError(path, None, "file", f"larger than {MAX_CONF_BYTES} bytes")
+        _after_stat(path)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(MAX_CONF_BYTES + 1)
+        after = os.fstat(fd)
+        try:
+            now = os.stat(path)  # replaced by a rename: the name now points elsewhere
+        except FileNotFoundError:
+            now = None
     except OSError as exc:
         raise ConfParseError(path, None, "file", f"cannot read: {exc.strerror}") from None
     finally:
         os.close(fd)
+    stable = (
+        _identity(before) == _identity(after)
+        and now is not None
+        and _identity(now) == _identity(after)
+        and len(data) == after.st_size
+    )
+    return data, _identity(after) if stable else None
+
+
+def _settle_pause(ident: tuple[int, ...]) -> float:
+    """Seconds until the file's last change is SETTLE_NS old (at most SETTLE_NS: a future mtime)."""
+    return min(SETTLE_NS, max(0, max(ident[3], ident[4]) + SETTLE_NS - time.time_ns())) / 1e9
+
+
+def _read_bytes(path: str) -> bytes:
+    """The whole file as one consistent snapshot: never half of an in-place rewrite.
+
+    A file whose size, mtime, ctime or inode changed during the read (or whose
+    length differs from its size) is read again, up to READ_ATTEMPTS times. A file
+    modified within SETTLE_NS must also read the same after a pause: a writer stopped
+    between truncate and write leaves a half file that is stable for a moment.
+    """
+    settling: tuple[int, ...] | None = None
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        data, ident = _read_once(path)
+        if ident is not None and (ident == settling or time.time_ns() - max(ident[3], ident[4]) >= SETTLE_NS):
+            return data
+        settling = ident
+        what = "just modified" if ident is not None else "changed while being read"
+        log.debug("%s: %s (attempt %d); reading again", path, what, attempt)
+        if attempt < READ_ATTEMPTS:
+            time.sleep(_settle_pause(ident) if ident is not None else _RETRY_PAUSE_S * attempt)
+    raise ConfParseError(path, None, "file", f"changed while being read, {READ_ATTEMPTS} times in a row")
+
+
+def _latin1_bytes(exc: UnicodeError) -> tuple[str, int]:
+    """Decode error handler: a byte that is not UTF-8 is read as its Latin-1 character."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return exc.object[exc.start : exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error("wgsyncd-latin1", _latin1_bytes)
+
+
+def _read_text(path: str) -> str:
+    """Read a conf file without blocking on a FIFO, swallowing a huge file or tearing a rewrite.
+
+    bash and wg read bytes, so a file that is not UTF-8 (a Latin-1 comment) runs; it is
+    read here with each stray byte as its Latin-1 character, and a warning: the stored
+    text is UTF-8, so that byte is the one thing a restore would not give back as it was.
+    """
+    data = _read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         lineno = data[: exc.start].count(b"\n") + 1
-        raise ConfParseError(path, lineno, "encoding", "not valid UTF-8") from None
+        _warn(path, lineno, "encoding", "not valid UTF-8 (wg-quick runs it); stray bytes read as Latin-1")
+        return data.decode("utf-8", errors="wgsyncd-latin1")
 
 
 def _conf_names(directory: str) -> list[str]:
@@ -744,13 +1022,17 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
         if want is not None and not want(ifname):
             continue
         path = os.path.join(cfg.directory, fname)
+        text: str | None = None
         try:
-            iface = _parse_cached(_read_text(path), path, seen)
+            text = _read_text(path)
+            iface = _parse_cached(text, path, seen)
         except ConfParseError as exc:
             if exc.lineno is None and not os.path.lexists(path):
                 log.debug("%s: vanished while reading the directory", path)
                 continue
             result.errors.append(SourceError(Source.CONF, exc.where, exc.message, interface=ifname))
+            if text is not None:  # refused, never guessed at; but its text is still backed up
+                result.unparsed[ifname] = (path, Secret(text))
             continue
         result.interfaces[ifname] = iface
     # compare as os.path.join built the keys: "/etc/wireguard/" must match its files too

@@ -79,15 +79,25 @@ def parse_endpoint_text(text: str) -> str:
         if not sep:
             raise ValueError("endpoint without port")
         host, _, scope = host.partition("%")
-        return format_endpoint(host, _port(port), scope or None)
+        return _format_checked(host, _port(port), scope or None)
     host, sep, port = text.rpartition(":")
     if not sep:
         raise ValueError("endpoint without port")
-    return format_endpoint(host, _port(port))
+    return _format_checked(host, _port(port))
+
+
+def _format_checked(host: str, port: int, scope: str | None = None) -> str:
+    """format_endpoint on text from a daemon: inet_pton's OSError becomes the ValueError readers catch."""
+    try:
+        return format_endpoint(host, port, scope)
+    except OSError:
+        raise ValueError("endpoint address is not an IP address") from None
 
 
 def _port(text: str) -> int:
-    """A UDP port number 0-65535 from text, or ValueError."""
+    """A UDP port number 0-65535 from text (digits only), or ValueError."""
+    if not text.isdigit():
+        raise ValueError("port is not a number")
     value = int(text)
     if not 0 <= value <= 65535:
         raise ValueError("port out of range")
@@ -100,16 +110,32 @@ def normalise_prefix(text: str) -> str:
     if not sep:
         raise ValueError("allowed IP without /cidr")
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    if not cidr.isdigit():
+        raise ValueError("cidr is not a number")
     bits = int(cidr)
     if not 0 <= bits <= (128 if family == socket.AF_INET6 else 32):
         raise ValueError("cidr out of range")
-    return f"{socket.inet_ntop(family, socket.inet_pton(family, addr))}/{bits}"
+    try:
+        packed = socket.inet_pton(family, addr)
+    except OSError:  # inet_pton's error for a bad address is an OSError, not a ValueError
+        raise ValueError("allowed IP is not an IP address") from None
+    return f"{socket.inet_ntop(family, packed)}/{bits}"
+
+
+# the last second of year 9999: the latest time a datetime (and PostgreSQL's column) can hold
+MAX_HANDSHAKE_SEC = 253402300799
 
 
 def handshake_time(seconds: int) -> datetime | None:
-    """0 means "never" (None); otherwise an aware UTC datetime with wg's seconds precision."""
+    """0 means "never" (None); otherwise an aware UTC datetime with wg's seconds precision.
+
+    A negative or absurd value (a broken daemon, a fuzzed reply) is a StateError, not a
+    crash in datetime: the reader reports the interface as unreadable.
+    """
     if seconds == 0:
         return None
+    if not 0 < seconds <= MAX_HANDSHAKE_SEC:
+        raise StateError("latest handshake time out of range")
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 

@@ -139,6 +139,25 @@ _PEER_INTS = {
     "tx_bytes": "tx",
     "persistent_keepalive_interval": "keepalive",
 }
+# the largest value each number may have (u64 counters, u16 ports and intervals, u32 fwmark)
+_MAX = {
+    "hs": 2**63 - 1,
+    "rx": 2**64 - 1,
+    "tx": 2**64 - 1,
+    "keepalive": 65535,
+    "port": 65535,
+    "fwmark": 2**32 - 1,
+}
+
+
+def _uint(value: str, what: str) -> int:
+    """An unsigned decimal as wireguard-go prints it; Python's int() also takes ``-1``, ``+5``, ``1_0``."""
+    if not value.isdigit():
+        raise ValueError("not an unsigned number")
+    number = int(value)
+    if number > _MAX[what]:
+        raise ValueError("number out of range")
+    return number
 
 
 def parse_reply(name: str, data: bytes, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]) -> Interface:
@@ -172,7 +191,10 @@ def parse_uapi(name: str, text: str) -> Interface:
         raise InterfaceReadError(f"daemon answered errno={status} ({errno.errorcode.get(status, '?')})")
     iface = make_interface(name, device.private, None, device.port, device.fwmark, "userspace")
     for p in peers:
-        built = p.build()
+        try:
+            built = p.build()
+        except StateError as exc:
+            raise InterfaceReadError(str(exc)) from None
         iface.peers[built.public_key] = built
     return iface
 
@@ -241,7 +263,8 @@ def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[RawPeer]) 
                 if key == "allowed_ip":
                     peer.allowed.append(normalise_prefix(value))
                 elif key in _PEER_INTS:
-                    setattr(peer, _PEER_INTS[key], int(value))
+                    what = _PEER_INTS[key]
+                    setattr(peer, what, _uint(value, what))
                 elif key == "public_key":
                     peer = RawPeer(key_from_wire(value, f"line {lineno}: public_key"))
                     peers.append(peer)
@@ -257,9 +280,9 @@ def _parse_lines(lines: list[str], device: _DeviceFields, peers: list[RawPeer]) 
             elif key == "private_key":
                 device.private = key_from_wire(value, f"line {lineno}: private_key")
             elif key == "listen_port":
-                device.port = int(value)
+                device.port = _uint(value, "port")
             elif key == "fwmark":
-                device.fwmark = int(value)
+                device.fwmark = _uint(value, "fwmark")
             elif key == "errno":
                 status = int(value)
     except (ValueError, InterfaceReadError) as exc:  # StateError is a ValueError too

@@ -166,6 +166,7 @@ class Content:
     sha256: str
     # interface -> blob already sealed (a cycle replayed from the spool, wgsyncd/spooled.py)
     presealed: dict[str, bytes] = field(default_factory=dict)
+    unparsed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (sha, clear)
 
 
 def build_content(state: HostState, recovery_public: str | None, previous: dict[str, Any] | None) -> Content:
@@ -196,8 +197,29 @@ def build_content(state: HostState, recovery_public: str | None, previous: dict[
         ref = {"sha256": secrets_sha256(clear), "sealed_to": fp}
         out[name] = interface_doc(iface, ref)
         fresh[name] = clear
+    unparsed = _unparsed_confs(state, fp, out, fresh)
     doc = {"format": DOC_FORMAT, "interfaces": out}
-    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc), presealed=presealed)
+    return Content(doc=doc, fresh=fresh, sha256=content_sha256(doc), presealed=presealed, unparsed=unparsed)
+
+
+def _unparsed_confs(
+    state: HostState, fp: str | None, out: dict[str, Any], fresh: dict[str, dict[str, Any]]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Conf files wg-quick would refuse: their raw text is sealed on its own and referenced
+    as ``unparsed_conf`` beside the interface's last good (or kernel-only) document, so a
+    broken file is backed up and makes a version when it changes, but is never restored
+    as if it had been understood."""
+    sealed: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, (path, text) in sorted(state.unparsed.items()):
+        if name not in out:
+            empty = Interface(name=name, conf_path=path)
+            fresh[name] = interface_secrets(empty)
+            out[name] = interface_doc(empty, {"sha256": secrets_sha256(fresh[name]), "sealed_to": fp})
+        clear = {"conf_text": text.reveal()}
+        ref = {"sha256": secrets_sha256(clear), "sealed_to": fp, "conf_path": path}
+        out[name] = {**out[name], "unparsed_conf": ref}
+        sealed[name] = (ref["sha256"], clear)
+    return sealed
 
 
 # ---------------------------------------------------------------- writing (inside write_cycle)
@@ -327,18 +349,19 @@ def record(
 def _store_secrets(
     tx: Any, host_id: str, now: datetime, content: Content, recovery_public: str | None
 ) -> None:
-    """Seal each interface's fresh secrets once; a blob already stored is not written again.
-
-    Pre-sealed blobs (a spooled cycle) are stored under the key they were sealed to.
-    """
+    """Seal each interface's fresh secrets (and unparsed conf texts) once; a blob already
+    stored is not written again. Pre-sealed blobs (a spooled cycle) are stored under the
+    key they were sealed to."""
     rows = []
     for name, blob in sorted(content.presealed.items()):
         ref = content.doc["interfaces"][name]["secrets"]
         rows.append((host_id, name, ref["sha256"], ref["sealed_to"], blob, now))
-    if recovery_public and content.fresh:
+    if recovery_public and (content.fresh or content.unparsed):
         fp = key_fingerprint(recovery_public)
         for name, clear in sorted(content.fresh.items()):
             sha = content.doc["interfaces"][name]["secrets"]["sha256"]
+            rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
+        for name, (sha, clear) in sorted(content.unparsed.items()):
             rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
     if not rows:
         return
