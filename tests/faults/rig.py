@@ -78,7 +78,7 @@ class Rig:
         self.config = self.tmp / "wgsyncd.toml"
         self.config.write_text(
             f'host_id = "{self.host_id}"\ninterfaces = ["{self.a.name}"]\nlog_level = "info"\n'
-            f'[database]\ndsn = "{self.dsn}"\nconnect_timeout = 2.0\n'
+            f'[database]\ndsn = "{self.dsn}"\nconnect_timeout = 2.0\nauto_migrate = true\n'
             f"statement_timeout = {self.statement_timeout}\n"
             '[kernel]\nbackend = "auto"\n[conf]\nenabled = false\n[wgrest]\nenabled = false\n'
             f"[daemon]\ninterval = {self.interval}\njitter = 0.0\nbackoff_initial = 0.5\n"
