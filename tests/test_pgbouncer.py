@@ -287,6 +287,7 @@ class ViaPgbouncer:
         text = self.config.read_text()
         line = f'dsn = "{self.dsn}"\n'
         assert line in text
+        text = text.replace("auto_migrate = true\n", "")  # the agents never migrate here
         self.config.write_text(text.replace(line, f'dsn = "{self.agent_dsn}"\nauto_migrate = false\n'))
 
 

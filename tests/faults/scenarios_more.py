@@ -111,6 +111,9 @@ def conf_rewritten_in_place(rig: Rig, n: int, rng: random.Random) -> Row:
                     fh.flush()
                     time.sleep(0.002)
             rewrites[0] += 1
+            # a save every 0.2 s (an eager editor or a script in a loop): between saves the file
+            # is stable and must be read whole; during one it must be read again, never half
+            stop.wait(0.2)
 
     since = time.time()
     writer = threading.Thread(target=rewrite, daemon=True)
