@@ -35,6 +35,9 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 # everything that ends a line for some reader (Python's splitlines included) or drives
 # a terminal. TAB stays allowed: wg-quick trims it like a space.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# bidi overrides/isolates and zero-width characters: invisible on a terminal, they make a
+# hook or a dry-run diff read differently from what runs (Trojan Source)
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 # inside one element of a comma-separated list (AllowedIPs, Address, DNS): a scope id
 # (WireGuard takes none there; ipaddress accepts any text after %), a list separator, a blank
 _LIST_PUNCT = re.compile(r"[%,\s]")
@@ -60,6 +63,8 @@ def text(value: Any, field: str, *, max_len: int = MAX_TEXT) -> str:
         raise Invalid(field, f"expected text, got {type(value).__name__}")
     if _CONTROL.search(value):
         raise Invalid(field, "contains a control character (newline, NUL, escape, ...)")
+    if _INVISIBLE.search(value):
+        raise Invalid(field, "contains a bidi override or zero-width character")
     if len(value) > max_len:
         raise Invalid(field, f"longer than {max_len} characters")
     return value
@@ -273,9 +278,15 @@ def whole_interface(iface: Any, where: str) -> None:
             raise Invalid(f"{where}: {label}: {exc.field}", exc.message) from None
 
 
+def _escaped(match: re.Match[str]) -> str:
+    """One character as its Python escape (``\\x1b``, ``\\u202e``)."""
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 def shown(value: str, max_len: int | None = 80) -> str:
-    """A value safe to put on a terminal or in a log line: control characters escaped
-    (``\\x1b``, ``\\n``, ...), cut to ``max_len``. For names that failed (or have not
-    yet passed) their check; never for secrets."""
-    out = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+    """A value safe to put on a terminal or in a log line: control characters, bidi
+    overrides and zero-width characters escaped (``\\x1b``, ``\\n``, ``\\u202e``), cut
+    to ``max_len``. For names that failed (or have not yet passed) their check; never
+    for secrets."""
+    out = _INVISIBLE.sub(_escaped, _CONTROL.sub(_escaped, value))
     return out if max_len is None or len(out) <= max_len else out[:max_len] + "..."

@@ -159,3 +159,21 @@ def test_rendered_conf_cannot_gain_a_dns_server_from_a_scope_id():
     iface.dns = ("fe80::1%x,1.2.3.4",)
     with pytest.raises(restore.RestoreError, match=r"^interface wg0: dns\[0\]: .*nothing was changed"):
         restore.render_conf(iface)
+
+
+@pytest.mark.parametrize(
+    "ch", ["\u200b", "\u200d", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069", "\ufeff"]
+)
+def test_text_refuses_bidi_overrides_and_zero_width_characters(ch):
+    # Trojan Source: "rm -rf /tmp/x \u202e#/ \u202c" reads differently from what wg-quick runs
+    with pytest.raises(Invalid, match=r"^post_up: contains a bidi override or zero-width character"):
+        validate.text(f"echo a{ch}b", "post_up")
+
+
+def test_dry_run_diff_shows_bidi_and_zero_width_characters_escaped():
+    from wgsyncd.restore.render import redact_conf_line
+
+    assert validate.shown("a\u202eb\u200bc\ufeff") == "a\\u202eb\\u200bc\\ufeff"
+    line = redact_conf_line("PostUp = echo ok \u202e; rm -rf /\u202c\n")
+    assert line == "PostUp = echo ok \\u202e; rm -rf /\\u202c\n"
+    assert not any(c in line for c in "\u202e\u202c")
