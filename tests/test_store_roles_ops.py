@@ -34,9 +34,11 @@ def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
             roles.add_host(o, f.host_a, f.role_b)
         with pytest.raises(StoreError, match=f"role {f.role_a} is already bound to host_id {f.host_a}"):
             roles.add_host(o, "host-c", f.role_a)
-        with pytest.raises(StoreError, match="has the schema owner's rights; a host needs a role of its own"):
+        with pytest.raises(
+            StoreError, match=f"role {f.owner} has CREATEROLE; a host needs a role of its own"
+        ):
             roles.add_host(o, "host-c", f.owner)
-        with pytest.raises(StoreError, match="is a superuser"):
+        with pytest.raises(StoreError, match="role postgres has SUPERUSER, CREATEROLE"):
             roles.add_host(o, "host-c", "postgres")
         with pytest.raises(StoreError, match="role: must be"):
             roles.add_host(o, "host-c", "x" * 64)
@@ -45,6 +47,61 @@ def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
         assert "unbound" in roles.remove_host(o, f.host_b)
     with f.connect(f.role_b) as b, pytest.raises(StoreError, match="permission denied"):
         sync(b, host_state(f.host_b), f)
+
+
+@pytest.mark.parametrize("attr", ["CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "SUPERUSER"])
+def test_add_host_refuses_a_role_with_a_privileged_attribute(fleet: Fleet, attr: str) -> None:
+    # the review's attack: a CREATEROLE host role ran GRANT "<owner>" TO itself and read
+    # every host's sealed blobs; such a role is never bound nor put in wgsyncd_host
+    f = fleet
+    evil = f"wgs_evil_{attr.lower()}_{f.role_a[-8:]}"
+    f.cluster.admin(f'CREATE ROLE "{evil}" LOGIN {attr}')
+    with f.connect(f.owner) as o:
+        with pytest.raises(StoreError, match=f"add-host: role {evil} has {attr}; a host needs") as exc:
+            roles.add_host(o, "host-evil", evil)
+        assert "\n" not in str(exc.value)
+        with o.transaction():
+            assert o.execute("SELECT 1 FROM host_roles WHERE host_id = 'host-evil'").fetchone() is None
+            assert o.execute("SELECT pg_has_role(%s, 'wgsyncd_host', 'MEMBER')", (evil,)).fetchone() == (
+                attr == "SUPERUSER",
+            )
+
+
+def test_add_host_refuses_a_role_that_is_a_member_of_another_group(fleet: Fleet) -> None:
+    f = fleet
+    for group in (roles.OPERATOR_GROUP, roles.READER_GROUP, f.role_b, f.owner):
+        evil = f"wgs_m_{uuid.uuid4().hex[:10]}"
+        f.cluster.admin(f'CREATE ROLE "{evil}" LOGIN')
+        f.cluster.admin(f'GRANT "{group}" TO "{evil}"')
+        with (
+            f.connect(f.owner) as o,
+            pytest.raises(StoreError, match=f"role {evil} (is a member of {group}|has the schema owner)"),
+        ):
+            roles.add_host(o, "host-evil", evil)
+
+
+def test_add_host_creates_a_plain_role_and_a_role_changed_later_cannot_write(fleet: Fleet) -> None:
+    f = fleet
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        row = o.execute(
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = %s",
+            (f.role_a,),
+        ).fetchone()
+    assert row == (True, False, False, False, False, False)
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+    # a DBA widens the bound role afterwards: the writer functions refuse it
+    for grant, undo in (
+        (f'ALTER ROLE "{f.role_a}" CREATEDB', f'ALTER ROLE "{f.role_a}" NOCREATEDB'),
+        (f'GRANT wgsyncd_reader TO "{f.role_a}"', f'REVOKE wgsyncd_reader FROM "{f.role_a}"'),
+    ):
+        f.cluster.admin(grant)
+        with f.connect(f.role_a) as a, pytest.raises(StoreError, match="privileged attribute"):
+            sync(a, host_state(f.host_a), f)
+        f.cluster.admin(undo)
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
 
 
 def test_operator_cli_commands_are_not_allowed_to_hosts(fleet: Fleet) -> None:

@@ -68,6 +68,19 @@ class HostBinding:
     last_status: str | None
 
 
+# role attributes a host role must not have: each is a way out of its own rows (CREATEROLE
+# grants itself the owner's role on PostgreSQL <= 15, BYPASSRLS reads every host, ...)
+_HOST_FORBIDDEN_ATTRS = {
+    "rolsuper": "SUPERUSER",
+    "rolcreaterole": "CREATEROLE",
+    "rolcreatedb": "CREATEDB",
+    "rolreplication": "REPLICATION",
+    "rolbypassrls": "BYPASSRLS",
+}
+# what CREATE ROLE says explicitly, whatever the server's or a template's defaults
+_PLAIN_ROLE = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+
 def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     """Whether a role of that name exists in the cluster (roles are cluster-wide)."""
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
@@ -80,7 +93,7 @@ def _ensure_login_role(conn: psycopg.Connection[Any], role: str, group: str, pas
     """
     created = False
     if not _role_exists(conn, role):
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE ROLE {} " + _PLAIN_ROLE).format(sql.Identifier(role)))
         created = True
     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
     if password is not None:
@@ -99,6 +112,36 @@ def _ensure_login_role(conn: psycopg.Connection[Any], role: str, group: str, pas
     return created
 
 
+def _check_host_role(conn: psycopg.Connection[Any], role: str) -> None:
+    """Refuse an existing role that could reach beyond its own rows: one with a forbidden
+    attribute, the schema owner's rights, or membership in any role but wgsyncd_host (an
+    operator or reader group, another host's role, the owner). Nothing to check when the
+    role does not exist yet (add-host creates it plain)."""
+    cols = ", ".join(_HOST_FORBIDDEN_ATTRS)
+    row = conn.execute(
+        f"SELECT {cols}, pg_has_role(rolname, current_user, 'MEMBER'), "
+        "ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "      WHERE m.member = r.oid AND g.rolname <> %s ORDER BY 1) "
+        "FROM pg_roles r WHERE rolname = %s",
+        (HOST_GROUP, role),
+    ).fetchone()
+    if row is None:
+        return
+    where = f"{describe_connection(conn)}: add-host: role {role}"
+    attrs = [name for name, on in zip(_HOST_FORBIDDEN_ATTRS.values(), row, strict=False) if on]
+    if attrs:
+        raise StoreError(
+            f"{where} has {', '.join(attrs)}; a host needs a role of its own without it "
+            f"(ALTER ROLE ... NO{attrs[0]}, or let add-host create a new role)"
+        )
+    if row[-2]:
+        raise StoreError(f"{where} has the schema owner's rights; a host needs a role of its own")
+    if row[-1]:
+        raise StoreError(
+            f"{where} is a member of {', '.join(row[-1])}; a host role may be a member of {HOST_GROUP} only"
+        )
+
+
 def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: str | None = None) -> str:
     """Bind LOGIN role ``role`` (created if missing, in wgsyncd_host) to ``host_id``.
 
@@ -109,16 +152,7 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
     _check_name("host_id", host_id)
     _check_name("role", role)
     with guarded(conn, f"add-host {host_id}"), conn.transaction():
-        privileged = conn.execute(
-            "SELECT rolsuper OR rolbypassrls OR pg_has_role(rolname, current_user, 'MEMBER') "
-            "FROM pg_roles WHERE rolname = %s",
-            (role,),
-        ).fetchone()
-        if privileged and privileged[0]:
-            raise StoreError(
-                f"{describe_connection(conn)}: add-host: role {role} is a superuser, bypasses "
-                "row-level security or has the schema owner's rights; a host needs a role of its own"
-            )
+        _check_host_role(conn, role)
         conn.execute("LOCK TABLE host_roles IN SHARE ROW EXCLUSIVE MODE")  # two operators at once
         for key, value, other in (("host_id", host_id, "role_name"), ("role_name", role, "host_id")):
             row = conn.execute(
