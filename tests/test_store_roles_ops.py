@@ -8,6 +8,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,7 +46,7 @@ def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
         listed = {h.host_id: h.role_name for h in roles.hosts(o)}
         assert listed[f.host_a] == f.role_a and listed[f.host_b] == f.role_b
         assert "unbound" in roles.remove_host(o, f.host_b)
-    with f.connect(f.role_b) as b, pytest.raises(StoreError, match="permission denied"):
+    with pytest.raises(StoreError, match="not permitted to log in"), f.connect(f.role_b) as b:
         sync(b, host_state(f.host_b), f)
 
 
@@ -102,6 +103,69 @@ def test_add_host_creates_a_plain_role_and_a_role_changed_later_cannot_write(fle
         f.cluster.admin(undo)
     with f.connect(f.role_a) as a:
         sync(a, host_state(f.host_a), f)
+
+
+def _hold_own_row(f: Fleet) -> psycopg.Connection[Any]:
+    """Host A, compromised: lifts its idle timeout and holds its hosts row lock open."""
+    a = psycopg.connect(f.dsn(f.role_a), autocommit=True)
+    a.execute("SET idle_in_transaction_session_timeout = 0")
+    a.execute("SET statement_timeout = 0")
+    a.execute("BEGIN")
+    a.execute("SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), 'fp-a')", (f.host_a,))
+    return a
+
+
+def _unbound(f: Fleet) -> None:
+    """Host A's binding is gone, its role is NOLOGIN and out of wgsyncd_host."""
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        assert o.execute("SELECT 1 FROM host_roles WHERE host_id = %s", (f.host_a,)).fetchone() is None
+        assert o.execute(
+            "SELECT rolcanlogin, pg_has_role(rolname, 'wgsyncd_host', 'MEMBER') FROM pg_roles "
+            "WHERE rolname = %s",
+            (f.role_a,),
+        ).fetchone() == (False, False)
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(f.dsn(f.role_a))
+
+
+def test_remove_host_is_not_blocked_by_the_host_holding_its_row_and_ends_its_sessions(synced: Fleet) -> None:
+    f = synced
+    a = _hold_own_row(f)
+    f.cluster.admin(f'GRANT pg_signal_backend TO "{f.owner}"')
+    with f.connect(f.owner, statement_timeout=20.0) as o:
+        out = roles.remove_host(o, f.host_a)
+    assert out.splitlines() == [
+        f"host_id {f.host_a} unbound from role {f.role_a} (role is now NOLOGIN)",
+        f"ended 1 open session(s) of role {f.role_a}",
+        f"machine fingerprint of host_id {f.host_a} cleared",
+    ]
+    _unbound(f)
+    with pytest.raises(psycopg.OperationalError):
+        a.execute("SELECT 1")  # its session is gone, and its transaction with it
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        assert o.execute("SELECT machine_fp FROM hosts WHERE host_id = %s", (f.host_a,)).fetchone() == (None,)
+        roles.add_host(o, f.host_a, f.role_a)  # the operator binds it again: LOGIN again
+    with f.connect(f.role_a) as again:
+        sync(again, host_state(f.host_a), f, machine_fp="new-machine")
+
+
+def test_remove_host_without_the_right_to_signal_unbinds_and_reports_the_rest(synced: Fleet) -> None:
+    f = synced
+    a = _hold_own_row(f)
+    try:
+        with f.connect(f.owner, statement_timeout=20.0) as o:
+            out = roles.remove_host(o, f.host_a, lock_wait="200ms").splitlines()
+        assert out[0] == f"host_id {f.host_a} unbound from role {f.role_a} (role is now NOLOGIN)"
+        assert out[1].startswith(f"could not end 1 open session(s) of role {f.role_a}: this role lacks")
+        assert out[2].startswith(f"machine fingerprint of host_id {f.host_a} NOT cleared: its hosts row")
+        _unbound(f)
+        # the still-open session reads and writes nothing any more
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            a.execute("SELECT count(*) FROM peers")
+    finally:
+        a.close()
+    with f.connect(f.owner) as o:  # once the session is gone, running it again finishes the job
+        assert roles.remove_host(o, f.host_a).splitlines()[-1].endswith("cleared")
 
 
 def test_operator_cli_commands_are_not_allowed_to_hosts(fleet: Fleet) -> None:
