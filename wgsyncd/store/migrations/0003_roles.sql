@@ -335,6 +335,14 @@ GRANT USAGE ON SEQUENCE sync_status_id_seq TO wgsyncd_host;
 REVOKE ALL ON schema_migrations FROM PUBLIC;
 GRANT SELECT ON schema_migrations TO wgsyncd_host, wgsyncd_operator, wgsyncd_reader;
 
+-- the three groups may connect to this database, whatever PUBLIC may; revoking CONNECT
+-- from PUBLIC is the DBA's call (README: on the cluster's other databases, so a host
+-- role reaches only this one), not a migration's: it would cut off existing users
+DO $$ BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO wgsyncd_host, wgsyncd_operator, wgsyncd_reader',
+                   current_database());
+END $$;
+
 -- functions: nobody by default; the host group runs the cycle's writers
 DO $$
 DECLARE f regprocedure;
