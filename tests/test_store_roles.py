@@ -207,6 +207,22 @@ def test_host_cannot_run_ddl_or_migrations(synced: Fleet, tmp_path: Path) -> Non
             store.migrate(b, extra)
 
 
+def test_groups_connect_here_without_public_and_a_dba_closes_the_other_databases(fleet: Fleet) -> None:
+    # roles are cluster-wide: a host role could connect to every database PUBLIC may;
+    # 0003 grants CONNECT here to the groups, so the DBA can revoke it from PUBLIC elsewhere
+    f = fleet
+    f.cluster.admin(f'REVOKE CONNECT ON DATABASE "{f.dbname}" FROM PUBLIC')
+    for role in (f.role_a, f.operator, f.reader):
+        with psycopg.connect(f.dsn(role)) as c:
+            assert c.execute("SELECT current_database()").fetchone() == (f.dbname,)
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+    other = psycopg.conninfo.conninfo_to_dict(f.cluster.create_database())["dbname"]
+    f.cluster.admin(f'REVOKE CONNECT ON DATABASE "{other}" FROM PUBLIC')
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(f.cluster.dsn(str(other), user=f.role_a))
+
+
 def test_host_b_cannot_block_host_a_with_any_lock_it_may_take(synced: Fleet) -> None:
     f = synced
     b = psycopg.connect(f.dsn(f.role_b))

@@ -8,6 +8,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -34,17 +35,137 @@ def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
             roles.add_host(o, f.host_a, f.role_b)
         with pytest.raises(StoreError, match=f"role {f.role_a} is already bound to host_id {f.host_a}"):
             roles.add_host(o, "host-c", f.role_a)
-        with pytest.raises(StoreError, match="has the schema owner's rights; a host needs a role of its own"):
+        with pytest.raises(
+            StoreError, match=f"role {f.owner} has CREATEROLE; a host needs a role of its own"
+        ):
             roles.add_host(o, "host-c", f.owner)
-        with pytest.raises(StoreError, match="is a superuser"):
+        with pytest.raises(StoreError, match="role postgres has SUPERUSER, CREATEROLE"):
             roles.add_host(o, "host-c", "postgres")
         with pytest.raises(StoreError, match="role: must be"):
             roles.add_host(o, "host-c", "x" * 64)
         listed = {h.host_id: h.role_name for h in roles.hosts(o)}
         assert listed[f.host_a] == f.role_a and listed[f.host_b] == f.role_b
         assert "unbound" in roles.remove_host(o, f.host_b)
-    with f.connect(f.role_b) as b, pytest.raises(StoreError, match="permission denied"):
+    with pytest.raises(StoreError, match="not permitted to log in"), f.connect(f.role_b) as b:
         sync(b, host_state(f.host_b), f)
+
+
+@pytest.mark.parametrize("attr", ["CREATEROLE", "CREATEDB", "REPLICATION", "BYPASSRLS", "SUPERUSER"])
+def test_add_host_refuses_a_role_with_a_privileged_attribute(fleet: Fleet, attr: str) -> None:
+    # the review's attack: a CREATEROLE host role ran GRANT "<owner>" TO itself and read
+    # every host's sealed blobs; such a role is never bound nor put in wgsyncd_host
+    f = fleet
+    evil = f"wgs_evil_{attr.lower()}_{f.role_a[-8:]}"
+    f.cluster.admin(f'CREATE ROLE "{evil}" LOGIN {attr}')
+    with f.connect(f.owner) as o:
+        with pytest.raises(StoreError, match=f"add-host: role {evil} has {attr}; a host needs") as exc:
+            roles.add_host(o, "host-evil", evil)
+        assert "\n" not in str(exc.value)
+        with o.transaction():
+            assert o.execute("SELECT 1 FROM host_roles WHERE host_id = 'host-evil'").fetchone() is None
+            assert o.execute("SELECT pg_has_role(%s, 'wgsyncd_host', 'MEMBER')", (evil,)).fetchone() == (
+                attr == "SUPERUSER",
+            )
+
+
+def test_add_host_refuses_a_role_that_is_a_member_of_another_group(fleet: Fleet) -> None:
+    f = fleet
+    for group in (roles.OPERATOR_GROUP, roles.READER_GROUP, f.role_b, f.owner):
+        evil = f"wgs_m_{uuid.uuid4().hex[:10]}"
+        f.cluster.admin(f'CREATE ROLE "{evil}" LOGIN')
+        f.cluster.admin(f'GRANT "{group}" TO "{evil}"')
+        with (
+            f.connect(f.owner) as o,
+            pytest.raises(StoreError, match=f"role {evil} (is a member of {group}|has the schema owner)"),
+        ):
+            roles.add_host(o, "host-evil", evil)
+
+
+def test_add_host_creates_a_plain_role_and_a_role_changed_later_cannot_write(fleet: Fleet) -> None:
+    f = fleet
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        row = o.execute(
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = %s",
+            (f.role_a,),
+        ).fetchone()
+    assert row == (True, False, False, False, False, False)
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+    # a DBA widens the bound role afterwards: the writer functions refuse it
+    for grant, undo in (
+        (f'ALTER ROLE "{f.role_a}" CREATEDB', f'ALTER ROLE "{f.role_a}" NOCREATEDB'),
+        (f'GRANT wgsyncd_reader TO "{f.role_a}"', f'REVOKE wgsyncd_reader FROM "{f.role_a}"'),
+    ):
+        f.cluster.admin(grant)
+        with f.connect(f.role_a) as a, pytest.raises(StoreError, match="privileged attribute"):
+            sync(a, host_state(f.host_a), f)
+        f.cluster.admin(undo)
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+
+
+def _hold_own_row(f: Fleet) -> psycopg.Connection[Any]:
+    """Host A, compromised: lifts its idle timeout and holds its hosts row lock open."""
+    a = psycopg.connect(f.dsn(f.role_a), autocommit=True)
+    a.execute("SET idle_in_transaction_session_timeout = 0")
+    a.execute("SET statement_timeout = 0")
+    a.execute("BEGIN")
+    a.execute("SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), 'fp-a')", (f.host_a,))
+    return a
+
+
+def _unbound(f: Fleet) -> None:
+    """Host A's binding is gone, its role is NOLOGIN and out of wgsyncd_host."""
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        assert o.execute("SELECT 1 FROM host_roles WHERE host_id = %s", (f.host_a,)).fetchone() is None
+        assert o.execute(
+            "SELECT rolcanlogin, pg_has_role(rolname, 'wgsyncd_host', 'MEMBER') FROM pg_roles "
+            "WHERE rolname = %s",
+            (f.role_a,),
+        ).fetchone() == (False, False)
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        psycopg.connect(f.dsn(f.role_a))
+
+
+def test_remove_host_is_not_blocked_by_the_host_holding_its_row_and_ends_its_sessions(synced: Fleet) -> None:
+    f = synced
+    a = _hold_own_row(f)
+    f.cluster.admin(f'GRANT pg_signal_backend TO "{f.owner}"')
+    with f.connect(f.owner, statement_timeout=20.0) as o:
+        out = roles.remove_host(o, f.host_a)
+    assert out.splitlines() == [
+        f"host_id {f.host_a} unbound from role {f.role_a} (role is now NOLOGIN)",
+        f"ended 1 open session(s) of role {f.role_a}",
+        f"machine fingerprint of host_id {f.host_a} cleared",
+    ]
+    _unbound(f)
+    with pytest.raises(psycopg.OperationalError):
+        a.execute("SELECT 1")  # its session is gone, and its transaction with it
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
+        assert o.execute("SELECT machine_fp FROM hosts WHERE host_id = %s", (f.host_a,)).fetchone() == (None,)
+        roles.add_host(o, f.host_a, f.role_a)  # the operator binds it again: LOGIN again
+    with f.connect(f.role_a) as again:
+        sync(again, host_state(f.host_a), f, machine_fp="new-machine")
+
+
+def test_remove_host_without_the_right_to_signal_unbinds_and_reports_the_rest(synced: Fleet) -> None:
+    f = synced
+    a = _hold_own_row(f)
+    try:
+        with f.connect(f.owner, statement_timeout=20.0) as o:
+            out = roles.remove_host(o, f.host_a, lock_wait="200ms").splitlines()
+        assert out[0] == f"host_id {f.host_a} unbound from role {f.role_a} (role is now NOLOGIN)"
+        assert out[1].startswith(f"could not end 1 open session(s) of role {f.role_a}: this role lacks")
+        assert out[2].startswith(f"machine fingerprint of host_id {f.host_a} NOT cleared: its hosts row")
+        _unbound(f)
+        # the still-open session reads and writes nothing any more
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            a.execute("SELECT count(*) FROM peers")
+    finally:
+        a.close()
+    with f.connect(f.owner) as o:  # once the session is gone, running it again finishes the job
+        assert roles.remove_host(o, f.host_a).splitlines()[-1].endswith("cleared")
 
 
 def test_operator_cli_commands_are_not_allowed_to_hosts(fleet: Fleet) -> None:

@@ -17,33 +17,37 @@ the directory is 0700 and the files 0600, root-owned: the same as what the host
 already holds in clear in /etc/wireguard (0700/0600) and wgrest's data dir, and
 readable by the same root that can ask the kernel for them (``wg showconf``).
 
-Every value read back is checked before it is sent (interface name, keys, CIDRs,
-endpoint, keepalive, no control characters): a damaged or planted file refuses its
-interface with one line naming the file. These are local minimal checks; the
-lead is to unify them with wgsyncd/validate.py.
+Every value read back is checked before it is sent, with wgsyncd/validate.py's rules
+(interface name, keys, CIDRs, endpoint, keepalive, no control characters) plus the
+snapshot's own (a prefix length, a literal endpoint address): a damaged or planted
+file refuses its interface with one line naming the file. The file is opened without
+following a symlink, relative to the already opened directory, and checked on the
+open descriptor (a regular file of ours, 0600, in a directory of ours, 0700), so
+nothing can be swapped in between the check and the read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
 import os
-import re
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wgsyncd.state import HostState, Interface, Peer, Secret, Source, StateError, parse_key
+from wgsyncd import validate
+from wgsyncd.state import HostState, Interface, Peer, Secret, Source
 
 log = logging.getLogger("wgsyncd.persist")
 
 FORMAT = 1
 SUFFIX = ".json"
-IFNAME_RE = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")  # wg-quick's interface name rule
 MAX_FILE_BYTES = 64 * 1024 * 1024  # 100,000 peers fit easily; a bigger file is not ours
 ProgressFn = Callable[[int, int], None]
 
@@ -107,7 +111,7 @@ def save(directory: str, state: HostState) -> list[str]:
     os.chmod(root, 0o700)
     written = []
     for name, iface in state.interfaces.items():
-        if Source.KERNEL not in iface.seen_by or state.incomplete(name) or not IFNAME_RE.match(name):
+        if Source.KERNEL not in iface.seen_by or state.incomplete(name) or not _is_ifname(name):
             continue
         text = json.dumps(interface_snapshot(iface), sort_keys=True, indent=1) + "\n"
         if _write_if_changed(root / f"{name}{SUFFIX}", text):
@@ -115,49 +119,52 @@ def save(directory: str, state: HostState) -> list[str]:
     return written
 
 
-# -- validation of what is read back (minimal local checks; see the module doc) ----------
+# -- validation of what is read back (validate.py's rules, plus the snapshot's own) -------
 
 
-def _text(value: Any, where: str) -> str:
-    """A string without CR, LF, NUL or other control characters."""
-    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise PersistError(f"{where}: not a plain string")
-    return value
+def _is_ifname(name: str) -> bool:
+    """wg-quick's interface name rule (validate.interface_name), as a yes/no."""
+    try:
+        validate.interface_name(name)
+    except validate.Invalid:
+        return False
+    return True
+
+
+def _checked(check: Callable[..., Any], value: Any, where: str, *args: Any) -> Any:
+    """``check(value, field, ...)`` with its Invalid turned into a PersistError naming ``where``."""
+    try:
+        return check(value, "value", *args)
+    except validate.Invalid as exc:
+        raise PersistError(f"{where}: {exc.message}") from None
 
 
 def _cidr(value: Any, where: str) -> str:
     """One allowed IP as ``address/prefix``, masked the way the kernel keeps it."""
-    text = _text(value, where)
+    text = _checked(validate.cidr, value, where)
     if "/" not in text:
         raise PersistError(f"{where}: allowed IP without a prefix length")
-    try:
-        return str(ipaddress.ip_network(text, strict=False))
-    except ValueError:
-        raise PersistError(f"{where}: not a CIDR") from None
+    return str(ipaddress.ip_network(text, strict=False))
 
 
 def _endpoint(value: Any, where: str) -> str | None:
     """``ip:port`` or ``[v6]:port`` with a literal address (no name to resolve at boot)."""
     if value is None:
         return None
-    text = _text(value, where)
-    host, sep, port = text.rpartition(":")
+    text = _checked(validate.endpoint, value, where)
+    host, _, port = text.rpartition(":")
     try:
         ipaddress.ip_address(host.strip("[]").split("%")[0])
-        ok = sep == ":" and port.isdigit() and 0 < int(port) < 65536
     except ValueError:
-        ok = False
-    if not ok:
-        raise PersistError(f"{where}: endpoint is not ip:port")
+        raise PersistError(f"{where}: endpoint is not ip:port (a literal address)") from None
+    if int(port) == 0:
+        raise PersistError(f"{where}: endpoint port 0")
     return text
 
 
 def _key(value: Any, where: str) -> str:
     """A canonical base64 WireGuard key (the value never appears in the message)."""
-    try:
-        return parse_key(_text(value, where), where)
-    except StateError as exc:
-        raise PersistError(str(exc)) from None
+    return str(_checked(validate.key, value, where))
 
 
 def _peer(doc: Any, where: str) -> Peer:
@@ -166,9 +173,9 @@ def _peer(doc: Any, where: str) -> Peer:
         raise PersistError(f"{where}: not an object")
     public = _key(doc.get("public_key"), f"{where}: public_key")
     psk = doc.get("preshared_key")
-    keepalive = doc.get("persistent_keepalive", 0)
-    if not isinstance(keepalive, int) or isinstance(keepalive, bool) or not 0 <= keepalive <= 65535:
-        raise PersistError(f"{where}: persistent_keepalive must be 0..65535")
+    keepalive = _checked(
+        validate.keepalive, doc.get("persistent_keepalive", 0), f"{where}: persistent_keepalive"
+    )
     ips = doc.get("allowed_ips", [])
     if not isinstance(ips, list):
         raise PersistError(f"{where}: allowed_ips must be a list")
@@ -191,25 +198,52 @@ class Snapshot:
     peers: dict[str, Peer]
 
 
+def _read_own_file(path: Path) -> bytes:
+    """The bytes of ``path``, read through descriptors checked before the read.
+
+    The directory is opened first and must be ours, mode 0700; the file is opened
+    relative to it with O_NOFOLLOW (a symlink planted or swapped in fails) and
+    O_NONBLOCK (a FIFO cannot hang the boot), and the open descriptor must be a
+    regular file of ours, mode 0600, at most MAX_FILE_BYTES.
+    """
+    where = str(path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        dst = os.fstat(dfd)
+        if dst.st_uid != os.geteuid() or stat.S_IMODE(dst.st_mode) != 0o700:
+            raise PersistError(f"{path.parent}: snapshot directory must be owned by us with mode 0700")
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PersistError(f"{where}: not a regular file (a symlink)") from None
+            raise
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PersistError(f"{where}: not a regular file")
+        if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o600:
+            raise PersistError(f"{where}: must be owned by us with mode 0600 (not readable by others)")
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise PersistError(f"{where}: larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
 def load_snapshot(path: Path) -> Snapshot:
     """Read and check one snapshot file; PersistError naming the file for anything wrong."""
     where = str(path)
-    st = path.lstat()
-    if not path.is_file() or path.is_symlink():
-        raise PersistError(f"{where}: not a regular file")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise PersistError(f"{where}: must be owned by us and not readable by others (0600)")
-    if st.st_size > MAX_FILE_BYTES:
-        raise PersistError(f"{where}: larger than {MAX_FILE_BYTES} bytes")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(_read_own_file(path).decode())
     except (UnicodeDecodeError, ValueError):
         raise PersistError(f"{where}: not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PersistError(f"{where}: not a format {FORMAT} snapshot")
-    name = _text(doc.get("interface"), f"{where}: interface")
-    if not IFNAME_RE.match(name) or path.name != f"{name}{SUFFIX}":
-        raise PersistError(f"{where}: interface name {name!r} is not valid or does not match the file name")
+    name = _checked(validate.interface_name, doc.get("interface"), f"{where}: interface name")
+    if path.name != f"{name}{SUFFIX}":
+        raise PersistError(f"{where}: interface name {name} does not match the file name")
     public = doc.get("public_key")
     public = _key(public, f"{where}: public_key") if public is not None else None
     raw_peers = doc.get("peers")

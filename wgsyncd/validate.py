@@ -25,8 +25,9 @@ from typing import Any
 _IFNAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
 # DNS names as wg and wg-quick take them (conffiles uses the same alphabet)
 _HOSTNAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
-# an IPv6 zone (scope) id: an interface name or a number
-_ZONE = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
+# an IPv6 zone (scope) id in an endpoint: an interface name or a number, nothing that
+# a list splitter or a shell could read as punctuation
+_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 # an ip-route table name (/etc/iproute2/rt_tables), as wg-quick hands it to `ip`
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,10}")
@@ -34,6 +35,12 @@ _DIGITS = re.compile(r"[0-9]{1,10}")
 # everything that ends a line for some reader (Python's splitlines included) or drives
 # a terminal. TAB stays allowed: wg-quick trims it like a space.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# bidi overrides/isolates and zero-width characters: invisible on a terminal, they make a
+# hook or a dry-run diff read differently from what runs (Trojan Source)
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# inside one element of a comma-separated list (AllowedIPs, Address, DNS): a scope id
+# (WireGuard takes none there; ipaddress accepts any text after %), a list separator, a blank
+_LIST_PUNCT = re.compile(r"[%,\s]")
 _B64_KEY = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 U16 = 65535
@@ -56,6 +63,8 @@ def text(value: Any, field: str, *, max_len: int = MAX_TEXT) -> str:
         raise Invalid(field, f"expected text, got {type(value).__name__}")
     if _CONTROL.search(value):
         raise Invalid(field, "contains a control character (newline, NUL, escape, ...)")
+    if _INVISIBLE.search(value):
+        raise Invalid(field, "contains a bidi override or zero-width character")
     if len(value) > max_len:
         raise Invalid(field, f"longer than {max_len} characters")
     return value
@@ -138,9 +147,10 @@ def table(value: Any, field: str = "table") -> str:
 
 
 def cidr(value: Any, field: str) -> str:
-    """``address[/prefix]`` (host bits allowed, as wg and ip take them); no spaces."""
+    """``address[/prefix]`` (host bits allowed, as wg and ip take them); no spaces, no
+    ``%scope`` (``fe80::1%x,0.0.0.0/0`` would be two list entries once rendered)."""
     text(value, field, max_len=64)
-    if not value or value != value.strip() or " " in value or "\t" in value:
+    if not value or _LIST_PUNCT.search(value):
         raise Invalid(field, "not an IP address in CIDR notation")
     try:
         ipaddress.ip_interface(value)
@@ -171,8 +181,11 @@ def endpoint(value: Any, field: str = "endpoint") -> str:
 
 
 def dns_entry(value: Any, field: str = "dns") -> str:
-    """A DNS server address or a search domain, as wg-quick splits them (no spaces, no commas)."""
+    """A DNS server address or a search domain, as wg-quick splits them (no spaces, no
+    commas, no ``%scope``: ``fe80::1%x,1.2.3.4`` would be two servers once rendered)."""
     text(value, field, max_len=253)
+    if _LIST_PUNCT.search(value):
+        raise Invalid(field, "not an IP address or a DNS search domain (no scope id, comma or blank)")
     try:
         ipaddress.ip_address(value)
         return value
@@ -265,9 +278,15 @@ def whole_interface(iface: Any, where: str) -> None:
             raise Invalid(f"{where}: {label}: {exc.field}", exc.message) from None
 
 
+def _escaped(match: re.Match[str]) -> str:
+    """One character as its Python escape (``\\x1b``, ``\\u202e``)."""
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 def shown(value: str, max_len: int | None = 80) -> str:
-    """A value safe to put on a terminal or in a log line: control characters escaped
-    (``\\x1b``, ``\\n``, ...), cut to ``max_len``. For names that failed (or have not
-    yet passed) their check; never for secrets."""
-    out = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+    """A value safe to put on a terminal or in a log line: control characters, bidi
+    overrides and zero-width characters escaped (``\\x1b``, ``\\n``, ``\\u202e``), cut
+    to ``max_len``. For names that failed (or have not yet passed) their check; never
+    for secrets."""
+    out = _INVISIBLE.sub(_escaped, _CONTROL.sub(_escaped, value))
     return out if max_len is None or len(out) <= max_len else out[:max_len] + "..."

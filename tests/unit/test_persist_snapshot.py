@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def test_snapshot_keeps_only_the_running_peers_and_skips_an_interface_read_in_pa
         (lambda d: d["peers"][0].update(persistent_keepalive=True), "persistent_keepalive"),
         (lambda d: d["peers"].append(dict(d["peers"][0])), "listed twice"),
         (lambda d: d.update(format=2), "format 1"),
+        (lambda d: d["peers"][0].update(allowed_ips=["fe80::1%x,0.0.0.0/0"]), "allowed_ips"),
+        (lambda d: d["peers"][0].update(endpoint="[fe80::1%a,b]:51820"), "endpoint"),
+        (lambda d: d["peers"][0].update(endpoint="192.0.2.1:0"), "endpoint"),
+        (lambda d: d.update(interface="wg\u202e0"), "interface name"),
     ],
 )
 def test_a_bad_snapshot_is_refused_naming_the_file_and_never_showing_a_key(
@@ -91,3 +96,55 @@ def test_persist_needs_the_kernel_source(tmp_path: Path) -> None:
     path.write_text("host_id = 'h'\n[kernel]\nenabled = false\n[persist]\nenabled = true\n")
     with pytest.raises(config.ConfigError, match=r"^persist\.enabled"):
         config.load(str(path), environ={})
+
+
+def test_a_snapshot_dir_others_can_enter_is_refused_naming_it(tmp_path: Path) -> None:
+    persist.save(str(tmp_path / "p"), host())
+    (tmp_path / "p").chmod(0o755)
+    with pytest.raises(persist.PersistError, match=rf"^{tmp_path}/p: snapshot directory must be owned by us"):
+        persist.load_snapshot(tmp_path / "p" / "wg0.json")
+
+
+def test_a_symlink_or_fifo_snapshot_is_refused(tmp_path: Path) -> None:
+    persist.save(str(tmp_path), host())
+    path = tmp_path / "wg0.json"
+    path.rename(tmp_path / "elsewhere")
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(persist.PersistError, match=r"wg0\.json: not a regular file \(a symlink\)"):
+        persist.load_snapshot(path)
+    path.unlink()
+    os.mkfifo(path, 0o600)  # opened for reading, a FIFO would block until a writer came
+    with pytest.raises(persist.PersistError, match=r"wg0\.json: not a regular file"):
+        persist.load_snapshot(path)
+
+
+@pytest.mark.parametrize("swap_at", [1, 2])
+def test_a_symlink_swapped_in_between_check_and_read_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap_at: int
+) -> None:
+    # the race the old lstat-then-read_text had: the attacker swaps the file for a symlink
+    # to a file of their choosing right after the checks. The swap runs as a side effect
+    # of our own fstat calls (1: the directory's, before the open; 2: the file's, after it)
+    persist.save(str(tmp_path), host())
+    path = tmp_path / "wg0.json"
+    evil = json.loads(path.read_text())
+    evil["peers"][0]["allowed_ips"] = ["0.0.0.0/0"]
+    (tmp_path / "evil").write_text(json.dumps(evil))
+    (tmp_path / "evil").chmod(0o600)
+    real_fstat, calls = os.fstat, []
+
+    def fstat_then_swap(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        calls.append(fd)
+        if len(calls) == swap_at:
+            path.unlink()
+            path.symlink_to(tmp_path / "evil")
+        return result
+
+    monkeypatch.setattr(persist.os, "fstat", fstat_then_swap)
+    if swap_at == 1:
+        with pytest.raises(persist.PersistError, match="a symlink"):
+            persist.load_snapshot(path)
+    else:  # already open: the file read is the one checked
+        assert persist.load_snapshot(path).peers[KEY_A].allowed_ips == ("10.0.0.2/32",)
+    assert len(calls) == swap_at

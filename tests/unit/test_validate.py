@@ -127,3 +127,53 @@ def test_conf_path():
     for bad in ("/etc/wireguard/..", "/etc/passwd", "/etc/wireguard/a b.conf", "/x/wg0.conf\n"):
         with pytest.raises(Invalid, match=r"^conf_path: "):
             validate.conf_path(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["fe80::1%x,0.0.0.0/0", "fe80::1%x#c/64", "fe80::1%eth0/64", "10.0.0.1/32,10.0.0.2/32", "10.0.0.1 /32"],
+)
+def test_cidr_refuses_scope_ids_and_list_separators(bad):
+    # ipaddress takes any text after "%": a "validated" entry that renders as two entries
+    with pytest.raises(Invalid, match=r"^allowed_ips: not an IP address"):
+        validate.cidr(bad, "allowed_ips")
+
+
+@pytest.mark.parametrize("bad", ["fe80::1%x,1.2.3.4", "fe80::1%eth0", "1.1.1.1,8.8.8.8", "a\u3000b"])
+def test_dns_entry_refuses_scope_ids_and_list_separators(bad):
+    with pytest.raises(Invalid, match=r"^dns: "):
+        validate.dns_entry(bad)
+
+
+@pytest.mark.parametrize("bad", ["[fe80::1%a,b]:1", "[fe80::1%a b]:1", "[fe80::1%a=b]:1", "[fe80::1%a+b]:1"])
+def test_endpoint_zone_is_a_plain_name(bad):
+    with pytest.raises(Invalid, match=r"^endpoint: "):
+        validate.endpoint(bad)
+
+
+def test_rendered_conf_cannot_gain_a_dns_server_from_a_scope_id():
+    from tests.unit.test_restore_render import sample
+    from wgsyncd import restore
+
+    iface = sample()
+    iface.dns = ("fe80::1%x,1.2.3.4",)
+    with pytest.raises(restore.RestoreError, match=r"^interface wg0: dns\[0\]: .*nothing was changed"):
+        restore.render_conf(iface)
+
+
+@pytest.mark.parametrize(
+    "ch", ["\u200b", "\u200d", "\u200f", "\u202a", "\u202e", "\u2066", "\u2069", "\ufeff"]
+)
+def test_text_refuses_bidi_overrides_and_zero_width_characters(ch):
+    # Trojan Source: "rm -rf /tmp/x \u202e#/ \u202c" reads differently from what wg-quick runs
+    with pytest.raises(Invalid, match=r"^post_up: contains a bidi override or zero-width character"):
+        validate.text(f"echo a{ch}b", "post_up")
+
+
+def test_dry_run_diff_shows_bidi_and_zero_width_characters_escaped():
+    from wgsyncd.restore.render import redact_conf_line
+
+    assert validate.shown("a\u202eb\u200bc\ufeff") == "a\\u202eb\\u200bc\\ufeff"
+    line = redact_conf_line("PostUp = echo ok \u202e; rm -rf /\u202c\n")
+    assert line == "PostUp = echo ok \\u202e; rm -rf /\\u202c\n"
+    assert not any(c in line for c in "\u202e\u202c")

@@ -68,6 +68,19 @@ class HostBinding:
     last_status: str | None
 
 
+# role attributes a host role must not have: each is a way out of its own rows (CREATEROLE
+# grants itself the owner's role on PostgreSQL <= 15, BYPASSRLS reads every host, ...)
+_HOST_FORBIDDEN_ATTRS = {
+    "rolsuper": "SUPERUSER",
+    "rolcreaterole": "CREATEROLE",
+    "rolcreatedb": "CREATEDB",
+    "rolreplication": "REPLICATION",
+    "rolbypassrls": "BYPASSRLS",
+}
+# what CREATE ROLE says explicitly, whatever the server's or a template's defaults
+_PLAIN_ROLE = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+
 def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     """Whether a role of that name exists in the cluster (roles are cluster-wide)."""
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
@@ -80,8 +93,10 @@ def _ensure_login_role(conn: psycopg.Connection[Any], role: str, group: str, pas
     """
     created = False
     if not _role_exists(conn, role):
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE ROLE {} " + _PLAIN_ROLE).format(sql.Identifier(role)))
         created = True
+    elif not conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[0]:
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role)))  # remove-host's NOLOGIN
     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
     if password is not None:
         try:
@@ -99,6 +114,36 @@ def _ensure_login_role(conn: psycopg.Connection[Any], role: str, group: str, pas
     return created
 
 
+def _check_host_role(conn: psycopg.Connection[Any], role: str) -> None:
+    """Refuse an existing role that could reach beyond its own rows: one with a forbidden
+    attribute, the schema owner's rights, or membership in any role but wgsyncd_host (an
+    operator or reader group, another host's role, the owner). Nothing to check when the
+    role does not exist yet (add-host creates it plain)."""
+    cols = ", ".join(_HOST_FORBIDDEN_ATTRS)
+    row = conn.execute(
+        f"SELECT {cols}, pg_has_role(rolname, current_user, 'MEMBER'), "
+        "ARRAY(SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+        "      WHERE m.member = r.oid AND g.rolname <> %s ORDER BY 1) "
+        "FROM pg_roles r WHERE rolname = %s",
+        (HOST_GROUP, role),
+    ).fetchone()
+    if row is None:
+        return
+    where = f"{describe_connection(conn)}: add-host: role {role}"
+    attrs = [name for name, on in zip(_HOST_FORBIDDEN_ATTRS.values(), row, strict=False) if on]
+    if attrs:
+        raise StoreError(
+            f"{where} has {', '.join(attrs)}; a host needs a role of its own without it "
+            f"(ALTER ROLE ... NO{attrs[0]}, or let add-host create a new role)"
+        )
+    if row[-2]:
+        raise StoreError(f"{where} has the schema owner's rights; a host needs a role of its own")
+    if row[-1]:
+        raise StoreError(
+            f"{where} is a member of {', '.join(row[-1])}; a host role may be a member of {HOST_GROUP} only"
+        )
+
+
 def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: str | None = None) -> str:
     """Bind LOGIN role ``role`` (created if missing, in wgsyncd_host) to ``host_id``.
 
@@ -109,16 +154,7 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
     _check_name("host_id", host_id)
     _check_name("role", role)
     with guarded(conn, f"add-host {host_id}"), conn.transaction():
-        privileged = conn.execute(
-            "SELECT rolsuper OR rolbypassrls OR pg_has_role(rolname, current_user, 'MEMBER') "
-            "FROM pg_roles WHERE rolname = %s",
-            (role,),
-        ).fetchone()
-        if privileged and privileged[0]:
-            raise StoreError(
-                f"{describe_connection(conn)}: add-host: role {role} is a superuser, bypasses "
-                "row-level security or has the schema owner's rights; a host needs a role of its own"
-            )
+        _check_host_role(conn, role)
         conn.execute("LOCK TABLE host_roles IN SHARE ROW EXCLUSIVE MODE")  # two operators at once
         for key, value, other in (("host_id", host_id, "role_name"), ("role_name", role, "host_id")):
             row = conn.execute(
@@ -148,19 +184,82 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
     return f"host_id {host_id} bound to role {role}" + (" (role created)" if created else "")
 
 
-def remove_host(conn: psycopg.Connection[Any], host_id: str) -> str:
-    """Unbind ``host_id``: its role leaves wgsyncd_host (it can no longer read or write) and
-    the machine fingerprint is cleared (the next machine to sync as host_id is accepted).
-    The host's data and the login role itself stay (history; the role may own sessions)."""
-    with guarded(conn, f"remove-host {host_id}"), conn.transaction():
-        row = conn.execute(
-            "DELETE FROM host_roles WHERE host_id = %s RETURNING role_name", (host_id,)
-        ).fetchone()
-        conn.execute("UPDATE hosts SET machine_fp = NULL WHERE host_id = %s", (host_id,))
-        if row is None:
-            return f"host_id {host_id} was not bound to a role (machine fingerprint cleared)"
-        conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(HOST_GROUP), sql.Identifier(row[0])))
-    return f"host_id {host_id} unbound from role {row[0]}"
+# how long remove-host waits for the host's hosts row (after ending its sessions)
+REMOVE_LOCK_WAIT = "5s"
+
+
+def remove_host(conn: psycopg.Connection[Any], host_id: str, lock_wait: str = REMOVE_LOCK_WAIT) -> str:
+    """Unbind ``host_id`` so that the host itself cannot stop it, in three steps.
+
+    1. One committed transaction: the binding goes, its role leaves wgsyncd_host and
+       becomes NOLOGIN (nothing here waits on a lock the host can hold: host_roles is
+       the owner's alone). From now on the role reads and writes nothing.
+    2. Its open sessions are ended (pg_terminate_backend); one that holds its hosts
+       row lock in an open transaction (it may lift its own idle timeout) would block
+       step 3. Without the right to signal them this is said, not fatal.
+    3. The machine fingerprint is cleared (the next machine to sync as host_id is
+       accepted) with a bounded lock wait; a timeout is reported, not fatal.
+
+    The host's data and the login role itself stay (history). Returns the lines to show.
+    """
+    with guarded(conn, f"remove-host {host_id}"):
+        with conn.transaction():
+            row = conn.execute(
+                "DELETE FROM host_roles WHERE host_id = %s RETURNING role_name", (host_id,)
+            ).fetchone()
+            if row is not None:
+                ident = sql.Identifier(row[0])
+                conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(HOST_GROUP), ident))
+                conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(ident))
+        out = [f"host_id {host_id} was not bound to a role"]
+        if row is not None:
+            out = [f"host_id {host_id} unbound from role {row[0]} (role is now NOLOGIN)"]
+            out.append(_end_sessions(conn, row[0]))
+        out.append(_clear_machine_fp(conn, host_id, lock_wait))
+    return "\n".join(out)
+
+
+def _end_sessions(conn: psycopg.Connection[Any], role: str) -> str:
+    """pg_terminate_backend every session of ``role``; one line saying what happened.
+
+    Signalling another role's backend needs pg_signal_backend (or membership in that
+    role); an owner without it is told so, and remove-host goes on."""
+    with conn.transaction():
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()", (role,)
+            ).fetchall()
+        ]
+    ended = refused = 0
+    for pid in pids:
+        try:
+            with conn.transaction():
+                res = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+            ended += bool(res and res[0])
+        except psycopg.errors.InsufficientPrivilege:
+            refused += 1
+    if refused:
+        return (
+            f"could not end {refused} open session(s) of role {role}: this role lacks the right to "
+            "signal them (GRANT pg_signal_backend to it, or a superuser runs pg_terminate_backend); "
+            "they can no longer read or write"
+        )
+    return f"ended {ended} open session(s) of role {role}"
+
+
+def _clear_machine_fp(conn: psycopg.Connection[Any], host_id: str, lock_wait: str) -> str:
+    """Clear the hosts row's machine fingerprint, waiting at most ``lock_wait`` for it."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_wait)))
+            conn.execute("UPDATE hosts SET machine_fp = NULL WHERE host_id = %s", (host_id,))
+    except psycopg.errors.LockNotAvailable:
+        return (
+            f"machine fingerprint of host_id {host_id} NOT cleared: its hosts row stayed locked for "
+            f"{lock_wait} (a session still open); run wgsyncd db remove-host {host_id} again"
+        )
+    return f"machine fingerprint of host_id {host_id} cleared"
 
 
 def add_member(conn: psycopg.Connection[Any], role: str, group: str, password: str | None = None) -> str:

@@ -65,6 +65,17 @@ DECLARE bound text;
 BEGIN
     SELECT host_id INTO bound FROM host_roles WHERE role_name = session_user;
     IF bound IS NOT NULL THEN
+        -- add-host refuses such a role; this catches one changed after it was bound
+        -- (defence in depth: a role that can grant itself the owner needs no function)
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND (rolsuper OR rolcreaterole
+                   OR rolcreatedb OR rolreplication OR rolbypassrls))
+           OR EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                      JOIN pg_roles r ON r.oid = m.member
+                      WHERE r.rolname = session_user AND g.rolname <> 'wgsyncd_host') THEN
+            RAISE EXCEPTION 'role % has a privileged attribute (CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS, SUPERUSER) or is a member of a role other than wgsyncd_host; refusing its writes', session_user
+                USING ERRCODE = 'insufficient_privilege',
+                HINT = 'the operator runs wgsyncd db remove-host, then add-host with a plain role';
+        END IF;
         IF bound IS DISTINCT FROM p_host_id THEN
             RAISE EXCEPTION 'role % is bound to host_id %, but this sync is for host_id %', session_user, bound, p_host_id
                 USING ERRCODE = 'insufficient_privilege',
@@ -323,6 +334,14 @@ GRANT USAGE ON SEQUENCE sync_status_id_seq TO wgsyncd_host;
 -- every role may read which schema version it talks to
 REVOKE ALL ON schema_migrations FROM PUBLIC;
 GRANT SELECT ON schema_migrations TO wgsyncd_host, wgsyncd_operator, wgsyncd_reader;
+
+-- the three groups may connect to this database, whatever PUBLIC may; revoking CONNECT
+-- from PUBLIC is the DBA's call (README: on the cluster's other databases, so a host
+-- role reaches only this one), not a migration's: it would cut off existing users
+DO $$ BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO wgsyncd_host, wgsyncd_operator, wgsyncd_reader',
+                   current_database());
+END $$;
 
 -- functions: nobody by default; the host group runs the cycle's writers
 DO $$
