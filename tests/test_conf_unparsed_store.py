@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from tests.unit.test_conffiles import FULL, PRIV
 from wgsyncd import secrets, store
-from wgsyncd.config import ConfConfig, DatabaseConfig
+from wgsyncd.config import ConfConfig
 from wgsyncd.merge import merge
 from wgsyncd.sources import conffiles
 
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.postgres
 BROKEN = (
     f"[Interface]\nPrivateKey = {PRIV}\nListenPort = 51820\n# a comment only the raw text keeps\n[Peerz]\n"
 )
-
-
-@pytest.fixture
-def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
-    c = store.connect(db_config)
-    store.migrate(c)
-    yield c
-    c.close()
 
 
 def cycle(conn: psycopg.Connection[Any], directory: Path, recovery: str) -> store.WriteReport:

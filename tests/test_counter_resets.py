@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,21 +19,12 @@ import pytest
 from tests.beds import unavailable
 from tests.beds.postgres import fake_key
 from wgsyncd import store
-from wgsyncd.config import DatabaseConfig
 from wgsyncd.sources import identity
 from wgsyncd.state import HostState, Interface, Peer, Source
 from wgsyncd.store.writer import counters_reset
 
 T0 = datetime(2031, 1, 1, tzinfo=UTC)
 KEY = fake_key("reset-peer")
-
-
-@pytest.fixture
-def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
-    c = store.connect(db_config)
-    store.migrate(c)
-    yield c
-    c.close()
 
 
 def state(n: int, rx: int | None, tx: int | None, iface_id: str | None = "boot:ns:7") -> HostState:

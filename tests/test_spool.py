@@ -12,12 +12,10 @@ import stat
 import tempfile
 import uuid
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.beds.postgres import fake_key, synthetic_state
@@ -77,14 +75,6 @@ def test_no_clear_secret_in_the_spool_and_writer_values_are_the_same(tmp_path: P
 
 def sp_body(path: Path) -> bytes:
     return sqlite3.connect(path).execute("SELECT body FROM cycles ORDER BY id LIMIT 1").fetchone()[0]
-
-
-@pytest.fixture
-def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
-    c = store.connect(db_config)
-    store.migrate(c)
-    yield c
-    c.close()
 
 
 def outage_states(n: int) -> list[Any]:

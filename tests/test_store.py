@@ -12,7 +12,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,6 @@ from wgsyncd.store.migrate import MIGRATIONS_DIR
 pytestmark = pytest.mark.postgres
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def conn(db_config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
-    """A store connection (timeouts set) to a fresh, migrated database."""
-    c = store.connect(db_config)
-    store.migrate(c)
-    yield c
-    c.close()
 
 
 def write(conn: psycopg.Connection[Any], state: HostState) -> store.WriteReport:

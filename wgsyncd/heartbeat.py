@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from wgsyncd.atomicfile import write_atomic
+
 FILE_NAME = "last-cycle.json"
 
 
@@ -95,14 +97,7 @@ def write(state_dir: str, beat: Heartbeat) -> None:
     """Replace the file atomically (temp file + rename), so a reader never sees half of it."""
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".last-cycle.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(beat), fh)
-        os.replace(tmp, directory / FILE_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(directory / FILE_NAME, json.dumps(asdict(beat)), 0o600)
 
 
 def read(state_dir: str) -> Heartbeat:

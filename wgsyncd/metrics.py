@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wgsyncd.atomicfile import write_atomic
 
 STATE_FILE = "metrics.json"
 DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -279,15 +279,7 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
     The temp name starts with a dot and does not end in .prom, so node_exporter's
     textfile collector never reads a half-written file.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, mode)
 
 
 def textfile_path(setting: str | None, default_dir: str = DEFAULT_TEXTFILE_DIR) -> Path | None:

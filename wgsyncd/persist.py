@@ -35,13 +35,13 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wgsyncd import validate
+from wgsyncd.atomicfile import write_atomic
 from wgsyncd.state import HostState, Interface, Peer, Secret, Source
 
 log = logging.getLogger("wgsyncd.persist")
@@ -85,17 +85,7 @@ def _write_if_changed(path: Path, text: str) -> bool:
             return False
     except (OSError, UnicodeDecodeError):
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, 0o600)
     return True
 
 

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any
 
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
+
+from wgsyncd.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +254,7 @@ def write_record(state_dir: str, host_id: str, last: LastSigned) -> None:
         data = {}
     data[host_id] = {"version": last.version, "link": last.link}
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".last-signed.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, sort_keys=True), 0o600)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -399,6 +400,19 @@ def pg_conn(pg_cluster: PgCluster) -> Iterator[object]:
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def conn(db_config: Any) -> Iterator[Any]:
+    """A store connection (wgsyncd's timeouts, no session state) to a fresh, migrated database."""
+    from wgsyncd import store
+
+    c = store.connect(db_config)
+    try:
+        store.migrate(c)
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture

@@ -21,12 +21,11 @@ signed version precedes them (an agent that signs never writes an unsigned versi
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wgsyncd.atomicfile import write_atomic
 from wgsyncd.restore.errors import RestoreError
 
 UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
@@ -95,17 +94,7 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
         if old and not old.endswith("\n"):
             old += "\n"
     text = (old or TRUST_HEADER) + f"{host_id} {key}" + (f" {comment}" if comment else "") + "\n"
-    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, text, 0o644)  # public keys; what matters is who may write it
     return True
 
 

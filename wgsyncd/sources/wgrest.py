@@ -25,7 +25,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from wgsyncd import validate
+from wgsyncd.atomicfile import write_atomic
 from wgsyncd.config import WgrestConfig
 from wgsyncd.state import (
     WIRE_PEER_FIELDS,
@@ -571,18 +571,10 @@ def remember_seen(url: str, state_dir: str | None, answered: bool) -> None:
     record = _load_seen(state_dir)
     record[key] = when
     record = dict(sorted(record.items(), key=lambda kv: kv[1])[-SEEN_KEEP:])
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{SEEN_FILE}.", dir=state_dir)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        os.replace(tmp, Path(state_dir) / SEEN_FILE)
-        tmp = None
+        write_atomic(Path(state_dir) / SEEN_FILE, json.dumps(record), 0o600)
     except OSError as exc:
         log.debug("cannot record that wgrest answered in %s: %s", state_dir, exc.strerror)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _read_device(

@@ -1,0 +1,32 @@
+"""One way to replace a small file: a reader sees the old file or the new one, never half.
+
+Why one home: the state dir (last-cycle, last-signed, wgrest-seen, metrics), the
+persist snapshot, the Prometheus textfile and the operator's trust file all need the
+same steps, and each step matters: the temp file lives in the target's directory (a
+rename is atomic only within one filesystem), its name starts with a dot and ends in
+``.tmp`` (node_exporter's textfile collector reads ``*.prom`` only), the mode is set on
+the open file before any byte is written (a secret is never readable by others, even
+for a moment), and fsync before the rename makes it survive a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) at ``mode``; the directory must exist."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
