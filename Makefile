@@ -75,7 +75,7 @@ faults: venv
 	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
 
 # Fuzzing (issue 16 item 3): Hypothesis. FUZZ_EXAMPLES cases per parser target (UAPI replies,
-# netlink dump bytes, config files), FUZZ_ORACLE_EXAMPLES generated conf files checked against
+# netlink dump bytes, config files, wgrest v1/v2 answer bodies), FUZZ_ORACLE_EXAMPLES generated conf files checked against
 # wg-quick's parse_options, `wg setconf` on a wireguard-go interface and `ip` (root). Prints the
 # figures; CI's fast tier runs the same tests with a small profile (tests/fuzzing.py).
 FUZZ_EXAMPLES ?= 5000
@@ -83,4 +83,4 @@ FUZZ_ORACLE_EXAMPLES ?= 2000
 .PHONY: fuzz
 fuzz: venv
 	WGSYNCD_FUZZ_REPORT=1 WGSYNCD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) WGSYNCD_FUZZ_ORACLE_EXAMPLES=$(FUZZ_ORACLE_EXAMPLES) \
-	    $(BIN)/pytest -p no:cacheprovider -q tests/unit/test_fuzz_parsers.py tests/fuzz $(PYTEST_ARGS)
+	    $(BIN)/pytest -p no:cacheprovider -q tests/unit/test_fuzz_parsers.py tests/unit/test_fuzz_wgrest.py tests/fuzz $(PYTEST_ARGS)

@@ -69,7 +69,7 @@ WHOLE_READ_TIMEOUTS = 2.5
 # wgrest URLs that answered once, kept in the state dir (a one-shot sync knows them too)
 SEEN_FILE = "wgrest-seen.json"
 SEEN_KEEP = 32
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
 _GO_DURATION_UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -81,9 +81,13 @@ _GO_DURATION_UNITS = {
     "h": 3600.0,
 }
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # Go writes ASCII digits; int() would also take Arabic-Indic or full-width ones
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# JSON's "\ud800" escape decodes to a lone surrogate: a str no UTF-8 encoder (psycopg,
+# a conf file) can write, and validate.text lets it through, so it stops at the source
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ def parse_go_duration(text: str) -> float:
     wgrest prints keepalive intervals with Go's ``Duration.String()``, so this is
     the exact inverse; anything else is a ValueError (the caller names the field).
     """
-    value = text.strip()
+    value = text  # Go writes no blanks: " 25s\n" is not what wgrest sends
     sign = 1.0
     if value[:1] in "+-" and value:
         sign = -1.0 if value[0] == "-" else 1.0
@@ -149,7 +153,7 @@ def parse_handshake_time(text: str) -> datetime | None:
     connected; a Unix-epoch 0 (what a raw ``last_handshake_time_sec=0`` becomes)
     also means never. Go may print nanoseconds; Python keeps microseconds.
     """
-    match = _RFC3339.fullmatch(text.strip())
+    match = _RFC3339.fullmatch(text)
     if not match:
         raise ValueError("not an RFC 3339 time")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
@@ -160,8 +164,13 @@ def parse_handshake_time(text: str) -> datetime | None:
     offset = timedelta(0)
     if zone not in ("Z", "z"):
         hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError("time zone offset out of range")
         offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
-    when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - offset
+    try:
+        when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - offset
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise ValueError("time out of range") from None
     return None if when == _EPOCH else when
 
 
@@ -197,6 +206,8 @@ def _get_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> st
         return None
     if not isinstance(value, str):
         raise WgrestProblem(f"{where} {key}", f"expected a string, got {type_name(value)}")
+    if _SURROGATE.search(value):
+        raise WgrestProblem(f"{where} {key}", "not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -223,6 +234,9 @@ def _get_str_list(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] 
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise WgrestProblem(f"{where} {key}", "expected an array of strings")
+    for i, text in enumerate(value):
+        if _SURROGATE.search(text):
+            raise WgrestProblem(f"{where} {key}[{i}]", "not valid Unicode (a lone surrogate)")
     return tuple(value)
 
 

@@ -142,8 +142,15 @@ class Answer:
     body: bytes
 
     def json(self) -> Any:
-        """The body as JSON; ValueError when it is not."""
-        return json.loads(self.body)
+        """The body as JSON; ValueError when it is not.
+
+        ``[[[[...`` a few thousand deep makes the json module raise RecursionError, not
+        ValueError: it is just another body that is not usable JSON.
+        """
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
     def error_text(self) -> str:
         """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
