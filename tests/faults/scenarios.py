@@ -88,7 +88,10 @@ def finish(rig: Rig, row: Row) -> Row:
     row.extra.setdefault("lost_tx", lost_tx)
     if row.bytes_lost == "-":
         row.bytes_lost = f"{lost_rx + lost_tx}"
-    row.crashes += rig.logs().count("Traceback") + rig.logs().count("cycle crashed")
+    logs = rig.logs()
+    row.crashes += logs.count("Traceback") + logs.count("cycle crashed")
+    if "Traceback" in logs:  # what an operator would send us: the first one, in full
+        row.extra["traceback"] = logs[logs.index("Traceback") :][:2000]
     return row
 
 
@@ -134,6 +137,7 @@ def pg_kills(rig: Rig, n: int, rng: random.Random) -> Row:
     row.log_line = rig.first_line("DB unreachable", "DB write failed")
     row.crashes = 0 if rig.alive() else 1
     row.extra["inside"] = inside
+    row.extra["bad_exits"] = bad_exits
     return finish(rig, row)
 
 
@@ -259,6 +263,7 @@ def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
     add_peers(rig, 300)
     exits: list[float] = []
     bad = 0
+    bad_exits: list[str] = []
     with psycopg.connect(rig.dsn, autocommit=True) as watcher:
         for i in range(n):
             rig.ping(2)
@@ -280,6 +285,8 @@ def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
                 time.sleep(rng.uniform(0, rig.interval))  # a random point of the next cycle
             code, took = rig.stop_daemon(signal.SIGTERM)
             bad += code != 0
+            if code != 0:  # keep the evidence: which run, aimed or not, and its exit code
+                bad_exits.append(f"run {i} ({'aimed' if aim else 'random'}): exit {code}")
             exits.append(took)
     rig.start_daemon()
     inside = rig.logs().count("during a cycle: abandoned it")
