@@ -137,7 +137,6 @@ def pg_kills(rig: Rig, n: int, rng: random.Random) -> Row:
     row.log_line = rig.first_line("DB unreachable", "DB write failed")
     row.crashes = 0 if rig.alive() else 1
     row.extra["inside"] = inside
-    row.extra["bad_exits"] = bad_exits
     return finish(rig, row)
 
 
@@ -295,6 +294,7 @@ def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
     row.crashes = bad
     row.log_line = rig.first_line("abandoned it") or rig.first_line("stopped after")
     row.extra["inside"] = inside
+    row.extra["bad_exits"] = bad_exits
     return finish(rig, row)
 
 
