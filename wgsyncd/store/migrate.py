@@ -62,6 +62,9 @@ def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
+_LOST_RACE = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateTable)
+
+
 def _ledger(conn: psycopg.Connection[Any]) -> None:
     """Create schema_migrations once; two first migrators racing on CREATE TABLE retry once."""
     for attempt in (1, 2):
@@ -69,7 +72,9 @@ def _ledger(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
                 conn.execute(_CREATE_LEDGER)
             return
-        except psycopg.errors.UniqueViolation:  # the other one created it meanwhile
+        # the other one created it meanwhile: PostgreSQL reports the lost race on its row
+        # type as a unique violation or as "type already exists", depending on timing
+        except _LOST_RACE:
             if attempt == 2:
                 raise
 
