@@ -103,7 +103,10 @@ def test_multihost_numbers_are_sane(smoke: tuple[dict, str], run: str) -> None:
     for phase in ("populate", "capacity", "paced"):
         p = mh[phase]
         assert 0 < p["latency_p50_s"] <= p["latency_p99_s"] < 60, phase
-        assert p["rows_written"] > 0 and p["db_cpu_s"] > 0, phase
+        assert p["rows_written"] > 0 and p["db_cpu_s"] >= 0, phase
+    # CPU is read in clock ticks (10 ms): 6 paced cycles of 40 peers may cost less than one,
+    # but filling 6 hosts cannot
+    assert mh["populate"]["db_cpu_s"] > 0
     # populate inserts every peer of every host: at least 6 x 40 peer rows
     assert mh["populate"]["rows_written"] >= 240
     # after it, every cycle moves exactly 10% of a host's counters: 4 stats + 4 traffic rows,
