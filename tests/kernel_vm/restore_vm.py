@@ -26,6 +26,7 @@ The ``wg`` run has no pyroute2 on its path (the `wg syncconf` backend must not n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import os
@@ -490,7 +491,8 @@ def backend_choice(label: str) -> tuple[bool, str, dict]:
         problems.append(f"auto chose {got}")
     sh(IP, "link", "add", "dummyR", "type", "veth", "peer", "name", "dummyR2")
     try:
-        other = restore.Loaded("vm-host", 9, datetime.now(UTC), {"dummyR": loaded.interfaces[IFACE]})
+        veth = dataclasses.replace(loaded.interfaces[IFACE], name="dummyR")  # same config, other link
+        other = restore.Loaded("vm-host", 9, datetime.now(UTC), {"dummyR": veth})
         restore.apply(other, via="netlink", dry_run=True)
         problems.append("via=netlink accepted a veth link")
     except restore.RestoreError as exc:
