@@ -104,7 +104,12 @@ def test_a_table_added_later_without_policies_is_caught_and_the_helper_fixes_it(
             f"later_table: no policy wgsyncd_owner_all for {fleet.owner}",
             "later_table: no policy wgsyncd_operator_read",
         ]
-        c.execute("SELECT wgsyncd_secure_table('later_table', true)")  # what a later migration calls
+        with pytest.raises(psycopg.errors.RaiseException, match="must ENABLE and FORCE"):
+            c.execute("SELECT wgsyncd_secure_table('later_table', true)")  # RLS switched on first
+        # what a later migration does: row-level security on and forced, then the helper
+        c.execute("ALTER TABLE later_table ENABLE ROW LEVEL SECURITY")
+        c.execute("ALTER TABLE later_table FORCE ROW LEVEL SECURITY")
+        c.execute("SELECT wgsyncd_secure_table('later_table', true)")
         assert rls_problems(c, fleet.owner) == []
 
 

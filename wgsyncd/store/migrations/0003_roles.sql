@@ -288,17 +288,20 @@ DO $$ BEGIN
                    current_schema());
 END $$;
 
--- Row-level security for one table with a host_id: ENABLED and FORCED (the owner is
--- subject to it too, through its own allow-all policy), a host sees and inserts only
--- its bound host_id's rows, the operator reads all, the reader reads all unless the
--- table holds secrets. Later migrations call it for every new table with a host_id
+-- Policies and grants for one table with a host_id, whose row-level security the
+-- migration has ENABLED and FORCED with plain ALTER TABLE statements (written out per
+-- table so a reader of the migrations sees them; this refuses a table without): the
+-- owner is subject to it too, through its own allow-all policy; a host sees and inserts
+-- only its bound host_id's rows; the operator reads all; the reader reads all unless the
+-- table holds secrets. Later migrations do the same for every new table with a host_id
 -- (tests/test_store_roles.py fails for a table without).
 CREATE FUNCTION wgsyncd_secure_table(p_table regclass, p_reader boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE owner_name text := (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = p_table);
 BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
+    IF NOT (SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = p_table) THEN
+        RAISE EXCEPTION 'table % must ENABLE and FORCE ROW LEVEL SECURITY before its policies', p_table;
+    END IF;
     EXECUTE format('CREATE POLICY wgsyncd_owner_all ON %s FOR ALL TO %I USING (true) WITH CHECK (true)',
                    p_table, owner_name);
     EXECUTE format('CREATE POLICY wgsyncd_host_own ON %s FOR ALL TO wgsyncd_host '
@@ -315,6 +318,28 @@ BEGIN
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION wgsyncd_secure_table(regclass, boolean) FROM PUBLIC;
+
+-- every table with a host_id: row-level security on, and for the owner too
+ALTER TABLE hosts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hosts FORCE ROW LEVEL SECURITY;
+ALTER TABLE interfaces ENABLE ROW LEVEL SECURITY;
+ALTER TABLE interfaces FORCE ROW LEVEL SECURITY;
+ALTER TABLE peers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE peers FORCE ROW LEVEL SECURITY;
+ALTER TABLE server_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE server_keys FORCE ROW LEVEL SECURITY;
+ALTER TABLE peer_stats ENABLE ROW LEVEL SECURITY;
+ALTER TABLE peer_stats FORCE ROW LEVEL SECURITY;
+ALTER TABLE peer_traffic ENABLE ROW LEVEL SECURITY;
+ALTER TABLE peer_traffic FORCE ROW LEVEL SECURITY;
+ALTER TABLE sync_status ENABLE ROW LEVEL SECURITY;
+ALTER TABLE sync_status FORCE ROW LEVEL SECURITY;
+ALTER TABLE config_versions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE config_versions FORCE ROW LEVEL SECURITY;
+ALTER TABLE config_secrets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE config_secrets FORCE ROW LEVEL SECURITY;
+ALTER TABLE host_roles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE host_roles FORCE ROW LEVEL SECURITY;
 
 SELECT wgsyncd_secure_table('hosts', true);
 SELECT wgsyncd_secure_table('interfaces', true);

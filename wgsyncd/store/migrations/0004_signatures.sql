@@ -33,4 +33,6 @@ CREATE TABLE host_signing_keys (
 
 -- forced RLS and policies like every table with a host_id (migration 0003): a host
 -- reads its own pins, the operator and the reader every host's (verify keys are public)
+ALTER TABLE host_signing_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE host_signing_keys FORCE ROW LEVEL SECURITY;
 SELECT wgsyncd_secure_table('host_signing_keys', true);
