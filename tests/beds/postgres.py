@@ -251,39 +251,7 @@ class TlsFiles:
 
     def client(self, name: str, ca: Path | None = None, ca_key: Path | None = None) -> tuple[Path, Path]:
         """A client certificate with CN ``name`` (a role, for ``cert`` auth): (crt, key), key 0600."""
-        key, crt = self.directory / f"{name}.key", self.directory / f"{name}.crt"
-        _openssl(
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(crt) + ".csr",
-            "-subj",
-            f"/CN={name}",
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(crt) + ".csr",
-            "-CA",
-            str(ca or self.ca),
-            "-CAkey",
-            str(ca_key or self.ca_key),
-            "-CAcreateserial",
-            "-out",
-            str(crt),
-            "-days",
-            "2",
-        )
-        key.chmod(0o600)
-        return crt, key
+        return issue(self.directory, name, f"/CN={name}", ca or self.ca, ca_key or self.ca_key)
 
 
 def _openssl(*args: str) -> None:
@@ -321,45 +289,26 @@ def make_ca(directory: Path, name: str = "wgsyncd-test-ca") -> tuple[Path, Path]
     return ca, key
 
 
+def issue(
+    directory: Path, name: str, subject: str, ca: Path, ca_key: Path, extfile: Path | None = None
+) -> tuple[Path, Path]:
+    """An EC P-256 key and a 2-day certificate for ``subject`` signed by ``ca``: (crt, key), key 0600."""
+    key, crt = directory / f"{name}.key", directory / f"{name}.crt"
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(crt) + ".csr", "-subj", subject)  # fmt: skip
+    extra = ("-extfile", str(extfile)) if extfile else ()
+    _openssl("x509", "-req", "-in", str(crt) + ".csr", "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-out", str(crt), "-days", "2", *extra)  # fmt: skip
+    key.chmod(0o600)
+    return crt, key
+
+
 def make_tls(directory: Path, owner: str | None = None) -> TlsFiles:
     """The CA and the server's certificate; the server key readable by the cluster's user only."""
     ca, ca_key = make_ca(directory)
-    key, crt = directory / "server.key", directory / "server.crt"
     ext = directory / "server.ext"
     ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl(
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(crt) + ".csr",
-        "-subj",
-        "/CN=localhost",
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(crt) + ".csr",
-        "-CA",
-        str(ca),
-        "-CAkey",
-        str(ca_key),
-        "-CAcreateserial",
-        "-out",
-        str(crt),
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-    )
-    key.chmod(0o600)
+    crt, key = issue(directory, "server", "/CN=localhost", ca, ca_key, ext)
     if owner:
         shutil.chown(directory, user=owner)
         shutil.chown(key, user=owner)
