@@ -17,10 +17,10 @@ from pathlib import Path
 
 import psycopg
 
+from tests.beds.host import Host
 from tests.beds.postgres import PgCluster
 from tests.beds.wgrest_server import make_wgrest_server
 from tests.beds.wireguard import WgBed, missing_reason
-from tests.test_e2e import Host
 
 
 def run(host: Host, *args: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.unit.test_conffiles import FULL, PRIV
+from tests.unit.sources.test_conffiles import FULL, PRIV
 from wgsyncd import secrets, store
 from wgsyncd.config import ConfConfig
 from wgsyncd.merge import merge

@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.test_e2e import Host, peers_by_key
+from tests.beds.host import Host, peers_by_key
 from wgsyncd import store
 
 pytestmark = pytest.mark.postgres

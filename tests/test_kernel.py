@@ -403,3 +403,19 @@ def test_peer_blocks_of_a_deleted_interface_are_forgotten(wg_bed: WgBed) -> None
     iface.delete()
     kernel.read(KernelConfig(backend="uapi"))
     assert path not in uapi._BLOCKS
+
+
+def test_wg_backend_line_with_wrong_column_count_drops_the_whole_interface(tmp_path: Path) -> None:
+    """A malformed line in the middle of an interface must not leave it half-read (first peer only)."""
+    pub, p1, p2 = random_key(), random_key(), random_key()
+    dump = tmp_path / "dump"
+    dump.write_text(
+        f"wg0\t(none)\t{pub}\t51820\toff\n"
+        f"wg0\t{p1}\t(none)\t(none)\t10.0.0.2/32\t0\t0\t0\toff\n"
+        "wg0\tcut\tshort\n"
+        f"wg0\t{p2}\t(none)\t(none)\t10.0.0.3/32\t0\t0\t0\toff\n"
+    )
+    result = kernel.read(KernelConfig(backend="wg", wg_command=fake_wg(tmp_path, f"cat {dump}")))
+    assert "wg0" not in result.interfaces
+    (err,) = result.errors
+    assert err.interface == "wg0" and "line 3" in err.message

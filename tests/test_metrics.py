@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.beds import unavailable
-from tests.test_e2e import Host
+from tests.beds.host import Host
 from wgsyncd import metrics
 from wgsyncd.metrics import CycleFacts
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.beds.host import Host, strip
 from tests.beds.wireguard import generated_peers, genkey, pubkey
-from tests.test_e2e import Host, strip
 from wgsyncd import config, persist
 from wgsyncd.aftercycle import after_cycle
 from wgsyncd.cycle import collect

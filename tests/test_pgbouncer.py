@@ -33,6 +33,7 @@ import psycopg
 import pytest
 
 from tests import test_e2e, test_restore, test_store_concurrency
+from tests.beds.host import Host
 from tests.beds.pgbouncer import PgBouncer
 from tests.beds.postgres import PgCluster, synthetic_state
 from tests.beds.wireguard import PeerSpec, random_key
@@ -291,7 +292,7 @@ class ViaPgbouncer:
         self.config.write_text(text.replace(line, f'dsn = "{self.agent_dsn}"\nauto_migrate = false\n'))
 
 
-class PgbHost(ViaPgbouncer, test_e2e.Host):
+class PgbHost(ViaPgbouncer, Host):
     """The e2e Host, through pgbouncer."""
 
 

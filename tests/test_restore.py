@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.beds.host import Host, parse_dump
 from tests.beds.wireguard import PeerSpec, genkey, random_key
-from tests.test_e2e import Host, parse_dump
 from wgsyncd import secrets, signing
 from wgsyncd.restore import trust
 
@@ -536,3 +536,17 @@ def test_wgrest_v1_peer_private_keys_are_sealed_and_recreated(rhost, recovery, m
     assert set(target.devices[name].peers) == {s.public_key for s in specs}
     stored = sorted(p.read_text() for p in (tmp_path / "wgrest-new" / "v1").glob("*.conf"))
     assert stored == sorted(f"PrivateKey = {k}\n" for k in privs)
+
+
+def test_two_targets_refuse_before_either_writes(synced):
+    """--to-dir with --apply: the apply target's refusal must come before any conf file changes.
+
+    Each target checked itself before its own first write, but to_dir ran (and wrote)
+    before apply found that the interface does not exist: a half-done restore.
+    """
+    h, a, key_file, target = synced
+    files = snapshot_files(target)
+    h.ifaces.pop(a).delete()
+    fail = h.wgsyncd("restore", "--to-dir", str(target), "--apply", "--recovery-key", key_file, check=False)
+    assert fail.returncode == 1 and f"interface {a} does not exist on this machine" in fail.stderr
+    assert snapshot_files(target) == files, "a refused restore wrote conf files"

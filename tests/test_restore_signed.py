@@ -20,8 +20,8 @@ import pytest
 from nacl.signing import SigningKey
 from psycopg.types.json import Jsonb
 
+from tests.beds.host import strip
 from tests.beds.wireguard import PeerSpec, genkey, random_key
-from tests.test_e2e import strip
 from tests.test_restore import RestoreHost, history, running, snapshot_files
 from wgsyncd import secrets, signing
 from wgsyncd.state import key_fingerprint

@@ -4,7 +4,7 @@ One host role authenticates with a client certificate (pg_hba ``cert``), another
 with a SCRAM password over TLS; both connect with sslmode=verify-full over TCP to
 ``localhost`` (the certificate's name). "Not loopback" is the rule that makes TLS
 mandatory, so the refusal of weaker modes is tested with a DSN to a TEST-NET address
-(tests/unit/test_identity_transport.py and the CLI test below): the refusal happens
+(tests/unit/store/test_db.py and the CLI test below): the refusal happens
 before any connection, so no such host needs to exist.
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_e2e import peers_by_key
+from tests.beds.host import peers_by_key
 from tests.test_restore import recovery, rhost  # noqa: F401  (fixtures)
 from tests.test_wgrest_hostile import Listener, write_netrc
 from wgsyncd.sources import kernel as kernel_source

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.test_e2e import Host, peers_by_key
+from tests.beds.host import Host, peers_by_key
 from wgsyncd import store
 from wgsyncd.sources import kernel as kernel_source
 

@@ -9,17 +9,14 @@ systemd credentials ($CREDENTIALS_DIRECTORY/db-password, .../wgrest-token).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
-import math
 import os
 import socket
 import tomllib
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wgsyncd import coerce, hostid
 from wgsyncd.state import Secret, parse_key
 
 DEFAULT_PATH = "/etc/wgsyncd/wgsyncd.toml"
@@ -28,13 +25,6 @@ CREDENTIAL_DB_PASSWORD = "db-password"
 CREDENTIAL_WGREST_TOKEN = "wgrest-token"
 # TLS files for the database connection, as systemd credential names (LoadCredential=)
 CREDENTIAL_DB_TLS = {"sslcert": "db-sslcert", "sslkey": "db-sslkey", "sslrootcert": "db-sslrootcert"}
-MACHINE_ID_PATHS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
-# wgsyncd's application ids (random, fixed forever): the default host_id is
-# `systemd-id128 machine-id --app-specific=55b68314b0ea4dc88ed18bf06863c658`, and the
-# machine fingerprint the same with the second id, so neither reveals the machine-id
-# (machine-id(5)) and the fingerprint cannot be computed from the host_id
-HOST_ID_APP_ID = uuid.UUID("55b68314b0ea4dc88ed18bf06863c658")
-FINGERPRINT_APP_ID = uuid.UUID("de0db7685b2745fca767214783b3dac5")
 MAX_HISTORY_DAYS = 36500
 MAX_TIMEOUT = 3600.0
 
@@ -189,53 +179,10 @@ _CHOICES = {
 }
 
 
-def _coerce(key: str, value: Any, annotation: str) -> Any:
+def _coerce(key: str, value: Any, kind: Any) -> Any:
     """Turn a TOML or environment value into the field's type, or say which key is wrong."""
     try:
-        if annotation == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if annotation == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise ValueError("expected a number")
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError("expected a number") from None
-            # nan passes every "> 0" check by failing it silently, inf overflows later
-            if not math.isfinite(number):
-                raise ValueError("expected a finite number")
-            return number
-        if annotation == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected a whole number")
-            try:
-                return int(value)
-            except ValueError:
-                raise ValueError("expected a whole number") from None
-        if annotation.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError("expected a list of strings")
-            return tuple(value)
-        if annotation.startswith("Secret"):
-            if value is None or value == "":
-                return None
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return Secret(value)
-        # str or str | None
-        if value is None or (annotation.endswith("None") and value == ""):
-            return None
-        if not isinstance(value, str):
-            raise ValueError("expected a string")
-        return value
+        return coerce.to_type(kind, value)
     except (TypeError, ValueError) as exc:
         # never echo the value: it may be a secret
         raise ConfigError(f"{key}: {exc}") from None
@@ -253,7 +200,7 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str) -> None:
             continue
         if name not in fields or name in _DERIVED:
             raise ConfigError(f"{key}: unknown key")
-        setattr(obj, name, _coerce(key, value, str(fields[name].type)))
+        setattr(obj, name, _coerce(key, value, coerce.field_types(type(obj))[name]))
 
 
 def _env_values(environ: dict[str, str]) -> dict[str, Any]:
@@ -300,51 +247,6 @@ def _resolve_secrets(cfg: Config, environ: dict[str, str]) -> None:
             cfg.wgrest.token = _read_secret_file("wgrest.token_file", cfg.wgrest.token_file)
         elif creds and (Path(creds) / CREDENTIAL_WGREST_TOKEN).is_file():
             cfg.wgrest.token = _read_secret_file("wgrest.token", str(Path(creds) / CREDENTIAL_WGREST_TOKEN))
-
-
-def machine_id() -> str | None:
-    """/etc/machine-id (32 hex digits), or None when the machine has none."""
-    for path in MACHINE_ID_PATHS:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if len(value) == 32:
-            try:
-                int(value, 16)
-            except ValueError:
-                continue
-            return value.lower()
-    return None
-
-
-def app_specific_id(machine: str, app_id: uuid.UUID) -> str:
-    """sd_id128_get_machine_app_specific(): HMAC-SHA256 keyed by the machine id's 16 bytes
-    over the app id's 16 bytes, the first 16 bytes made a v4 UUID, as 32 hex digits.
-
-    Stable per machine and application, unique like the machine-id, and without
-    revealing it: what machine-id(5) asks of anything that exposes an id.
-    """
-    digest = bytearray(hmac.new(bytes.fromhex(machine), app_id.bytes, hashlib.sha256).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x40
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return digest.hex()
-
-
-def default_host_id() -> str:
-    """The wgsyncd-specific id derived from the machine-id (the FQDN without one).
-
-    wgsyncd 0.1 used the raw machine-id; an upgraded host keeps its history by
-    setting ``host_id`` to that value in wgsyncd.toml (README, "Upgrading").
-    """
-    machine = machine_id()
-    return app_specific_id(machine, HOST_ID_APP_ID) if machine else socket.getfqdn()
-
-
-def machine_fingerprint() -> str | None:
-    """This machine's fingerprint (another app-specific id): told apart from a clone's."""
-    machine = machine_id()
-    return app_specific_id(machine, FINGERPRINT_APP_ID) if machine else None
 
 
 def _validate(cfg: Config) -> None:
@@ -438,8 +340,8 @@ def load(
     _apply(cfg, _env_values(environ), "")
     _resolve_secrets(cfg, environ)
     if not cfg.host_id:
-        cfg.host_id = default_host_id()
-    cfg.machine_fp = machine_fingerprint()
+        cfg.host_id = hostid.default_host_id()
+    cfg.machine_fp = hostid.machine_fingerprint()
     if not cfg.hostname:
         cfg.hostname = socket.gethostname()
     _validate(cfg)

@@ -9,13 +9,13 @@ manage an interface never produces false "missing" drift.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from wgsyncd.canonical import address_set, comparable_endpoint, network_set
 from wgsyncd.state import (
     Drift,
     DriftKind,
@@ -25,7 +25,6 @@ from wgsyncd.state import (
     Secret,
     Source,
     SourceResult,
-    network_set,
     shared,
 )
 
@@ -94,29 +93,6 @@ def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tupl
     return fallback
 
 
-def _address_set(values: tuple[str, ...]) -> frozenset[str]:
-    """Interface addresses with their host bits: unlike allowed IPs, 10.0.0.1/24 and
-    10.0.0.2/24 are different configurations (the interface's own IP changed)."""
-    out = set()
-    for v in values:
-        try:
-            out.add(str(ipaddress.ip_interface(v)))
-        except ValueError:
-            out.add(v)
-    return frozenset(out)
-
-
-def _endpoint(value: str) -> str | None:
-    """An endpoint in canonical ip:port form, or None when it is a DNS name (not comparable)."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
-
-
 def _comparable(name: str, value: Any) -> Any:
     """Map a field value to what should be equal when two sources agree; None = do not compare."""
     if value is None:
@@ -126,9 +102,9 @@ def _comparable(name: str, value: Any) -> Any:
     if name == "allowed_ips":
         return network_set(value)
     if name == "addresses":
-        return _address_set(value)
+        return address_set(value)
     if name == "endpoint":
-        return _endpoint(value)
+        return comparable_endpoint(value)
     if name in ("fwmark", "persistent_keepalive"):
         return value or 0
     return value

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wgsyncd.atomicfile import write_atomic
+from wgsyncd.canonical import sorted_text
 
 STATE_FILE = "metrics.json"
 DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -294,7 +295,7 @@ def textfile_path(setting: str | None, default_dir: str = DEFAULT_TEXTFILE_DIR) 
 
 def snapshot_to_json(snapshot: Snapshot) -> str:
     """The state file's text."""
-    return json.dumps(asdict(snapshot), sort_keys=True)
+    return sorted_text(asdict(snapshot))
 
 
 def snapshot_from_json(text: str) -> Snapshot:

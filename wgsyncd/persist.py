@@ -42,6 +42,7 @@ from typing import Any
 
 from wgsyncd import validate
 from wgsyncd.atomicfile import write_atomic
+from wgsyncd.canonical import masked, sorted_text
 from wgsyncd.state import HostState, Interface, Peer, Secret, Source
 
 log = logging.getLogger("wgsyncd.persist")
@@ -103,7 +104,7 @@ def save(directory: str, state: HostState) -> list[str]:
     for name, iface in state.interfaces.items():
         if Source.KERNEL not in iface.seen_by or state.incomplete(name) or not _is_ifname(name):
             continue
-        text = json.dumps(interface_snapshot(iface), sort_keys=True, indent=1) + "\n"
+        text = sorted_text(interface_snapshot(iface), indent=1) + "\n"
         if _write_if_changed(root / f"{name}{SUFFIX}", text):
             written.append(name)
     return written
@@ -134,7 +135,7 @@ def _cidr(value: Any, where: str) -> str:
     text = _checked(validate.cidr, value, where)
     if "/" not in text:
         raise PersistError(f"{where}: allowed IP without a prefix length")
-    return str(ipaddress.ip_network(text, strict=False))
+    return masked(text)
 
 
 def _endpoint(value: Any, where: str) -> str | None:
@@ -267,11 +268,7 @@ def missing_peers(snapshot: Snapshot, current: Interface) -> tuple[dict[str, Pee
     WireGuard moves an allowed IP to the peer that is written last; giving it to a
     restored peer would change a present one, so such an IP stays where it is.
     """
-    held = {
-        str(ipaddress.ip_network(ip, strict=False))
-        for p in current.peers.values()
-        for ip in p.allowed_ips or ()
-    }
+    held = {masked(ip) for p in current.peers.values() for ip in p.allowed_ips or ()}
     out: dict[str, Peer] = {}
     kept: list[str] = []
     for key, peer in snapshot.peers.items():

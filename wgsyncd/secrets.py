@@ -16,6 +16,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from wgsyncd.canonical import COMPACT
 from wgsyncd.state import Secret, parse_key
 
 RECOVERY_FILE_HEADER = "# wgsyncd recovery private key: keep offline; needed only to restore secrets\n"
@@ -85,7 +86,7 @@ def unseal(recovery_private: Secret, blob: bytes, what: str) -> bytes:
 
 def seal_json(recovery_public: str, obj: dict) -> bytes:
     """Seal a JSON document (the secrets of one config version)."""
-    return seal(recovery_public, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+    return seal(recovery_public, COMPACT.encode(obj).encode())
 
 
 def unseal_json(recovery_private: Secret, blob: bytes, what: str) -> dict:

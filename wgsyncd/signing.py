@@ -37,6 +37,7 @@ from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
 from wgsyncd.atomicfile import write_atomic
+from wgsyncd.canonical import signed_bytes, sorted_text
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,9 @@ class SigningError(Exception):
     """The signing key or local record cannot be used; names the file, never key material."""
 
 
-def _canonical(obj: Any) -> bytes:
-    """Sorted keys, no spaces: the same value always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def doc_sha256(doc: dict[str, Any]) -> str:
     """sha256 of a version's whole public document (canonical JSON; survives jsonb round trips)."""
-    return hashlib.sha256(_canonical(doc)).hexdigest()
+    return hashlib.sha256(signed_bytes(doc)).hexdigest()
 
 
 def key_id(verify_key: str | None) -> str:
@@ -193,7 +189,7 @@ class Signed:
 
     def message(self) -> bytes:
         """The exact bytes signed: a domain tag, then canonical JSON of every signed field."""
-        return DOMAIN + _canonical(
+        return DOMAIN + signed_bytes(
             {
                 "host_id": self.host_id,
                 "version": self.version,
@@ -254,7 +250,7 @@ def write_record(state_dir: str, host_id: str, last: LastSigned) -> None:
         data = {}
     data[host_id] = {"version": last.version, "link": last.link}
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, sort_keys=True), 0o600)
+    write_atomic(path, sorted_text(data), 0o600)
 
 
 @dataclass

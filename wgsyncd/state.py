@@ -12,9 +12,8 @@ import binascii
 import enum
 import functools
 import hashlib
-import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -82,21 +81,6 @@ def parse_key(text: str, where: str) -> str:
         # one key two spellings (a conf peer and its kernel peer would not match)
         raise StateError(f"{where}: not a canonical base64 WireGuard key (padding bits set)")
     return value
-
-
-def network_set(values: Iterable[str] | None) -> frozenset[str]:
-    """Allowed IPs / addresses as a set of masked networks: what the kernel keeps.
-
-    Two lists that differ only in order or host bits (10.0.0.5/24 vs 10.0.0.0/24) are
-    the same configuration to WireGuard; merge and restore compare through this.
-    """
-    out = set()
-    for v in values or ():
-        try:
-            out.add(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError:
-            out.add(v)
-    return frozenset(out)
 
 
 def public_key_from_private(private: Secret) -> str:

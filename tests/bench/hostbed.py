@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.beds.host import wg_quick_conf
 from tests.beds.postgres import PgCluster
 from tests.beds.wgrest_server import ServerBox, make_wgrest_server
 from tests.beds.wireguard import PeerSpec, WgBed, WgIface, _run, genkey, make_conf, random_key
-from tests.test_e2e import wg_quick_conf
 
 SINK_V4 = "192.0.2.254"
 SINK_V6 = "2001:db8:ffff::fe"

@@ -230,3 +230,58 @@ def test_memo_gives_the_same_result_and_reuses_only_unchanged_peers():
     assert four.interfaces["wg0"].peers[b] is not one.interfaces["wg0"].peers[b]
     assert four.drift == []
     assert set(memo.peers) == {("wg0", a), ("wg0", b), ("wg0", c)}
+
+
+def _res(source, iface):
+    from wgsyncd.state import SourceResult
+
+    return SourceResult(source, {iface.name: iface})
+
+
+def test_merge_reports_a_changed_interface_address_even_in_the_same_subnet() -> None:
+    """Address keeps its host bits (it is the interface's own IP): 10.0.0.1/24 != 10.0.0.2/24."""
+    from datetime import UTC, datetime
+
+    from wgsyncd.merge import merge
+    from wgsyncd.state import DriftKind, Interface, Source
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    conf = Interface("wg0", addresses=("10.0.0.1/24", "fd00::1/64"))
+    rest = Interface("wg0", addresses=("10.0.0.2/24", "fd00:0::1/64"))
+    state = merge("h", "h", [_res(Source.CONF, conf), _res(Source.WGREST, rest)], now)
+    (drift,) = [d for d in state.drift if d.field == "addresses"]
+    assert drift.kind == DriftKind.DIFFERS
+    # same addresses spelled differently and in another order are no drift
+    same = Interface("wg0", addresses=("fd00:0:0::1/64", "10.0.0.1/24"))
+    state = merge("h", "h", [_res(Source.CONF, conf), _res(Source.WGREST, same)], now)
+    assert [d for d in state.drift if d.field == "addresses"] == []
+
+
+def test_merge_reports_a_preshared_key_present_in_one_source_and_absent_in_another() -> None:
+    """No PresharedKey line / no psk in the kernel is a fact ("none"), so psk vs none is drift.
+
+    Without it a psk set or removed at runtime (``wg set ... preshared-key``) never shows.
+    """
+    from datetime import UTC, datetime
+
+    from wgsyncd.merge import merge
+    from wgsyncd.sources.conffiles import parse_conf
+    from wgsyncd.sources.kernel import make_peer
+    from wgsyncd.state import Interface, Source
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    pub = key()
+    conf = parse_conf(f"[Interface]\n\n[Peer]\nPublicKey = {pub}\nAllowedIPs = 10.0.0.2/32\n", "/x/wg0.conf")
+    for kernel_psk, conf_iface in ((key(), conf), (None, None)):
+        kpeer = make_peer(pub, kernel_psk, ("10.0.0.2/32",), None, 0, 0, 0, 0)
+        kern = Interface("wg0", peers={pub: kpeer})
+        if conf_iface is None:  # the other way round: the conf has a psk the kernel lacks
+            text = f"[Interface]\n\n[Peer]\nPublicKey = {pub}\nPresharedKey = {key()}\n"
+            conf_iface = parse_conf(text, "/x/wg0.conf")
+        state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf_iface)], now)
+        (drift,) = [d for d in state.drift if d.field == "preshared_key"]
+        assert dict(drift.values)["kernel" if kernel_psk is None else "conf"] == "(none)"
+    # both without a psk: no drift
+    kern = Interface("wg0", peers={pub: make_peer(pub, None, ("10.0.0.2/32",), None, 0, 0, 0, 0)})
+    state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf)], now)
+    assert [d for d in state.drift if d.field == "preshared_key"] == []

@@ -152,7 +152,7 @@ def test_endpoint_zone_is_a_plain_name(bad):
 
 
 def test_rendered_conf_cannot_gain_a_dns_server_from_a_scope_id():
-    from tests.unit.test_restore_render import sample
+    from tests.unit.restore.test_render import sample
     from wgsyncd import restore
 
     iface = sample()

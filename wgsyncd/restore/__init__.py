@@ -35,7 +35,8 @@ One concern per module; this package re-exports the API so callers keep writing
 - :mod:`.running`: ``apply``: backend choice, control socket, ``wg syncconf``;
 - :mod:`.netlink`: the netlink writer (hand-built messages, read-back);
 - :mod:`.wgrest`: ``to_wgrest`` and ``read_token``;
-- :mod:`.report`: ``history``, ``unsealed_warning``, ``as_json``.
+- :mod:`.targets`: the ordering rules: every target checked before the first write;
+- :mod:`.report`: ``history``, ``unsealed_warning``, ``as_json``, ``restore_text``.
 
 The database (psycopg), sealing (PyNaCl), pyroute2 and requests are imported where
 they are used: to_dir/apply/render work from a Loaded alone, e.g. inside the kernel
@@ -44,6 +45,7 @@ test VM.
 
 from __future__ import annotations
 
+from wgsyncd.canonical import ZERO_KEY_B64, ZERO_KEY_HEX
 from wgsyncd.restore.changes import (
     InterfaceChanges,
     PeerChange,
@@ -68,22 +70,21 @@ from wgsyncd.restore.netlink import (
     netlink_messages,
 )
 from wgsyncd.restore.render import (
-    ZERO_KEY_B64,
     redact_conf_line,
     render_conf,
     render_setconf,
     render_syncconf,
 )
-from wgsyncd.restore.report import as_json, history, unsealed_warning
+from wgsyncd.restore.report import as_json, history, restore_text, unsealed_warning
 from wgsyncd.restore.running import (
     UAPI_TIMEOUT,
     WG_TIMEOUT,
-    ZERO_KEY_HEX,
     _find_target,
     apply,
     is_kernel_link,
     uapi_set_request,
 )
+from wgsyncd.restore.targets import Targets, outcome, run
 from wgsyncd.restore.wgrest import HTTP_TIMEOUT, WgrestChanges, read_token, to_wgrest
 
 _fp = secret_fp  # the name restore.py had before the split (tests use it)
@@ -107,6 +108,7 @@ __all__ = [
     "Loaded",
     "PeerChange",
     "RestoreError",
+    "Targets",
     "WgrestChanges",
     "_find_target",  # private, used by tests/test_restore.py
     "_fp",  # old private name of secret_fp, used by tests/test_restore.py
@@ -120,6 +122,7 @@ __all__ = [
     "load",
     "netlink_messages",
     "networks",
+    "outcome",
     "parse_time",
     "read_token",
     "redact_conf_line",
@@ -127,6 +130,8 @@ __all__ = [
     "render_setconf",
     "render_syncconf",
     "resolve_endpoint",
+    "restore_text",
+    "run",
     "running_peers",
     "secret_fp",
     "to_dir",

@@ -13,9 +13,10 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
+from wgsyncd.canonical import format_endpoint, network_set
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import running_peers
-from wgsyncd.state import Interface, Secret, network_set, public_key_from_private
+from wgsyncd.state import Interface, Secret, public_key_from_private
 
 
 @dataclass
@@ -69,8 +70,6 @@ networks = network_set  # kept under its old name: callers compare allowed IPs w
 
 def resolve_endpoint(text: str, where: str) -> str:
     """``ip:port`` / ``[v6]:port`` as the control socket and `wg show` want it; DNS names resolved."""
-    from wgsyncd.sources.kernel import format_endpoint
-
     host, _, port_text = text.rpartition(":")
     host = host.strip("[]")
     try:

@@ -20,9 +20,9 @@ import socket
 import sys
 from typing import Any
 
+from wgsyncd.canonical import ZERO_KEY_B64
 from wgsyncd.restore.changes import InterfaceChanges, diff_interface, write_order
 from wgsyncd.restore.errors import RestoreError
-from wgsyncd.restore.render import ZERO_KEY_B64
 from wgsyncd.restore.values import check_interface
 from wgsyncd.state import Interface, Peer
 

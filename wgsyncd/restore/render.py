@@ -7,17 +7,14 @@ out or pipe them to ``wg``, never log them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 
 from wgsyncd import validate
+from wgsyncd.canonical import ZERO_KEY_B64
 from wgsyncd.restore.loading import running_peers
 from wgsyncd.restore.values import check_interface
 from wgsyncd.state import Interface, Peer
-
-ZERO_KEY_B64 = base64.b64encode(bytes(32)).decode()  # clears a preshared key (netlink, wg syncconf)
-
 
 # A line that shows a public key on purpose: `PublicKey = ...`, also disabled (`#! `)
 _PUBLIC_LINE = re.compile(r"(?i)^[\s#!]*PublicKey\s*=")

@@ -1,4 +1,4 @@
-"""What restore tells the operator without writing anything: version history, status warning, JSON."""
+"""What restore tells the operator: version history, the status warning, JSON and text output."""
 
 from __future__ import annotations
 
@@ -63,3 +63,22 @@ def as_json(changes: Any) -> Any:
     from wgsyncd.render import plain
 
     return json.loads(json.dumps(plain(changes), default=str))
+
+
+def restore_text(out: dict[str, Any]) -> str:
+    """Text output of restore (:func:`~wgsyncd.restore.targets.outcome`): one line per
+    file/interface/device; the diffs on a dry run."""
+    dry_run = out["dry_run"]
+    verb = "would restore" if dry_run else "restored"
+    lines = [f"{verb} host {out['host_id']} version {out['version']} ({out['created_at']})\n"]
+    for name in out["without_secrets"]:
+        lines.append(f"  warning: {name}: restored without keys (they were never stored)\n")
+    for f in out.get("files", []):
+        extra = f", backup {f.backup}" if f.backup else ""
+        would = "would be " if dry_run and f.action != "unchanged" else ""
+        lines.append(f"  {f.path}: {would}{f.action}{extra}\n")
+        if dry_run and f.diff:
+            lines.append(f.diff)
+    for ch in [*out.get("interfaces", []), *out.get("wgrest", [])]:
+        lines.append(f"  {ch.summary()}" + (" (dry run)" if dry_run else "") + "\n")
+    return "".join(lines)

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wgsyncd.canonical import ZERO_KEY_HEX
 from wgsyncd.restore.changes import InterfaceChanges, diff_interface, with_resolved_endpoints, write_order
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.restore.loading import Loaded
@@ -28,7 +29,6 @@ from wgsyncd.restore.render import render_syncconf
 from wgsyncd.restore.values import check_interface, check_loaded
 from wgsyncd.state import Interface
 
-ZERO_KEY_HEX = "0" * 64
 UAPI_TIMEOUT = 30.0
 WG_TIMEOUT = 120.0
 

@@ -27,12 +27,13 @@ import functools
 import re
 import socket
 
+from wgsyncd.canonical import ZERO_KEY_B64
+
 ASCII_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale; bash [[:space:]] for ASCII
 IFS = " \t\n"  # bash word splitting and `read` trimming
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SPACE_RE = re.compile(r"[ \t\n\v\f\r]+")
 _IFS_RE = re.compile(r"[ \t\n]+")
-_ZERO_KEY = base64.b64encode(bytes(32)).decode()
 
 
 class ValueProblem(ValueError):
@@ -214,7 +215,7 @@ def numeric_ipv4(host: str) -> str | None:
 
 def wg_key_or_none(key: str) -> str | None:
     """An all-zero private or preshared key is "none" to wg and the kernel."""
-    return None if key == _ZERO_KEY else key
+    return None if key == ZERO_KEY_B64 else key
 
 
 def clamped(private_key: str) -> str:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import socket
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from wgsyncd import validate
+from wgsyncd.canonical import ZERO_KEY_B64, parse_port
 from wgsyncd.config import KernelConfig
 from wgsyncd.state import (
     WIRE_PEER_FIELDS,
@@ -41,7 +41,6 @@ from wgsyncd.state import (
 
 log = logging.getLogger(__name__)
 
-ZERO_KEY = base64.b64encode(bytes(32)).decode()
 NONE = "(none)"
 
 # the fields a kernel read always knows, even when the value is "none" (None / 0)
@@ -53,73 +52,6 @@ _PEER_PROVENANCE = dict.fromkeys(PEER_FIELDS, Source.KERNEL)
 
 class InterfaceReadError(Exception):
     """One interface could not be read completely; the message never holds a key value."""
-
-
-# ---------------------------------------------------------------- shared formatting
-
-
-def format_endpoint(addr: str, port: int, scope: str | None = None) -> str:
-    """``1.2.3.4:51820`` or ``[fd00::1]:51820``, as ``wg show dump`` prints it.
-
-    ``wg`` uses getnameinfo(NI_NUMERICHOST), i.e. inet_ntop's canonical form; going
-    through inet_pton/inet_ntop here makes every backend print the same text.
-    """
-    if ":" in addr:
-        text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr))
-        if scope:
-            text = f"{text}%{scope}"
-        return f"[{text}]:{port}"
-    return f"{socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, addr))}:{port}"
-
-
-def parse_endpoint_text(text: str) -> str:
-    """Normalise an ``addr:port`` / ``[addr]:port`` string to wg's spelling, or raise ValueError."""
-    if text.startswith("["):
-        host, sep, port = text[1:].rpartition("]:")
-        if not sep:
-            raise ValueError("endpoint without port")
-        host, _, scope = host.partition("%")
-        return _format_checked(host, _port(port), scope or None)
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ValueError("endpoint without port")
-    return _format_checked(host, _port(port))
-
-
-def _format_checked(host: str, port: int, scope: str | None = None) -> str:
-    """format_endpoint on text from a daemon: inet_pton's OSError becomes the ValueError readers catch."""
-    try:
-        return format_endpoint(host, port, scope)
-    except OSError:
-        raise ValueError("endpoint address is not an IP address") from None
-
-
-def _port(text: str) -> int:
-    """A UDP port number 0-65535 from text (digits only), or ValueError."""
-    if not text.isdigit():
-        raise ValueError("port is not a number")
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("port out of range")
-    return value
-
-
-def normalise_prefix(text: str) -> str:
-    """``addr/cidr`` as inet_ntop prints it (``wg`` reparses userspace output the same way)."""
-    addr, sep, cidr = text.partition("/")
-    if not sep:
-        raise ValueError("allowed IP without /cidr")
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    if not cidr.isdigit():
-        raise ValueError("cidr is not a number")
-    bits = int(cidr)
-    if not 0 <= bits <= (128 if family == socket.AF_INET6 else 32):
-        raise ValueError("cidr out of range")
-    try:
-        packed = socket.inet_pton(family, addr)
-    except OSError:  # inet_pton's error for a bad address is an OSError, not a ValueError
-        raise ValueError("allowed IP is not an IP address") from None
-    return f"{socket.inet_ntop(family, packed)}/{bits}"
 
 
 # the last second of year 9999: the latest time a datetime (and PostgreSQL's column) can hold
@@ -192,7 +124,7 @@ def make_peer(
     tx_bytes: int,
 ) -> Peer:
     """A Peer with kernel provenance; an all-zero preshared key means "none"."""
-    psk = None if preshared_key is None or preshared_key == ZERO_KEY else Secret(preshared_key)
+    psk = None if preshared_key is None or preshared_key == ZERO_KEY_B64 else Secret(preshared_key)
     return Peer(
         public_key=public_key,
         preshared_key=psk,
@@ -262,7 +194,7 @@ def _dump_interface(name: str, cols: list[str], where: str) -> Interface:
         name,
         _dump_key(private, f"{where}: private key"),
         _dump_key(public, f"{where}: public key"),
-        _port(port),
+        parse_port(port),
         0 if fwmark == "off" else int(fwmark, 0),
         None,
     )

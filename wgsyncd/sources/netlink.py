@@ -23,10 +23,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from wgsyncd.canonical import format_endpoint
 from wgsyncd.sources.kernel import (
     InterfaceReadError,
     RawPeer,
-    format_endpoint,
     key_from_wire,
     make_interface,
 )

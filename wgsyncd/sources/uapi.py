@@ -14,13 +14,12 @@ import stat
 import time
 from pathlib import Path
 
+from wgsyncd.canonical import normalise_prefix, parse_endpoint_text
 from wgsyncd.sources.kernel import (
     InterfaceReadError,
     RawPeer,
     key_from_wire,
     make_interface,
-    normalise_prefix,
-    parse_endpoint_text,
 )
 from wgsyncd.state import Interface, Peer, StateError
 

@@ -7,7 +7,9 @@ the schema owner's functions cast them back, migration 0003). COPY is gone: a ho
 role may not UPDATE, and COPY FROM does not work on tables with row-level security.
 
 Why not psycopg's list adaptation: without the C extension (Debian ships none) it
-adapts every value through Python dumpers, ~10x slower for 10,000 rows. The types are
+adapts every value through Python dumpers: for 10,000 rows of 7 columns (text,
+bigint, NULLs, timestamptz) it took 0.56-0.73 s against 0.17-0.24 s here, about 3x
+(psycopg 3.1.7 and 3.3.9 in pure Python, on a busy 2-core machine). The types are
 the few our tables use: text, integers, booleans, timestamps (a naive one is UTC),
 text[], and jsonb (psycopg's ``Jsonb`` wrapper). Anything else is a programming error
 and raises TypeError naming the type, never the value.

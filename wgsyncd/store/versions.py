@@ -29,7 +29,6 @@ the small readers below; it never parses conf files.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from psycopg.types.json import Jsonb
 
 from wgsyncd import secrets as sealing
 from wgsyncd import signing
+from wgsyncd.canonical import signed_bytes
 from wgsyncd.state import HostState, Interface, Peer, Source, key_fingerprint, public_key_from_private
 from wgsyncd.store import signed
 from wgsyncd.store.db import guarded
@@ -53,11 +53,6 @@ DOC_FORMAT = 1
 
 
 # ---------------------------------------------------------------- building content (pure)
-
-
-def _canonical(obj: Any) -> bytes:
-    """One byte string per value: sorted keys, no spaces, so the same content hashes the same."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _list(value: tuple[str, ...] | None) -> list[str] | None:
@@ -81,7 +76,7 @@ def interface_secrets(iface: Interface) -> dict[str, Any]:
 
 def secrets_sha256(secrets: dict[str, Any]) -> str:
     """sha256 of the canonical secrets JSON: safe to store (256-bit keys inside), exact to compare."""
-    return hashlib.sha256(_canonical(secrets)).hexdigest()
+    return hashlib.sha256(signed_bytes(secrets)).hexdigest()
 
 
 def _peer_doc(peer: Peer) -> dict[str, Any]:
@@ -149,7 +144,7 @@ def content_sha256(doc: dict[str, Any]) -> str:
             **iface,
             "peers": [{**p, "endpoint": None} if p.get("endpoint_source") == kernel else p for p in peers],
         }
-    return hashlib.sha256(_canonical({**doc, "interfaces": ifaces})).hexdigest()
+    return hashlib.sha256(signed_bytes({**doc, "interfaces": ifaces})).hexdigest()
 
 
 def interface_complete(state: HostState, name: str) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_conffiles import PRIV, PSK, A, B, C, parse
+from tests.unit.sources.test_conffiles import PRIV, PSK, A, B, C, parse
 from wgsyncd.config import ConfConfig
 from wgsyncd.sources.conffiles import read
 from wgsyncd.state import Secret, public_key_from_private
@@ -185,7 +185,7 @@ def test_only_the_last_mtu_reaches_ip() -> None:
 
 def test_an_address_ip_would_refuse_twice_is_an_error() -> None:
     # measured with ip: IPv4 refuses the same address/prefix (however spelled), IPv6 the same address
-    from tests.unit.test_conffiles import parse_error
+    from tests.unit.sources.test_conffiles import parse_error
 
     assert "twice" in parse_error("[Interface]\nAddress = 10.0.0.1/24\nAddress = 10.0.0.01/24\n").message
     assert parse_error("[Interface]\nAddress = fd00::1/64, fd00::1/128\n").where.endswith(":2 Address")

@@ -260,3 +260,85 @@ def test_parse_device_errors(raw: dict[str, object], where_end: str) -> None:
     with pytest.raises(WgrestProblem) as info:
         parse_device(raw, "v1", "u")
     assert info.value.where == f"u {where_end}"
+
+
+def test_wgrest_error_repeats_the_http_reason_phrase_only_scrubbed() -> None:
+    """The reason phrase is server text like any other: no token, no key, bounded length."""
+    import http.server
+    import threading
+
+    from wgsyncd.config import WgrestConfig
+    from wgsyncd.sources import wgrest
+    from wgsyncd.state import Secret
+
+    token, leaked_key = "t0ken-" + os.urandom(8).hex(), key()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(502, f"Bad {self.headers.get('Authorization')} {leaked_key} " + "x" * 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cfg = WgrestConfig(
+            url=f"http://127.0.0.1:{server.server_address[1]}",
+            token=Secret(token),
+            api_version="v1",
+            timeout=5,
+            data_dir=None,
+        )
+        result = wgrest.read(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    (err,) = result.errors
+    text = str(err)
+    assert "HTTP 502" in text
+    assert token not in text and leaked_key not in text and len(text) < 400
+
+
+def test_wgrest_headers_dripped_slowly_still_trip_the_deadline() -> None:
+    """A server dripping its *headers* a byte at a time never trips a per-recv socket timeout;
+    the whole-answer deadline must cover the headers too, not start once they are in."""
+    import socket
+    import threading
+    import time
+
+    from wgsyncd.config import WgrestConfig
+    from wgsyncd.sources import wgrest
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.wait(0.05):  # a byte every 50 ms, forever
+                try:
+                    conn.sendall(b"a")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    cfg = WgrestConfig(url=f"http://127.0.0.1:{listener.getsockname()[1]}", api_version="v1", timeout=0.5)
+    t0 = time.monotonic()
+    try:
+        result = wgrest.read(cfg)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+    assert elapsed < 3.0, elapsed
+    (err,) = result.errors
+    assert "timeout" in err.message and result.interfaces == {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_conffiles import FULL, A, B, C
+from tests.unit.sources.test_conffiles import FULL, A, B, C
 from wgsyncd.config import ConfConfig
 from wgsyncd.sources import conffiles
 

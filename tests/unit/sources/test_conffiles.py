@@ -618,3 +618,20 @@ def test_unchanged_file_is_not_parsed_again_but_a_same_size_same_mtime_edit_is(t
     assert again is not first and again.mtu == 1380
     path.unlink()
     assert read(cfg).interfaces == {}
+
+
+def test_conf_parse_cache_forgets_a_deleted_file_whatever_the_directory_spelling(tmp_path: Path) -> None:
+    """The cache holds each file's raw text (private key inside): a deleted file must leave it."""
+    from wgsyncd.config import ConfConfig
+    from wgsyncd.sources import conffiles
+
+    conf = tmp_path / "wg7.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {PRIV}\n")
+    for directory in (f"{tmp_path}/", f"{tmp_path}//", str(tmp_path / ".")):
+        cfg = ConfConfig(directory=directory)
+        assert list(conffiles.read(cfg).interfaces) == ["wg7"]
+        assert any(p.endswith("wg7.conf") for p in conffiles._PARSED)
+        conf.rename(tmp_path / "wg7.conf.bak")
+        assert conffiles.read(cfg).interfaces == {}
+        assert not any(p.endswith("wg7.conf") for p in conffiles._PARSED), directory
+        (tmp_path / "wg7.conf.bak").rename(conf)

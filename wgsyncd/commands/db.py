@@ -1,0 +1,127 @@
+"""`wgsyncd db ...`: schema migrations and the host / operator / reader roles (owner DSN)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wgsyncd.commands.common import database, emit, load, read_password
+
+
+@click.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply pending schema migrations (the schema owner's DSN; concurrent runs queue)."""
+    from wgsyncd import store
+
+    cfg = load(ctx)
+    with database(cfg) as conn:
+        applied = store.migrate(conn)
+    click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+@db.command("add-host")
+@click.argument("host_id")
+@click.option("--role", required=True, help="The host's LOGIN role (created if missing).")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.option(
+    "--signing-key",
+    "signing_keys",
+    multiple=True,
+    help="Pin the host's verify key (`wgsyncd keys show-signing` on the host); repeatable.",
+)
+@click.option(
+    "--trusted-keys",
+    default=None,
+    help="Also pin --signing-key in this trust file (the one restore trusts; keep it offline).",
+)
+@click.pass_context
+def db_add_host(
+    ctx: click.Context,
+    host_id: str,
+    role: str,
+    password_file: str | None,
+    signing_keys: tuple[str, ...],
+    trusted_keys: str | None,
+) -> None:
+    """Bind a host's LOGIN role to HOST_ID (owner DSN; re-running is harmless)."""
+    from wgsyncd import signing
+    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.store import roles, signed
+
+    password = read_password(password_file)
+    try:
+        keys = [signing.parse_verify_key(k, "--signing-key") for k in signing_keys]  # all checked first
+        with database(load(ctx)) as conn:
+            click.echo(roles.add_host(conn, host_id, role, password))
+            for key in keys:
+                done = "pinned" if signed.pin_signing_key(conn, host_id, key) else "already pinned"
+                click.echo(f"host {host_id}: signing key {key} {done} in the database")
+                if trusted_keys:
+                    trust.add_pin(trusted_keys, host_id, key)
+                    click.echo(f"host {host_id}: signing key {key} pinned in {trusted_keys}")
+    except (signing.SigningError, RestoreError) as exc:
+        click.echo(f"wgsyncd: db add-host: {exc}", err=True)
+        sys.exit(1)
+
+
+@db.command("remove-host")
+@click.argument("host_id")
+@click.pass_context
+def db_remove_host(ctx: click.Context, host_id: str) -> None:
+    """Unbind HOST_ID: its role can no longer read or write (data is kept)."""
+    from wgsyncd.store import roles
+
+    with database(load(ctx)) as conn:
+        click.echo(roles.remove_host(conn, host_id))
+
+
+@db.command("hosts")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_hosts(ctx: click.Context, as_json: bool) -> None:
+    """Bindings (host_id, role, machine fingerprint) and each host's last sync."""
+    import dataclasses
+
+    from wgsyncd.store import roles
+
+    with database(load(ctx)) as conn:
+        rows = roles.hosts(conn)
+    if as_json:
+        emit([dataclasses.asdict(r) for r in rows])
+        return
+    for r in rows:
+        seen = r.last_seen.isoformat(timespec="seconds") if r.last_seen else "never"
+        click.echo(f"{r.host_id}  role={r.role_name or '-'}  last_sync={seen} {r.last_status or ''}".rstrip())
+
+
+@db.command("add-operator")
+@click.argument("role")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.pass_context
+def db_add_operator(ctx: click.Context, role: str, password_file: str | None) -> None:
+    """Make ROLE (created if missing) an operator: reads every host."""
+    from wgsyncd.store import roles
+
+    password = read_password(password_file)
+    with database(load(ctx)) as conn:
+        click.echo(roles.add_member(conn, role, roles.OPERATOR_GROUP, password))
+
+
+@db.command("add-reader")
+@click.argument("role")
+@click.option("--password-file", default=None, help="Set the role's password from this file.")
+@click.pass_context
+def db_add_reader(ctx: click.Context, role: str, password_file: str | None) -> None:
+    """Make ROLE (created if missing) a reader: public tables, never sealed secrets."""
+    from wgsyncd.store import roles
+
+    password = read_password(password_file)
+    with database(load(ctx)) as conn:
+        click.echo(roles.add_member(conn, role, roles.READER_GROUP, password))
