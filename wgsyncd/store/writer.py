@@ -331,6 +331,17 @@ class _Plan:
         default_factory=lambda: {t: TableCounts() for t in ("hosts", "interfaces", "peers", "server_keys")}
     )
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to write: every table unchanged."""
+        return not (
+            any(self.upserts.values())
+            or any(self.removals.values())
+            or self.server_keys
+            or self.stats
+            or self.traffic
+        )
+
 
 _META = ("row_hash", "version", "created_at", "updated_at", "removed_at")
 _ICOLS = ("host_id", "name", *INTERFACE_FIELDS, *_META)
@@ -774,7 +785,11 @@ def write_cycle(
         prev_seen, prev_sync, db_now = host_row
         now = db_now if as_of is None else as_of  # a spooled cycle keeps its own time
         view = known if known is not None and known.fresh(prev_sync) else None
-        plan, new_view = _plan(tx, state, now, prev_seen, memo, view)
+        same = view is not None and memo.same_state(state)
+        if same:
+            plan, new_view = _Plan(), view  # nothing to diff: see HostMemo.same_state
+        else:
+            plan, new_view = _plan(tx, state, now, prev_seen, memo, view)
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         _write(tx, state.host_id, plan)
@@ -820,7 +835,9 @@ def write_cycle(
     memo.view = new_view
     if drift_value is not None:
         memo.drift = (drift_sha, time.monotonic())
-    memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
+    if not same:  # the same objects: committed already names them
+        memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
+    memo.remember(state)
     report.duration_s = time.monotonic() - t0
     return report
 
