@@ -75,7 +75,7 @@ _PEER_DRIFT = ("allowed_ips", "preshared_key", "persistent_keepalive", "endpoint
 # rewrites the conf from `wg showconf` (no Address, DNS or hooks). An empty list there
 # yields to a source that has values; the disagreement still shows as drift.
 _EMPTY_YIELDS = frozenset({"addresses", "dns", "pre_up", "post_up", "pre_down", "post_down"})
-EMPTY_YIELDS = _EMPTY_YIELDS  # the store's planning needs the same list (writer.keep_known)
+EMPTY_YIELDS = _EMPTY_YIELDS  # the store's planning needs the same list (store/values.keep_known)
 
 
 def _pick(objs: dict[Source, Any], name: str, order: tuple[Source, ...]) -> tuple[Any, Source | None]:
