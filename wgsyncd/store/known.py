@@ -83,7 +83,15 @@ class HostMemo:
     last: tuple[dict[str, tuple[Any, dict[str, Any]]], dict[Any, bool], dict[str, str]] | None = None
 
     def remember(self, state: Any) -> None:
-        """Keep what ``same_state`` compares, after a commit (copies of the dicts, not of the objects)."""
+        """Keep what ``same_state`` compares, after a commit (copies of the dicts, not of the objects).
+
+        Only a complete read is kept: an incomplete one was planned with stored values
+        mixed in and nothing removed, so the same objects read completely next time
+        must be planned again.
+        """
+        if not _complete(state):
+            self.last = None
+            return
         ifaces = {name: (iface, dict(iface.peers)) for name, iface in state.interfaces.items()}
         self.last = (ifaces, dict(state.sources), dict(state.interface_ids))
 
@@ -97,7 +105,7 @@ class HostMemo:
         10,000-peer cycle skips the per-peer diff entirely. Only for a complete read:
         an incomplete one mixes stored values in (keep_known) and removes nothing.
         """
-        if self.last is None or state.errors or not state.sources or not all(state.sources.values()):
+        if self.last is None or not _complete(state):
             return False
         ifaces, sources, ids = self.last
         if state.sources != sources or state.interface_ids != ids or len(state.interfaces) != len(ifaces):
@@ -134,6 +142,11 @@ class HostMemo:
             if len(memo) > len(live):
                 for k in [k for k in memo if k not in live]:
                     del memo[k]
+
+
+def _complete(state: Any) -> bool:
+    """Every source available read everything (no error at all)."""
+    return not state.errors and bool(state.sources) and all(state.sources.values())
 
 
 _MEMOS: weakref.WeakKeyDictionary[Any, dict[str, HostMemo]] = weakref.WeakKeyDictionary()

@@ -143,3 +143,15 @@ def test_same_state_is_object_identity_of_a_complete_read():
     other = state_of(iface)
     other.interface_ids = {"wg0": "another incarnation"}
     assert not memo.same_state(other)
+
+
+def test_same_state_never_follows_an_incomplete_commit():
+    """An incomplete cycle kept stored values and removed nothing: the same objects read
+    completely next time must be planned again, not skipped."""
+    iface = Interface("wg0", peers={})
+    memo = HostMemo()
+    err = SourceError(C, "wg0.conf", "bad line", interface="wg0")
+    memo.remember(state_of(iface, errors=[err]))
+    assert not memo.same_state(state_of(iface))
+    memo.remember(state_of(iface))
+    assert memo.same_state(state_of(iface))
