@@ -285,3 +285,25 @@ def test_merge_reports_a_preshared_key_present_in_one_source_and_absent_in_anoth
     kern = Interface("wg0", peers={pub: make_peer(pub, None, ("10.0.0.2/32",), None, 0, 0, 0, 0)})
     state = merge("h", "h", [_res(Source.KERNEL, kern), _res(Source.CONF, conf)], now)
     assert [d for d in state.drift if d.field == "preshared_key"] == []
+
+
+def test_memo_reuses_an_unchanged_interface_whole_even_when_peers_come_reordered():
+    """An idle interface costs no per-peer work: the same merged Interface comes back."""
+    from wgsyncd.merge import MergeMemo
+
+    a, b = key(), key()
+    ka, kb = Peer(a, allowed_ips=("10.0.0.1/32",)), Peer(b, allowed_ips=("10.0.0.2/32",))
+    conf = res(C, iface(peers=[Peer(a, allowed_ips=("10.0.0.1/32",), name="alice")]))
+    memo = MergeMemo()
+    one = merge("h", "h", [res(K, iface(peers=[ka, kb])), conf], NOW, memo)
+    # new source Interface objects holding the same peers, listed in another order (wireguard-go)
+    two = merge("h", "h", [res(K, iface(peers=[kb, ka])), conf], NOW, memo)
+    assert two.interfaces["wg0"] is one.interfaces["wg0"] and two.drift == one.drift
+    # one peer's counters moved: a new merged Interface, the unchanged peer's object kept
+    kb2 = Peer(b, allowed_ips=("10.0.0.2/32",), rx_bytes=9)
+    three = merge("h", "h", [res(K, iface(peers=[ka, kb2])), conf], NOW, memo)
+    assert three.interfaces["wg0"] is not one.interfaces["wg0"]
+    assert three.interfaces["wg0"].peers[a] is one.interfaces["wg0"].peers[a]
+    assert three.interfaces["wg0"].peers[b].rx_bytes == 9
+    plain = merge("h", "h", [res(K, iface(peers=[ka, kb2])), conf], NOW)
+    assert three.interfaces == plain.interfaces and three.drift == plain.drift
