@@ -284,11 +284,33 @@ class Builder:
 
 
 def read_blocks(text: str, path: str) -> Builder:
-    """Every line of ``text`` classified and placed: the blocks, and the comments before them."""
+    """Every line of ``text`` classified and placed: the blocks, and the comments before them.
+
+    The common lines (blank, comment, ``[Peer]``, ``Key = value`` without ``#``) take
+    a short way that gives what :func:`classify` and ``Builder.add`` give: 10,000
+    peers are 60,000 lines, and this loop is most of the time a conf read takes.
+    """
     builder = Builder(path)
-    add = builder.add
+    add, key_line, flush, header = builder.add, builder._key_line, builder._flush, builder._header
+    space, lower = cv.ASCII_SPACE, cv.lower
     for no, raw in enumerate(split_lines(text), 1):
-        add(classify(no, raw), raw)
+        s = raw.strip(space)
+        if not s:
+            flush()
+        elif "#" not in s and s[0] != "[":
+            key, eq, value = s.partition("=")
+            if not eq:
+                add(classify(no, raw), raw)
+                continue
+            key = key.rstrip(space)  # s is stripped: no leading space, and it cannot start with "["
+            key_line(Line(no, "kv", False, lower(key), key, value.strip(space), ""))
+        elif s[0] == "#" and s != "#!" and not s.startswith("#! "):
+            builder.pending.append(redact_comment(s))
+        elif s[0] == "[" and "#" not in s and "=" not in s:
+            wgquick = lower(s) == "[interface]"
+            header(Line(no, "header", False, lower(cv.nospace(s)), s, "", "", wgquick), raw)
+        else:
+            add(classify(no, raw), raw)
     builder.finish()
     return builder
 

@@ -24,7 +24,10 @@ a value. Pure: no I/O, nothing here reads or writes a file.
 
 from __future__ import annotations
 
+import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,12 +163,35 @@ def _interface(
     }
 
 
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """The cyclic garbage collector paused: a parse makes no cycles, only many objects.
+
+    10,000 peers are ~100,000 objects alive together until the peers are built;
+    their allocation set off full collections that took a third of the parse.
+    Reference counting still frees everything; the collector resumes as it was.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_conf(text: str, path: str) -> Interface:
     """Parse one wg-quick conf file's text into an Interface named after the file.
 
     Pure (no I/O). Raises ConfParseError naming ``path:line Field`` for anything
     wg-quick or wg would refuse; never returns a half-parsed interface.
     """
+    with _no_collection():
+        return _parse(text, path)
+
+
+def _parse(text: str, path: str) -> Interface:
+    """parse_conf's work: lines into blocks, the [Interface] values, then the peers."""
     name = Path(path).name.removesuffix(".conf")
     if text.startswith("\ufeff"):
         raise ConfParseError(path, 1, "encoding", "starts with a byte order mark, which wg-quick cannot read")

@@ -29,7 +29,7 @@ import socket
 
 ASCII_SPACE = " \t\n\v\f\r"  # C isspace() in the C locale; bash [[:space:]] for ASCII
 IFS = " \t\n"  # bash word splitting and `read` trimming
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SPACE_RE = re.compile(r"[ \t\n\v\f\r]+")
 _IFS_RE = re.compile(r"[ \t\n]+")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -43,7 +43,7 @@ class ValueProblem(ValueError):
 
 def lower(text: str) -> str:
     """ASCII-only lower case, as ``strcasecmp`` folds (``str.lower`` maps the Kelvin sign to k)."""
-    return text.translate(_ASCII_LOWER)
+    return text.lower() if text.isascii() else text.translate(ASCII_LOWER)  # translate: 1 us a key
 
 
 def strip(text: str) -> str:
@@ -53,6 +53,8 @@ def strip(text: str) -> str:
 
 def nospace(text: str) -> str:
     """``wg`` drops every ``isspace`` character of a line before parsing it."""
+    if " " not in text and text.isprintable():  # no \t\n\v\f\r either: they are not printable
+        return text
     return _SPACE_RE.sub("", text)
 
 
