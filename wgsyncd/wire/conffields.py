@@ -176,14 +176,17 @@ def addresses(value: str) -> list[str]:
     return out
 
 
-def _address_key(address: str) -> str:
+def address_key(address: str) -> str:
     """What the kernel refuses twice: an IPv4 address with its prefix, an IPv6 address with any."""
     return address.split("/")[0] if ":" in address else address
 
 
-def check_new_address(seen: list[str], address: str) -> None:
-    """wg-quick runs ``ip address add`` per entry: a repeat fails it (EEXIST) and wg-quick up stops."""
-    if any(_address_key(a) == _address_key(address) for a in seen):
+def check_new_address(seen: set[str], address: str) -> None:
+    """wg-quick runs ``ip address add`` per entry: a repeat fails it (EEXIST) and wg-quick up stops.
+
+    ``seen`` holds the address_key of every earlier entry (a set: no O(n^2) on long lists).
+    """
+    if address_key(address) in seen:
         raise FieldError("address given twice (ip refuses the second; wg-quick up fails)")
 
 

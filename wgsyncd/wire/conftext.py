@@ -59,6 +59,7 @@ class _IfaceValues:
     listen_port: int | None = None
     fwmark: int | None = None
     addresses: list[str] = field(default_factory=list)
+    address_keys: set[str] = field(default_factory=set)  # what `ip` refuses to add twice
     dns: list[str] = field(default_factory=list)
     mtu: tuple[str, Line] | None = None  # the last MTU line: only it reaches `ip`
     table: str | None = None
@@ -98,8 +99,9 @@ def _apply_interface_line(path: str, line: Line, vals: _IfaceValues, wgquick: bo
             vals.fwmark = cf.wgfield(path, line, canonical, cf.fwmark)
         elif key == "address":
             for address in cf.addresses(value):
-                cf.check_new_address(vals.addresses, address)
+                cf.check_new_address(vals.address_keys, address)
                 vals.addresses.append(address)
+                vals.address_keys.add(cf.address_key(address))
         elif key == "dns":
             vals.dns.extend(cv.ifs_split(value.replace(",", " ")))
         elif key == "mtu":  # wg-quick: last wins, empty means "automatic"; `ip` reads it
