@@ -303,7 +303,14 @@ def read_blocks(text: str, path: str) -> Builder:
                 add(classify(no, raw), raw)
                 continue
             key = key.rstrip(space)  # s is stripped: no leading space, and it cannot start with "["
-            key_line(Line(no, "kv", False, lower(key), key, value.strip(space), ""))
+            line = Line(no, "kv", False, lower(key), key, value.strip(space), "")
+            section = builder.enabled
+            if section is None or builder.pending:
+                key_line(line)
+            else:  # _key_line's work for a line without comment in a section, no comments pending
+                builder.disabled = None
+                section.kvs.append(line)
+                builder.owner = section
         elif s[0] == "#" and s != "#!" and not s.startswith("#! "):
             builder.pending.append(redact_comment(s))
         elif s[0] == "[" and "#" not in s and "=" not in s:

@@ -99,25 +99,22 @@ class _PeerDraft:
             if owner is not None:
                 owner[prefix] = self
 
-    def peer(self, disabled: bool) -> Peer:
-        """The Peer wg would run (or the disabled peer the file describes)."""
+    def peer(self, disabled: bool, provenances: dict[tuple[bool, ...], dict[str, Source]]) -> Peer:
+        """The Peer wg would run (or the disabled peer the file describes).
+
+        ``provenances`` holds the few provenance maps a file's peers share, by which
+        fields are set: hashing a map of enums is most of what building a peer costs.
+        """
         if len(self.blocks) == 1:
             comments = tuple(self.blocks[0].comments)
             name = peer_name(self.blocks[0])
         else:
             comments = tuple(c for b in self.blocks for c in b.comments)
             name = next((n for n in map(peer_name, self.blocks) if n), None)
-        # every field this source set (not None) came from the conf file, in field order
-        provenance = {"public_key": Source.CONF}
-        if self.psk is not None:
-            provenance["preshared_key"] = Source.CONF
-        provenance["allowed_ips"] = Source.CONF
-        if self.endpoint is not None:
-            provenance["endpoint"] = Source.CONF
-        provenance["persistent_keepalive"] = Source.CONF
-        if name is not None:
-            provenance["name"] = Source.CONF
-        provenance["comments"] = provenance["disabled"] = Source.CONF
+        which = (self.psk is not None, self.endpoint is not None, name is not None)
+        provenance = provenances.get(which)
+        if provenance is None:
+            provenance = provenances[which] = shared(_provenance(*which))
         return Peer(
             public_key=self.public_key,
             preshared_key=self.psk,
@@ -127,8 +124,15 @@ class _PeerDraft:
             name=name,
             comments=comments,
             disabled=disabled,
-            provenance=shared(provenance),
+            provenance=provenance,
         )
+
+
+def _provenance(psk: bool, endpoint: bool, name: bool) -> dict[str, Source]:
+    """Every field this source set (not None) came from the conf file, in field order."""
+    present = {"preshared_key": psk, "endpoint": endpoint, "name": name}
+    fields = ("public_key", "preshared_key", "allowed_ips", "endpoint", "persistent_keepalive", "name")
+    return {f: Source.CONF for f in (*fields, "comments", "disabled") if present.get(f, True)}
 
 
 def _disabled_block(path: str, block: Block, disabled: dict[str, _PeerDraft]) -> _PeerBlock | None:
@@ -191,9 +195,10 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
             draft.apply(pb, owner, path)
         order.setdefault(pb.public_key, None)
     out: dict[str, Peer] = {}
+    provenances: dict[tuple[bool, ...], dict[str, Source]] = {}
     for key in order:
         if key in live:
-            out[key] = live[key].peer(False)
+            out[key] = live[key].peer(False, provenances)
             if key in disabled:
                 line = disabled[key].blocks[0].header_no
                 warn(
@@ -203,5 +208,5 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
                     "disabled copy of a live peer; wg runs the live one, the copy stays in the raw text",
                 )
         elif key in disabled:
-            out[key] = disabled[key].peer(True)
+            out[key] = disabled[key].peer(True, provenances)
     return out
