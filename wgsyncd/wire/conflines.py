@@ -278,46 +278,49 @@ class Builder:
             self.path, line.no, f"[{section.kind.capitalize()}]", "line has no '=' (expected Key = Value)"
         )
 
+    def read(self, text: str) -> None:
+        """Classify and place every line of ``text``.
+
+        The common lines (blank, comment, ``[Peer]``, ``Key = value`` without ``#``)
+        take a short way that gives what :func:`classify` and :meth:`add` give: 10,000
+        peers are 60,000 lines, and this loop is most of the time a conf read takes.
+        """
+        space, lower = cv.ASCII_SPACE, cv.lower
+        for no, raw in enumerate(split_lines(text), 1):
+            s = raw.strip(space)
+            if not s:
+                self._flush()
+            elif "#" not in s and s[0] != "[":
+                key, eq, value = s.partition("=")
+                if not eq:
+                    self.add(classify(no, raw), raw)
+                    continue
+                key = key.rstrip(space)  # s is stripped: no leading space, and it cannot start with "["
+                line = Line(no, "kv", False, lower(key), key, value.strip(space), "")
+                section = self.enabled
+                if section is None or self.pending:
+                    self._key_line(line)
+                else:  # _key_line's work for a line without comment in a section, no comments pending
+                    self.disabled = None
+                    section.kvs.append(line)
+                    self.owner = section
+            elif s[0] == "#" and s != "#!" and not s.startswith("#! "):
+                self.pending.append(redact_comment(s))
+            elif s[0] == "[" and "#" not in s and "=" not in s:
+                wgquick = lower(s) == "[interface]"
+                self._header(Line(no, "header", False, lower(cv.nospace(s)), s, "", "", wgquick), raw)
+            else:
+                self.add(classify(no, raw), raw)
+
     def finish(self) -> None:
         """Attach the comments at the end of the file."""
         self._flush()
 
 
 def read_blocks(text: str, path: str) -> Builder:
-    """Every line of ``text`` classified and placed: the blocks, and the comments before them.
-
-    The common lines (blank, comment, ``[Peer]``, ``Key = value`` without ``#``) take
-    a short way that gives what :func:`classify` and ``Builder.add`` give: 10,000
-    peers are 60,000 lines, and this loop is most of the time a conf read takes.
-    """
+    """Every line of ``text`` classified and placed: the blocks, and the comments before them."""
     builder = Builder(path)
-    add, key_line, flush, header = builder.add, builder._key_line, builder._flush, builder._header
-    space, lower = cv.ASCII_SPACE, cv.lower
-    for no, raw in enumerate(split_lines(text), 1):
-        s = raw.strip(space)
-        if not s:
-            flush()
-        elif "#" not in s and s[0] != "[":
-            key, eq, value = s.partition("=")
-            if not eq:
-                add(classify(no, raw), raw)
-                continue
-            key = key.rstrip(space)  # s is stripped: no leading space, and it cannot start with "["
-            line = Line(no, "kv", False, lower(key), key, value.strip(space), "")
-            section = builder.enabled
-            if section is None or builder.pending:
-                key_line(line)
-            else:  # _key_line's work for a line without comment in a section, no comments pending
-                builder.disabled = None
-                section.kvs.append(line)
-                builder.owner = section
-        elif s[0] == "#" and s != "#!" and not s.startswith("#! "):
-            builder.pending.append(redact_comment(s))
-        elif s[0] == "[" and "#" not in s and "=" not in s:
-            wgquick = lower(s) == "[interface]"
-            header(Line(no, "header", False, lower(cv.nospace(s)), s, "", "", wgquick), raw)
-        else:
-            add(classify(no, raw), raw)
+    builder.read(text)
     builder.finish()
     return builder
 
