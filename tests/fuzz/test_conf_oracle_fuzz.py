@@ -40,6 +40,7 @@ from tests.fuzzing import ORACLE, count
 from tests.test_conffiles_oracle import WGQUICK_PARSE, _dump_peers, keypair, wg_fields
 from wgsyncd.config import ConfConfig
 from wgsyncd.sources import conffiles
+from wgsyncd.wire import confvalues
 
 pytestmark = [
     pytest.mark.root,
@@ -50,7 +51,7 @@ PRIVS = [keypair(40 + i) for i in range(2)]
 PEER_KEYS = [keypair(60 + i)[1] for i in range(4)]
 ZERO = base64.b64encode(bytes(32)).decode()
 PSKS = [base64.b64encode(bytes([7 + i]) * 32).decode() for i in range(2)] + [ZERO]
-SERVICES = [s for s in ("https", "domain", "ntp", "snmp") if conffiles.cv._service_port(s) is not None]
+SERVICES = [s for s in ("https", "domain", "ntp", "snmp") if confvalues._service_port(s) is not None]
 PREFIXES = [
     "10.0.0.1/32",
     "10.0.0.5/24",

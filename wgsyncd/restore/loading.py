@@ -213,11 +213,11 @@ def _tuple(value: list[str] | None) -> tuple[str, ...] | None:
 
 def _conf_endpoints(text: str, path: str, where: str) -> dict[str, str | None]:
     """Each conf peer's configured Endpoint (None = none), from the raw conf text."""
-    from wgsyncd.sources import conffiles
+    from wgsyncd.wire import conftext
 
     try:
-        parsed = conffiles.parse_conf(text, path)
-    except conffiles.ConfParseError as exc:
+        parsed = conftext.parse_conf(text, path)
+    except conftext.ConfParseError as exc:
         raise RestoreError(f"{where}: stored conf text does not parse: {exc.where}: {exc.message}") from None
     return {k: p.endpoint for k, p in parsed.peers.items()}
 
