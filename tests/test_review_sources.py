@@ -139,11 +139,12 @@ def test_conf_parse_cache_forgets_a_deleted_file_whatever_the_directory_spelling
     conf.write_text(f"[Interface]\nPrivateKey = {_key()}\n")
     for directory in (f"{tmp_path}/", f"{tmp_path}//", str(tmp_path / ".")):
         cfg = ConfConfig(directory=directory)
-        assert list(conffiles.read(cfg).interfaces) == ["wg7"]
-        assert any(p.endswith("wg7.conf") for p in conffiles._PARSED)
+        parsed: dict = {}  # the daemon's memo.Memo.conf
+        assert list(conffiles.read(cfg, None, parsed).interfaces) == ["wg7"]
+        assert any(p.endswith("wg7.conf") for p in parsed)
         conf.rename(tmp_path / "wg7.conf.bak")
-        assert conffiles.read(cfg).interfaces == {}
-        assert not any(p.endswith("wg7.conf") for p in conffiles._PARSED), directory
+        assert conffiles.read(cfg, None, parsed).interfaces == {}
+        assert not any(p.endswith("wg7.conf") for p in parsed), directory
         (tmp_path / "wg7.conf.bak").rename(conf)
 
 

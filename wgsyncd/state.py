@@ -13,9 +13,10 @@ import enum
 import functools
 import hashlib
 import ipaddress
+import operator
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -221,6 +222,58 @@ class Interface:
     peers: dict[str, Peer] = field(default_factory=dict)  # by public key, in file/kernel order
     provenance: dict[str, Source] = field(default_factory=dict)
     seen_by: tuple[Source, ...] = ()  # set by merge, like Peer.seen_by
+
+
+def _sealed_class(base: type) -> type:
+    """A subclass of ``base`` whose instances refuse every edit (FrozenInstanceError).
+
+    Why not frozen=True on Peer/Interface themselves: sources build these objects
+    field by field and frozen construction costs about twice as much per object (40,000
+    objects per cycle at 10,000 peers). Sealing swaps the class of a finished object in
+    place (same slots, no copy), so what the memos keep between cycles cannot be edited
+    by mistake. dataclasses.replace() on a sealed object gives a new, editable ``base``.
+    """
+    names = [f.name for f in fields(base)]
+    key = operator.attrgetter(*names)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # replace()/a call with fields builds an editable copy; pickle's bare call gets a sealed shell
+        return base(*args, **kwargs) if args or kwargs else object.__new__(cls)
+
+    def __setattr__(self: Any, name: str, _value: Any) -> None:
+        raise FrozenInstanceError(f"{base.__name__} is sealed (shared between cycles): cannot set {name!r}")
+
+    def __delattr__(self: Any, name: str) -> None:
+        raise FrozenInstanceError(f"{base.__name__} is sealed (shared between cycles): cannot del {name!r}")
+
+    def __setstate__(self: Any, state: Any) -> None:
+        for name, value in (state[1] if isinstance(state, tuple) else state).items():
+            object.__setattr__(self, name, value)
+
+    def __eq__(self: Any, other: Any) -> bool:
+        return key(self) == key(other) if isinstance(other, base) else NotImplemented
+
+    body = {"__slots__": (), "__new__": __new__, "__setattr__": __setattr__, "__delattr__": __delattr__,
+            "__setstate__": __setstate__, "__eq__": __eq__, "__hash__": None}  # fmt: skip
+    return type(f"Sealed{base.__name__}", (base,), body)
+
+
+SealedPeer = _sealed_class(Peer)
+SealedInterface = _sealed_class(Interface)
+
+
+def seal(iface: Interface) -> Interface:
+    """Make ``iface`` and its peers refuse edits from now on (in place; returns it).
+
+    Called on every source result and every merged interface: these are the objects
+    the between-cycle memo (wgsyncd/memo.py) hands back next cycle.
+    """
+    for peer in iface.peers.values():
+        if type(peer) is Peer:
+            peer.__class__ = SealedPeer
+    if type(iface) is Interface:
+        iface.__class__ = SealedInterface
+    return iface
 
 
 @dataclass(frozen=True)
