@@ -16,12 +16,16 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) at ``mode``; the directory must exist."""
+def write_atomic(path: str | os.PathLike[str], text: str | bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, or bytes as they are) at ``mode``; the directory must exist."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(
+            fd,
+            "wb" if isinstance(text, bytes) else "w",
+            encoding=None if isinstance(text, bytes) else "utf-8",
+        ) as fh:
             os.fchmod(fh.fileno(), mode)
             fh.write(text)
             fh.flush()

@@ -237,7 +237,7 @@ def _sealed_class(base: type) -> type:
     key = operator.attrgetter(*names)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        # replace()/a call with fields builds an editable copy; pickle's bare call gets a sealed shell
+        # replace() (a call with fields) builds an editable copy
         return base(*args, **kwargs) if args or kwargs else object.__new__(cls)
 
     def __setattr__(self: Any, name: str, _value: Any) -> None:
@@ -246,15 +246,16 @@ def _sealed_class(base: type) -> type:
     def __delattr__(self: Any, name: str) -> None:
         raise FrozenInstanceError(f"{base.__name__} is sealed (shared between cycles): cannot del {name!r}")
 
-    def __setstate__(self: Any, state: Any) -> None:
-        for name, value in (state[1] if isinstance(state, tuple) else state).items():
-            object.__setattr__(self, name, value)
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        # pickled (timer-mode cache) as the editable base: one constructor call per object,
+        # the loader seals again (wgsyncd/synccache.py)
+        return base, key(self)
 
     def __eq__(self: Any, other: Any) -> bool:
         return key(self) == key(other) if isinstance(other, base) else NotImplemented
 
     body = {"__slots__": (), "__new__": __new__, "__setattr__": __setattr__, "__delattr__": __delattr__,
-            "__setstate__": __setstate__, "__eq__": __eq__, "__hash__": None}  # fmt: skip
+            "__reduce__": __reduce__, "__eq__": __eq__, "__hash__": None}  # fmt: skip
     return type(f"Sealed{base.__name__}", (base,), body)
 
 
@@ -269,11 +270,17 @@ def seal(iface: Interface) -> Interface:
     the between-cycle memo (wgsyncd/memo.py) hands back next cycle.
     """
     for peer in iface.peers.values():
-        if type(peer) is Peer:
-            peer.__class__ = SealedPeer
+        seal_peer(peer)
     if type(iface) is Interface:
         iface.__class__ = SealedInterface
     return iface
+
+
+def seal_peer(peer: Peer) -> Peer:
+    """Make one Peer refuse edits from now on (in place; returns it)."""
+    if type(peer) is Peer:
+        peer.__class__ = SealedPeer
+    return peer
 
 
 @dataclass(frozen=True)
