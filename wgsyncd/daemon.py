@@ -29,14 +29,17 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from wgsyncd import config as config_mod
 from wgsyncd import heartbeat, logs
-from wgsyncd.daemonkit import (  # re-exported: the daemon's public helpers keep their home name
-    TIMEOUT_KEYS,
+from wgsyncd.daemonkit import TIMEOUT_KEYS as TIMEOUT_KEYS  # re-exported: tests and tools use daemon.X
+from wgsyncd.daemonkit import (
+    ConnectFn,
+    CycleAbandoned,
     Notifier,
+    Report,
+    SyncFn,
     _close_quietly,
     _db_errors,
     _default_connect,
@@ -45,52 +48,19 @@ from wgsyncd.daemonkit import (  # re-exported: the daemon's public helpers keep
     backoff_delay,
     load_config,
     next_interval,
-    timeout_warnings,
+    record_failure,
+    signing_key_ready,
     watchdog_interval,
+    write_beat,
 )
+from wgsyncd.daemonkit import timeout_warnings as timeout_warnings
 from wgsyncd.memo import Memo
 from wgsyncd.spoolkeeper import SpoolKeeper
-
-__all__ = [
-    "TIMEOUT_KEYS",
-    "Daemon",
-    "Notifier",
-    "apply_config_side_effects",
-    "backoff_delay",
-    "load_config",
-    "next_interval",
-    "run",
-    "settle_heap",
-    "timeout_warnings",
-    "watchdog_interval",
-]
 
 log = logging.getLogger("wgsyncd.daemon")
 
 EXIT_OK = 0
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, so a bad file does not restart-loop
-
-
-class CycleAbandoned(BaseException):
-    """Raised from the SIGTERM handler to unwind a running cycle.
-
-    A BaseException, so no ``except Exception`` in a source or the store can
-    swallow it; not a KeyboardInterrupt, so psycopg does not wait for a cancel
-    round-trip to a server that may be the very thing hanging.
-    """
-
-
-class Report(Protocol):
-    """What the daemon needs of cycle.CycleReport."""
-
-    status: str
-    errors: list[str]
-
-    def summary(self) -> str: ...
-
-
-SyncFn = Callable[[config_mod.Config, Any, uuid.UUID], Report]
-ConnectFn = Callable[[config_mod.Config], Any]
 
 
 class Daemon:
@@ -254,22 +224,7 @@ class Daemon:
     def _write_beat(self) -> None:
         """Write the current heartbeat; log a warning when that starts or stops failing."""
         assert self.last_beat is not None
-        try:
-            heartbeat.write(self.cfg.daemon.state_dir, self.last_beat)
-        except OSError as exc:
-            error = exc.strerror or type(exc).__name__
-            if error != self.beat_error:
-                log.warning(
-                    "cannot write the last-cycle file in %s: %s; `wgsyncd status --local` "
-                    "will see a stale heartbeat (syncing goes on)",
-                    self.cfg.daemon.state_dir,
-                    error,
-                )
-            self.beat_error = error
-            return
-        if self.beat_error:
-            log.warning("the last-cycle file in %s is writable again", self.cfg.daemon.state_dir)
-        self.beat_error = None
+        self.beat_error = write_beat(self.cfg.daemon.state_dir, self.last_beat, self.beat_error)
 
     def _db_failed(self, exc: BaseException, sync_id: uuid.UUID, started: datetime.datetime) -> float:
         """The DB is down or refused a write: record it if the DB still answers, then back off."""
@@ -287,12 +242,7 @@ class Daemon:
             delay = min(delay, next_interval(self.cfg.daemon, self.rng))
         what = "DB write failed" if alive else "DB unreachable"
         log.error(
-            "%s (%s); retry %d in %.0f s",
-            what,
-            reason,
-            self.failures,
-            delay,
-            extra={"sync_status": "failed"},
+            "%s (%s); retry %d in %.0f s", what, reason, self.failures, delay, extra={"sync_status": "failed"}
         )
         self._beat("failed", f"{what} ({reason})")
         spooled = self.last_beat.spool_text() if self.last_beat else ""
@@ -302,24 +252,11 @@ class Daemon:
         return delay
 
     def _record_failure(self, sync_id: uuid.UUID, started: datetime.datetime, reason: str) -> None:
-        """A failed row in sync_status, so `wgsyncd status` shows the failure too (best effort).
-
-        Within the DB deadline, and abandoned by SIGTERM like a cycle: the database
-        just failed us once, it may well hang now.
-        """
-        from wgsyncd import __version__, cycle, store
-        from wgsyncd.store import deadline
-
+        """A failed row in sync_status (daemonkit.record_failure), abandoned by SIGTERM like a cycle."""
         self._in_cycle = True
         try:
-            if self.stop_requested:
-                return
-            with deadline.deadline(self.conn, cycle.db_budget(self.cfg), "record_failure"):
-                store.record_failure(self.conn, self.cfg.host_id, sync_id, started, reason, __version__)
-        except CycleAbandoned:
-            raise
-        except Exception as exc:  # the DB just failed us once; a second failure only gets logged
-            log.warning("could not record the failed cycle in the database: %s", exc)
+            if not self.stop_requested:
+                record_failure(self.conn, self.cfg, sync_id, started, reason)
         finally:
             self._in_cycle = False
 
@@ -443,15 +380,8 @@ def run(
         return EXIT_CONFIG
     watchdog = watchdog_interval()
     apply_config_side_effects(cfg, log_level, watchdog)
-    from wgsyncd import signing
-
-    try:  # made on first start; a broken key file stops the daemon instead of every cycle
-        key = signing.load_or_create(cfg.daemon.state_dir)
-    except signing.SigningError as exc:
-        log.error("%s", exc)
-        notifier.send(f"STATUS={exc}")
+    if not signing_key_ready(cfg, notifier):  # a broken key file stops the daemon, not every cycle
         return EXIT_CONFIG
-    log.info("host signing key %s: verify key %s", key.path, key.verify_key)
     log.info(
         "starting: host_id %s, interval %g s, watchdog %s",
         cfg.host_id,
@@ -459,11 +389,6 @@ def run(
         f"{watchdog:g} s" if watchdog else "off",
     )
     daemon = Daemon(
-        cfg,
-        config_path=config_path,
-        log_level=log_level,
-        notifier=notifier,
-        sync=sync,
-        connect=connect,
+        cfg, config_path=config_path, log_level=log_level, notifier=notifier, sync=sync, connect=connect
     )
     return daemon.loop()

@@ -12,12 +12,13 @@ import random
 import select
 import signal
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from wgsyncd import config as config_mod
-from wgsyncd import logs
+from wgsyncd import heartbeat, logs
 
 log = logging.getLogger("wgsyncd.daemon")
 
@@ -28,6 +29,28 @@ TIMEOUT_KEYS: tuple[tuple[str, Callable[[config_mod.Config], float]], ...] = (
     ("wgrest.timeout", lambda c: c.wgrest.timeout),
     ("kernel.timeout", lambda c: c.kernel.timeout),
 )
+
+
+class CycleAbandoned(BaseException):
+    """Raised from the SIGTERM handler to unwind a running cycle.
+
+    A BaseException, so no ``except Exception`` in a source or the store can
+    swallow it; not a KeyboardInterrupt, so psycopg does not wait for a cancel
+    round-trip to a server that may be the very thing hanging.
+    """
+
+
+class Report(Protocol):
+    """What the daemon needs of cycle.CycleReport."""
+
+    status: str
+    errors: list[str]
+
+    def summary(self) -> str: ...
+
+
+SyncFn = Callable[[config_mod.Config, Any, uuid.UUID], Report]
+ConnectFn = Callable[[config_mod.Config], Any]
 
 
 class Notifier:
@@ -180,3 +203,51 @@ def apply_config_side_effects(cfg: config_mod.Config, log_level: str | None, wat
     logs.register_secret(cfg.wgrest.token)
     for warning in timeout_warnings(cfg, watchdog):
         log.warning("%s", warning)
+
+
+def write_beat(state_dir: str, beat: heartbeat.Heartbeat, last_error: str | None) -> str | None:
+    """Write last-cycle.json; the error now (None: written). A warning when that starts or stops failing."""
+    try:
+        heartbeat.write(state_dir, beat)
+    except OSError as exc:
+        error = exc.strerror or type(exc).__name__
+        if error != last_error:
+            log.warning(
+                "cannot write the last-cycle file in %s: %s; `wgsyncd status --local` "
+                "will see a stale heartbeat (syncing goes on)",
+                state_dir,
+                error,
+            )
+        return error
+    if last_error:
+        log.warning("the last-cycle file in %s is writable again", state_dir)
+    return None
+
+
+def signing_key_ready(cfg: config_mod.Config, notifier: Notifier) -> bool:
+    """Load (or make, on first start) the host signing key; False (logged, told to systemd) if broken."""
+    from wgsyncd import signing
+
+    try:
+        key = signing.load_or_create(cfg.daemon.state_dir)
+    except signing.SigningError as exc:
+        log.error("%s", exc)
+        notifier.send(f"STATUS={exc}")
+        return False
+    log.info("host signing key %s: verify key %s", key.path, key.verify_key)
+    return True
+
+
+def record_failure(conn: Any, cfg: config_mod.Config, sync_id: uuid.UUID, started: Any, reason: str) -> None:
+    """A failed row in sync_status, so `wgsyncd status` shows the failure too (best effort).
+
+    Within the DB deadline: the database just failed us once, it may well hang now.
+    """
+    from wgsyncd import __version__, cycle, store
+    from wgsyncd.store import deadline
+
+    try:
+        with deadline.deadline(conn, cycle.db_budget(cfg), "record_failure"):
+            store.record_failure(conn, cfg.host_id, sync_id, started, reason, __version__)
+    except Exception as exc:  # the DB just failed us once; a second failure only gets logged
+        log.warning("could not record the failed cycle in the database: %s", exc)
