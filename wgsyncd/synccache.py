@@ -180,7 +180,7 @@ def _write_one(cfg: Config, name: str, obj: Any) -> None:
     """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic."""
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     head = MAGIC + fingerprint(cfg).encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n"
-    write_atomic(Path(cfg.daemon.state_dir) / name, head + payload, 0o600)
+    write_atomic(Path(cfg.daemon.state_dir) / name, head + payload, 0o600, fsync=False)
 
 
 def _entries(memo: Memo) -> dict[str, Any]:
