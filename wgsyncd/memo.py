@@ -2,7 +2,8 @@
 
 Why one object instead of module globals: the daemon decides when the memory starts
 and ends (a new host_id empties it), tests get a fresh one each, and the timer-mode
-cache (wgsyncd/synccache.py) persists exactly this object between two one-shot runs.
+cache (wgsyncd/synccache.py) persists this object between two one-shot runs (all
+but the signers, which hold the signing key, and the prune times of this process's clock).
 Every source passes its part down explicitly; nothing here does I/O.
 
 The never-edit rule: a memo hands the same Peer/Interface objects back next cycle

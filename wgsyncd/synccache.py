@@ -162,11 +162,12 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
     memo = cached.memo
     try:
         if changed(cached):
-            signers, memo.signers = memo.signers, {}  # never the signing key
+            # never the signing key; nor monotonic prune times (a one-shot sync always prunes)
+            kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
             try:
                 _write_one(cfg, FILE_NAME, memo)
             finally:
-                memo.signers = signers
+                memo.signers, memo.next_prune = kept
             cached.loaded = _entries(memo)
         if conn is not None:
             from wgsyncd.store import known

@@ -46,6 +46,7 @@ def filled_memo(cfg: Config) -> Memo:
     conffiles.read(cfg.conf, None, memo.conf)
     memo.uapi["/run/wireguard/wg1.sock"] = {b"public_key=00\n": Peer(PUB, allowed_ips=("10.0.0.3/32",))}
     memo.signers[("x", "y")] = "a signer holding the signing key"  # type: ignore[assignment]
+    memo.next_prune[cfg.host_id] = 1e12  # this process's clock: a one-shot sync must prune anyway
     return memo
 
 
@@ -57,11 +58,11 @@ def test_a_saved_memo_comes_back_sealed_without_the_signer_and_root_only(tmp_pat
     cfg = make_cfg(tmp_path)
     memo = filled_memo(cfg)
     synccache.save(cfg, synccache.Cached(memo))
-    assert memo.signers, "saving must not take the live signers away"
+    assert memo.signers and memo.next_prune, "saving must not take them from the live memo"
     assert stat.S_IMODE(cache_file(cfg).stat().st_mode) == 0o600
     assert b"signing key" not in cache_file(cfg).read_bytes()
     back = synccache.load(cfg).memo
-    assert back.signers == {} and back.host_id == "h1"
+    assert back.signers == {} and back.next_prune == {} and back.host_id == "h1"
     ((_digest, iface),) = back.conf.values()
     assert type(iface) is SealedInterface and iface.listen_port == 51820
     assert all(type(p) is SealedPeer for p in iface.peers.values())
