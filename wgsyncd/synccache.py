@@ -94,7 +94,8 @@ def _load_one(cfg: Config, name: str) -> Any:
     except (OSError, ValueError) as exc:
         log.warning("sync cache %s ignored: %s", path, exc)
         return None
-    header, _, payload = data.partition(b"\n\n")
+    cut = data.find(b"\n\n")  # the payload is read in place (a 10,000-peer cache is ~15 MB)
+    header, payload = data[: max(cut, 0)], memoryview(data)[cut + 2 :] if cut >= 0 else memoryview(b"")
     lines = header.split(b"\n")
     if len(lines) != 3 or lines[0] + b"\n" != MAGIC:
         log.warning("sync cache %s ignored: not a wgsyncd sync cache (or truncated)", path)
