@@ -170,6 +170,7 @@ def test_reused_objects_are_never_edited_and_warm_cycles_write_what_cold_ones_do
     from datetime import UTC, datetime
 
     from wgsyncd import config, cycle
+    from wgsyncd.memo import Memo
     from wgsyncd.sources import kernel as kernel_source
 
     name = host.add_interface(40)
@@ -181,8 +182,10 @@ def test_reused_objects_are_never_edited_and_warm_cycles_write_what_cold_ones_do
     conn = store.connect(cfg.database)
     store.migrate(conn)
 
+    memo = Memo()  # what the daemon keeps between cycles
+
     def one() -> dict[str, object]:
-        state = cycle.collect(cfg)
+        state = cycle.collect(cfg, memo)
         store.write_cycle(conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version="t")
         return state.interfaces[name].peers
 

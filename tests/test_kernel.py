@@ -392,17 +392,21 @@ def test_peer_blocks_of_a_deleted_interface_are_forgotten(wg_bed: WgBed) -> None
     from wgsyncd.sources import uapi
 
     iface = wg_bed.create(peers=3)
-    first = read_one("uapi", iface.name)
-    again = read_one("uapi", iface.name)
-    assert all(again.peers[k] is p for k, p in first.peers.items())  # unchanged: same objects
+    blocks: dict = {}  # the daemon's memo.Memo.uapi
+
+    def again() -> Interface:
+        return kernel.read(KernelConfig(backend="uapi"), only(iface.name), blocks).interfaces[iface.name]
+
+    first = again()
+    assert all(again().peers[k] is p for k, p in first.peers.items())  # unchanged: same objects
     path = uapi.socket_path(KernelConfig().socket_dir, iface.name)
-    assert len(uapi._BLOCKS[path]) == 3
-    kernel.read(KernelConfig(backend="uapi"), want=lambda name: name != iface.name)  # excluded
-    assert path not in uapi._BLOCKS
-    read_one("uapi", iface.name)
+    assert len(blocks[path]) == 3
+    kernel.read(KernelConfig(backend="uapi"), lambda name: name != iface.name, blocks)  # excluded
+    assert path not in blocks
+    again()
     iface.delete()
-    kernel.read(KernelConfig(backend="uapi"))
-    assert path not in uapi._BLOCKS
+    kernel.read(KernelConfig(backend="uapi"), None, blocks)
+    assert path not in blocks
 
 
 def test_wg_backend_line_with_wrong_column_count_drops_the_whole_interface(tmp_path: Path) -> None:

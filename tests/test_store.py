@@ -22,6 +22,7 @@ import pytest
 from tests.beds.postgres import PgCluster, fake_key, synthetic_state
 from wgsyncd import store
 from wgsyncd.config import DatabaseConfig
+from wgsyncd.memo import Memo
 from wgsyncd.state import (
     Drift,
     DriftKind,
@@ -831,23 +832,22 @@ def test_cycle_prunes_at_most_hourly_unless_a_backlog_is_left(conn: psycopg.Conn
         with conn.transaction():
             return conn.execute("SELECT count(*) FROM peer_traffic WHERE host_id = 'host-h'").fetchone()[0]
 
-    cycle._next_prune.pop("host-h", None)
+    memo = Memo()  # the daemon's between-cycle memory
     retention.BATCH, saved = 5, retention.BATCH
     try:
         add_old_rows(7)
-        cycle._prune(conn, cfg, now)  # full batch of 5: a backlog, so the next cycle prunes again
+        cycle._prune(conn, cfg, now, memo)  # full batch of 5: a backlog, so the next cycle prunes again
         assert old_rows() == 2
-        cycle._prune(conn, cfg, now)
+        cycle._prune(conn, cfg, now, memo)
         assert old_rows() == 0
         add_old_rows(3)
-        cycle._prune(conn, cfg, now)  # the last prune was not full: wait an hour
+        cycle._prune(conn, cfg, now, memo)  # the last prune was not full: wait an hour
         assert old_rows() == 3
-        cycle._next_prune["host-h"] = 0.0  # an hour later
-        cycle._prune(conn, cfg, now)
+        memo.next_prune["host-h"] = 0.0  # an hour later
+        cycle._prune(conn, cfg, now, memo)
         assert old_rows() == 0
     finally:
         retention.BATCH = saved
-        cycle._next_prune.pop("host-h", None)
 
 
 # ---------------------------------------------------------------- the writer's kept view (store/known.py)

@@ -590,16 +590,17 @@ def test_memo_of_a_device_wgrest_no_longer_lists_is_dropped(server: ServerBox) -
     server.add_device("wg1")
     server.add_peers("wg0", 3)
     server.add_peers("wg1", 2)
-    first = wgrest.read(config(server))
-    second = wgrest.read(config(server))
+    seen: dict = {}  # the daemon's memo.Memo.wgrest
+    first = wgrest.read(config(server), memo=seen)
+    second = wgrest.read(config(server), memo=seen)
     assert all(second.interfaces["wg0"].peers[k] is p for k, p in first.interfaces["wg0"].peers.items())
-    assert {"wg0", "wg1"} <= set(wgrest._SEEN)
-    wgrest.read(config(server), want=lambda name: name != "wg1")  # excluded: its memo goes
-    assert "wg1" not in wgrest._SEEN and "wg0" in wgrest._SEEN
-    wgrest.read(config(server))
+    assert {"wg0", "wg1"} <= set(seen)
+    wgrest.read(config(server), want=lambda name: name != "wg1", memo=seen)  # excluded: its memo goes
+    assert "wg1" not in seen and "wg0" in seen
+    wgrest.read(config(server), memo=seen)
     del server.devices["wg1"]
-    wgrest.read(config(server))
-    assert "wg1" not in wgrest._SEEN
+    wgrest.read(config(server), memo=seen)
+    assert "wg1" not in seen
 
 
 def test_restore_lists_every_peer_of_an_unordered_device(server: ServerBox) -> None:

@@ -16,16 +16,27 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) at ``mode``; the directory must exist."""
+def write_atomic(
+    path: str | os.PathLike[str], text: str | bytes, mode: int = 0o600, *, fsync: bool = True
+) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, or bytes as they are) at ``mode``; the directory must exist.
+
+    ``fsync=False`` for a cache that checks itself when read (synccache): a power cut may
+    leave it empty or cut short, never half old and half new under its own checksum.
+    """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(
+            fd,
+            "wb" if isinstance(text, bytes) else "w",
+            encoding=None if isinstance(text, bytes) else "utf-8",
+        ) as fh:
             os.fchmod(fh.fileno(), mode)
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -74,7 +74,7 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
-    from wgsyncd import cycle, progress, signing, store
+    from wgsyncd import cycle, progress, signing, store, synccache
 
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
@@ -82,7 +82,10 @@ def sync(ctx: click.Context) -> None:
         with _database(cfg) as conn:
             bar.phase("checking the schema")
             store.prepare(conn, cfg.database.auto_migrate)
-            report = cycle.sync_once(cfg, conn, progress=bar.phase)
+            cached = synccache.load(cfg)  # timer mode: what the last run parsed, merged and wrote
+            synccache.attach(cached, conn, cfg.host_id)
+            report = cycle.sync_once(cfg, conn, progress=bar.phase, memo=cached.memo)
+            synccache.save(cfg, cached, conn)
     except signing.SigningError as exc:
         bar.close()
         click.echo(f"wgsyncd: {exc}", err=True)

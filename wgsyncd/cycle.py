@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 from wgsyncd import __version__
 from wgsyncd.config import Config
-from wgsyncd.merge import MergeMemo, merge
-from wgsyncd.state import HostState, Source, SourceError, SourceResult
+from wgsyncd.memo import Memo
+from wgsyncd.merge import merge
+from wgsyncd.state import HostState, Source, SourceError, SourceResult, seal
 
 if TYPE_CHECKING:
     from wgsyncd.signing import Signer
@@ -51,49 +52,63 @@ def _read_source(source: Source, reader: Callable[[], SourceResult]) -> SourceRe
         )
 
 
-def read_sources(cfg: Config) -> list[SourceResult]:
+def read_sources(cfg: Config, memo: Memo | None = None) -> list[SourceResult]:
     """Read every enabled source, concurrently: the conf parse overlaps wgrest's HTTP wait.
 
     Imports are local so a missing optional library hits one source only. Results come
-    back in a fixed order (kernel, conf, wgrest) whatever finishes first.
+    back in a fixed order (kernel, conf, wgrest) whatever finishes first, sealed: ``memo``
+    (the caller's between-cycle memory, none = a throwaway one) hands them back next cycle.
     """
+    memo = (memo or Memo()).for_host(cfg.host_id)
     want = interface_filter(cfg)
     readers: list[tuple[Source, Callable[[], SourceResult]]] = []
     if cfg.kernel.enabled:
         from wgsyncd.sources import kernel
 
-        readers.append((Source.KERNEL, lambda: kernel.read(cfg.kernel, want)))
+        readers.append((Source.KERNEL, lambda: kernel.read(cfg.kernel, want, memo.uapi)))
     if cfg.conf.enabled:
         from wgsyncd.sources import conffiles
 
-        readers.append((Source.CONF, lambda: conffiles.read(cfg.conf, want)))
+        readers.append((Source.CONF, lambda: conffiles.read(cfg.conf, want, memo.conf)))
     if cfg.wgrest.enabled:
         from wgsyncd.sources import wgrest
 
-        readers.append((Source.WGREST, lambda: wgrest.read(cfg.wgrest, want, cfg.daemon.state_dir)))
+        answered = memo.wgrest_answered
+        readers.append(
+            (
+                Source.WGREST,
+                lambda: wgrest.read(cfg.wgrest, want, cfg.daemon.state_dir, memo.wgrest, answered),
+            )
+        )
     if len(readers) < 2:
-        return [_read_source(src, fn) for src, fn in readers]
+        return _sealed([_read_source(src, fn) for src, fn in readers])
     pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="wgsyncd-source")
     try:
         futures = [pool.submit(_read_source, src, fn) for src, fn in readers]
-        return [f.result() for f in futures]
+        return _sealed([f.result() for f in futures])
     finally:
         # a stop signal unwinding this cycle must not wait here for slow readers;
         # each is bounded by its own timeout anyway
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-# host_id -> the previous cycle's merge, so a long-running loop merges only what changed
-_MERGE_MEMOS: dict[str, MergeMemo] = {}
+def _sealed(results: list[SourceResult]) -> list[SourceResult]:
+    """Seal what the sources read: the memo may hand these very objects back next cycle."""
+    for result in results:
+        for iface in result.interfaces.values():
+            seal(iface)
+    return results
 
 
-def merge_sources(cfg: Config, results: list[SourceResult], collected_at: datetime) -> HostState:
-    """merge() with this process's memo for the host (same result, less work when little changed)."""
-    memo = _MERGE_MEMOS.get(cfg.host_id)
-    if memo is None:  # a new host_id (first cycle, or a reload changed it): drop the old one
-        _MERGE_MEMOS.clear()
-        memo = _MERGE_MEMOS[cfg.host_id] = MergeMemo()
-    return merge(cfg.host_id, cfg.hostname, results, collected_at, memo)
+def merge_sources(
+    cfg: Config, results: list[SourceResult], collected_at: datetime, memo: Memo | None = None
+) -> HostState:
+    """merge() with the caller's memo for the host (same result, less work when little changed)."""
+    memo = (memo or Memo()).for_host(cfg.host_id)  # a new host_id: the old memory goes
+    state = merge(cfg.host_id, cfg.hostname, results, collected_at, memo.merge)
+    for iface in state.interfaces.values():
+        seal(iface)  # merged peers are kept in memo.merge and reused as they are
+    return state
 
 
 def _netdevs(want: Callable[[str], bool]) -> list[str]:
@@ -106,14 +121,18 @@ def _netdevs(want: Callable[[str], bool]) -> list[str]:
         return []
 
 
-def collect(cfg: Config) -> HostState:
-    """Read and merge: the whole host's state as of now, without touching the database."""
+def collect(cfg: Config, memo: Memo | None = None) -> HostState:
+    """Read and merge: the whole host's state as of now, without touching the database.
+
+    ``memo``: the daemon's (or one `sync` run's) between-cycle memory; none = a throwaway one.
+    """
     from wgsyncd.sources import identity
 
     collected_at = datetime.now(UTC)
     want = interface_filter(cfg)
     before = identity.identities(_netdevs(want)) if cfg.kernel.enabled else {}
-    state = merge_sources(cfg, read_sources(cfg), collected_at)
+    memo = memo or Memo()
+    state = merge_sources(cfg, read_sources(cfg, memo), collected_at, memo)
     if before:
         state.interface_ids = identity.stable(before, identity.identities(state.interfaces))
     for err in state.errors:
@@ -123,19 +142,19 @@ def collect(cfg: Config) -> HostState:
 
 # a long-running loop prunes at most this often (seconds), unless a backlog is left
 PRUNE_EVERY = 3600.0
-_next_prune: dict[str, float] = {}  # host_id -> monotonic time of the next prune
 
 
-def _prune(conn, cfg: Config, now: datetime) -> None:
+def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     """Keep this host's history bounded; a failed prune costs a log line, not the cycle.
 
     Off the hot path: the daemon prunes once an hour (every cycle while a full batch
-    comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes.
+    comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
+    (its memo's next_prune starts empty).
     """
     from wgsyncd import store
     from wgsyncd.store.retention import BATCH
 
-    if time.monotonic() < _next_prune.get(cfg.host_id, 0.0):
+    if not memo.prune_due(cfg.host_id):
         return
     try:
         pruned = store.prune(conn, cfg.host_id, now, cfg.database.history_days)
@@ -143,7 +162,7 @@ def _prune(conn, cfg: Config, now: datetime) -> None:
         log.warning("history pruning skipped: %s", exc)
         return
     backlog = max(pruned.traffic, pruned.status) >= BATCH
-    _next_prune[cfg.host_id] = 0.0 if backlog else time.monotonic() + PRUNE_EVERY
+    memo.next_prune[cfg.host_id] = 0.0 if backlog else time.monotonic() + PRUNE_EVERY
     if pruned.traffic or pruned.status:
         log.info(
             "pruned %d traffic and %d status rows older than %g days",
@@ -186,12 +205,17 @@ class CycleReport:
 
 
 def sync_once(
-    cfg: Config, conn, sync_id: uuid.UUID | None = None, progress: Callable[[str], None] | None = None
+    cfg: Config,
+    conn,
+    sync_id: uuid.UUID | None = None,
+    progress: Callable[[str], None] | None = None,
+    memo: Memo | None = None,
 ) -> CycleReport:
     """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails.
 
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status;
-    ``progress`` (the CLI on a terminal) is told each step as it starts.
+    ``progress`` (the CLI on a terminal) is told each step as it starts; ``memo`` is the
+    run's between-cycle memory (the timer-mode cache loads and saves it around this).
     """
     from wgsyncd import signing
 
@@ -199,12 +223,14 @@ def sync_once(
     sync_id = sync_id or uuid.uuid4()
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    signer = signing.signer_for(cfg.daemon.state_dir, cfg.host_id)  # SigningError: no cycle without a key
+    memo = (memo or Memo()).for_host(cfg.host_id)
+    # SigningError: no cycle without a key
+    signer = signing.signer_for(cfg.daemon.state_dir, cfg.host_id, memo.signers)
     step("reading the kernel, conf files and wgrest")
-    state = collect(cfg)
+    state = collect(cfg, memo)
     peers = sum(len(i.peers) for i in state.interfaces.values())
     step(f"writing {len(state.interfaces)} interfaces, {peers} peers to the database")
-    return write_state(cfg, conn, state, sync_id, started, t0, signer=signer)
+    return write_state(cfg, conn, state, sync_id, started, t0, signer=signer, memo=memo)
 
 
 def db_budget(cfg: Config) -> float:
@@ -226,6 +252,7 @@ def write_state(
     recovery_public_key: str | None = None,
     prune: bool = True,
     signer: Signer | None = None,
+    memo: Memo | None = None,
 ) -> CycleReport:
     """Write one collected state (live, or replayed from the spool) within the DB deadline.
 
@@ -237,7 +264,8 @@ def write_state(
 
     t0 = time.monotonic() if t0 is None else t0
     # every version a host writes is signed, live or replayed (SigningError: no write without a key)
-    signer = signer or signing.signer_for(cfg.daemon.state_dir, state.host_id)
+    memo = (memo or Memo()).for_host(cfg.host_id)
+    signer = signer or signing.signer_for(cfg.daemon.state_dir, state.host_id, memo.signers)
     key = recovery_public_key if recovery_public_key is not None else cfg.recovery_public_key
     with deadline.deadline(conn, db_budget(cfg), f"write_cycle for host {state.host_id}"):
         report = store.write_cycle(
@@ -252,7 +280,7 @@ def write_state(
             **({"as_of": as_of} if as_of is not None else {}),
         )
         if prune:
-            _prune(conn, cfg, started)
+            _prune(conn, cfg, started, memo)
     return CycleReport(
         sync_id=sync_id,
         started_at=started,

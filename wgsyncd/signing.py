@@ -342,13 +342,12 @@ class Signer:
             log.error("%s: cannot record the last signed version: %s", self.state_dir, exc.strerror)
 
 
-_SIGNERS: dict[tuple[str, str], Signer] = {}
-
-
-def signer_for(state_dir: str, host_id: str) -> Signer:
-    """This process's signer for (state_dir, host_id): the key and record are read once."""
-    signer = _SIGNERS.get((state_dir, host_id))
+def signer_for(state_dir: str, host_id: str, signers: dict[tuple[str, str], Signer] | None = None) -> Signer:
+    """The signer for (state_dir, host_id): the key and record are read once per ``signers``
+    (the caller's memo, memo.Memo.signers; None: read now, kept by nobody)."""
+    signers = {} if signers is None else signers
+    signer = signers.get((state_dir, host_id))
     if signer is None:
         signer = Signer(load_or_create(state_dir), state_dir, host_id, read_record(state_dir, host_id))
-        _SIGNERS[(state_dir, host_id)] = signer
+        signers[(state_dir, host_id)] = signer
     return signer

@@ -87,8 +87,12 @@ class SpoolKeeper:
         conn: Any,
         phase: Callable[[str], None],
         progress: Callable[[], None],
+        memo: Any = None,
     ) -> int:
-        """Write what the spool holds, oldest first, before the live cycle (DB errors propagate)."""
+        """Write what the spool holds, oldest first, before the live cycle (DB errors propagate).
+
+        ``memo``: the daemon's memo.Memo, so replay signs with the same signer as the live cycle.
+        """
         spool = self.open(cfg)
         if spool is None or not spool.depth().cycles:
             return 0
@@ -105,6 +109,7 @@ class SpoolKeeper:
                 as_of=state.collected_at,
                 recovery_public_key=entry.recovery_key or "",
                 prune=False,
+                memo=memo,
             )
 
         phase("replaying")

@@ -11,9 +11,10 @@ import base64
 import binascii
 import enum
 import hashlib
+import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -203,6 +204,65 @@ class Interface:
     peers: dict[str, Peer] = field(default_factory=dict)  # by public key, in file/kernel order
     provenance: dict[str, Source] = field(default_factory=dict)
     seen_by: tuple[Source, ...] = ()  # set by merge, like Peer.seen_by
+
+
+def _sealed_class(base: type) -> type:
+    """A subclass of ``base`` whose instances refuse every edit (FrozenInstanceError).
+
+    Why not frozen=True on Peer/Interface themselves: sources build these objects
+    field by field and frozen construction costs about twice as much per object (40,000
+    objects per cycle at 10,000 peers). Sealing swaps the class of a finished object in
+    place (same slots, no copy), so what the memos keep between cycles cannot be edited
+    by mistake. dataclasses.replace() on a sealed object gives a new, editable ``base``.
+    """
+    names = [f.name for f in fields(base)]
+    key = operator.attrgetter(*names)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # replace() (a call with fields) builds an editable copy
+        return base(*args, **kwargs) if args or kwargs else object.__new__(cls)
+
+    def __setattr__(self: Any, name: str, _value: Any) -> None:
+        raise FrozenInstanceError(f"{base.__name__} is sealed (shared between cycles): cannot set {name!r}")
+
+    def __delattr__(self: Any, name: str) -> None:
+        raise FrozenInstanceError(f"{base.__name__} is sealed (shared between cycles): cannot del {name!r}")
+
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        # pickled (timer-mode cache) as the editable base: one constructor call per object,
+        # the loader seals again (wgsyncd/synccache.py)
+        return base, key(self)
+
+    def __eq__(self: Any, other: Any) -> bool:
+        return key(self) == key(other) if isinstance(other, base) else NotImplemented
+
+    body = {"__slots__": (), "__new__": __new__, "__setattr__": __setattr__, "__delattr__": __delattr__,
+            "__reduce__": __reduce__, "__eq__": __eq__, "__hash__": None}  # fmt: skip
+    return type(f"Sealed{base.__name__}", (base,), body)
+
+
+SealedPeer = _sealed_class(Peer)
+SealedInterface = _sealed_class(Interface)
+
+
+def seal(iface: Interface) -> Interface:
+    """Make ``iface`` and its peers refuse edits from now on (in place; returns it).
+
+    Called on every source result and every merged interface: these are the objects
+    the between-cycle memo (wgsyncd/memo.py) hands back next cycle.
+    """
+    for peer in iface.peers.values():
+        seal_peer(peer)
+    if type(iface) is Interface:
+        iface.__class__ = SealedInterface
+    return iface
+
+
+def seal_peer(peer: Peer) -> Peer:
+    """Make one Peer refuse edits from now on (in place; returns it)."""
+    if type(peer) is Peer:
+        peer.__class__ = SealedPeer
+    return peer
 
 
 @dataclass(frozen=True)

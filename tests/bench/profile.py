@@ -28,6 +28,7 @@ from pathlib import Path
 def main(argv: list[str]) -> None:
     """Run one collect (+ write) under cProfile and print the top 25 both ways."""
     from wgsyncd import __version__, config, cycle, store
+    from wgsyncd.memo import Memo
 
     if argv and argv[0] == "--idle":
         idle(int(argv[1]) if len(argv) > 1 else 10000)
@@ -37,9 +38,10 @@ def main(argv: list[str]) -> None:
     if conn is not None:
         store.migrate(conn)
     prof = cProfile.Profile()
+    memo = Memo()  # --twice: the second cycle is a daemon's next one
     for _ in range(2 if "--twice" in argv else 1):
         prof.enable()
-        state = cycle.collect(cfg)
+        state = cycle.collect(cfg, memo)
         if conn is not None:
             store.write_cycle(
                 conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version=__version__

@@ -146,6 +146,8 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     res["first_sync_runs"] = firsts
     res["first_sync_rss_kib"] = max(rss_cli)
     log(f"  N={n}: first full sync {res['first_sync_s']:.3f} s, peak RSS {max(rss_cli) / 1024:.1f} MB")
+    res.update(_timer_mode(config, n, reps))
+    log(f"  N={n}: one-shot sync, unchanged host (timer mode) {res['timer_sync_s']:.3f} s")
 
     # the daemon's cycles, over the database of the last first sync
     worker = Worker(config)
@@ -170,6 +172,22 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
         f"steady {res['steady']['total_s']:.3f} s ({res['steady']['stats_rows']} peers with new counters)"
     )
     return res
+
+
+def _timer_mode(config: Path, n: int, reps: int) -> dict[str, Any]:
+    """`wgsyncd sync` again and again on the unchanged host (a systemd timer's runs).
+
+    Each run is a new process that finds the last run's cache in the state dir
+    (wgsyncd/synccache.py); the first of them follows the last first full sync.
+    """
+    runs, rss = [], []
+    for _ in range(max(reps, 1)):
+        elapsed, peak, out = cli_sync(config)
+        if f"{n} peer" not in out or "rows written" in out:
+            raise RuntimeError(f"a one-shot sync on an unchanged host wrote rows: {out[-300:]}")
+        runs.append(elapsed)
+        rss.append(peak)
+    return {"timer_sync_s": median(runs), "timer_sync_runs": runs, "timer_sync_rss_kib": max(rss)}
 
 
 def _steady(host: BenchHost, worker: Worker, n: int, reps: int) -> list[dict[str, Any]]:

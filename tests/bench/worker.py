@@ -24,13 +24,13 @@ def vm_hwm_kib() -> int:
     return 0
 
 
-def one_cycle(cfg, conn) -> dict:
+def one_cycle(cfg, conn, memo) -> dict:
     """Collect and write like sync_once, timing the two halves separately."""
     from wgsyncd import __version__, cycle, store
 
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    state = cycle.collect(cfg)
+    state = cycle.collect(cfg, memo)
     t1 = time.monotonic()
     report = store.write_cycle(
         conn, state, sync_id=uuid.uuid4(), started_at=started, agent_version=__version__
@@ -50,7 +50,7 @@ def one_cycle(cfg, conn) -> dict:
     }
 
 
-def breakdown(cfg, conn) -> dict:
+def breakdown(cfg, conn, memo) -> dict:
     """Where one idle cycle's time goes: each source, the merge, the write (the same calls as collect)."""
     from wgsyncd import __version__, cycle, store
     from wgsyncd.sources import conffiles, kernel, wgrest
@@ -59,15 +59,15 @@ def breakdown(cfg, conn) -> dict:
     out: dict[str, float] = {}
     results = []
     for name, read, sub in (
-        ("kernel_s", kernel.read, cfg.kernel),
-        ("conf_s", conffiles.read, cfg.conf),
-        ("wgrest_s", wgrest.read, cfg.wgrest),
+        ("kernel_s", kernel.read, (cfg.kernel, want, memo.uapi)),
+        ("conf_s", conffiles.read, (cfg.conf, want, memo.conf)),
+        ("wgrest_s", wgrest.read, (cfg.wgrest, want, None, memo.wgrest, memo.wgrest_answered)),
     ):
         t0 = time.monotonic()
-        results.append(read(sub, want))
+        results.append(read(*sub))
         out[name] = time.monotonic() - t0
     t0 = time.monotonic()
-    state = cycle.merge_sources(cfg, results, datetime.now(UTC))
+    state = cycle.merge_sources(cfg, cycle._sealed(results), datetime.now(UTC), memo)
     out["merge_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     store.write_cycle(
@@ -81,18 +81,20 @@ def main(config_path: str) -> None:
     """Serve ``sync`` / ``quit`` commands from stdin until told to stop."""
     from wgsyncd import config, store
     from wgsyncd.daemon import settle_heap
+    from wgsyncd.memo import Memo
 
     cfg = config.load(config_path)
     conn = store.connect(cfg.database)
     store.prepare(conn, cfg.database.auto_migrate)  # a host role: the schema is the owner's
+    memo = Memo()  # what the daemon keeps between cycles
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "sync":
-            print(json.dumps(one_cycle(cfg, conn)), flush=True)
+            print(json.dumps(one_cycle(cfg, conn, memo)), flush=True)
             settle_heap()  # what the daemon does between cycles
         elif cmd == "breakdown":
-            print(json.dumps(breakdown(cfg, conn)), flush=True)
+            print(json.dumps(breakdown(cfg, conn, memo)), flush=True)
         elif cmd == "quit":
             break
     conn.close()

@@ -124,8 +124,9 @@ def test_local_record_is_per_host_and_survives_damage(tmp_path):
 
 
 def test_signer_records_only_after_commit(tmp_path):
-    signer = signing.signer_for(str(tmp_path / "s"), "h1")
-    assert signing.signer_for(str(tmp_path / "s"), "h1") is signer
+    signers: dict = {}  # the daemon's memo.Memo.signers
+    signer = signing.signer_for(str(tmp_path / "s"), "h1", signers)
+    assert signing.signer_for(str(tmp_path / "s"), "h1", signers) is signer
     signer.pending = signing.LastSigned(1, "a" * 64)
     signer.begin()  # the transaction rolled back; a new cycle starts
     signer.committed()

@@ -162,13 +162,19 @@ def _conf_names(directory: str) -> list[str]:
         return sorted(e.name for e in it if e.name.endswith(".conf"))
 
 
-def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceResult:
+def read(
+    cfg: ConfConfig,
+    want: Callable[[str], bool] | None = None,
+    parsed: dict[str, tuple[bytes, Interface]] | None = None,
+) -> SourceResult:
     """Read every wg-quick conf in ``cfg.directory`` into one SourceResult (source=CONF).
 
     A missing directory means "no conf files here" (available=False). A bad file gives
     one interface-scoped SourceError and its interface is left out entirely; the other
     files still count. ``want(ifname)`` False skips an interface without reading it.
+    ``parsed`` is the caller's memo (memo.Memo.conf): path -> (sha256, parse) of last cycle.
     """
+    parsed = {} if parsed is None else parsed
     result = SourceResult(source=Source.CONF)
     if not cfg.enabled:
         result.available = False
@@ -193,7 +199,7 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
         text: str | None = None
         try:
             text = _read_text(path)
-            iface = _parse_cached(text, path, seen)
+            iface = _parse_cached(text, path, seen, parsed)
         except ConfParseError as exc:
             if exc.lineno is None and not os.path.lexists(path):
                 log.debug("%s: vanished while reading the directory", path)
@@ -205,25 +211,26 @@ def read(cfg: ConfConfig, want: Callable[[str], bool] | None = None) -> SourceRe
         result.interfaces[ifname] = iface
     # compare as os.path.join built the keys: "/etc/wireguard/" must match its files too
     here = os.path.dirname(os.path.join(cfg.directory, "x"))
-    for stale in [p for p in _PARSED if os.path.dirname(p) == here and p not in seen]:
-        del _PARSED[stale]
+    for stale in [p for p in parsed if os.path.dirname(p) == here and p not in seen]:
+        del parsed[stale]
     return result
 
 
-# path -> (sha256 of the text, its parse). A long-running daemon re-reads every file
-# each cycle; an unchanged file (same bytes, not merely the same mtime) is not parsed
-# again. The cached Interface is shared, so nothing downstream may mutate source objects.
-_PARSED: dict[str, tuple[bytes, Interface]] = {}
+def _parse_cached(
+    text: str, path: str, seen: set[str], parsed: dict[str, tuple[bytes, Interface]]
+) -> Interface:
+    """parse_conf, reusing the last result for this path when the text is byte-identical.
 
-
-def _parse_cached(text: str, path: str, seen: set[str]) -> Interface:
-    """parse_conf, reusing the last result for this path when the text is byte-identical."""
+    ``parsed``: path -> (sha256 of the text, its parse), the caller's memo. A long-running
+    daemon re-reads every file each cycle; an unchanged file (same bytes, not merely the
+    same mtime) is not parsed again. The cached Interface is shared (and sealed by the cycle).
+    """
     seen.add(path)
     digest = hashlib.sha256(text.encode()).digest()
-    hit = _PARSED.get(path)
+    hit = parsed.get(path)
     if hit is not None and hit[0] == digest:
         return hit[1]
-    _PARSED.pop(path, None)
+    parsed.pop(path, None)
     iface = parse_conf(text, path)
-    _PARSED[path] = (digest, iface)
+    parsed[path] = (digest, iface)
     return iface

@@ -287,11 +287,14 @@ def module_absent() -> bool:
     return os.path.isdir(MODULE_DIR) and not os.path.exists(os.path.join(MODULE_DIR, "wireguard"))
 
 
-def read(cfg: KernelConfig, want: Callable[[str], bool] | None = None) -> SourceResult:
+def read(
+    cfg: KernelConfig, want: Callable[[str], bool] | None = None, blocks: dict[str, dict] | None = None
+) -> SourceResult:
     """Read every running interface ``want`` accepts (None = all) with the configured backend.
 
     An interface that fails mid-read is reported as a SourceError naming it and is
-    left out entirely, so the store never sees it half-read.
+    left out entirely, so the store never sees it half-read. ``blocks``: the caller's
+    UAPI memo (memo.Memo.uapi), so unchanged peer blocks are not parsed again.
     """
     result = SourceResult(source=Source.KERNEL)
     if not cfg.enabled:
@@ -305,7 +308,7 @@ def read(cfg: KernelConfig, want: Callable[[str], bool] | None = None) -> Source
     if cfg.backend == "netlink" or (cfg.backend == "auto" and not module_absent()):
         _read_netlink(cfg, accept, result, seen)
     if cfg.backend in ("auto", "uapi"):
-        _read_uapi(cfg, accept, result, seen)
+        _read_uapi(cfg, accept, result, seen, {} if blocks is None else blocks)
     return result
 
 
@@ -340,7 +343,7 @@ def _read_netlink(
 
 
 def _read_uapi(
-    cfg: KernelConfig, accept: Callable[[str], bool], result: SourceResult, seen: set[str]
+    cfg: KernelConfig, accept: Callable[[str], bool], result: SourceResult, seen: set[str], blocks: dict
 ) -> None:
     """Userspace interfaces via ``<socket_dir>/<name>.sock``; names netlink already read are skipped."""
     from wgsyncd.sources import uapi
@@ -350,7 +353,7 @@ def _read_uapi(
     except OSError as exc:
         _error(result, cfg.socket_dir, f"cannot list control sockets: {exc.strerror}", None)
         return
-    uapi.forget_others({uapi.socket_path(cfg.socket_dir, n) for n in names if accept(n)})
+    uapi.forget_others({uapi.socket_path(cfg.socket_dir, n) for n in names if accept(n)}, blocks)
     for name in names:
         if name in seen or not accept(name):
             continue
@@ -361,7 +364,7 @@ def _read_uapi(
             continue
         path = uapi.socket_path(cfg.socket_dir, name)
         try:
-            iface = uapi.read_interface(name, path, cfg.timeout)
+            iface = uapi.read_interface(name, path, cfg.timeout, blocks)
         except uapi.StaleSocket:
             log.debug("%s: nobody listening (stale socket), not an interface", path)
             continue

@@ -49,29 +49,29 @@ def list_interfaces(socket_dir: str) -> list[str]:
     return sorted(names)
 
 
-# socket path -> {peer block bytes: its Peer}, from the last read of that socket
-_BLOCKS: dict[str, dict[bytes, Peer]] = {}
-
-
-def forget_others(paths: set[str]) -> None:
+def forget_others(paths: set[str], blocks: dict[str, dict[bytes, Peer]]) -> None:
     """Drop the peer blocks of sockets that are gone (their interfaces were deleted)."""
-    for path in [p for p in _BLOCKS if p not in paths]:
-        del _BLOCKS[path]
+    for path in [p for p in blocks if p not in paths]:
+        del blocks[path]
 
 
-def read_interface(name: str, path: str, timeout: float) -> Interface:
+def read_interface(
+    name: str, path: str, timeout: float, blocks: dict[str, dict[bytes, Peer]] | None = None
+) -> Interface:
     """Ask one control socket for its state and parse it; the whole exchange is bounded by ``timeout``.
 
     Raises StaleSocket when nobody listens (connection refused) and
-    InterfaceReadError for everything else that stops a complete read.
+    InterfaceReadError for everything else that stops a complete read. ``blocks`` is the
+    caller's memo (memo.Memo.uapi): socket path -> {peer block bytes: its Peer}, last read.
     """
+    blocks = {} if blocks is None else blocks
     data = _exchange(path, timeout)
-    memo = _BLOCKS.get(path, {})
+    memo = blocks.get(path, {})
     fresh: dict[bytes, Peer] = {}
     try:
         return parse_reply(name, data, memo, fresh)
     finally:
-        _BLOCKS[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface
+        blocks[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface
 
 
 def _ascii(data: bytes) -> str:

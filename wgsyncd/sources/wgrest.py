@@ -429,7 +429,9 @@ class _Shifted(WgrestProblem):
     """The peer list changed between two pages (a peer came twice): read it again."""
 
 
-def _read_peers(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]:
+def _read_peers(
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]]
+) -> dict[str, Peer]:
     """All peers of one device, every page, or a WgrestProblem (never a partial dict).
 
     Pages are separate requests, so a peer added meanwhile shifts the list: one
@@ -439,7 +441,7 @@ def _read_peers(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]
     """
     for attempt in range(1, PEER_READ_ATTEMPTS + 1):
         try:
-            return _read_peers_once(client, name, per_page)
+            return _read_peers_once(client, name, per_page, memo)
         except _Shifted as exc:
             if attempt == PEER_READ_ATTEMPTS:
                 raise WgrestProblem(
@@ -449,20 +451,19 @@ def _read_peers(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]
     raise AssertionError("unreachable")
 
 
-# device name -> {public key: (its raw JSON object, its Peer)} from the last full read
-_SEEN: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] = {}
-
-
-def _read_peers_once(client: WgrestHttp, name: str, per_page: int) -> dict[str, Peer]:
+def _read_peers_once(
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]]
+) -> dict[str, Peer]:
     """One pass over all pages of a device's peers, one page in memory at a time.
 
     A peer whose JSON object equals last cycle's is the same Peer object (not parsed
-    again, and downstream not merged again); Peer objects are never mutated.
+    again, and downstream not merged again); Peer objects are never mutated. ``memo``
+    (memo.Memo.wgrest): device name -> {public key: (raw JSON object, Peer)}, last full read.
     """
     # sort=pub_key: without it wgrest lists peers in wgctrl's order, which over
     # wireguard-go is a Go map's, new on every page request (peers repeat and go missing)
     first = client.url(f"/v1/devices/{quote(name, safe='')}/peers/?per_page={per_page}&sort=pub_key")
-    seen = _SEEN.get(name, {})
+    seen = memo.get(name, {})
     fresh: dict[Any, tuple[dict[str, Any], Peer]] = {}
     peers: dict[str, Peer] = {}
     index = 0
@@ -476,12 +477,16 @@ def _read_peers_once(client: WgrestHttp, name: str, per_page: int) -> dict[str, 
             peers[peer.public_key] = peer
             fresh[raw["public_key"]] = (raw, peer)
             index += 1
-    _SEEN[name] = fresh
+    memo[name] = fresh
     return peers
 
 
 def read(
-    cfg: WgrestConfig, want: Callable[[str], bool] | None = None, state_dir: str | None = None
+    cfg: WgrestConfig,
+    want: Callable[[str], bool] | None = None,
+    state_dir: str | None = None,
+    memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] | None = None,
+    answered: dict[tuple[str | None, str], str] | None = None,
 ) -> SourceResult:
     """Read every wanted device of wgrest with all its peers, plus v1's peer private keys.
 
@@ -490,8 +495,11 @@ def read(
     ``cfg.optional`` and it never answered before (this process, or ``state_dir``'s
     record); a wgrest that answered once and now refuses is an error (partial cycle).
     Every other failure is one SourceError naming the URL (and field), confined to
-    the device it concerns when it can be.
+    the device it concerns when it can be. ``memo`` and ``answered`` are the caller's
+    between-cycle memory (memo.Memo.wgrest / .wgrest_answered); None: this call only.
     """
+    memo = {} if memo is None else memo
+    answered = {} if answered is None else answered
     result = SourceResult(source=Source.WGREST)
     if not cfg.enabled:
         result.available = False
@@ -509,7 +517,7 @@ def read(
             listing = client.url(f"/v1/devices/?per_page={cfg.per_page}")
             raw_devices = client.paginate(listing)
         except WgrestRefused as exc:
-            seen = seen_before(cfg.url, state_dir)
+            seen = seen_before(cfg.url, state_dir, answered)
             if cfg.optional and not client.answered and not seen:
                 log.debug("wgrest not running at %s: %s", redact_url(cfg.url), exc.message)
                 result.available = False
@@ -519,23 +527,19 @@ def read(
                 result.errors.append(_error(exc))
             return result
         except WgrestProblem as exc:
-            remember_seen(cfg.url, state_dir, client.answered)
+            remember_seen(cfg.url, state_dir, client.answered, answered)
             result.errors.append(_error(exc))
             return result
-        remember_seen(cfg.url, state_dir, True)
+        remember_seen(cfg.url, state_dir, True, answered)
         log.debug("wgrest %s: %d devices", version, len(raw_devices))
         for index, raw in enumerate(raw_devices):
-            _read_device(client, cfg, version, raw, f"{redact_url(listing)} [{index}]", want, result)
+            _read_device(client, cfg, version, raw, f"{redact_url(listing)} [{index}]", want, result, memo)
         del raw_devices
-        for gone in [name for name in _SEEN if name not in result.interfaces]:
-            del _SEEN[gone]  # gone, excluded or failed this cycle: its memo would only hold memory
+        for gone in [name for name in memo if name not in result.interfaces]:
+            del memo[gone]  # gone, excluded or failed this cycle: its memo would only hold memory
     if cfg.data_dir:
         _attach_private_keys(Path(cfg.data_dir), result)
     return result
-
-
-# (state dir, URL) -> when it first answered, for URLs seen by this process
-_ANSWERED: dict[tuple[str | None, str], str] = {}
 
 
 def _seen_key(url: str) -> str:
@@ -556,30 +560,32 @@ def _load_seen(state_dir: str) -> dict[str, str]:
     )
 
 
-def seen_before(url: str, state_dir: str | None) -> str | None:
-    """When this wgrest first answered (this process, or the state dir's record), or None."""
+def seen_before(url: str, state_dir: str | None, answered: dict[tuple[str | None, str], str]) -> str | None:
+    """When this wgrest first answered (``answered``: this process's memo; or the state dir's record)."""
     key = _seen_key(url)
-    hit = _ANSWERED.get((state_dir, key))
+    hit = answered.get((state_dir, key))
     if hit is None and state_dir:
         hit = _load_seen(state_dir).get(key)
         if hit is not None:
-            _ANSWERED[(state_dir, key)] = hit
+            answered[(state_dir, key)] = hit
     return hit
 
 
-def remember_seen(url: str, state_dir: str | None, answered: bool) -> None:
+def remember_seen(
+    url: str, state_dir: str | None, did_answer: bool, answered: dict[tuple[str | None, str], str]
+) -> None:
     """Record that this wgrest answered: from now on a refusal is an error, not "not installed".
 
     Written once per URL (temp file + rename, 0600), the last SEEN_KEEP URLs kept; a
     state dir that cannot be written leaves the record in this process only.
     """
-    if not answered:
+    if not did_answer:
         return
     key = _seen_key(url)
-    if seen_before(url, state_dir) is not None:
+    if seen_before(url, state_dir, answered) is not None:
         return
     when = datetime.now(UTC).isoformat(timespec="seconds")
-    _ANSWERED[(state_dir, key)] = when
+    answered[(state_dir, key)] = when
     if not state_dir:
         return
     record = _load_seen(state_dir)
@@ -599,6 +605,7 @@ def _read_device(
     where: str,
     want: Callable[[str], bool] | None,
     result: SourceResult,
+    memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]],
 ) -> None:
     """Add one device with all its peers to ``result``, or one SourceError for it."""
     name = raw.get("name") if isinstance(raw, dict) else None
@@ -625,7 +632,7 @@ def _read_device(
             # the list shifted between pages, so another device may be missing:
             # the error is source-wide so the store removes nothing this cycle
             raise WgrestProblem(where, "device list changed while paging (a device came twice)")
-        iface.peers = _read_peers(client, iface.name, cfg.per_page)
+        iface.peers = _read_peers(client, iface.name, cfg.per_page, memo)
     except WgrestProblem as exc:
         duplicate = name is not None and name in result.interfaces
         result.errors.append(_error(exc, interface=None if duplicate else name))

@@ -606,15 +606,16 @@ def test_parse_time_of_10000_peers() -> None:
 
 def test_unchanged_file_is_not_parsed_again_but_a_same_size_same_mtime_edit_is(tmp_path: Path) -> None:
     cfg = write_dir(tmp_path, {"wg0.conf": FULL})
-    first = read(cfg).interfaces["wg0"]
-    assert read(cfg).interfaces["wg0"] is first  # same bytes: the cached parse
+    memo: dict = {}  # the daemon's memo.Memo.conf
+    first = read(cfg, None, memo).interfaces["wg0"]
+    assert read(cfg, None, memo).interfaces["wg0"] is first  # same bytes: the cached parse
     path = tmp_path / "wg0.conf"
     st = path.stat()
     edited = FULL.replace("MTU = 1420", "MTU = 1380")
     assert len(edited) == len(FULL) and edited != FULL
     path.write_text(edited)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # an edit mtime alone would miss
-    again = read(cfg).interfaces["wg0"]
+    again = read(cfg, None, memo).interfaces["wg0"]
     assert again is not first and again.mtu == 1380
     path.unlink()
     assert read(cfg).interfaces == {}
@@ -629,9 +630,10 @@ def test_conf_parse_cache_forgets_a_deleted_file_whatever_the_directory_spelling
     conf.write_text(f"[Interface]\nPrivateKey = {PRIV}\n")
     for directory in (f"{tmp_path}/", f"{tmp_path}//", str(tmp_path / ".")):
         cfg = ConfConfig(directory=directory)
-        assert list(conffiles.read(cfg).interfaces) == ["wg7"]
-        assert any(p.endswith("wg7.conf") for p in conffiles._PARSED)
+        parsed: dict = {}  # the daemon's memo.Memo.conf
+        assert list(conffiles.read(cfg, None, parsed).interfaces) == ["wg7"]
+        assert any(p.endswith("wg7.conf") for p in parsed)
         conf.rename(tmp_path / "wg7.conf.bak")
-        assert conffiles.read(cfg).interfaces == {}
-        assert not any(p.endswith("wg7.conf") for p in conffiles._PARSED), directory
+        assert conffiles.read(cfg, None, parsed).interfaces == {}
+        assert not any(p.endswith("wg7.conf") for p in parsed), directory
         (tmp_path / "wg7.conf.bak").rename(conf)

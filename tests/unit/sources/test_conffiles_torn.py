@@ -94,10 +94,8 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path
     monkeypatch.setattr(conffiles, "parse_conf", spy)
     monkeypatch.setattr(conffiles, "_after_stat", writer.step)
     monkeypatch.setattr(conffiles, "_RETRY_PAUSE_S", 0.0)
-    conffiles._PARSED.clear()
-    yield path, writer, parsed
+    yield path, writer, parsed  # each read() without a memo parses afresh
     writer.close()
-    conffiles._PARSED.clear()
 
 
 def read(path: Path) -> conffiles.SourceResult:

@@ -1,0 +1,208 @@
+"""The timer-mode cache (wgsyncd/synccache.py): kept, trusted only for its host and config, never fatal."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from wgsyncd import synccache
+from wgsyncd.config import ConfConfig, Config, DaemonConfig
+from wgsyncd.memo import Memo
+from wgsyncd.sources import conffiles
+from wgsyncd.state import Interface, Peer, SealedInterface, SealedPeer, Secret
+from wgsyncd.store import known
+
+PRIV = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+CONF = f"[Interface]\nPrivateKey = {PRIV}\nListenPort = 51820\n\n[Peer]\nPublicKey = {PUB}\nAllowedIPs = 10.0.0.2/32\n"  # noqa: E501
+
+
+def make_cfg(tmp_path: Path, host_id: str = "h1", **kw: object) -> Config:
+    """A config whose state dir and conf dir live under ``tmp_path``."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    confdir = tmp_path / "wg"
+    confdir.mkdir(exist_ok=True)
+    return Config(
+        host_id=host_id,
+        hostname="h",
+        conf=ConfConfig(directory=str(confdir)),
+        daemon=DaemonConfig(state_dir=str(state)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def filled_memo(cfg: Config) -> Memo:
+    """A memo as one run leaves it: a conf parse, peer blocks, a signer that must not be kept."""
+    (Path(cfg.conf.directory) / "wg0.conf").write_text(CONF)
+    memo = Memo().for_host(cfg.host_id)
+    conffiles.read(cfg.conf, None, memo.conf)
+    memo.uapi["/run/wireguard/wg1.sock"] = {b"public_key=00\n": Peer(PUB, allowed_ips=("10.0.0.3/32",))}
+    memo.signers[("x", "y")] = "a signer holding the signing key"  # type: ignore[assignment]
+    memo.next_prune[cfg.host_id] = 1e12  # this process's clock: a one-shot sync must prune anyway
+    return memo
+
+
+def cache_file(cfg: Config, name: str = synccache.FILE_NAME) -> Path:
+    return Path(cfg.daemon.state_dir) / name
+
+
+def test_a_saved_memo_comes_back_sealed_without_the_signer_and_root_only(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    memo = filled_memo(cfg)
+    synccache.save(cfg, synccache.Cached(memo))
+    assert memo.signers and memo.next_prune, "saving must not take them from the live memo"
+    assert stat.S_IMODE(cache_file(cfg).stat().st_mode) == 0o600
+    assert b"signing key" not in cache_file(cfg).read_bytes()
+    back = synccache.load(cfg).memo
+    assert back.signers == {} and back.next_prune == {} and back.host_id == "h1"
+    ((_digest, iface),) = back.conf.values()
+    assert type(iface) is SealedInterface and iface.listen_port == 51820
+    assert all(type(p) is SealedPeer for p in iface.peers.values())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        iface.listen_port = 1  # type: ignore[misc]
+    assert back.uapi == memo.uapi
+
+
+def test_an_unchanged_conf_file_is_not_parsed_again_by_the_next_run(tmp_path: Path, monkeypatch) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cached = synccache.load(cfg)
+
+    def no_parse(*_a: object) -> Interface:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(conffiles, "parse_conf", no_parse)
+    result = conffiles.read(cfg.conf, None, cached.memo.conf)
+    assert result.interfaces["wg0"] is next(iter(cached.memo.conf.values()))[1]
+    assert not synccache.changed(cached)  # nothing new: the memo file is not written again
+    (Path(cfg.conf.directory) / "wg0.conf").write_text(CONF.replace("51820", "51821"))
+    monkeypatch.undo()
+    assert conffiles.read(cfg.conf, None, cached.memo.conf).interfaces["wg0"].listen_port == 51821
+    assert synccache.changed(cached)
+
+
+def test_an_unchanged_memo_is_not_rewritten_a_changed_one_is(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cached = synccache.load(cfg)
+    before = cache_file(cfg).stat()
+    synccache.save(cfg, cached)
+    assert cache_file(cfg).stat().st_ino == before.st_ino  # the same file: not written
+    cached.memo.uapi.clear()
+    synccache.save(cfg, cached)
+    assert cache_file(cfg).stat().st_ino != before.st_ino
+    assert synccache.load(cfg).memo.uapi == {}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: dataclasses.replace(c, host_id="h2"),
+        lambda c: dataclasses.replace(c, interfaces=("wg*",)),
+        lambda c: dataclasses.replace(c, conf=dataclasses.replace(c.conf, directory=c.conf.directory + "/x")),
+    ],
+    ids=["host_id", "interfaces", "conf directory"],
+)
+def test_a_cache_of_another_host_or_config_is_never_used(tmp_path: Path, change, caplog) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    other = change(cfg)
+    with caplog.at_level(logging.WARNING):
+        memo = synccache.load(other).memo
+    assert memo.conf == {} and memo.uapi == {} and memo.host_id == other.host_id
+    assert not caplog.records  # not a fault: a new host or config simply starts afresh
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda data: data[: len(data) // 2],  # truncated (a crash mid-write of a non-atomic copy)
+        lambda data: data[:-10] + bytes(10),  # corrupted payload: the checksum says so
+        lambda data: data[:5],  # truncated inside the header
+        lambda data: b"garbage\n\n" + data,  # not ours at all
+        lambda data: b"",
+    ],
+    ids=["truncated", "corrupted", "header cut", "foreign", "empty"],
+)
+def test_a_corrupted_or_truncated_cache_costs_one_warning_and_nothing_else(
+    tmp_path: Path, spoil, caplog
+) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    path = cache_file(cfg)
+    path.write_bytes(spoil(path.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
+        memo = synccache.load(cfg).memo
+    assert memo.conf == {} and memo.host_id == "h1"
+    assert len(caplog.records) == 1 and str(path) in caplog.records[0].getMessage()
+
+
+def test_a_cache_others_can_read_or_write_is_refused(tmp_path: Path, caplog) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cache_file(cfg).chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
+        assert synccache.load(cfg).memo.conf == {}
+    assert "0644" in caplog.text
+    cache_file(cfg).chmod(0o600)
+    link = cache_file(cfg).with_name("elsewhere")
+    cache_file(cfg).rename(link)
+    cache_file(cfg).symlink_to(link)  # a symlink is not followed
+    assert synccache.load(cfg).memo.conf == {}
+
+
+def test_an_unwritable_state_dir_is_one_warning(tmp_path: Path, caplog) -> None:
+    cfg = make_cfg(tmp_path)
+    cfg.daemon.state_dir = str(tmp_path / "missing")
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
+        synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    assert len(caplog.records) == 1 and "cannot keep the sync cache" in caplog.text
+
+
+class _Conn:
+    """Stands in for a connection object only as the key of store.known's per-connection memo."""
+
+
+def _view(loaded_at: float) -> known.View:
+    return known.View(uuid.uuid4(), loaded_at, {"peers": {("wg0", PUB): ("ab" * 32, False)}}, {}, {}, None)
+
+
+def test_the_writers_view_is_kept_with_its_age_and_dropped_when_the_clock_went_back(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    conn = _Conn()
+    live = known.memo_for(conn, "h1")
+    live.view = _view(time.monotonic() - 100)  # loaded 100 s ago
+    live.rows[("peers", "x")] = (object(), ())  # object-identity maps are not kept
+    synccache.save(cfg, synccache.Cached(Memo().for_host("h1")), conn)
+    assert live.view.loaded_at <= time.monotonic() - 100  # the live view is untouched
+    cached = synccache.load(cfg)
+    assert cached.store.rows == {}
+    age = time.monotonic() - cached.store.view.loaded_at
+    assert 100 <= age < 160 and cached.store.view.hashes == live.view.hashes
+    fresh = _Conn()
+    synccache.attach(cached, fresh, "h1")
+    assert known.memo_for(fresh, "h1").view is cached.store.view
+    # a save "in the future" (the wall clock was set back since): the age is unknown
+    path = cache_file(cfg, synccache.VIEW_FILE)
+    later = time.time() + 3600
+    synccache._write_one(cfg, synccache.VIEW_FILE, (later, synccache._as_ages(live)))
+    assert path.exists() and synccache.load(cfg).store is None
+
+
+def test_private_keys_in_the_cache_are_those_of_root_only_conf_files(tmp_path: Path) -> None:
+    """The decision the module doc states: keys are kept, in a file as protected as the conf files."""
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    ((_d, iface),) = synccache.load(cfg).memo.conf.values()
+    assert isinstance(iface.private_key, Secret) and iface.private_key.reveal() == PRIV
+    st = cache_file(cfg).stat()
+    assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(Path(cfg.daemon.state_dir).stat().st_mode) & 0o077 == 0

@@ -1,0 +1,64 @@
+"""What one process remembers between cycles: one object, owned by the daemon (or one `sync` run).
+
+Why one object instead of module globals: the daemon decides when the memory starts
+and ends (a new host_id empties it), tests get a fresh one each, and the timer-mode
+cache (wgsyncd/synccache.py) persists this object between two one-shot runs (all
+but the signers, which hold the signing key, and the prune times of this process's clock).
+Every source passes its part down explicitly; nothing here does I/O.
+
+The never-edit rule: a memo hands the same Peer/Interface objects back next cycle
+(an unchanged conf file, peer block or wgrest answer is not parsed again; an unchanged
+merged peer is not merged again), so those objects are sealed (state.seal) the moment
+a source or merge returns them: an edit raises instead of corrupting the next cycle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from wgsyncd.merge import MergeMemo
+from wgsyncd.state import Interface, Peer
+
+if TYPE_CHECKING:
+    from wgsyncd.signing import Signer
+
+
+@dataclass(slots=True)
+class Memo:
+    """Between-cycle memory of one host's agent; each part is owned by the module named."""
+
+    host_id: str | None = None
+    # merge.py: (interface, public key) -> the last merge's inputs, peer and drift
+    merge: MergeMemo = field(default_factory=MergeMemo)
+    # sources/conffiles.py: conf path -> (sha256 of its bytes, its sealed parse)
+    conf: dict[str, tuple[bytes, Interface]] = field(default_factory=dict)
+    # sources/uapi.py: control socket path -> {peer block bytes: its sealed Peer}
+    uapi: dict[str, dict[bytes, Peer]] = field(default_factory=dict)
+    # sources/wgrest.py: device -> {public key: (its raw JSON object, its sealed Peer)}
+    wgrest: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] = field(default_factory=dict)
+    # sources/wgrest.py: (state dir, URL) -> when that wgrest first answered
+    wgrest_answered: dict[tuple[str | None, str], str] = field(default_factory=dict)
+    # signing.py: (state dir, host_id) -> the signer (key and last signed record, read once)
+    signers: dict[tuple[str, str], Signer] = field(default_factory=dict)
+    # cycle.py: host_id -> monotonic time of the next history prune (the daemon prunes hourly)
+    next_prune: dict[str, float] = field(default_factory=dict)
+
+    def for_host(self, host_id: str) -> Memo:
+        """This memo, emptied first if it belonged to another host_id (never carried across)."""
+        if self.host_id != host_id:
+            self.clear()
+            self.host_id = host_id
+        return self
+
+    def clear(self) -> None:
+        """Forget everything (a reload that changed the host, or a cache not to be trusted)."""
+        self.host_id = None
+        self.merge = MergeMemo()
+        for part in (self.conf, self.uapi, self.wgrest, self.wgrest_answered, self.signers, self.next_prune):
+            part.clear()
+
+    def prune_due(self, host_id: str) -> bool:
+        """True when this host's history should be pruned now (see cycle._prune)."""
+        return time.monotonic() >= self.next_prune.get(host_id, 0.0)

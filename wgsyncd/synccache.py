@@ -1,0 +1,250 @@
+"""Timer mode: the between-cycle memo (wgsyncd/memo.py) kept in the state dir between two `wgsyncd sync` runs.
+
+Why: a host synced by a systemd timer starts a new process every time; without this
+each run parses every conf file and wgrest answer again, merges every peer again and
+loads the host's rows from the database again, though nothing changed. With it, an
+unchanged source is recognised by the content hash of its raw bytes (conf file
+sha256, UAPI peer block, wgrest JSON object, as the daemon does in memory) and the
+writer starts from the view of its last commit, which it still checks against the
+database (the host row's last_sync_id) before trusting it (store/known.py).
+
+What is in the file (state dir, mode 0600, owner root): the parsed conf files,
+wgrest peers and UAPI peer blocks of the last run (so the private and preshared keys
+those sources hold, no more than the conf files themselves hold, which are root-only
+0600 as well), the last merge, and the writer's view of its rows (row hashes, counters,
+sealed secrets as written to the database). Not in it: the host signing key and
+signer, the database password, the wgrest token. Keeping the keys out would make every
+cached conf parse useless (a parse is one Interface with its key); the file is as
+protected as the files it stands for, and is refused unless it is ours and 0600.
+
+Trust: the file is used only when its header names this wgsyncd version and the
+fingerprint of this host_id and configuration; its payload must match the sha256 in
+the header before it is unpickled. A missing file starts empty; a foreign, corrupted
+or truncated one costs one warning line and an empty memo, never the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import logging
+import os
+import pickle
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wgsyncd import __version__
+from wgsyncd.atomicfile import write_atomic
+from wgsyncd.config import Config
+from wgsyncd.memo import Memo
+from wgsyncd.state import seal, seal_peer
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
+VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
+MAGIC = b"wgsyncd sync cache 1\n"
+MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
+
+
+@dataclass
+class Cached:
+    """What one run hands the next: the source/merge memo and the writer's view of its rows."""
+
+    memo: Memo
+    store: Any = None  # store.known.HostMemo of the last commit, or None
+    loaded: dict[str, Any] = field(default_factory=dict)  # the memo's entries as loaded (see changed)
+
+
+def fingerprint(cfg: Config) -> str:
+    """The version, host and every setting that shapes what the memo holds (hashed: no secret in clear)."""
+    parts = (__version__, cfg.host_id, cfg.hostname, cfg.interfaces, cfg.exclude_interfaces)
+    parts += (cfg.kernel, cfg.conf, cfg.wgrest, cfg.database.dsn, cfg.daemon.state_dir)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def load(cfg: Config) -> Cached:
+    """The last run's memo and view for this host and config, or empty ones (see the module doc)."""
+    cached = Cached(Memo().for_host(cfg.host_id))
+    memo = _load_one(cfg, FILE_NAME)
+    if isinstance(memo, Memo) and memo.host_id == cfg.host_id:
+        _seal(memo)
+        cached.memo, cached.loaded = memo, _entries(memo)
+    elif memo is not None:
+        log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / FILE_NAME)
+    view = _load_one(cfg, VIEW_FILE)
+    if isinstance(view, tuple) and len(view) == 2 and isinstance(view[0], float):
+        cached.store = _rebase(view[1], time.time() - view[0])
+    elif view is not None:
+        log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / VIEW_FILE)
+    return cached
+
+
+def _load_one(cfg: Config, name: str) -> Any:
+    """One cache file's object, or None (missing, foreign, corrupted: one warning line)."""
+    path = Path(cfg.daemon.state_dir) / name
+    try:
+        data = _read_own(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("sync cache %s ignored: %s", path, exc)
+        return None
+    cut = data.find(b"\n\n")  # the payload is read in place (a 10,000-peer cache is ~15 MB)
+    header, payload = data[: max(cut, 0)], memoryview(data)[cut + 2 :] if cut >= 0 else memoryview(b"")
+    lines = header.split(b"\n")
+    if len(lines) != 3 or lines[0] + b"\n" != MAGIC:
+        log.warning("sync cache %s ignored: not a wgsyncd sync cache (or truncated)", path)
+        return None
+    if lines[1].decode(errors="replace") != fingerprint(cfg):
+        log.debug("sync cache %s is of another version, host or configuration: starting afresh", path)
+        return None
+    if hashlib.sha256(payload).hexdigest().encode() != lines[2]:
+        log.warning("sync cache %s ignored: its content does not match its checksum (corrupted?)", path)
+        return None
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:  # checksum matched, so only a code change gets here
+        log.warning("sync cache %s ignored: cannot be read back (%s)", path, type(exc).__name__)
+        return None
+
+
+def _seal(memo: Memo) -> None:
+    """Seal what was read back (pickle rebuilds editable objects): the never-edit rule holds."""
+    for _digest, iface in memo.conf.values():
+        seal(iface)
+    for part in (memo.uapi, memo.wgrest):
+        for entries in part.values():
+            for value in entries.values():
+                seal_peer(value[1] if isinstance(value, tuple) else value)
+    for (_readers, copies), peer, _drift in memo.merge.peers.values():
+        seal_peer(peer)
+        for _source, copy_ in copies:
+            seal_peer(copy_)
+
+
+def _read_own(path: Path) -> bytes:
+    """The file's bytes, if it is a regular file of ours that nobody else can read or write."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise ValueError(
+                f"owner {st.st_uid} / mode {stat.S_IMODE(st.st_mode):04o}, expected ours and 0600"
+            )
+        if st.st_size > MAX_BYTES:
+            raise ValueError(f"{st.st_size} bytes, more than a cache can be")
+        return fh.read()
+
+
+def attach(cached: Cached, conn: Any, host_id: str) -> None:
+    """Give the writer on ``conn`` the last run's view of its rows (it re-checks it first)."""
+    if cached.store is None:
+        return
+    from wgsyncd.store import known
+
+    live = known.memo_for(conn, host_id)
+    for f in dataclasses.fields(live):
+        setattr(live, f.name, getattr(cached.store, f.name))
+
+
+def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
+    """Keep the memo (if it changed) and the writer's view on ``conn`` for the next run.
+
+    Called after a committed cycle. A failure to write is one warning: the next run
+    simply starts colder.
+    """
+    memo = cached.memo
+    try:
+        if changed(cached):
+            # never the signing key; nor monotonic prune times (a one-shot sync always prunes)
+            kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
+            try:
+                _write_one(cfg, FILE_NAME, memo)
+            finally:
+                memo.signers, memo.next_prune = kept
+            cached.loaded = _entries(memo)
+        if conn is not None:
+            from wgsyncd.store import known
+
+            _write_one(cfg, VIEW_FILE, (time.time(), _as_ages(known.memo_for(conn, cfg.host_id))))
+    except OSError as exc:
+        log.warning("cannot keep the sync cache in %s: %s", cfg.daemon.state_dir, exc.strerror or exc)
+
+
+def _write_one(cfg: Config, name: str, obj: Any) -> None:
+    """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic."""
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    head = MAGIC + fingerprint(cfg).encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n"
+    write_atomic(Path(cfg.daemon.state_dir) / name, head + payload, 0o600, fsync=False)
+
+
+def _entries(memo: Memo) -> dict[str, Any]:
+    """The memo's entries, one level down, as they are now (for changed(): identity compares)."""
+    return {
+        "conf": dict(memo.conf),
+        "uapi": {k: dict(v) for k, v in memo.uapi.items()},
+        "wgrest": {k: {p: e[1] for p, e in v.items()} for k, v in memo.wgrest.items()},
+        "merge": dict(memo.merge.peers),
+    }
+
+
+def changed(cached: Cached) -> bool:
+    """True unless every memo entry is the very object that was loaded (nothing was parsed or merged anew)."""
+    if not cached.loaded:
+        return True
+    now = _entries(cached.memo)
+    return any(not _same(now[part], cached.loaded[part]) for part in now)
+
+
+def _same(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
+    """Same keys, and each value the same object (nested one level for per-interface tables)."""
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        old = b[key]
+        if isinstance(value, dict) and isinstance(old, dict):
+            if not _same(value, old):
+                return False
+        elif value is not old:
+            return False
+    return True
+
+
+def _as_ages(store_memo: Any) -> Any:
+    """A copy of the writer's memo: its view and row hashes, monotonic times as ages (<= 0).
+
+    Load adds its own monotonic clock and subtracts the wall time since the save (_rebase).
+    Not kept: the object-identity maps (rows, committed): reading them back costs more
+    than building those row values again.
+    """
+    now = time.monotonic()
+    out = copy.copy(store_memo)
+    out.rows, out.committed = {}, {}
+    if out.view is not None:
+        out.view = dataclasses.replace(out.view, loaded_at=out.view.loaded_at - now)
+    if out.drift is not None:
+        out.drift = (out.drift[0], out.drift[1] - now)
+    return out
+
+
+def _rebase(store_memo: Any, elapsed: float) -> Any:
+    """The saved writer's memo with its ages moved onto this run's monotonic clock.
+
+    The writer trusts its view for store.known.RELOAD_EVERY seconds: measured by the
+    wall clock since the save, never by a monotonic clock that may have started again.
+    """
+    if elapsed < 0 or not hasattr(store_memo, "view"):  # the clock went back: age unknown
+        return None
+    now = time.monotonic()
+    if store_memo.view is not None:
+        store_memo.view.loaded_at = now + store_memo.view.loaded_at - elapsed
+    if store_memo.drift is not None:
+        store_memo.drift = (store_memo.drift[0], now + store_memo.drift[1] - elapsed)
+    return store_memo
