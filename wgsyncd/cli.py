@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from wgsyncd import __version__, config, render
+from wgsyncd.fleet_cli import fleet as fleet_group
 
 log = logging.getLogger("wgsyncd")
 
@@ -80,6 +81,9 @@ def _database(cfg: config.Config) -> Iterator[Any]:
 def main(ctx: click.Context, config_path: str | None, log_level: str | None, json_logs: bool) -> None:
     """Keep a WireGuard host's state (kernel, wgrest, conf files) durable in PostgreSQL."""
     ctx.obj = {"config_path": config_path, "log_level": log_level, "json_logs": json_logs}
+
+
+main.add_command(fleet_group)  # `wgsyncd fleet ...`: the read side across hosts (fleet_cli.py)
 
 
 @main.command()
