@@ -50,7 +50,8 @@ LEFT JOIN LATERAL (
     SELECT s.started_at, s.status, s.message FROM sync_status s WHERE s.host_id = h.host_id
     ORDER BY s.started_at DESC, s.id DESC LIMIT 1) last ON true
 CROSS JOIN LATERAL (
-    SELECT coalesce(greatest(10, percentile_cont(0.5) WITHIN GROUP (ORDER BY g.gap)), 300)::double precision
+    -- greatest() skips a NULL: the default goes in first, then the floor
+    SELECT greatest(10, coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY g.gap), 300))::double precision
                AS interval_s,
            count(g.gap) > 0 AS measured
     FROM (SELECT extract(epoch FROM r.started_at - lag(r.started_at) OVER (ORDER BY r.started_at, r.id)) AS gap
