@@ -58,7 +58,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise FleetInputError(
-            f"--since: {validate.shown(value, 40)!r} is neither a duration (30m, 24h, 7d, 2w) "
+            f"--since: '{validate.shown(value, 40)}' is neither a duration (30m, 24h, 7d, 2w) "
             "nor an ISO 8601 time (2026-11-27 or 2026-11-27T08:00:00+00:00)"
         ) from None
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
@@ -72,7 +72,7 @@ def parse_days(text: str) -> int:
     value = text.strip()
     if not value.isdigit() or not 0 <= int(value) <= MAX_DAYS:
         shown = validate.shown(value, 20)
-        raise FleetInputError(f"--days: {shown!r} is not a whole number of days (0 to {MAX_DAYS})")
+        raise FleetInputError(f"--days: '{shown}' is not a whole number of days (0 to {MAX_DAYS})")
     return int(value)
 
 
