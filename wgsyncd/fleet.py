@@ -28,6 +28,7 @@ from wgsyncd.store.db import StoreError, describe_connection, guarded
 VIEWS_MIGRATION = "0006"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"([0-9]{1,7})([smhdw])")
+_DAYS = re.compile(r"[0-9]{1,5}")  # ASCII digits only: str.isdigit() takes any script's
 MAX_DAYS = 36500
 
 
@@ -53,7 +54,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     value = text.strip()
     m = _DURATION.fullmatch(value)
     if m:
-        return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return now - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:
+            raise FleetInputError(f"--since: '{value}' reaches back before year 1") from None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -70,7 +74,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 def parse_days(text: str) -> int:
     """``--days``: a whole number of days, 0 to 36500."""
     value = text.strip()
-    if not value.isdigit() or not 0 <= int(value) <= MAX_DAYS:
+    if not _DAYS.fullmatch(value) or int(value) > MAX_DAYS:
         shown = validate.shown(value, 20)
         raise FleetInputError(f"--days: '{shown}' is not a whole number of days (0 to {MAX_DAYS})")
     return int(value)
