@@ -226,3 +226,17 @@ def test_every_question_through_pgbouncer_in_transaction_mode(world: World, pgbo
             assert len(fleet.stale(conn, 7).peers) == 3
             assert [r["name"] for r in fleet.find(conn, key("hostile"))] == [HOSTILE_NAME]
             assert fleet.top(conn, fleet.parse_since("1h"))[0]["name"] == "alice"
+
+
+def test_conflicts_work_inside_a_parallel_query(world: World) -> None:
+    """The safe parse is a subtransaction, which a parallel query refuses: it must not be
+    marked parallel safe (it was, and 100,000 peers got a parallel plan that failed)."""
+    f = world.fleet
+    with psycopg.connect(f.dsn(f.reader)) as c:
+        c.execute("SELECT set_config('force_parallel_mode', 'on', true)")
+        c.execute("SELECT set_config('parallel_setup_cost', '0', true)")
+        rows = c.execute("SELECT count(*) FROM fleet_conflicts").fetchone()
+        parsed = c.execute(
+            "SELECT count(wgsyncd_inet(x)) FROM unnest(ARRAY['fd00::1', 'no', '10.0.0.1/33']) x"
+        )
+        assert rows == (5,) and parsed.fetchone() == (1,)
