@@ -66,11 +66,7 @@ def fleet() -> None:
 @click.pass_context
 def hosts_cmd(ctx: click.Context, as_json: bool) -> None:
     """Every host; state 'stopped' when its last ok cycle is older than 3 of its intervals."""
-    from wgsyncd import fleet as q
-
-    with _database(ctx) as conn:
-        rows = q.hosts(conn)
-    _show(rows, HOST_COLUMNS, as_json, "no hosts recorded yet")
+    _show(_ask(ctx, "hosts"), HOST_COLUMNS, as_json, "no hosts recorded yet")
 
 
 @fleet.command("peers")
@@ -79,10 +75,7 @@ def hosts_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def peers_cmd(ctx: click.Context, as_json: bool, host_id: str | None) -> None:
     """Every current peer with its latest handshake and bytes received/sent."""
-    from wgsyncd import fleet as q
-
-    with _database(ctx) as conn:
-        rows = q.peers(conn, host_id)
+    rows = _ask(ctx, "peers", host_id)
     _show(rows, PEER_COLUMNS, as_json, "no peers")
 
 
@@ -95,8 +88,7 @@ def find_cmd(ctx: click.Context, key: str, as_json: bool) -> None:
     from wgsyncd import fleet as q
 
     _checked(lambda: q.check_key(key))
-    with _database(ctx) as conn:
-        rows = q.find(conn, key.strip())
+    rows = _ask(ctx, "find", key.strip())
     _show(rows, FIND_COLUMNS, as_json, f"{key.strip()}: on no host")
     if not rows:
         sys.exit(3)
@@ -111,8 +103,7 @@ def stale_cmd(ctx: click.Context, days: str, as_json: bool) -> None:
     from wgsyncd import fleet as q
 
     n = _checked(lambda: q.parse_days(days))
-    with _database(ctx) as conn:
-        found = q.stale(conn, n)
+    found = _ask(ctx, "stale", n)
     rows = [{**r, "handshake": r["latest_handshake"] or "never"} for r in found.peers]
     if as_json:
         _emit({"days": n, "stale": len(rows), "never": found.never, "peers": [render.plain(r) for r in rows]})
@@ -129,11 +120,7 @@ def stale_cmd(ctx: click.Context, days: str, as_json: bool) -> None:
 @click.pass_context
 def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
     """The same public key, or overlapping allowed IPs, on two peers (one interface, host or fleet)."""
-    from wgsyncd import fleet as q
-
-    with _database(ctx) as conn:
-        rows = q.conflicts(conn)
-    _show(rows, CONFLICT_COLUMNS, as_json, "no conflicts")
+    _show(_ask(ctx, "conflicts"), CONFLICT_COLUMNS, as_json, "no conflicts")
 
 
 @fleet.command("top")
@@ -146,8 +133,7 @@ def top_cmd(ctx: click.Context, since: str, limit: int, as_json: bool) -> None:
     from wgsyncd import fleet as q
 
     when = _checked(lambda: q.parse_since(since))
-    with _database(ctx) as conn:
-        rows = q.top(conn, when, limit)
+    rows = _ask(ctx, "top", when, limit)
     _show(rows, TOP_COLUMNS, as_json, f"no traffic since {when.isoformat(timespec='seconds')}")
 
 
@@ -161,6 +147,14 @@ def _database(ctx: click.Context) -> Iterator[Any]:
 
     with cli._database(cli._load(ctx)) as conn:
         yield conn
+
+
+def _ask(ctx: click.Context, question: str, *args: Any) -> Any:
+    """One question of fleet.py (by name) on the configured database."""
+    from wgsyncd import fleet as q
+
+    with _database(ctx) as conn:
+        return getattr(q, question)(conn, *args)
 
 
 def _checked(parse: Callable[[], Any]) -> Any:

@@ -133,23 +133,14 @@ def host_a(host_id: str, now: datetime, grown: int) -> HostState:
 
 def host_b(host_id: str, now: datetime) -> HostState:
     """Host B, with a cross-host duplicate key, a cross-host overlap and one unparsable allowed IP."""
-    return state(
-        host_id,
-        now,
-        [
-            interface(
-                host_id,
-                "wg0",
-                [
-                    peer("laptop", ("10.9.0.7/32",), now - 3 * 24 * HOUR, 7000, 9000),
-                    peer("phone-b", ("10.20.0.3/32",), None, 0, 0, public_key=key("phone")),
-                    peer("v6", ("fd00::2/128",), now - HOUR, 100, 100),
-                    peer("junk", ("not-an-address", "10.30.0.9/32"), now - HOUR, 1, 1),
-                    peer(HOSTILE_NAME, ("10.50.0.1/32",), now - HOUR, 1, 1, public_key=key("hostile")),
-                ],
-            )
-        ],
-    )
+    peers = [
+        peer("laptop", ("10.9.0.7/32",), now - 3 * 24 * HOUR, 7000, 9000),
+        peer("phone-b", ("10.20.0.3/32",), None, 0, 0, public_key=key("phone")),
+        peer("v6", ("fd00::2/128",), now - HOUR, 100, 100),
+        peer("junk", ("not-an-address", "10.30.0.9/32"), now - HOUR, 1, 1),
+        peer(HOSTILE_NAME, ("10.50.0.1/32",), now - HOUR, 1, 1, public_key=key("hostile")),
+    ]
+    return state(host_id, now, [interface(host_id, "wg0", peers)])
 
 
 def host_c(host_id: str, now: datetime) -> HostState:
