@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.beds.postgres",
     "tests.beds.pgbouncer",
     "tests.beds.roles",
+    "tests.beds.fleet_world",
     "tests.beds.wireguard",
     "tests.beds.wgrest_server",
     "tests.beds.nspawn",

@@ -275,12 +275,13 @@ def persist_restore(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 
 def _register() -> None:
     """The command groups that live in wgsyncd/commands/ (one module per group)."""
-    from wgsyncd.commands import db, keys, restore
+    from wgsyncd.commands import db, fleet, keys, restore
 
     main.add_command(db.db)
     main.add_command(keys.keys)
     main.add_command(restore.history)
     main.add_command(restore.restore_cmd)
+    main.add_command(fleet.fleet)  # the read side across hosts
 
 
 _register()
