@@ -35,21 +35,32 @@ class Prepared:
     """One recorded statement, with where each per-cycle value goes in its parameters."""
 
     stmt: Statement
-    text_subs: list[int] = field(default_factory=list)  # params holding host_id or a timestamp text
+    host_subs: list[int] = field(default_factory=list)  # params that are the host_id
+    name_subs: list[int] = field(default_factory=list)  # params that are the hostname
+    text_subs: list[int] = field(default_factory=list)  # params holding a timestamp or sync_id text
     uuid_subs: list[int] = field(default_factory=list)  # binary uuid params (sync_id)
     ts_subs: list[int] = field(default_factory=list)  # binary timestamptz params (started_at ...)
 
 
 def prepare(stmts: list[Statement], tokens: dict[str, bytes]) -> list[Prepared]:
-    """Find, once, the parameters that change per cycle; the rest is sent as recorded."""
+    """Find, once, the parameters that change per cycle; the rest is sent as recorded.
+
+    host_id is swapped only where it is the whole parameter (the host_id column and
+    argument): names, comments and the signed document inside other parameters stay
+    the template's, so every replayed row still matches its row_hash and signature.
+    """
     out = []
-    text_tokens = (tokens["host"], tokens["ts_text"], tokens["ts_text_space"], tokens["sync_text"])
+    text_tokens = (tokens["ts_text"], tokens["ts_text_space"], tokens["sync_text"])
     for st in stmts:
         p = Prepared(st)
         for i, v in enumerate(st.params or ()):
             if v is None:
                 continue
-            if v == tokens["sync_bin"]:
+            if v == tokens["host"]:
+                p.host_subs.append(i)
+            elif v == tokens["hostname"]:
+                p.name_subs.append(i)
+            elif v == tokens["sync_bin"]:
                 p.uuid_subs.append(i)
             elif v == tokens["ts_bin"]:
                 p.ts_subs.append(i)
@@ -62,13 +73,16 @@ def prepare(stmts: list[Statement], tokens: dict[str, bytes]) -> list[Prepared]:
 def render(p: Prepared, tokens: dict[str, bytes], host: bytes, sync: uuid.UUID, now: datetime) -> list[Any]:
     """The parameters of one statement for one host's cycle."""
     params = list(p.stmt.params or ())
+    for i in p.host_subs:
+        params[i] = host
+    for i in p.name_subs:
+        params[i] = host + b".example"
     if p.text_subs:
         iso, iso_sp = now.isoformat().encode(), now.isoformat(sep=" ").encode()
         sync_text = str(sync).encode()
         for i in p.text_subs:
             params[i] = (
                 params[i]
-                .replace(tokens["host"], host)
                 .replace(tokens["ts_text"], iso)
                 .replace(tokens["ts_text_space"], iso_sp)
                 .replace(tokens["sync_text"], sync_text)
