@@ -236,17 +236,20 @@ def run_worker(args: dict[str, Any], out: Any, ready: Any, go: Any, start: Any) 
 
 
 def _saturate(drv: Driver, args: dict[str, Any]) -> None:
-    """populate: every host's first cycle; capacity: steady cycles back to back until the end.
-
-    ``inflight`` cycles at once (the pool's server connections are the real limit).
-    """
+    """populate: every host's first cycle; capacity: steady cycles back to back until
+    ``probe_s`` is over (or ``count`` cycles ran), ``inflight`` at once (the pool's
+    server connections are the real limit)."""
     hosts, limit = args["hosts"], args["inflight"]
     kind = "first" if args["phase"] == "populate" else "steady"
     end = time.time() + args.get("probe_s", 1e9)
+    total = len(hosts) if kind == "first" else args.get("count")
     n, k0 = 0, args.get("k0", 1)
-    total = len(hosts) if kind == "first" else None
-    while time.time() < end and (total is None or n < total):
-        while drv.inflight < limit and (total is None or n < total):
+
+    def more() -> bool:
+        return n < total if total is not None else time.time() < end
+
+    while more():
+        while drv.inflight < limit and more():
             h = hosts[n % len(hosts)]
             drv.start(drv.conns[h], kind, k0 + n // len(hosts), time.time())
             n += 1
