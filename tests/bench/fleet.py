@@ -79,17 +79,22 @@ class Probe:
         return int(row[0])  # type: ignore[index]
 
 
-def sizes(dsn: str) -> dict[str, dict[str, int]]:
-    """Table (heap + toast) and index bytes of every wgsyncd table."""
+def sizes(dsn: str) -> dict[str, dict[str, Any]]:
+    """Table (heap + toast) and index bytes of every wgsyncd table, and each index's own."""
     import psycopg
 
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         for t in TABLES:
             total, idx = conn.execute(
                 "SELECT pg_total_relation_size(%s::regclass), pg_indexes_size(%s::regclass)", (t, t)
             ).fetchone()  # type: ignore[misc]
-            out[t] = {"table": int(total) - int(idx), "index": int(idx)}
+            each = conn.execute(
+                "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+                "WHERE indrelid = %s::regclass ORDER BY 1",
+                (t,),
+            ).fetchall()
+            out[t] = {"table": int(total) - int(idx), "index": int(idx), "indexes": dict(each)}
     return out
 
 
@@ -166,15 +171,23 @@ def paced(
     """Hosts 0..m-1, each once per interval at its own offset, for one interval; keeps up?"""
     got = _run("paced", probe, dsn, rec, list(range(m)), workers, interval=interval, m=m,
                duration_s=interval, idle_percent=idle_percent, k0=10_000)  # fmt: skip
-    out = _measured("paced", probe, got, interval)
     recs = got["records"]
+    last = max((r[4] for r in recs), default=got["start"])
+    # rates over the schedule, or longer when the last cycles ended after it (a backlog)
+    out = _measured("paced", probe, got, max(interval, last - got["start"]))
     late = [start_t - due for _h, _k, due, start_t, _e, _ok in recs]
+    # each host holds its own connection, so a cycle "starts" on time and then waits in
+    # pgbouncer's queue for a server connection: what counts is when it is done
+    lag = [end - due for _h, _k, due, _s, end, _ok in recs]
     out["hosts"] = m
     out["required_cycles_per_s"] = m / interval
-    out["late_p99_s"] = _pct(late, 0.99)
     out["late_max_s"] = max(late, default=0.0)
-    # keeps up: every host's cycle ran, none started more than 10% of the interval late
-    out["keeps_up"] = len(recs) == m and out["late_max_s"] <= 0.1 * interval
+    out["done_after_slot_p50_s"] = _pct(lag, 0.5)
+    out["done_after_slot_p99_s"] = _pct(lag, 0.99)
+    out["done_after_slot_max_s"] = max(lag, default=0.0)
+    # keeps up: every host's cycle ran and was committed within 10% of the interval of its
+    # slot (a backlog that grows over the run shows as a growing lag)
+    out["keeps_up"] = len(recs) == m and out["done_after_slot_max_s"] <= 0.1 * interval
     return out
 
 
@@ -192,6 +205,7 @@ def run_fleet(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     cluster = PgCluster.start(base / "db", durable=True)
     bouncer = None
     try:
+        settings = apply_settings(cluster, args.pg_set)
         owner_dsn, owner = cluster.create_owned_database()
         with psycopg.connect(owner_dsn) as conn:
             store.migrate(conn)
@@ -212,6 +226,7 @@ def run_fleet(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             "statements_per_cycle": {
                 "first": len(rec.first), "steady": len(rec.steady[0]), "idle": len(rec.idle)},
             "postgres": "fsync on, synchronous_commit on, shared_buffers default (128 MB)",
+            "postgres_settings": settings,
         }  # fmt: skip
         inflight = max(1, args.pool // args.workers + 1)
         t0 = time.monotonic()
@@ -233,7 +248,7 @@ def run_fleet(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             step = paced(probe, dsn, rec, m, args.interval, args.workers, args.idle_percent)
             steps.append(step)
             log(_line(step) + f", {m} hosts: keeps up {'yes' if step['keeps_up'] else 'NO'} "
-                f"(latest start {step['late_max_s']:.2f} s after its slot)")  # fmt: skip
+                f"(committed at most {step['done_after_slot_max_s']:.2f} s after its slot)")  # fmt: skip
             if step["keeps_up"]:
                 lo = m
                 if hi is None or hi - lo <= max(100, args.hosts // 20):
@@ -254,6 +269,25 @@ def run_fleet(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             bouncer.stop()
         cluster.stop("fast")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def apply_settings(cluster: Any, pairs: list[str]) -> dict[str, str]:
+    """``name=value`` server settings (ALTER SYSTEM + reload; reload-level ones only), and the
+    values in force after, read back, with the WAL and checkpoint ones that matter here."""
+    import psycopg
+
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not name.replace("_", "").isalpha():
+            raise SystemExit(f"--pg-set: not a setting name: {name!r}")
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Literal(value)))  # fmt: skip
+    names = ["max_wal_size", "checkpoint_timeout", "wal_compression", "shared_buffers", "synchronous_commit"]
+    names += [p.partition("=")[0] for p in pairs if p.partition("=")[0] not in names]
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        return {n: str(conn.execute(f"SELECT current_setting('{n}')").fetchone()[0]) for n in names}  # type: ignore[index]
 
 
 def simulated_day(res: dict[str, Any], hosts: int) -> dict[str, Any]:
@@ -297,7 +331,7 @@ def _line(p: dict[str, Any]) -> str:
     )
 
 
-def _total(sz: dict[str, dict[str, int]]) -> int:
+def _total(sz: dict[str, dict[str, Any]]) -> int:
     """Bytes of every table and index together."""
     return sum(v["table"] + v["index"] for v in sz.values())
 
@@ -315,17 +349,18 @@ def table(res: dict[str, Any]) -> str:
         f"(needs {need:.1f} cycles/s) through pgbouncer (transaction mode, {res['pool_size']} server "
         f"connections), {res['workers']} generator processes replaying the writer's recorded statements",
         "| phase | hosts | cycles | cycles/s | p50 | p99 | PostgreSQL CPU | per cycle | WAL per cycle "
-        "| pgbouncer CPU | generator CPU | keeps up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pgbouncer CPU | generator CPU | committed after its slot, max | keeps up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in [res["populate"], res["capacity"], *res["paced_steps"]]:
         ok = ("yes" if p["keeps_up"] else "NO") if "keeps_up" in p else ""
+        lag = f"{p['done_after_slot_max_s']:.1f} s" if "done_after_slot_max_s" in p else ""
         lines.append(
             f"| {p['phase']} | {p.get('hosts', res['hosts']):,} | {p['cycles']:,} | {p['cycles_per_s']:.1f} "
             f"| {p['latency_p50_s'] * 1000:.0f} ms | {p['latency_p99_s'] * 1000:.0f} ms "
             f"| {p['db_cpu_cores']:.2f} cores | {p['db_cpu_ms_per_cycle']:.1f} ms "
             f"| {p['wal_bytes_per_cycle'] / 1024:.1f} KiB | {p['pooler_cpu_cores']:.2f} cores "
-            f"| {p['generator_cpu_cores']:.2f} cores | {ok} |"
+            f"| {p['generator_cpu_cores']:.2f} cores | {lag} | {ok} |"
         )
     day = res["day"]
     cap = res["capacity"]["cycles_per_s"]
@@ -352,6 +387,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="generator processes")
     ap.add_argument("--pool", type=int, default=4, help="pgbouncer server connections")
     ap.add_argument("--idle-percent", type=int, default=0, help="share of paced cycles with nothing changed")
+    ap.add_argument(
+        "--pg-set", action="append", default=[], metavar="NAME=VALUE",
+        help="a PostgreSQL setting for this run (reload-level, e.g. max_wal_size=16GB); repeatable",
+    )  # fmt: skip
     ap.add_argument(
         "--out", default=None, help="JSON path (default tests/bench/results/fleet-<UTC time>.json)"
     )
