@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -113,18 +114,18 @@ def test_a_failed_replayed_cycle_is_reported_and_rolled_back(
     assert after[0] == before[0] + 1  # type: ignore[index]  # the idle cycle's row only
 
 
-def test_tiny_fleet_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+TINY = {"hosts": 6, "peers": 40, "interval": 2, "probe": 1, "steps": 1, "pool": 2, "workers": 2}
+
+
+def test_tiny_fleet_run(tmp_path: Path) -> None:
     """The CI variant of ``make bench-fleet``: 6 hosts x 40 peers, 2 s interval, one paced run."""
     reason = binaries_missing() or pgbouncer_missing()
     if reason:
         unavailable("fleet benchmark", reason)
     from tests.bench.fleet import main, table
 
-    out = tmp_path_factory.mktemp("fleet") / "fleet.json"
-    args = ["--hosts", "6", "--peers", "40", "--interval", "2", "--probe", "1", "--steps", "1",
-            "--pool", "2", "--workers", "2", "--out", str(out)]  # fmt: skip
-    assert main(args) == 0
-    result = json.loads(out.read_text())
+    assert main([f"--{k}={v}" for k, v in TINY.items()] + [f"--out={tmp_path / 'fleet.json'}"]) == 0
+    result = json.loads((tmp_path / "fleet.json").read_text())
     fleet = result["fleet"]
     assert {"started_at", "command", "machine", "fleet", "elapsed_s"} <= set(result)
     assert fleet["populate"]["cycles"] == 6

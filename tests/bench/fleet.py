@@ -28,7 +28,6 @@ runs of one interval each at stepped host counts until one keeps up.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -399,7 +398,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     """Run, print the table, write the JSON."""
-    from tests.bench.__main__ import machine
+    from tests.bench.__main__ import machine, report
 
     args = parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -408,12 +407,7 @@ def main(argv: list[str]) -> int:
               "machine": machine(), "fleet": run_fleet(args, log=lambda m: print(m, flush=True))}  # fmt: skip
     result["elapsed_s"] = time.monotonic() - t0
     result["machine"]["loadavg_at_end"] = os.getloadavg()
-    print()
-    print(table(result["fleet"]))
-    out = Path(args.out) if args.out else RESULTS_DIR / ("fleet-" + started.replace(":", "") + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-    print(f"JSON: {out} (total {result['elapsed_s']:.0f} s)")
+    report(result, table(result["fleet"]), args.out, prefix="fleet-")
     return 0
 
 

@@ -57,53 +57,36 @@ class Recording:
     tokens: dict[str, bytes] = field(default_factory=dict)
 
 
+def _recorder(into: list[Statement], original: Any, extended: bool) -> Any:
+    """A stand-in for one PGconn sending method: note the statement, then send it."""
+
+    def send(self: Any, command: bytes, *rest: Any, **kw: Any) -> Any:
+        if extended:
+            a = {**dict(zip(("values", "types", "formats", "result_format"), rest, strict=False)), **kw}
+            a = {k.removeprefix("param_"): v for k, v in a.items()}
+            into.append(
+                Statement(
+                    bytes(command),
+                    [None if v is None else bytes(v) for v in (a.get("values") or ())],
+                    list(a["types"]) if a.get("types") else None,
+                    list(a["formats"]) if a.get("formats") else None,
+                    a.get("result_format", 0),
+                )
+            )
+        else:
+            into.append(Statement(bytes(command)))
+        return original(self, command, *rest, **kw)
+
+    return send
+
+
 @contextmanager
 def _capture(into: list[Statement]) -> Any:
     """Wrap PGconn's sending methods for the duration; restore them after."""
     cls = pq.PGconn
     saved = {name: getattr(cls, name) for name in ("send_query_params", "send_query", "exec_", "exec_params")}
-
-    def send_query_params(self, command, param_values, param_types=None, param_formats=None, result_format=0):  # type: ignore[no-untyped-def]
-        into.append(
-            Statement(
-                bytes(command),
-                [None if v is None else bytes(v) for v in (param_values or ())],
-                list(param_types) if param_types else None,
-                list(param_formats) if param_formats else None,
-                result_format,
-            )
-        )
-        return saved["send_query_params"](
-            self, command, param_values, param_types, param_formats, result_format
-        )
-
-    def send_query(self, command):  # type: ignore[no-untyped-def]
-        into.append(Statement(bytes(command)))
-        return saved["send_query"](self, command)
-
-    def exec_(self, command):  # type: ignore[no-untyped-def]
-        into.append(Statement(bytes(command)))
-        return saved["exec_"](self, command)
-
-    def exec_params(self, command, param_values, param_types=None, param_formats=None, result_format=0):  # type: ignore[no-untyped-def]
-        into.append(
-            Statement(
-                bytes(command),
-                [None if v is None else bytes(v) for v in (param_values or ())],
-                list(param_types) if param_types else None,
-                list(param_formats) if param_formats else None,
-                result_format,
-            )
-        )
-        return saved["exec_params"](self, command, param_values, param_types, param_formats, result_format)
-
-    for name, fn in (
-        ("send_query_params", send_query_params),
-        ("send_query", send_query),
-        ("exec_", exec_),
-        ("exec_params", exec_params),
-    ):
-        setattr(cls, name, fn)
+    for name, fn in saved.items():
+        setattr(cls, name, _recorder(into, fn, extended=name.endswith("_params")))
     try:
         yield into
     finally:
