@@ -71,6 +71,21 @@ class Probe:
             ).fetchone()
         return int(row[0])  # type: ignore[index]
 
+    def wal_fpi_bytes(self, a: dict[str, Any], b: dict[str, Any]) -> int | None:
+        """Of that WAL, the bytes that are full-page images (pg_walinspect reads the segments);
+        None when they were recycled meanwhile (a long populate) or the extension is missing."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT coalesce(sum(fpi_size), 0) FROM pg_get_wal_stats(%s::pg_lsn, %s::pg_lsn)",
+                    (a["lsn"], b["lsn"]),
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        return int(row[0])  # type: ignore[index]
+
 
 def _run(
     phase: str, probe: Probe, dsn: str, recording: Any, hosts: list[int], workers: int, **extra: Any
@@ -136,7 +151,10 @@ def _measured(name: str, probe: Probe, got: dict[str, Any], window: float | None
     recs = got["records"]
     busy = max((r[4] for r in recs), default=0) - min((r[3] for r in recs), default=0)
     a, b = got["a"], got["b"]
-    return _summary(name, got, a, b, probe.wal_bytes(a, b), window or busy)
+    out = _summary(name, got, a, b, probe.wal_bytes(a, b), window or busy)
+    fpi = probe.wal_fpi_bytes(a, b) if name != "populate" else None
+    out["wal_fpi_share"] = fpi / out["wal_bytes"] if fpi is not None and out["wal_bytes"] else None
+    return out
 
 
 def paced(
@@ -183,6 +201,8 @@ def run_fleet(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
         owner_dsn, owner = cluster.create_owned_database()
         with psycopg.connect(owner_dsn) as conn:
             store.migrate(conn)
+        dbname = str(psycopg.conninfo.conninfo_to_dict(owner_dsn)["dbname"])
+        cluster.admin("CREATE EXTENSION IF NOT EXISTS pg_walinspect", dbname=dbname)  # WAL breakdown
         bouncer = PgBouncer.start(
             base / "pgb", cluster, pool_size=args.pool, max_client_conn=args.hosts + 100
         )
@@ -253,7 +273,14 @@ def _line(p: dict[str, Any]) -> str:
         f"PostgreSQL {p['db_cpu_cores']:.2f} cores ({p['db_cpu_ms_per_cycle']:.1f} ms/cycle), "
         f"pgbouncer {p['pooler_cpu_cores']:.2f}, generator {p['generator_cpu_cores']:.2f} cores, "
         f"WAL {p['wal_bytes_per_cycle'] / 1024:.1f} KiB/cycle"
+        + (f" ({p['wal_fpi_share']:.0%} full-page images)" if p.get("wal_fpi_share") is not None else "")
     )
+
+
+def _fpi(p: dict[str, Any]) -> str:
+    """ ", 80% FPI" when the full-page-image share was measured."""
+    share = p.get("wal_fpi_share")
+    return "" if share is None else f" ({share:.0%} full-page images)"
 
 
 def _total(sz: dict[str, dict[str, Any]]) -> int:
@@ -284,7 +311,7 @@ def table(res: dict[str, Any]) -> str:
             f"| {p['phase']} | {p.get('hosts', res['hosts']):,} | {p['cycles']:,} | {p['cycles_per_s']:.1f} "
             f"| {p['latency_p50_s'] * 1000:.0f} ms | {p['latency_p99_s'] * 1000:.0f} ms "
             f"| {p['db_cpu_cores']:.2f} cores | {p['db_cpu_ms_per_cycle']:.1f} ms "
-            f"| {p['wal_bytes_per_cycle'] / 1024:.1f} KiB | {p['pooler_cpu_cores']:.2f} cores "
+            f"| {p['wal_bytes_per_cycle'] / 1024:.1f} KiB{_fpi(p)} | {p['pooler_cpu_cores']:.2f} cores "
             f"| {p['generator_cpu_cores']:.2f} cores | {lag} | {ok} |"
         )
     day = res["day"]
