@@ -3,6 +3,7 @@ force, and the size after a simulated day extrapolated from the measured steady 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 TABLES = (
@@ -47,7 +48,14 @@ def apply_settings(cluster: Any, pairs: list[str]) -> dict[str, str]:
     names += [p.partition("=")[0] for p in pairs if p.partition("=")[0] not in names]
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute("SELECT pg_reload_conf()")
-        return {n: str(conn.execute(f"SELECT current_setting('{n}')").fetchone()[0]) for n in names}  # type: ignore[index]
+    wanted = dict(p.partition("=")[::2] for p in pairs)
+    deadline = time.monotonic() + 10.0
+    while True:  # the reload is asynchronous: read back in new sessions until it shows
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            got = {n: str(conn.execute(f"SELECT current_setting('{n}')").fetchone()[0]) for n in names}  # type: ignore[index]
+        if all(got[n] == v for n, v in wanted.items()) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)  # polling a condition with a deadline
 
 
 def simulated_day(res: dict[str, Any], hosts: int) -> dict[str, Any]:
