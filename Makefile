@@ -69,7 +69,7 @@ bench: venv
 # The fleet benchmark (issue 14 item 2): 10,000 hosts x 1,000 peers every 60 s through
 # pgbouncer (transaction mode) into one PostgreSQL with fsync on; the writer's recorded
 # statements replayed from one connection per host. Root, PostgreSQL 15, pgbouncer;
-# ~15 min, ~15 GB in /tmp. Writes tests/bench/results/fleet-<UTC time>.json.
+# ~20 min, ~30 GB in /tmp. Writes tests/bench/results/fleet-<UTC time>.json.
 # FLEET_ARGS="--hosts 2000 --steps 1" for a shorter run.
 bench-fleet: venv
 	$(BIN)/python -m tests.bench.fleet $(FLEET_ARGS)

@@ -334,10 +334,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--hosts", type=int, default=10000, help="simulated hosts")
     ap.add_argument("--peers", type=int, default=1000, help="peers per host")
     ap.add_argument("--interval", type=float, default=60.0, help="seconds between a host's cycles")
-    ap.add_argument("--probe", type=float, default=30.0, help="capacity probe seconds")
+    ap.add_argument("--probe", type=float, default=120.0, help="capacity probe seconds")
     ap.add_argument("--steps", type=int, default=4, help="paced runs at most (stepping the host count)")
     ap.add_argument("--workers", type=int, default=2, help="generator processes")
-    ap.add_argument("--pool", type=int, default=4, help="pgbouncer server connections")
+    ap.add_argument("--pool", type=int, default=8, help="pgbouncer server connections")
     ap.add_argument("--idle-percent", type=int, default=0, help="share of paced cycles with nothing changed")
     ap.add_argument(
         "--pg-set", action="append", default=[], metavar="NAME=VALUE",
