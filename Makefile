@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEBIAN_PYTHON ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench clean deps-demo deps-test faults
+.PHONY: venv demo test test-fast test-debian-libs test-slow lint deb bench bench-fleet clean deps-demo deps-test faults
 
 # The Debian packages each entry point needs (.ci/packages.txt, shared with .ci/run):
 # apt-get runs only when dpkg says one is missing, and prints what it installs.
@@ -65,6 +65,14 @@ deb:
 # Prints the table, writes tests/bench/results/<UTC time>.json. BENCH_ARGS=--large adds 50,000.
 bench: venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# The fleet benchmark (issue 14 item 2): 10,000 hosts x 1,000 peers every 60 s through
+# pgbouncer (transaction mode) into one PostgreSQL with fsync on; the writer's recorded
+# statements replayed from one connection per host. Root, PostgreSQL 15, pgbouncer;
+# ~20 min, ~30 GB in /tmp. Writes tests/bench/results/fleet-<UTC time>.json.
+# FLEET_ARGS="--hosts 2000 --steps 1" for a shorter run.
+bench-fleet: venv
+	$(BIN)/python -m tests.bench.fleet $(FLEET_ARGS)
 
 # The fault suite (issue 16): PostgreSQL killed for real, a silent DB, outages with counter
 # resets, SIGTERM mid-cycle and mid-replay, a full/read-only state dir... against wireguard-go

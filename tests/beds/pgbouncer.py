@@ -65,6 +65,7 @@ class PgBouncer:
         *,
         pool_size: int = 2,
         ignore_startup_parameters: str = "",
+        max_client_conn: int = 1000,
     ) -> PgBouncer:
         """Write the ini and start ``pgbouncer INI`` in the foreground; wait until it answers."""
         reason = missing_reason()
@@ -89,7 +90,7 @@ class PgBouncer:
             "pool_mode = transaction\n"
             f"default_pool_size = {pool_size}\n"
             "reserve_pool_size = 0\n"
-            "max_client_conn = 1000\n"
+            f"max_client_conn = {max_client_conn}\n"
             "server_round_robin = 1\n"
             f"admin_users = {SUPERUSER}\n"
             f"ignore_startup_parameters = {ignore_startup_parameters}\n"

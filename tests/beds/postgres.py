@@ -73,6 +73,7 @@ class PgCluster:
     tcp: bool
     user: str | None
     tls: TlsFiles | None = None
+    durable: bool = False  # fsync on, as in production (the fleet benchmark measures WAL flushes)
 
     @property
     def data_dir(self) -> Path:
@@ -86,7 +87,13 @@ class PgCluster:
 
     @classmethod
     def start(
-        cls, base_dir: str | os.PathLike[str], *, tcp: bool = False, tls: bool = False, hba: str | None = None
+        cls,
+        base_dir: str | os.PathLike[str],
+        *,
+        tcp: bool = False,
+        tls: bool = False,
+        hba: str | None = None,
+        durable: bool = False,
     ) -> PgCluster:
         """initdb + start; listens on a unix socket in ``base_dir`` (and 127.0.0.1 if ``tcp``).
 
@@ -106,7 +113,7 @@ class PgCluster:
         port = free_tcp_port() if tcp else 5432
         if len(str(base / f".s.PGSQL.{port}")) > 100:
             raise PgBedError(f"{base}: path too long for a unix socket")
-        cluster = cls(base_dir=base, port=port, tcp=tcp, user=user)
+        cluster = cls(base_dir=base, port=port, tcp=tcp, user=user, durable=durable)
         cluster._pg(
             "initdb",
             "-D",
@@ -218,6 +225,8 @@ class PgCluster:
             f"-p {self.port} -k {self.base_dir} -c listen_addresses='{listen}' -c fsync=off "
             "-c max_connections=200"
         )
+        if self.durable:
+            opts = opts.replace(" -c fsync=off", "")
         if self.tls:
             t = self.tls
             opts += f" -c ssl=on -c ssl_cert_file={t.server_crt} -c ssl_key_file={t.server_key}"

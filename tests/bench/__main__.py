@@ -352,16 +352,21 @@ def _single(args: argparse.Namespace, sizes: list[int], base: Path, cluster: Any
     return out
 
 
+def report(result: dict[str, Any], text: str, out: str | None, prefix: str = "") -> None:
+    """Print the table, write the JSON (default tests/bench/results/<prefix><UTC time>.json)."""
+    print()
+    print(text)
+    path = Path(out) if out else RESULTS_DIR / (prefix + result["started_at"].replace(":", "") + ".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    print(f"JSON: {path} (total {result['elapsed_s']:.0f} s)")
+
+
 def main(argv: list[str]) -> int:
     """Run, print the table, write the JSON; exit 0 (targets are reported, not enforced)."""
     args = parse_args(argv)
     result = run(args)
-    print()
-    print(table(result))
-    out = Path(args.out) if args.out else RESULTS_DIR / (result["started_at"].replace(":", "") + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-    print(f"JSON: {out} (total {result['elapsed_s']:.0f} s)")
+    report(result, table(result), args.out)
     return 0
 
 
