@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.beds.host import wg_quick_conf
 from tests.beds.wireguard import genkey
 from tests.bench.hostbed import bench_peers
-from tests.test_e2e import wg_quick_conf
 from wgsyncd.config import ConfConfig
 from wgsyncd.sources import conffiles
 
