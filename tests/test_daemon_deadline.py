@@ -43,6 +43,12 @@ def backends(dsn: str) -> list[int]:
     return [r[0] for r in query(dsn, "SELECT pid FROM pg_stat_activity WHERE application_name = 'wgsyncd'")]
 
 
+def postmaster(dsn: str) -> int:
+    """PID of the server's postmaster (first line of postmaster.pid in its data directory)."""
+    (datadir,) = query(dsn, "SHOW data_directory")[0]
+    return int((Path(datadir) / "postmaster.pid").read_text().split()[0])
+
+
 @pytest.mark.postgres
 def test_a_silent_server_fails_the_cycle_within_the_deadline(
     tmp_path: Path, db: str, notify: NotifySocket, start_daemon: Callable[..., DaemonProc]
@@ -53,6 +59,9 @@ def test_a_silent_server_fails_the_cycle_within_the_deadline(
     first = notify.wait_for("first sync", notify.status_startswith("synced 0 interfaces"))
     pids = backends(db)
     assert len(pids) == 1
+    # the postmaster too: a reconnect after the failed cycle must not reach a live server
+    # before the status is checked (the whole server is silent, not one backend)
+    pids.append(postmaster(db))
     for pid in pids:  # the server process is there, the socket open, and it never answers
         os.kill(pid, signal.SIGSTOP)
     t0 = time.monotonic()
