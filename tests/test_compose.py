@@ -247,6 +247,11 @@ def test_compose_up_syncs_peers_into_postgres(store: Podman, wg_iface: WgIface, 
             data = json.loads(store.run("inspect", f"{project.name}_{service}_1").stdout)[0]
             assert data["HostConfig"]["NetworkMode"] == "host", (service, data["HostConfig"]["NetworkMode"])
             assert data["State"]["Running"], (service, data["State"])
+        # every ${...} of compose.yaml was filled from .env (none left literally)
+        sync_env = json.loads(store.run("inspect", f"{project.name}_wgrest-sync_1").stdout)[0]["Config"][
+            "Env"
+        ]
+        assert f"WGSYNCD_HOST_ID={host_id}" in sync_env and not any("${" in e for e in sync_env), sync_env
         lines = [line for line in project.logs("wgrest-sync").splitlines() if line.strip()]
         assert lines and all(json.loads(line) for line in lines)
         assert wg_iface.showconf().split("PrivateKey = ")[1].split()[0] not in project.logs("wgrest-sync")
@@ -264,6 +269,7 @@ def test_override_and_production_file_validate_with_docker_compose(tmp_path: Pat
     if shutil.which("docker-compose") is None:
         unavailable("docker-compose is not installed")
     (tmp_path / "container").mkdir()
+    (tmp_path / "dist").mkdir()  # the build context, as in a clean checkout
     shutil.copy2(REPO / "container/compose.yaml", tmp_path / "container/compose.yaml")
     shutil.copy2(BEDS / "compose/compose.test.yaml", tmp_path / "container/compose.test.yaml")
     proc = subprocess.run(
