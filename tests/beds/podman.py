@@ -123,6 +123,7 @@ def cached_image(podman: Podman, tag: str, containerfile: Path, cache: Path, sal
         shutil.rmtree(context, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
     partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)  # left by an interrupted save
     podman.run("save", "-o", str(partial), tag, timeout=300)
     partial.rename(archive)
     return tag

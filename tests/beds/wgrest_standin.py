@@ -23,10 +23,11 @@ import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, "/opt/wgrest-standin")  # in the image; beside this file in the repo
-sys.path.insert(1, str(Path(__file__).resolve().parent))
-
-from wgrest_server import FakeDevice, FakePeer, ServerBox
+try:  # imported by the tests
+    from tests.beds.wgrest_server import FakeDevice, FakePeer, ServerBox
+except ImportError:  # run as a script: beside wgrest_server.py, or /wgrest in the image
+    sys.path.insert(0, "/opt/wgrest-standin")
+    from wgrest_server import FakeDevice, FakePeer, ServerBox  # type: ignore[no-redef]
 
 ZERO_KEY_HEX = "0" * 64
 
