@@ -30,7 +30,7 @@ import pytest
 
 from tests.beds.podman import BUILD_FLAGS, RUN_FLAGS, Podman, cached_image, podman_missing, start_store
 from tests.beds.postgres import free_tcp_port
-from tests.beds.wireguard import WgBed, WgIface, missing_reason
+from tests.beds.wireguard import WgBed, missing_reason
 from tests.test_deb import CACHE, REPO, build_deb, build_missing, debootstrap_tarball, unavailable
 
 pytestmark = pytest.mark.slow
@@ -158,16 +158,6 @@ def store() -> Iterator[Podman]:
         podman.close()
 
 
-@pytest.fixture
-def wg_iface() -> Iterator[WgIface]:
-    """A wireguard-go interface with 4 peers in its own netns (socket in /run/wireguard)."""
-    bed = WgBed()
-    try:
-        yield bed.create(peers=4)
-    finally:
-        bed.close()
-
-
 def _db_peers(dsn: str, host_id: str, iface: str) -> dict[str, set[str]]:
     """Public key -> sources of the interface's live peers (empty until the first sync)."""
     import psycopg
@@ -194,8 +184,9 @@ def _status(url: str, token: str | None) -> int:
         return exc.code
 
 
-def test_compose_up_syncs_peers_into_postgres(store: Podman, wg_iface: WgIface, tmp_path: Path) -> None:
+def test_compose_up_syncs_peers_into_postgres(store: Podman, wg_bed: WgBed, tmp_path: Path) -> None:
     """podman-compose up: wgrest-sync, PostgreSQL and the wgrest stand-in; the peers land."""
+    wg_iface = wg_bed.create(peers=4)  # wireguard-go in its own netns, socket in /run/wireguard
     pg_port, wgrest_port = free_tcp_port(), free_tcp_port()
     host_id = f"compose-{uuid.uuid4().hex[:8]}"
     wgdir = tmp_path / "wireguard"

@@ -8,6 +8,8 @@ WGREST_STATIC_AUTH_TOKEN, then ``exec /wgrest --conf ...``) runs it unchanged. I
 spec-faithful test server (wgrest_server.py), every interface with a conf file in
 /etc/wireguard, read at start from its wireguard-go control socket in /run/wireguard
 (the real wgrest reads the kernel through wgctrl, which reads these sockets as well).
+The socket is parsed here, not with wgsyncd's own reader: a bug there must not show up
+identically in the kernel source and in the wgrest answers the test compares it with.
 """
 
 from __future__ import annotations
