@@ -11,18 +11,18 @@ like compose.yaml does), and the test waits for the peers to land in the databas
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.beds.podman import BUILD_FLAGS, RUN_FLAGS, Podman, start_store
+from tests.beds.podman import podman_missing as bed_podman_missing
 from tests.beds.postgres import PgCluster
 from tests.beds.wireguard import WgBed, WgIface, missing_reason
 from tests.test_deb import REPO, build_deb, build_missing, debootstrap_tarball, unavailable
@@ -30,10 +30,6 @@ from tests.test_deb import REPO, build_deb, build_missing, debootstrap_tarball, 
 pytestmark = pytest.mark.slow
 
 IMAGE = "localhost/wgrest-sync:test"
-BASE_IMAGE = "docker.io/library/debian:bookworm-slim"
-# flags this VM needs (TESTBEDS.md section 4): crun refuses the hybrid cgroups
-GLOBAL_FLAGS = ("--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file")
-RUN_FLAGS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
 
 
 def test_compose_file_is_valid() -> None:
@@ -81,42 +77,9 @@ def test_compose_file_wires_the_three_services() -> None:
     assert "NET_ADMIN" in text
 
 
-@dataclass
-class Podman:
-    """podman with a private store (--root/--runroot) and this VM's flags."""
-
-    root: Path
-
-    def cmd(self, *args: str) -> list[str]:
-        """The full command line for ``podman ARGS`` against the private store."""
-        return [
-            "podman",
-            "--root",
-            str(self.root / "root"),
-            "--runroot",
-            str(self.root / "runroot"),
-            *GLOBAL_FLAGS,
-            *args,
-        ]
-
-    def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run podman; a failure names the subcommand and shows its stderr."""
-        proc = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args[:3])} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-
 def podman_missing() -> str | None:
     """Why the container bed cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (podman with a private store, debootstrap)"
-    for tool, pkg in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install {pkg})"
-    return build_missing() or missing_reason()
+    return bed_podman_missing() or build_missing() or missing_reason()
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +89,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     if reason:
         unavailable(reason)
     deb = build_deb()
-    base = debootstrap_tarball("podman-base", ())
-    podman = Podman(Path(tempfile.mkdtemp(prefix="wgs-podman-", dir="/tmp")))
+    podman = start_store(debootstrap_tarball("podman-base", ()))
     try:
-        podman.run("import", "--change", 'CMD ["bash"]', str(base), BASE_IMAGE, timeout=300)
         context = tmp_path_factory.mktemp("image-context")
         shutil.copy2(deb, context / deb.name)
         started = time.monotonic()
         podman.run(
             "build",
-            "--pull=never",
-            "--network=host",  # RUN apt-get: no CNI/netavark setup needed
-            "--format",
-            "docker",  # OCI images drop HEALTHCHECK
+            *BUILD_FLAGS,
             "-t",
             IMAGE,
             "-f",
@@ -149,11 +107,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
         print(f"image built in {time.monotonic() - started:.1f} s")
         yield podman
     finally:
-        # not `system reset`: that also touches the host's network configs
-        podman.run("rm", "--all", "--force", timeout=120, check=False)
-        podman.run("rmi", "--all", "--force", timeout=120, check=False)
-        subprocess.run(["umount", "-R", str(podman.root / "root" / "overlay")], capture_output=True)
-        shutil.rmtree(podman.root, ignore_errors=True)
+        podman.close()
 
 
 def test_image_metadata(image: Podman) -> None:
