@@ -51,7 +51,7 @@ def cmd_measure(label: str) -> int:
     t0 = time.monotonic()
     from wgsyncd.config import KernelConfig
     from wgsyncd.sources.kernel import read
-    from wgsyncd.sources.kernel import parse_wg_dump
+    from wgsyncd.wire.wgdump import parse_wg_dump
 
     import_s = time.monotonic() - t0
     cfg = KernelConfig(backend="netlink", timeout=READ_TIMEOUT)

@@ -69,7 +69,7 @@ networks = network_set  # kept under its old name: callers compare allowed IPs w
 
 def resolve_endpoint(text: str, where: str) -> str:
     """``ip:port`` / ``[v6]:port`` as the control socket and `wg show` want it; DNS names resolved."""
-    from wgsyncd.sources.kernel import format_endpoint
+    from wgsyncd.wire.values import format_endpoint
 
     host, _, port_text = text.rpartition(":")
     host = host.strip("[]")

@@ -37,8 +37,6 @@ class InterfaceReadError(Exception):
     """One interface could not be read completely; the message never holds a key value."""
 
 
-
-
 def format_endpoint(addr: str, port: int, scope: str | None = None) -> str:
     """``1.2.3.4:51820`` or ``[fd00::1]:51820``, as ``wg show dump`` prints it.
 
