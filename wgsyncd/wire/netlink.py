@@ -59,6 +59,7 @@ WGPEER_F_REPLACE_ALLOWEDIPS = 1 << 1
 WGPEER_F_UPDATE_ONLY = 1 << 2
 
 # ---- netlink, genl controller, rtnetlink (linux/netlink.h, genetlink.h, rtnetlink.h, if_link.h)
+NETLINK_ROUTE, NETLINK_GENERIC = 0, 16  # protocols (Python's socket module lacks the second)
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
 NLMSG_MIN_TYPE = 0x10
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
@@ -119,7 +120,7 @@ def nlas(buf: Any, start: int, end: int) -> list[tuple[int, int, int]]:
 # ---------------------------------------------------------------- the raw socket
 
 
-class _Socket:
+class NetlinkSocket:
     """One AF_NETLINK socket with a deadline for the whole exchange."""
 
     def __init__(self, protocol: int, timeout: float, what: str) -> None:
@@ -187,11 +188,9 @@ class _Socket:
         return data
 
 
-def _family_id(sock: _Socket) -> int:
-    """The ``wireguard`` genl family's id from the controller; FamilyMissing when it has none."""
-    payload = GENL_HEADER.pack(CTRL_CMD_GETFAMILY, 1, 0) + nla(
-        CTRL_ATTR_FAMILY_NAME, WG_GENL_NAME.encode() + b"\0"
-    )
+def family_id(sock: NetlinkSocket, family: str = WG_GENL_NAME) -> int:
+    """A genl family's id (``wireguard``'s) from the controller; FamilyMissing when it has none."""
+    payload = GENL_HEADER.pack(CTRL_CMD_GETFAMILY, 1, 0) + nla(CTRL_ATTR_FAMILY_NAME, family.encode() + b"\0")
     try:
         answer = sock.messages(sock.request(GENL_ID_CTRL, NLM_F_REQUEST, payload))
     except OSError as exc:
@@ -215,11 +214,11 @@ def dump_device(name: str, timeout: float) -> list[tuple[bytes, int, int, int]]:
         WGDEVICE_A_IFNAME, name.encode() + b"\0"
     )
     try:
-        sock = _Socket(socket.NETLINK_GENERIC, timeout, "device dump")
+        sock = NetlinkSocket(NETLINK_GENERIC, timeout, "device dump")
     except OSError as exc:
         raise InterfaceReadError(f"genl: {describe(exc)}") from None
     try:
-        family = _family_id(sock)
+        family = family_id(sock)
         for _attempt in range(DUMP_RETRIES):
             try:
                 return sock.messages(sock.request(family, NLM_F_REQUEST | NLM_F_ACK | NLM_F_DUMP, request))
@@ -235,7 +234,7 @@ def dump_device(name: str, timeout: float) -> list[tuple[bytes, int, int, int]]:
 def list_interfaces(timeout: float) -> list[str]:
     """Names of links whose kind is ``wireguard``, from one rtnetlink link dump."""
     try:
-        sock = _Socket(socket.NETLINK_ROUTE, timeout, "link dump")
+        sock = NetlinkSocket(NETLINK_ROUTE, timeout, "link dump")
     except OSError as exc:
         raise InterfaceReadError(f"link dump failed: {describe(exc)}") from None
     names = []
