@@ -20,7 +20,7 @@ from tests.beds import qemu
 
 TARGET = 1.0
 BENCH_SCRIPT = qemu.JOB_SRC / "bench.sh"
-BOOT_TIMEOUT = 300.0
+BOOT_TIMEOUT = qemu.BOOT_TIMEOUT  # $WGSYNCD_VM_TIMEOUT, 480 s by default
 
 
 def unavailable() -> str | None:
@@ -49,6 +49,7 @@ def run_vm_bench(log: Any = print) -> dict[str, Any]:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wgsyncd-bench-vm-") as tmp:
         workdir = Path(tmp)
+        log(f"kernel VM: booting (console in {workdir}/console.log while it runs)")
         inputs = qemu.gather_inputs()
         base = qemu.build_base(inputs)
         job = _build_job(workdir)
@@ -60,7 +61,7 @@ def run_vm_bench(log: Any = print) -> dict[str, Any]:
         "versions": {},
     }
     if run.error:
-        out["error"] = f"{run.error}: {run.console_tail(15)}"
+        out["error"] = f"{run.error}: {run.console_tail(6)}"
     for rid, result in sorted(run.results.items()):
         if rid.startswith("bench_netlink_10000["):
             label = rid.removeprefix("bench_netlink_10000[").removesuffix("]")

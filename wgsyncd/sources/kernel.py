@@ -56,8 +56,8 @@ def module_absent() -> bool:
 
     /sys/module/wireguard exists whenever the module is loaded, and for a built-in
     one too (it declares MODULE_VERSION). Then no kernel interface can exist, so
-    "auto" skips netlink and never imports pyroute2 (~10 MB and 0.1-0.5 s a process
-    on wireguard-go hosts). Without a readable /sys/module nothing is sure: try.
+    "auto" skips the netlink link dump on wireguard-go hosts. Without a readable
+    /sys/module nothing is sure: try.
     """
     return os.path.isdir(MODULE_DIR) and not os.path.exists(os.path.join(MODULE_DIR, "wireguard"))
 
