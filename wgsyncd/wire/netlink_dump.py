@@ -198,7 +198,7 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
     fixed part is one unpack; the rest (endpoint, allowed IPs) attribute by attribute.
     """
     fixed_unpack, fixed_headers, nla_unpack = _FIXED.unpack_from, _FIXED_HEADERS, _NLA.unpack_from
-    fixed_size = _FIXED.size
+    fixed_size, b64 = _FIXED.size, _b64
     while pos + 4 <= end:
         length = nla_unpack(buf, pos)[0]
         if length < 4 or pos + length > end:
@@ -212,11 +212,11 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
         if fixed_headers(fixed) != _FIXED_EXPECTED:
             _fold_raw_peer(buf, start, stop, peers)
             continue
-        public = _b64(fixed[2], newline=False).decode()
+        public = b64(fixed[2], newline=False).decode()
         psk = fixed[5]
-        acc = [None if psk == _ZERO_KEY else _b64(psk, newline=False).decode(), None]
-        acc += (fixed[8], fixed[18], fixed[15], fixed[12], peers[public][_ALLOWED] if public in peers else [])
-        peers[public] = acc
+        prev = peers.get(public)
+        allowed = [] if prev is None else prev[_ALLOWED]
+        endpoint = None
         a = start + fixed_size
         while a + 4 <= stop:
             alen, atyp = nla_unpack(buf, a)
@@ -224,10 +224,12 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
                 raise InterfaceReadError("malformed netlink attribute in dump")
             atyp &= NLA_TYPE_MASK
             if atyp == WGPEER_A_ALLOWEDIPS:
-                _allowed_ips(buf, a + 4, a + alen, acc[_ALLOWED])
+                _allowed_ips(buf, a + 4, a + alen, allowed)
             elif atyp == WGPEER_A_ENDPOINT:
-                acc[_ENDPOINT] = _raw_endpoint(buf, a + 4, a + alen)
+                endpoint = _raw_endpoint(buf, a + 4, a + alen)
             a += (alen + 3) & ~3
+        psk_text = None if psk == _ZERO_KEY else b64(psk, newline=False).decode()
+        peers[public] = [psk_text, endpoint, fixed[8], fixed[18], fixed[15], fixed[12], allowed]
 
 
 def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Acc]) -> None:
@@ -262,19 +264,19 @@ def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Acc]) -> Non
 
 def _allowed_ips(buf: Any, pos: int, end: int, out: list[str]) -> None:
     """Every allowed-IP nest in ``buf[pos:end]`` as ``addr/cidr``; the kernel's layout in one unpack."""
-    ntop = socket.inet_ntop
+    ntop, unpack, headers, append = socket.inet_ntop, _ALLOWED_IP.unpack_from, _ALLOWED_HEADERS, out.append
     while pos + 4 <= end:
-        if pos + _ALLOWED_IP.size <= end:
-            v = _ALLOWED_IP.unpack_from(buf, pos)
-            family, size = v[7], v[8]
+        if pos + 24 <= end:
+            v = unpack(buf, pos)
+            family, size, total = v[7], v[8], v[0]
             if (
-                _ALLOWED_HEADERS(v) == _ALLOWED_EXPECTED
+                headers(v) == _ALLOWED_EXPECTED
                 and _ADDRESS_LENGTH.get(family) == size
-                and v[0] == 20 + size
-                and pos + v[0] <= end
+                and total == 20 + size
+                and pos + total <= end
             ):
-                out.append(f"{ntop(family, buf[pos + 24 : pos + 20 + size])}/{v[4]}")
-                pos += v[0]
+                append(f"{ntop(family, buf[pos + 24 : pos + total])}/{v[4]}")
+                pos += total
                 continue
         length = _U16.unpack_from(buf, pos)[0]
         if length < 4 or pos + length > end:
