@@ -96,9 +96,13 @@ def lines(vm: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the VM step alone: `python -m tests.bench.kernel_vm`
     import json
+    from datetime import UTC, datetime
 
-    result = run_vm_bench()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    result = {"started_at": started, "command": "python -m tests.bench.kernel_vm", **run_vm_bench()}
     print("\n".join(lines(result)))
-    print(json.dumps(result, indent=1))
+    out = Path(__file__).resolve().parent / "results" / f"kernel-vm-{started.replace(':', '')}.json"
+    out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"JSON: {out}")
