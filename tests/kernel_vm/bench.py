@@ -24,7 +24,7 @@ from kernel_vm.runner import READ_TIMEOUT, STATE_DIR, WG, case_many, log, run_ch
 
 NAME = cases.CASES["peers_10000"]
 PEERS = 10000
-ROUNDS = 5
+ROUNDS = 7
 
 
 def cmd_setup() -> int:
