@@ -75,6 +75,16 @@ def _new_acc() -> Acc:
     return [None, None, 0, 0, 0, 0, []]
 
 
+def _acc_for(peers: dict[str, Acc], public: str | None) -> Acc:
+    """The accumulator of ``public`` (new, or the one a previous message started)."""
+    if public is None:
+        raise InterfaceReadError("peer without public key in dump")
+    acc = peers.get(public)
+    if acc is None:
+        acc = peers[public] = _new_acc()
+    return acc
+
+
 def fold_dump(name: str, messages: Iterable[tuple[Any, int, int, int]]) -> Interface:
     """One Interface from raw dump messages (datagram, offset, length, type), as the socket read them."""
     device: dict[str, Any] = {}
@@ -235,16 +245,8 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
 def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Acc]) -> None:
     """One peer nest attribute by attribute (a continuation, or an unexpected layout)."""
     attrs = nlas(buf, start, end)
-    acc = None
-    for typ, a, b in attrs:
-        if typ == WGPEER_A_PUBLIC_KEY:
-            public = _raw_key(buf, a, b)
-            acc = peers.get(public)
-            if acc is None:
-                acc = peers[public] = _new_acc()
-            break
-    if acc is None:
-        raise InterfaceReadError("peer without public key in dump")
+    public = next((_raw_key(buf, a, b) for typ, a, b in attrs if typ == WGPEER_A_PUBLIC_KEY), None)
+    acc = _acc_for(peers, public)
     for typ, a, b in attrs:
         if typ == WGPEER_A_ALLOWEDIPS:
             _allowed_ips(buf, a, b, acc[_ALLOWED])
@@ -344,16 +346,8 @@ def _build_interface(name: str, device: dict[str, Any]) -> Interface:
 def _fold_peer(peers: dict[str, Acc], peer: Any, name: str) -> None:
     """Merge one peer nest into the accumulator; a repeated public key only adds allowed IPs."""
     attrs = peer["attrs"]
-    acc: Acc | None = None
-    for attr in attrs:
-        if attr[0] == "WGPEER_A_PUBLIC_KEY":
-            public = key_from_wire(attr[1], f"{name}: peer public key")
-            acc = peers.get(public)
-            if acc is None:
-                acc = peers[public] = _new_acc()
-            break
-    if acc is None:
-        raise InterfaceReadError("peer without public key in dump")
+    key = next((a[1] for a in attrs if a[0] == "WGPEER_A_PUBLIC_KEY"), None)
+    acc = _acc_for(peers, None if key is None else key_from_wire(key, f"{name}: peer public key"))
     for attr in attrs:
         key, value = attr[0], attr[1]
         if key == "WGPEER_A_ALLOWEDIPS":
