@@ -61,7 +61,8 @@ deb:
 
 # The benchmark (issue 6): the hand-scripted floor vs wgsyncd at 1,000 and 10,000 peers, and
 # 1,000 hosts x 1,000 peers on one PostgreSQL, directly and again through pgbouncer
-# (transaction mode). Root, wireguard-go, PostgreSQL 15, pgbouncer; ~10 min.
+# (transaction mode). Root, wireguard-go, PostgreSQL 15, pgbouncer; ~10 min. Plus the netlink
+# read of 10,000 peers in the kernel VM vs `wg show all dump` + parse (~1 min; BENCH_ARGS=--no-vm).
 # Prints the table, writes tests/bench/results/<UTC time>.json. BENCH_ARGS=--large adds 50,000.
 bench: venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)

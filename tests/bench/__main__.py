@@ -1,6 +1,8 @@
 """``python -m tests.bench``: the whole benchmark in one run; table on stdout, JSON on disk.
 
-Default size: N = 1,000 and 10,000 peers on one host (``--large`` adds 50,000), and
+Default size: N = 1,000 and 10,000 peers on one host (``--large`` adds 50,000), the
+netlink read of 10,000 peers in the kernel VM next to ``wg show all dump`` + parse
+(``--no-vm`` skips it; skipped with the reason where the VM bed cannot run), and
 1,000 hosts x 1,000 peers at a 60 s interval, directly and again through pgbouncer in
 transaction mode (``--no-pgbouncer`` skips that); about 10 minutes on a 2-core box.
 """
@@ -168,6 +170,10 @@ def table(result: dict[str, Any]) -> str:
         if size.get("idle_breakdown"):
             parts = ", ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in size["idle_breakdown"].items())
             lines += [f"idle cycle, piece by piece: {parts}", ""]
+    if result.get("kernel_vm"):
+        from tests.bench.kernel_vm import lines as vm_lines
+
+        lines += vm_lines(result["kernel_vm"])
     for key in ("multihost", "multihost_pgbouncer"):
         if result.get(key):
             lines += _multihost_lines(result[key])
@@ -255,6 +261,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--no-single", action="store_true", help="skip the single-host part")
     ap.add_argument("--no-multihost", action="store_true", help="skip the multi-host part")
     ap.add_argument("--no-pgbouncer", action="store_true", help="skip the multi-host run through pgbouncer")
+    ap.add_argument("--no-vm", action="store_true", help="skip the kernel VM step (netlink read vs wg dump)")
     ap.add_argument(
         "--pgbouncer-pool", type=int, default=2, help="multi-host via pgbouncer: server connections"
     )
@@ -281,6 +288,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if not args.no_single:
             result["sizes"] = _single(args, sizes, base, cluster)
+        if not args.no_vm:  # skipped with its reason printed when the VM bed cannot run here
+            from tests.bench.kernel_vm import run_vm_bench
+
+            print("kernel VM: netlink read of 10,000 peers vs `wg show all dump` + parse:", flush=True)
+            result["kernel_vm"] = run_vm_bench(log=lambda m: print(m, flush=True))
         if not args.no_multihost:
             from tests.bench.multihost import run_multihost
 

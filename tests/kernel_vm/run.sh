@@ -2,12 +2,7 @@
 # /job/run.sh inside the kernel VM (tests/beds/qemu.py puts it there): the whole kernel
 # tier in one boot. Setups first, then the reader checks once per pyroute2 version, then
 # restore --apply per backend. Results go to ttyS1, progress to the console (ttyS0).
-out=/dev/ttyS1
-stty -F $out raw -echo 2>/dev/null
-cd /job
-py="/usr/bin/python3.11 -S -m"
-labels=$(ls /opt | sed -n 's/^pyroute2-//p')
-export PYTHONPATH=/job
+. /job/kernel_vm/common.sh
 $py kernel_vm.runner setup > $out 2>/dev/ttyS0
 $py kernel_vm.restore_vm setup > $out 2>/dev/ttyS0
 for label in $labels; do

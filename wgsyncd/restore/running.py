@@ -10,11 +10,8 @@ interface is found and read before any is changed.
 
 from __future__ import annotations
 
-import base64
-import errno
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -28,14 +25,13 @@ from wgsyncd.restore.netlink import netlink_apply, netlink_read
 from wgsyncd.restore.render import render_syncconf
 from wgsyncd.restore.values import check_interface, check_loaded
 from wgsyncd.state import Interface
+from wgsyncd.wire import uapi
+from wgsyncd.wire.uapi import hex_key
+from wgsyncd.wire.values import InterfaceReadError
+from wgsyncd.wire.wgdump import DumpParseError, parse_wg_dump
 
 UAPI_TIMEOUT = 30.0
 WG_TIMEOUT = 120.0
-
-
-def _hex(key_b64: str) -> str:
-    """A base64 key as the control socket's hex."""
-    return base64.b64decode(key_b64).hex()
 
 
 def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) -> bytes:
@@ -46,13 +42,13 @@ def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) 
     check_interface(desired, where)
     out = ["set=1"]
     if "private_key" in changes.device and desired.private_key:
-        out.append(f"private_key={_hex(desired.private_key.reveal())}")
+        out.append(f"private_key={hex_key(desired.private_key.reveal())}")
     if "listen_port" in changes.device:
         out.append(f"listen_port={desired.listen_port}")
     if "fwmark" in changes.device:
         out.append(f"fwmark={desired.fwmark}")
     for ch in write_order(changes):
-        out.append(f"public_key={_hex(ch.public_key)}")
+        out.append(f"public_key={hex_key(ch.public_key)}")
         if ch.action == "remove":
             out.append("remove=true")
             continue
@@ -60,7 +56,7 @@ def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) 
         fields = set(ch.fields) if ch.action == "update" else {"all"}
         everything = "all" in fields
         if peer.preshared_key and (everything or "preshared_key" in fields):
-            out.append(f"preshared_key={_hex(peer.preshared_key.reveal())}")
+            out.append(f"preshared_key={hex_key(peer.preshared_key.reveal())}")
         elif "preshared_key" in fields:
             out.append(f"preshared_key={ZERO_KEY_HEX}")  # the version has none: clear it
         if (everything or "endpoint" in fields) and peer.endpoint:
@@ -75,28 +71,13 @@ def uapi_set_request(desired: Interface, changes: InterfaceChanges, where: str) 
 
 def _uapi_exchange(path: str, request: bytes, timeout: float, where: str) -> None:
     """Send one ``set=1`` request and require ``errno=0`` back, within one deadline."""
-    deadline = time.monotonic() + timeout
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(request)
-            buf = bytearray()
-            while not buf.endswith(b"\n\n"):
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-    except TimeoutError:
-        raise RestoreError(f"{where}: no answer from {path} within {timeout:g} s") from None
-    except OSError as exc:
-        raise RestoreError(f"{where}: {path}: {exc.strerror or exc}") from None
-    reply = buf.decode("ascii", errors="replace").strip()
-    if reply != "errno=0":
-        code = reply.rpartition("errno=")[2] or "?"
-        name = errno.errorcode.get(int(code), "?") if code.isdigit() else "?"
-        raise RestoreError(f"{where}: the control socket refused the change: errno={code} ({name})")
+        uapi.set_device(path, request, timeout)
+    except uapi.SetRefused as exc:
+        raise RestoreError(f"{where}: the control socket refused the change: {exc}") from None
+    except (InterfaceReadError, uapi.StaleSocket) as exc:
+        reason = "Connection refused" if isinstance(exc, uapi.StaleSocket) else str(exc)
+        raise RestoreError(f"{where}: {path}: {reason}") from None
 
 
 @dataclass
@@ -128,8 +109,6 @@ def _find_target(name: str, socket_dir: str, via: str, wg_command: str, where: s
     ``wg syncconf`` when the ``wg`` binary exists, else through netlink (a host
     without wireguard-tools can still be restored).
     """
-    from wgsyncd.sources import uapi
-
     sock = uapi.socket_path(socket_dir, name)
     has_socket = os.path.exists(sock)
     has_link = os.path.exists(f"/sys/class/net/{name}")
@@ -171,17 +150,15 @@ def _wg(wg_command: str, *args: str, stdin: str | None = None, where: str) -> st
 
 def _current(target: _Target, wg_command: str, where: str) -> Interface:
     """What the interface runs now (control socket, netlink dump, or `wg show NAME dump`)."""
-    from wgsyncd.sources import kernel, uapi
-
     try:
         if target.backend == "uapi":
             assert target.socket_path
-            return uapi.read_interface(target.name, target.socket_path, UAPI_TIMEOUT)
+            return uapi.parse_reply(target.name, uapi.get(target.socket_path, UAPI_TIMEOUT), {}, {})
         if target.backend == "netlink":
             return netlink_read(target.name, where)
         text = _wg(wg_command, "show", target.name, "dump", where=where)
-        return kernel.parse_wg_dump(text, target.name)[target.name]
-    except (kernel.InterfaceReadError, uapi.StaleSocket, kernel.DumpParseError) as exc:
+        return parse_wg_dump(text, target.name)[target.name]
+    except (InterfaceReadError, uapi.StaleSocket, DumpParseError) as exc:
         raise RestoreError(f"{where}: cannot read the running interface: {exc}") from None
 
 

@@ -1,10 +1,11 @@
 """Target: wgrest (``restore --to-wgrest``): POST missing peers, PATCH changed ones, DELETE extra ones.
 
-HTTP goes through the one wgrest client (:mod:`wgsyncd.wire.wgrest_http`: token only
-to the configured origin, no netrc or proxies, no redirects, deadlines, body cap);
-plain http:// to another machine is refused unless ``insecure``. The value helpers
-(URL-safe key names, Go durations) are the wgrest source's. ``requests`` and the
-source are imported where they are used, so importing restore does not need them.
+HTTP goes through the one wgrest client the wgrest source uses too
+(:mod:`wgsyncd.wire.wgrest_http`: token only to the configured origin, no netrc or
+proxies, no redirects, deadlines, body cap), with the same API paths and value
+conversions (:mod:`wgsyncd.wire.wgrest_api`: sorted peer pages, URL-safe key names, Go
+durations); plain http:// to another machine is refused unless ``insecure``.
+``requests`` is imported where it is used, so importing restore does not need it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from wgsyncd import validate
 from wgsyncd.restore.changes import networks, secret_fp
@@ -78,10 +78,12 @@ class _Http:
         on every request (peers would repeat and go missing); and one big page, because
         wgrest reads the whole device for every page it serves.
         """
+        from wgsyncd.wire.wgrest_api import peers_url
         from wgsyncd.wire.wgrest_http import WgrestProblem
 
-        url = self.url(f"v1/devices/{quote(device, safe='')}/peers/?per_page=10000&sort=pub_key")
+        url = peers_url(self.client, device, 10000)
         out: list[dict[str, Any]] = []
+        seen: set[str] = set()
         try:
             for page, where in self.client.pages(url):
                 for item in page:
@@ -91,6 +93,9 @@ class _Http:
                         validate.key(item.get("public_key"), "public_key")
                     except validate.Invalid as exc:
                         raise RestoreError(f"GET {where}: a peer's {exc}") from None
+                    if item["public_key"] in seen:  # the list shifted between pages
+                        raise RestoreError(f"GET {where}: the peer list changed while paging; run again")
+                    seen.add(item["public_key"])
                     out.append(item)
         except WgrestProblem as exc:
             raise RestoreError(f"GET {exc}") from None
@@ -100,10 +105,11 @@ class _Http:
 def _go_seconds(text: str | None) -> int:
     """A Go duration like ``25s`` / ``1m30s`` in whole seconds (0 when empty or not a duration).
 
-    The wgrest source's parser; 0 for anything it refuses, so a garbled value only
-    makes the peer's keepalive look different (and be rewritten), never stops restore.
+    The wgrest source's parser (:mod:`wgsyncd.wire.wgrest_api`); 0 for anything it
+    refuses, so a garbled value only makes the peer's keepalive look different (and be
+    rewritten), never stops restore.
     """
-    from wgsyncd.sources.wgrest import parse_go_duration
+    from wgsyncd.wire.wgrest_api import parse_go_duration
 
     try:
         return int(parse_go_duration(text)) if text else 0
@@ -159,6 +165,7 @@ def to_wgrest(
     conf are not created. wgrest cannot create devices (v1 answers 501), so a device
     that does not exist refuses the restore.
     """
+    from wgsyncd.wire.wgrest_api import device_url
     from wgsyncd.wire.wgrest_http import is_loopback, redact_url
 
     if not url.startswith(("http://", "https://")):
@@ -172,7 +179,7 @@ def to_wgrest(
     http = _Http(url, token, timeout)
     work = []
     for name, desired in loaded.interfaces.items():
-        dev_url = http.url(f"v1/devices/{quote(name, safe='')}/")
+        dev_url = device_url(http.client, name)
         try:
             http.call("GET", dev_url)
         except RestoreError as exc:
@@ -183,7 +190,7 @@ def to_wgrest(
     for name, desired, current in work:
         ch = WgrestChanges(name)
         want = running_peers(desired)
-        peers_url = http.url(f"v1/devices/{quote(name, safe='')}/peers/")
+        peers_url = device_url(http.client, name) + "peers/"
         for pub, peer in want.items():
             if pub not in current:
                 ch.created.append(pub)
@@ -205,11 +212,10 @@ def to_wgrest(
 
 
 def _peer_url(http: _Http, device: str, public_key: str) -> str:
-    """``/v1/devices/{name}/peers/{urlSafePubKey}/`` (URL-safe base64 with padding)."""
-    from wgsyncd.sources.wgrest import std_to_url_safe
+    """``/v1/devices/{name}/peers/{urlSafePubKey}/``."""
+    from wgsyncd.wire.wgrest_api import peer_url
 
-    safe_key = quote(std_to_url_safe(public_key), safe="")
-    return http.url(f"v1/devices/{quote(device, safe='')}/peers/{safe_key}/")
+    return peer_url(http.client, device, public_key)
 
 
 def read_token(path: str) -> Secret:

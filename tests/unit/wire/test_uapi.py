@@ -1,0 +1,106 @@
+"""wgsyncd.wire.uapi: the one control-socket exchange that reading and restore both use.
+
+A real Unix stream socket answered by a thread stands in for wireguard-go's control
+socket (the integration tests use wireguard-go itself): what comes back for ``get``
+and ``set``, a daemon that refuses, one that is gone, one that stops mid-answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wgsyncd.canonical import ZERO_KEY_B64, ZERO_KEY_HEX
+from wgsyncd.wire import uapi
+from wgsyncd.wire.values import InterfaceReadError
+
+KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+class Daemon:
+    """Accepts one connection, records the request, answers ``reply`` and closes."""
+
+    def __init__(self, path: Path, reply: bytes) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.reply = reply
+        self.request = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            while not self.request.endswith(b"\n\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                self.request += chunk
+            conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.thread.join(5)
+        self.server.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[callable]:
+    made: list[Daemon] = []
+
+    def start(reply: bytes) -> tuple[str, Daemon]:
+        path = tmp_path / "wgu0.sock"
+        made.append(Daemon(path, reply))
+        return str(path), made[-1]
+
+    yield start
+    for d in made:
+        d.close()
+
+
+def test_get_sends_the_get_request_and_parses_the_reply(daemon) -> None:
+    hex_key = bytes(range(32)).hex()
+    path, d = daemon(f"listen_port=51820\npublic_key={hex_key}\nallowed_ip=10.0.0.1/32\nerrno=0\n\n".encode())
+    iface = uapi.parse_reply("wgu0", uapi.get(path, 5.0), {}, {})
+    assert d.request == b"get=1\n\n"
+    assert iface.listen_port == 51820 and list(iface.peers) == [KEY]
+    assert iface.peers[KEY].allowed_ips == ("10.0.0.1/32",)
+
+
+def test_set_sends_the_request_and_accepts_errno_0(daemon) -> None:
+    path, d = daemon(b"errno=0\n\n")
+    request = f"set=1\npublic_key={uapi.hex_key(KEY)}\nremove=true\n\n".encode()
+    uapi.set_device(path, request, 5.0)
+    assert d.request == request
+
+
+def test_set_refused_names_the_errno(daemon) -> None:
+    path, _d = daemon(b"errno=22\n\n")
+    with pytest.raises(uapi.SetRefused, match=r"errno=22 \(EINVAL\)"):
+        uapi.set_device(path, b"set=1\n\n", 5.0)
+
+
+def test_an_answer_cut_short_is_an_error_for_both(daemon) -> None:
+    path, _d = daemon(b"errno=")
+    with pytest.raises(InterfaceReadError, match="connection closed before the reply was complete"):
+        uapi.set_device(path, b"set=1\n\n", 5.0)
+
+
+def test_nobody_listening_is_a_stale_socket(tmp_path: Path) -> None:
+    path = tmp_path / "gone.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()  # the file stays, nobody listens: what a killed wireguard-go leaves
+    with pytest.raises(uapi.StaleSocket):
+        uapi.get(str(path), 5.0)
+    assert uapi.list_interfaces(str(tmp_path)) == ["gone"]
+
+
+def test_hex_key_is_the_sockets_spelling_of_a_base64_key() -> None:
+    assert uapi.hex_key(KEY) == bytes(range(32)).hex()
+    assert uapi.hex_key(ZERO_KEY_B64) == ZERO_KEY_HEX  # canonical.py: the all-zero key in both spellings

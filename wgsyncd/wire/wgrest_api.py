@@ -1,0 +1,391 @@
+"""wgrest's API: its paths, and its JSON objects mapped to :mod:`wgsyncd.state`.
+
+What wgrest answers is untrusted input: every field is type- and range-checked here
+(a wrong one is a WgrestProblem naming the URL, index and field, never the value),
+so the wgrest source and ``restore --to-wgrest`` read wgrest the same way. Go's
+formats (``time.Duration`` strings, RFC 3339 times, URL-safe base64 peer names) are
+converted exactly. The HTTP client is :mod:`wgsyncd.wire.wgrest_http`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import re
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from wgsyncd import validate
+from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared
+from wgsyncd.wire.wgrest_http import WgrestHttp, WgrestProblem, redact_url, scrub, type_name
+
+log = logging.getLogger(__name__)
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
+_GO_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,  # Go accepts both micro signs
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,  # Go writes ASCII digits; int() would also take Arabic-Indic or full-width ones
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# JSON's "\ud800" escape decodes to a lone surrogate: a str no UTF-8 encoder (psycopg,
+# a conf file) can write, and validate.text lets it through, so it stops at the source
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go ``time.Duration`` string ("0s", "25s", "1m30s", "1h0m0s", "1.5s").
+
+    wgrest prints keepalive intervals with Go's ``Duration.String()``, so this is
+    the exact inverse; anything else is a ValueError (the caller names the field).
+    """
+    value = text  # Go writes no blanks: " 25s\n" is not what wgrest sends
+    sign = 1.0
+    if value[:1] in "+-" and value:
+        sign = -1.0 if value[0] == "-" else 1.0
+        value = value[1:]
+    if value == "0":
+        return 0.0
+    if not value:
+        raise ValueError("empty duration")
+    pos, total = 0, 0.0
+    while pos < len(value):
+        match = _GO_DURATION_PART.match(value, pos)
+        if not match:
+            raise ValueError("not a Go duration")
+        total += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return sign * total
+
+
+def keepalive_seconds(text: str) -> int:
+    """A keepalive interval in whole seconds (0 = off), as WireGuard stores it.
+
+    WireGuard keeps keepalive as a 16-bit count of seconds, so a fraction or an
+    out-of-range value cannot have come from a real interface.
+    """
+    seconds = parse_go_duration(text)
+    if seconds < 0 or seconds > 65535:
+        raise ValueError("keepalive out of range 0..65535 seconds")
+    if not math.isclose(seconds, round(seconds), abs_tol=1e-6):
+        raise ValueError("keepalive is not a whole number of seconds")
+    return round(seconds)
+
+
+def parse_handshake_time(text: str) -> datetime | None:
+    """An aware UTC datetime from wgrest's RFC 3339 time, or None for "never".
+
+    Go prints the zero time as 0001-01-01T00:00:00Z for a peer that never
+    connected; a Unix-epoch 0 (what a raw ``last_handshake_time_sec=0`` becomes)
+    also means never. Go may print nanoseconds; Python keeps microseconds.
+    """
+    match = _RFC3339.fullmatch(text)
+    if not match:
+        raise ValueError("not an RFC 3339 time")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    if year <= 1:
+        return None
+    micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
+    zone = match.group(8)
+    offset = timedelta(0)
+    if zone not in ("Z", "z"):
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise ValueError("time zone offset out of range")
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+    try:
+        when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - offset
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise ValueError("time out of range") from None
+    return None if when == _EPOCH else when
+
+
+def url_safe_to_std(name: str) -> str | None:
+    """The standard base64 public key for wgrest's URL-safe file/path name, or None.
+
+    wgrest names a peer by ``base64.URLEncoding`` (``-_`` alphabet, ``=`` padded);
+    anything that does not decode to 32 bytes is not a peer key name.
+    """
+    if len(name) != 44 or not re.fullmatch(r"[A-Za-z0-9_-]{43}=", name):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(name)
+    except (binascii.Error, ValueError):
+        return None
+    return base64.b64encode(raw).decode() if len(raw) == 32 else None
+
+
+def std_to_url_safe(public_key: str) -> str:
+    """wgrest's URL-safe name for a standard base64 key (for paths and data-dir files)."""
+    return base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
+
+
+# --------------------------------------------------------------------------- JSON fields
+
+
+def _get_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    """A string field; None when absent/null and not required."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    if not isinstance(value, str):
+        raise WgrestProblem(f"{where} {key}", f"expected a string, got {type_name(value)}")
+    if _SURROGATE.search(value):
+        raise WgrestProblem(f"{where} {key}", "not valid Unicode (a lone surrogate)")
+    return value
+
+
+def _get_int(obj: dict[str, Any], key: str, where: str, *, required: bool, low: int, high: int) -> int | None:
+    """A whole-number field within [low, high]; booleans and fractions are rejected."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WgrestProblem(f"{where} {key}", f"expected a whole number, got {type_name(value)}")
+    if not low <= value <= high:
+        raise WgrestProblem(f"{where} {key}", f"out of range {low}..{high}")
+    return value
+
+
+def _get_str_list(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """A list-of-strings field as a tuple; None when absent or null."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise WgrestProblem(f"{where} {key}", "expected an array of strings")
+    for i, text in enumerate(value):
+        if _SURROGATE.search(text):
+            raise WgrestProblem(f"{where} {key}[{i}]", "not valid Unicode (a lone surrogate)")
+    return tuple(value)
+
+
+def _plain_cidr(text: str) -> bool:
+    """True for the common ``address/prefix`` shape, checked with inet_pton (10x cheaper).
+
+    Only a sure yes: anything else (no prefix, netmask form, zone id, odd digits) goes
+    to ipaddress, which has the last word. glibc's inet_pton accepts a subset of what
+    ipaddress accepts (no leading zeros, no zone), so a yes here is a yes there.
+    """
+    addr, slash, prefix = text.partition("/")
+    if not slash or not prefix.isascii() or not prefix.isdigit() or len(prefix) > 3:
+        return False
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        socket.inet_pton(family, addr)
+    except (OSError, ValueError):
+        return False
+    return int(prefix) <= (128 if family == socket.AF_INET6 else 32)
+
+
+def _get_cidrs(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """A list of CIDRs (allowed IPs, addresses), each checked so garbage never reaches the DB."""
+    values = _get_str_list(obj, key, where)
+    for i, text in enumerate(values or ()):
+        if not _plain_cidr(text):
+            _check(validate.cidr, text, f"{where} {key}[{i}]")
+    return values
+
+
+def _check(check: Callable[..., Any], value: Any, field_where: str) -> Any:
+    """Run one validator; its refusal becomes a WgrestProblem naming URL and field."""
+    try:
+        return check(value, field_where)
+    except validate.Invalid as exc:
+        raise WgrestProblem(field_where, exc.message) from None
+
+
+def _get_checked_list(
+    obj: dict[str, Any], key: str, where: str, check: Callable[..., Any]
+) -> tuple[str, ...]:
+    """A list of strings, each passing ``check`` (DNS entries, hooks); absent = empty."""
+    values = _get_str_list(obj, key, where) or ()
+    for i, text in enumerate(values):
+        _check(check, text, f"{where} {key}[{i}]")
+    return values
+
+
+def _get_key(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    """A base64 WireGuard key field, exactly as wg prints it; "" means absent."""
+    text = _get_str(obj, key, where, required=required)
+    if not text:
+        if required:
+            raise WgrestProblem(f"{where} {key}", "missing")
+        return None
+    return _check(validate.key, text, f"{where} {key}")
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def parse_peer(raw: Any, where: str) -> Peer:
+    """One wgrest Peer object (v1 and v2 share the shape) as a state.Peer.
+
+    v2 omits empty ``endpoint``, ``preshared_key`` and ``persistent_keepalive_interval``
+    (Go ``omitempty``), v1 sends ``""``; both read the same here.
+    """
+    if not isinstance(raw, dict):
+        raise WgrestProblem(where, f"expected a peer object, got {type_name(raw)}")
+    peer = Peer(public_key=_get_key(raw, "public_key", where, required=True) or "")
+    psk = _get_key(raw, "preshared_key", where, required=False)
+    peer.preshared_key = Secret(psk) if psk else None
+    peer.allowed_ips = _get_cidrs(raw, "allowed_ips", where) or ()
+    endpoint = _get_str(raw, "endpoint", where, required=False) or None
+    peer.endpoint = _check(validate.endpoint, endpoint, f"{where} endpoint") if endpoint else None
+    keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
+    if keepalive is not None:
+        try:
+            peer.persistent_keepalive = keepalive_seconds(keepalive)
+        except ValueError as exc:
+            raise WgrestProblem(f"{where} persistent_keepalive_interval", str(exc)) from None
+    handshake = _get_str(raw, "last_handshake_time", where, required=False)
+    if handshake:
+        try:
+            peer.latest_handshake = parse_handshake_time(handshake)
+        except ValueError as exc:
+            raise WgrestProblem(f"{where} last_handshake_time", str(exc)) from None
+    peer.rx_bytes = _get_int(raw, "receive_bytes", where, required=False, low=0, high=2**64 - 1)
+    peer.tx_bytes = _get_int(raw, "transmit_bytes", where, required=False, low=0, high=2**64 - 1)
+    private = _get_key(raw, "private_key", where, required=False)  # v2, create response only
+    peer.private_key = Secret(private) if private else None
+    _stamp(peer, _PEER_FIELDS)
+    peer.provenance = shared(peer.provenance)
+    return peer
+
+
+def parse_device(raw: Any, version: str, where: str) -> Interface:
+    """One wgrest Device object as a state.Interface (without peers).
+
+    v1 knows name/port/keys/fwmark/``networks``; v2 renames ``networks`` to
+    ``addresses`` and adds the wg-quick fields, all ``omitempty``: an absent list
+    there means "none", an absent mtu/table means "not set" (None).
+    """
+    if not isinstance(raw, dict):
+        raise WgrestProblem(where, f"expected a device object, got {type_name(raw)}")
+    name = _check(validate.interface_name, _get_str(raw, "name", where, required=True), f"{where} name")
+    iface = Interface(name=name)
+    iface.listen_port = _get_int(raw, "listen_port", where, required=False, low=0, high=65535)
+    iface.public_key = _get_key(raw, "public_key", where, required=False)
+    iface.fwmark = _get_int(raw, "firewall_mark", where, required=False, low=0, high=2**32 - 1)
+    private = _get_key(raw, "private_key", where, required=False)
+    iface.private_key = Secret(private) if private else None
+    if version == "v1":
+        iface.addresses = _get_cidrs(raw, "networks", where)
+    else:
+        iface.fwmark = iface.fwmark or 0
+        iface.addresses = _get_cidrs(raw, "addresses", where) or ()
+        iface.dns = _get_checked_list(raw, "dns", where, validate.dns_entry)
+        iface.mtu = _get_int(raw, "mtu", where, required=False, low=0, high=65535) or None
+        table = _get_str(raw, "table", where, required=False) or None
+        iface.table = _check(validate.table, table, f"{where} table") if table else None
+        iface.pre_up = _get_checked_list(raw, "pre_up", where, validate.text)
+        iface.post_up = _get_checked_list(raw, "post_up", where, validate.text)
+        iface.pre_down = _get_checked_list(raw, "pre_down", where, validate.text)
+        iface.post_down = _get_checked_list(raw, "post_down", where, validate.text)
+    _stamp(iface, _V1_DEVICE_FIELDS if version == "v1" else _V2_DEVICE_FIELDS)
+    return iface
+
+
+# Fields wgrest always reports, so None there is a fact ("no endpoint", "never").
+_PEER_FIELDS = WIRE_PEER_FIELDS
+_V1_DEVICE_FIELDS = ("public_key", "listen_port", "fwmark", "addresses")
+_V2_DEVICE_FIELDS = (
+    *_V1_DEVICE_FIELDS,
+    "dns",
+    "mtu",
+    "table",
+    "pre_up",
+    "post_up",
+    "pre_down",
+    "post_down",
+)
+
+
+def _stamp(obj: Interface | Peer, fields: tuple[str, ...]) -> None:
+    """Mark the fields wgrest spoke about (plus any other it filled) as from wgrest.
+
+    A None in a listed field is what wgrest said ("no preshared key"); a None
+    elsewhere means wgrest does not know, so it gets no provenance.
+    """
+    for name in fields:
+        obj.provenance[name] = Source.WGREST
+    for name in ("private_key", "persistent_keepalive", "addresses"):
+        if getattr(obj, name, None) is not None:
+            obj.provenance[name] = Source.WGREST
+    for name in ("persistent_keepalive", "addresses", "listen_port", "fwmark", "public_key"):
+        if name in obj.provenance and getattr(obj, name, None) is None:
+            del obj.provenance[name]  # field absent in this answer: unknown, not "none"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def device_url(client: WgrestHttp, device: str) -> str:
+    """``/v1/devices/{name}/`` (v1 and v2 share the device and peer endpoints)."""
+    return client.url(f"/v1/devices/{quote(device, safe='')}/")
+
+
+def peers_url(client: WgrestHttp, device: str, per_page: int) -> str:
+    """The first page of a device's peers, sorted by public key.
+
+    sort=pub_key: without it wgrest lists peers in wgctrl's order, which over
+    wireguard-go is a Go map's, new on every page request (peers repeat and go missing).
+    """
+    return client.url(f"/v1/devices/{quote(device, safe='')}/peers/?per_page={per_page}&sort=pub_key")
+
+
+def peer_url(client: WgrestHttp, device: str, public_key: str) -> str:
+    """``/v1/devices/{name}/peers/{urlSafePubKey}/`` (URL-safe base64 with padding)."""
+    safe_key = quote(std_to_url_safe(public_key), safe="")
+    return client.url(f"/v1/devices/{quote(device, safe='')}/peers/{safe_key}/")
+
+
+# --------------------------------------------------------------------------- version
+
+
+def detect_version(client: WgrestHttp) -> str:
+    """Return "v2" when wgrest answers a version probe with {"wgrest": ...}, else "v1".
+
+    Only v2 has the version endpoint. Our docs put it at /v1/version; v2's router
+    serves it at /version (no auth), so both are tried. A v1 server answers 404
+    (or 401 when auth is on); a timeout or 5xx is a real problem, not a version.
+    """
+    for path in ("/v1/version", "/version"):
+        resp = client.request("GET", client.url(path))
+        if resp.status in (401, 403, 404, 405):
+            continue
+        where = redact_url(resp.url)
+        if resp.status != 200:
+            raise WgrestProblem(where, client.status_message(resp))
+        try:
+            body = resp.json()
+        except ValueError:
+            raise WgrestProblem(where, "response is not valid JSON") from None
+        if isinstance(body, dict) and isinstance(body.get("wgrest"), str):
+            log.debug("wgrest: API v2 (wgrest %s)", scrub(body["wgrest"], None))
+            return "v2"
+    log.debug("wgrest: no version endpoint, API v1")
+    return "v1"
