@@ -261,7 +261,7 @@ def test_override_and_production_file_validate_with_docker_compose(tmp_path: Pat
     proc = subprocess.run(
         ["docker-compose", "-f", "compose.yaml", "-f", "compose.test.yaml", "config"],
         cwd=tmp_path / "container",
-        env={**CLEAN_ENV, "TEST_WIREGUARD_DIR": "/srv/wg-test"},
+        env={**CLEAN_ENV, "TEST_WIREGUARD_DIR": "/srv/wg-test", "WGREST_IMAGE": "localhost/wgrest:pinned"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -274,11 +274,24 @@ def test_override_and_production_file_validate_with_docker_compose(tmp_path: Pat
     assert proc.stdout.count("network_mode: host") == 4
 
 
-def test_wgrest_image_is_pinned_not_latest() -> None:
-    """The production wgrest image reference names a release tag, never `latest`."""
+def test_wgrest_image_has_no_default_and_unset_stops_compose() -> None:
+    """The privileged wgrest image is the one the operator pinned: unset, compose refuses to start.
+
+    wgrest publishes no image and no digest could be checked from here, so any default
+    would run an unverified privileged container on the host network.
+    """
     text = (REPO / "container/compose.yaml").read_text()
     line = next(x for x in text.splitlines() if "WGREST_IMAGE" in x and "image:" in x)
-    ref = line.split(":-", 1)[1].rstrip("}")
-    name, _, tag = ref.partition("@")[0].rpartition(":")
-    assert name.endswith("/wgrest") and tag and tag != "latest", ref
-    assert "${WGREST_IMAGE" in line  # and an operator (or the test) can swap it
+    assert "${WGREST_IMAGE:?" in line and "1.0.0-alpha10.5" in line and ":-" not in line, line
+    if shutil.which("docker-compose") is None:
+        unavailable("docker-compose is not installed")
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(REPO / "container/compose.yaml"), "config", "-q"],
+        cwd=tempfile.gettempdir(),
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0 and "WGREST_IMAGE" in proc.stderr, proc.stderr
