@@ -29,6 +29,9 @@ from wgsyncd.wire.values import (
 
 REQUEST = b"get=1\n\n"
 _CHUNK = 1 << 16
+# the most one reply may hold: a rogue or broken daemon streaming without end must not
+# take the agent's memory (10,000 peers with a few allowed IPs each are about 4 MiB)
+MAX_REPLY = 256 << 20
 
 
 class StaleSocket(Exception):
@@ -110,9 +113,14 @@ def hex_key(key_b64: str) -> str:
 
 
 def _receive(sock: socket.socket, deadline: float, timeout: float) -> bytes:
-    """Collect chunks until the reply ends in ``\\n\\n``; EOF before that is a vanished daemon."""
+    """Collect chunks until the reply ends in ``\\n\\n``; EOF before that is a vanished daemon.
+
+    A reply over MAX_REPLY bytes is refused: the read is bounded in memory as in time.
+    """
     buf = bytearray()
     while not buf.endswith(b"\n\n"):
+        if len(buf) > MAX_REPLY:
+            raise InterfaceReadError(f"reply larger than {MAX_REPLY >> 20} MiB without its end: refused")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
