@@ -47,6 +47,7 @@ def one_cycle(cfg, conn, memo) -> dict:
         "peers": sum(len(i.peers) for i in state.interfaces.values()),
         "status": report.status,
         "errors": len(state.errors),
+        "vm_hwm_kib": vm_hwm_kib(),  # peak so far: which cycle made it
     }
 
 
