@@ -34,7 +34,7 @@ class Memo:
     merge: MergeMemo = field(default_factory=MergeMemo)
     # sources/conffiles.py: conf path -> (sha256 of its bytes, its sealed parse)
     conf: dict[str, tuple[bytes, Interface]] = field(default_factory=dict)
-    # sources/uapi.py: control socket path -> {peer block bytes: its sealed Peer}
+    # sources/uapi.py: control socket path -> {16-byte digest of a peer block: its sealed Peer}
     uapi: dict[str, dict[bytes, Peer]] = field(default_factory=dict)
     # sources/wgrest.py: device -> {public key: (16-byte digest of its JSON object, its sealed Peer)}
     wgrest: dict[str, dict[Any, tuple[bytes, Peer]]] = field(default_factory=dict)

@@ -68,7 +68,8 @@ def main(argv: list[str]) -> int:
         if args.phases:
             subprocess.run([sys.executable, "-m", "tests.bench.rss_phases", str(config)], check=True)
         normal, _ = peak_mib(host, config, ())
-        hostile, errors = (0.0, []) if args.no_hostile else peak_mib(host, config, ("huge_body", "endless_pages"))
+        faults = ("huge_body", "endless_pages")
+        hostile, errors = (0.0, []) if args.no_hostile else peak_mib(host, config, faults)
     finally:
         host.close()
         if host.iface is not None:
