@@ -23,7 +23,7 @@ from pathlib import Path
 from tests.beds.postgres import PgCluster
 from tests.beds.wireguard import WgBed, missing_reason
 from tests.bench.hostbed import BenchHost
-from tests.bench.single import Worker
+from tests.bench.single import Worker, cli_sync
 
 
 def peak_mib(host: BenchHost, config: Path, hostile: tuple[str, ...]) -> tuple[float, list[str]]:
@@ -67,6 +67,8 @@ def main(argv: list[str]) -> int:
         config = host.write_config(base / "wgsyncd.toml", cluster.create_host_database(host.host_id))
         if args.phases:
             subprocess.run([sys.executable, "-m", "tests.bench.rss_phases", str(config)], check=True)
+            for run in ("first", "timer"):  # `wgsyncd sync`: the first run, then one that finds the cache
+                print(f"wgsyncd sync ({run}): peak {cli_sync(config)[1] / 1024:.1f} MiB", file=sys.stderr)
         normal, _ = peak_mib(host, config, ())
         faults = ("huge_body", "endless_pages")
         hostile, errors = (0.0, []) if args.no_hostile else peak_mib(host, config, faults)
