@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_atomic(
@@ -24,16 +26,25 @@ def write_atomic(
     ``fsync=False`` for a cache that checks itself when read (synccache): a power cut may
     leave it empty or cut short, never half old and half new under its own checksum.
     """
+    if isinstance(text, bytes):
+        write_atomic_with(path, lambda fh: fh.write(text), mode, fsync=fsync)
+    else:
+        write_atomic_with(path, lambda fh: fh.write(text.encode("utf-8")), mode, fsync=fsync)
+
+
+def write_atomic_with(
+    path: str | os.PathLike[str], fill: Callable[[BinaryIO], object], mode: int = 0o600, *, fsync: bool = True
+) -> None:
+    """Like write_atomic, but ``fill`` writes the bytes into the open temp file (binary, seekable).
+
+    Why: a big file (the 10,000-peer sync cache) is streamed, never held whole in memory.
+    """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(
-            fd,
-            "wb" if isinstance(text, bytes) else "w",
-            encoding=None if isinstance(text, bytes) else "utf-8",
-        ) as fh:
+        with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
-            fh.write(text)
+            fill(fh)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())

@@ -74,8 +74,9 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
-    from wgsyncd import cycle, progress, signing, store, synccache
+    from wgsyncd import cycle, malloc, progress, signing, store, synccache
 
+    malloc.tune()  # a one-shot sync at 10,000 peers has the daemon's transients
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:

@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 
 from wgsyncd import config as config_mod
-from wgsyncd import heartbeat, logs
+from wgsyncd import heartbeat, logs, malloc
 from wgsyncd.daemonkit import TIMEOUT_KEYS as TIMEOUT_KEYS  # re-exported: tests and tools use daemon.X
 from wgsyncd.daemonkit import (
     ConnectFn,
@@ -371,6 +371,7 @@ def run(
 ) -> int:
     """Entry point of `wgsyncd run`; ``sync``/``connect`` replace the real cycle in tests."""
     logs.setup(log_level or "info", json_logs=json_logs)
+    malloc.tune()  # before any thread or big buffer: see wgsyncd/malloc.py
     notifier = Notifier()
     try:
         cfg = load_config(config_path)

@@ -34,10 +34,10 @@ class Memo:
     merge: MergeMemo = field(default_factory=MergeMemo)
     # sources/conffiles.py: conf path -> (sha256 of its bytes, its sealed parse)
     conf: dict[str, tuple[bytes, Interface]] = field(default_factory=dict)
-    # sources/uapi.py: control socket path -> {peer block bytes: its sealed Peer}
+    # sources/uapi.py: control socket path -> {16-byte digest of a peer block: its sealed Peer}
     uapi: dict[str, dict[bytes, Peer]] = field(default_factory=dict)
-    # sources/wgrest.py: device -> {public key: (its raw JSON object, its sealed Peer)}
-    wgrest: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] = field(default_factory=dict)
+    # sources/wgrest.py: device -> {public key: (16-byte digest of its JSON object, its sealed Peer)}
+    wgrest: dict[str, dict[Any, tuple[bytes, Peer]]] = field(default_factory=dict)
     # sources/wgrest.py: (state dir, URL) -> when that wgrest first answered
     wgrest_answered: dict[tuple[str | None, str], str] = field(default_factory=dict)
     # signing.py: (state dir, host_id) -> the signer (key and last signed record, read once)

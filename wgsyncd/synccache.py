@@ -35,10 +35,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from wgsyncd import __version__
-from wgsyncd.atomicfile import write_atomic
+from wgsyncd.atomicfile import write_atomic_with
 from wgsyncd.config import Config
 from wgsyncd.memo import Memo
 from wgsyncd.state import seal, seal_peer
@@ -179,10 +179,28 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
 
 
 def _write_one(cfg: Config, name: str, obj: Any) -> None:
-    """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic."""
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    head = MAGIC + fingerprint(cfg).encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n"
-    write_atomic(Path(cfg.daemon.state_dir) / name, head + payload, 0o600, fsync=False)
+    """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic.
+
+    The pickle is streamed to the file through the hash, and the header (fixed length)
+    written over its placeholder last: at 10,000 peers the payload is tens of MiB that
+    would otherwise sit in memory twice (payload, then header + payload).
+    """
+    prefix = MAGIC + fingerprint(cfg).encode() + b"\n"
+
+    def fill(fh: BinaryIO) -> None:
+        fh.write(prefix + b"0" * 64 + b"\n\n")
+        digest = hashlib.sha256()
+
+        class _Hashing:
+            def write(self, data: Any) -> int:
+                digest.update(data)
+                return fh.write(data)
+
+        pickle.dump(obj, _Hashing(), protocol=pickle.HIGHEST_PROTOCOL)
+        fh.seek(len(prefix))
+        fh.write(digest.hexdigest().encode())
+
+    write_atomic_with(Path(cfg.daemon.state_dir) / name, fill, 0o600, fsync=False)
 
 
 def _entries(memo: Memo) -> dict[str, Any]:

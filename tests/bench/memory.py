@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from tests.beds.postgres import PgCluster
 from tests.beds.wireguard import WgBed, missing_reason
 from tests.bench.hostbed import BenchHost
-from tests.bench.single import Worker
+from tests.bench.single import Worker, cli_sync
 
 
 def peak_mib(host: BenchHost, config: Path, hostile: tuple[str, ...]) -> tuple[float, list[str]]:
@@ -31,8 +32,9 @@ def peak_mib(host: BenchHost, config: Path, hostile: tuple[str, ...]) -> tuple[f
     worker = Worker(config)
     errors: list[str] = []
     try:
-        for _ in range(3):
-            worker.sync()
+        for i in range(3):
+            out = worker.sync()
+            print(f"cycle {i}: VmHWM {out['vm_hwm_kib'] / 1024:.1f} MiB", file=sys.stderr)
         for fault in hostile:
             host.wgrest.fault = fault
             out = worker.sync()
@@ -48,6 +50,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench.memory", description=__doc__)
     ap.add_argument("--peers", type=int, default=50000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--phases", action="store_true", help="also run tests.bench.rss_phases on the host")
+    ap.add_argument("--no-hostile", action="store_true", help="only the normal daemon's peak")
     args = ap.parse_args(argv)
     reason = missing_reason()
     if reason:
@@ -59,9 +63,15 @@ def main(argv: list[str]) -> int:
     host = BenchHost(base, cluster, bed, args.peers)
     try:
         host.setup()
-        config = host.write_config(base / "wgsyncd.toml", cluster.create_database())
+        # as a deployed host: its own role on a migrated database (like tests.bench.single)
+        config = host.write_config(base / "wgsyncd.toml", cluster.create_host_database(host.host_id))
+        if args.phases:
+            subprocess.run([sys.executable, "-m", "tests.bench.rss_phases", str(config)], check=True)
+            for run in ("first", "timer"):  # `wgsyncd sync`: the first run, then one that finds the cache
+                print(f"wgsyncd sync ({run}): peak {cli_sync(config)[1] / 1024:.1f} MiB", file=sys.stderr)
         normal, _ = peak_mib(host, config, ())
-        hostile, errors = peak_mib(host, config, ("huge_body", "endless_pages"))
+        faults = ("huge_body", "endless_pages")
+        hostile, errors = (0.0, []) if args.no_hostile else peak_mib(host, config, faults)
     finally:
         host.close()
         if host.iface is not None:

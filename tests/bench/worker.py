@@ -47,6 +47,7 @@ def one_cycle(cfg, conn, memo) -> dict:
         "peers": sum(len(i.peers) for i in state.interfaces.values()),
         "status": report.status,
         "errors": len(state.errors),
+        "vm_hwm_kib": vm_hwm_kib(),  # peak so far: which cycle made it
     }
 
 
@@ -79,9 +80,11 @@ def breakdown(cfg, conn, memo) -> dict:
 
 def main(config_path: str) -> None:
     """Serve ``sync`` / ``quit`` commands from stdin until told to stop."""
-    from wgsyncd import config, store
+    from wgsyncd import config, malloc, store
     from wgsyncd.daemon import settle_heap
     from wgsyncd.memo import Memo
+
+    malloc.tune()  # what daemon.run does first
 
     cfg = config.load(config_path)
     conn = store.connect(cfg.database)

@@ -32,7 +32,7 @@ def read_interface(
 
     Raises StaleSocket when nobody listens (connection refused) and
     InterfaceReadError for everything else that stops a complete read. ``blocks`` is the
-    caller's memo (memo.Memo.uapi): socket path -> {peer block bytes: its Peer}, last read.
+    caller's memo (memo.Memo.uapi): socket path -> {blake2b-128 of a peer block: its Peer}, last read.
     """
     blocks = {} if blocks is None else blocks
     data = get(path, timeout)

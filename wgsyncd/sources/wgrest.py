@@ -19,6 +19,7 @@ Rules this module keeps (see ARCHITECTURE.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class _Shifted(WgrestProblem):
 
 
 def _read_peers(
-    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]]
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[bytes, Peer]]]
 ) -> dict[str, Peer]:
     """All peers of one device, every page, or a WgrestProblem (never a partial dict).
 
@@ -104,29 +105,42 @@ def _read_peers(
     raise AssertionError("unreachable")
 
 
+def _fingerprint(raw: dict[str, Any]) -> bytes:
+    """16 bytes standing for one peer's JSON object as wgrest sent it.
+
+    Why: the memo compares each peer with last cycle's; keeping the whole parsed
+    object (~1 KB a peer) was a fifth of a 10,000-peer daemon's heap. Equal
+    digests mean equal JSON text, so a hit is never wrong; a server that reorders
+    keys or respells a number only costs a parse.
+    """
+    text = json.dumps(raw, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def _read_peers_once(
-    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]]
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[bytes, Peer]]]
 ) -> dict[str, Peer]:
     """One pass over all pages of a device's peers, one page in memory at a time.
 
     A peer whose JSON object equals last cycle's is the same Peer object (not parsed
     again, and downstream not merged again); Peer objects are never mutated. ``memo``
-    (memo.Memo.wgrest): device name -> {public key: (raw JSON object, Peer)}, last full read.
+    (memo.Memo.wgrest): device name -> {public key: (_fingerprint of its JSON, Peer)}, last full read.
     """
     first = peers_url(client, name, per_page)
     seen = memo.get(name, {})
-    fresh: dict[Any, tuple[dict[str, Any], Peer]] = {}
+    fresh: dict[Any, tuple[bytes, Peer]] = {}
     peers: dict[str, Peer] = {}
     index = 0
     for page, where in client.pages(first):
         for raw in page:
             key = raw.get("public_key") if isinstance(raw, dict) else None
             hit = seen.get(key) if isinstance(key, str) else None  # anything else: parse_peer says why
-            peer = hit[1] if hit is not None and hit[0] == raw else parse_peer(raw, f"{where} [{index}]")
+            digest = _fingerprint(raw) if hit is not None else b""
+            peer = hit[1] if hit is not None and hit[0] == digest else parse_peer(raw, f"{where} [{index}]")
             if peer.public_key in peers:
                 raise _Shifted(redact_url(first), "a peer came twice")
             peers[peer.public_key] = peer
-            fresh[raw["public_key"]] = (raw, peer)
+            fresh[raw["public_key"]] = (digest or _fingerprint(raw), peer)
             index += 1
     memo[name] = fresh
     return peers
@@ -136,7 +150,7 @@ def read(
     cfg: WgrestConfig,
     want: Callable[[str], bool] | None = None,
     state_dir: str | None = None,
-    memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]] | None = None,
+    memo: dict[str, dict[Any, tuple[bytes, Peer]]] | None = None,
     answered: dict[tuple[str | None, str], str] | None = None,
 ) -> SourceResult:
     """Read every wanted device of wgrest with all its peers, plus v1's peer private keys.
@@ -257,7 +271,7 @@ def _read_device(
     where: str,
     want: Callable[[str], bool] | None,
     result: SourceResult,
-    memo: dict[str, dict[Any, tuple[dict[str, Any], Peer]]],
+    memo: dict[str, dict[Any, tuple[bytes, Peer]]],
 ) -> None:
     """Add one device with all its peers to ``result``, or one SourceError for it."""
     name = raw.get("name") if isinstance(raw, dict) else None

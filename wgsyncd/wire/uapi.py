@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import os
 import socket
 import stat
@@ -229,10 +230,11 @@ def _parse_blocks(
     """The reply cut into per-peer blocks of bytes, each looked up in ``memo`` first.
 
     A peer whose block is byte-identical to the last read (same config, counters and
-    handshake) is the same Peer object: not decoded or parsed again and, downstream,
-    not merged or hashed again. ``fresh`` receives this read's blocks. None when the
-    reply is anything but a clean ``errno=0`` answer in ASCII: the line parser then
-    reads it and names the bad line.
+    handshake; compared by a 16-byte blake2b digest) is the same Peer object: not
+    decoded or parsed again and, downstream, not merged or hashed again. ``fresh``
+    receives this read's blocks' digests. None when the reply is anything but a
+    clean ``errno=0`` answer in ASCII: the line parser then reads it and names the
+    bad line.
     """
     if not data.endswith(_TAIL):
         return None
@@ -247,14 +249,16 @@ def _parse_blocks(
             return None
         iface = make_interface(name, device.private, None, device.port, device.fwmark, "userspace")
         for block in parts[1:]:
-            peer = memo.get(block)
+            # the memo keeps a digest, not the block: a third of the block's memory, and no key bytes
+            digest = hashlib.blake2b(block, digest_size=16).digest()
+            peer = memo.get(digest)
             if peer is None:
                 raw: list[RawPeer] = []
                 lines = ("public_key=" + block.decode("ascii")).split("\n")
                 if _parse_lines(lines, _DeviceFields(), raw) is not None:
                     return None
                 peer = raw[0].build()
-            fresh[block] = peer
+            fresh[digest] = peer
             iface.peers[peer.public_key] = peer
     except (_LineError, StateError, UnicodeDecodeError):
         return None
