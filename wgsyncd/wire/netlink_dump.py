@@ -18,12 +18,10 @@ from __future__ import annotations
 import operator
 import socket
 import struct
-import sys
 from binascii import b2a_base64 as _b64
 from collections.abc import Iterable
 from typing import Any
 
-from wgsyncd.canonical import ZERO_KEY_B64, format_endpoint
 from wgsyncd.state import Interface, Peer, Secret, StateError
 from wgsyncd.wire.netlink import (
     NLA_TYPE_MASK,
@@ -49,10 +47,10 @@ from wgsyncd.wire.netlink import (
     describe,
     nlas,
 )
+from wgsyncd.wire.netlink_peers import fold_peer, handshake_or_none, peer_for, psk_or_none, scope_name
 from wgsyncd.wire.values import (
     KERNEL_PEER_PROVENANCE,
     InterfaceReadError,
-    handshake_time,
     key_from_wire,
     make_interface,
 )
@@ -74,62 +72,6 @@ _DEVICE_KEYS = {
 # Peers are built while the messages are folded (10,000 a read, so no accumulator in
 # between): a fresh Peer is editable until the cycle seals it, and the rare continuation
 # (a peer cut at a message boundary) only appends to its allowed IPs.
-
-
-def _peer_for(peers: dict[str, Peer], public: str | None) -> Peer:
-    """The Peer of ``public``: the one a previous message started, or a new one with nothing known."""
-    if public is None:
-        raise InterfaceReadError("peer without public key in dump")
-    peer = peers.get(public)
-    if peer is None:
-        peer = peers[public] = _kernel_peer(public, None, (), None, 0, None, 0, 0)
-    return peer
-
-
-def _kernel_peer(
-    public: str,
-    psk: Secret | None,
-    allowed: tuple[str, ...],
-    endpoint: str | None,
-    keepalive: int,
-    handshake: Any,
-    rx: int,
-    tx: int,
-) -> Peer:
-    """A Peer with kernel provenance from final values: positional, make_peer's work already done.
-
-    The hot loop inlines this same call; both must list Peer's fields in its order.
-    """
-    return Peer(
-        public,
-        psk,
-        allowed,
-        endpoint,
-        keepalive,
-        handshake,
-        rx,
-        tx,
-        None,
-        None,
-        None,
-        None,
-        KERNEL_PEER_PROVENANCE,
-    )
-
-
-def _psk(text: str | None) -> Secret | None:
-    """A preshared key as the kernel reports it: all zero means none."""
-    return None if text is None or text == ZERO_KEY_B64 else Secret(text)
-
-
-def _handshake(seconds: int) -> Any:
-    """The handshake time; an impossible one makes the dump unreadable (InterfaceReadError)."""
-    if seconds == 0:
-        return None
-    try:
-        return handshake_time(seconds)
-    except StateError as exc:
-        raise InterfaceReadError(str(exc)) from None
 
 
 def fold_dump(name: str, messages: Iterable[tuple[Any, int, int, int]]) -> Interface:
@@ -182,7 +124,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
             key, value = attr[0], attr[1]
             if key == "WGDEVICE_A_PEERS":
                 for peer in value:
-                    _fold_peer(peers, peer, name)
+                    fold_peer(peers, peer, name)
             else:
                 device[key] = value
     return _finish(name, device, peers)
@@ -262,8 +204,9 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Peer]) -> None:
     """Every peer nest of one message; a public key seen before (a continuation) only adds allowed IPs.
 
     The hot loop of a read (10,000 peers): names are bound locally, a full peer's fixed
-    part is one unpack and the Peer is built right here (positionally, as _kernel_peer
-    does); the rest (endpoint, allowed IPs) attribute by attribute.
+    part is one unpack and the Peer is built right here (positionally: Peer's field order
+    is checked by tests/unit/wire/test_netlink_dump.py); the rest (endpoint, allowed IPs)
+    attribute by attribute.
     """
     fixed_unpack, fixed_headers, nla_unpack = _FIXED.unpack_from, _FIXED_HEADERS, _NLA.unpack_from
     fixed_size, b64, provenance, allowed_ips = _FIXED.size, _b64, KERNEL_PEER_PROVENANCE, _allowed_ips
@@ -303,7 +246,7 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Peer]) -> None:
             tuple(allowed) if prev is None else prev.allowed_ips + tuple(allowed),
             endpoint,
             fixed[12],
-            None if hs == 0 else _handshake(hs),
+            None if hs == 0 else handshake_or_none(hs),
             fixed[18],
             fixed[15],
             None,
@@ -318,19 +261,21 @@ def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Peer]) -> No
     """One peer nest attribute by attribute (a continuation, or an unexpected layout)."""
     attrs = nlas(buf, start, end)
     public = next((_raw_key(buf, a, b) for typ, a, b in attrs if typ == WGPEER_A_PUBLIC_KEY), None)
-    peer = _peer_for(peers, public)
+    peer = peer_for(peers, public)
     allowed: list[str] = []
     for typ, a, b in attrs:
         if typ == WGPEER_A_ALLOWEDIPS:
             _allowed_ips(buf, a, b, allowed)
         elif typ == WGPEER_A_PRESHARED_KEY:
-            peer.preshared_key = _psk(_raw_key(buf, a, b))
+            peer.preshared_key = psk_or_none(_raw_key(buf, a, b))
         elif typ == WGPEER_A_ENDPOINT:
             peer.endpoint = _raw_endpoint(buf, a, b)
         elif typ == WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL:
             peer.persistent_keepalive = _U16.unpack_from(buf, a)[0]
         elif typ == WGPEER_A_LAST_HANDSHAKE_TIME:
-            peer.latest_handshake = _handshake(_S64.unpack_from(buf, a)[0])  # __kernel_timespec: tv_sec first
+            peer.latest_handshake = handshake_or_none(
+                _S64.unpack_from(buf, a)[0]
+            )  # __kernel_timespec: tv_sec first
         elif typ == WGPEER_A_RX_BYTES:
             peer.rx_bytes = _U64.unpack_from(buf, a)[0]
         elif typ == WGPEER_A_TX_BYTES:
@@ -390,20 +335,9 @@ def _raw_endpoint(buf: Any, a: int, b: int) -> str | None:
         addr = socket.inet_ntop(socket.AF_INET6, bytes(buf[a + 8 : a + 24]))
         scope_id = _U32.unpack_from(buf, a + 24)[0]
         if scope_id:
-            addr = f"{addr}%{_scope_name(scope_id)}"
+            addr = f"{addr}%{scope_name(scope_id)}"
         return f"[{addr}]:{port}"
     raise InterfaceReadError(f"endpoint of family {family} in dump")
-
-
-def _scope_name(index: int) -> str:
-    """An IPv6 scope id as getnameinfo prints it: the interface name, else the number."""
-    try:
-        return socket.if_indextoname(index)
-    except OSError:
-        return str(index)
-
-
-# ---- the pyroute2-attribute path
 
 
 def _build_interface(name: str, device: dict[str, Any]) -> Interface:
@@ -418,44 +352,3 @@ def _build_interface(name: str, device: dict[str, Any]) -> Interface:
         int(device.get("WGDEVICE_A_FWMARK") or 0),
         "kernel",
     )
-
-
-def _fold_peer(peers: dict[str, Peer], peer_msg: Any, name: str) -> None:
-    """Merge one peer nest into its Peer; a repeated public key only adds allowed IPs."""
-    attrs = peer_msg["attrs"]
-    key = next((a[1] for a in attrs if a[0] == "WGPEER_A_PUBLIC_KEY"), None)
-    peer = _peer_for(peers, None if key is None else key_from_wire(key, f"{name}: peer public key"))
-    for attr in attrs:
-        key, value = attr[0], attr[1]
-        if key == "WGPEER_A_ALLOWEDIPS":
-            peer.allowed_ips += tuple(_allowed_ip(ip) for ip in value)
-        elif key == "WGPEER_A_ENDPOINT":
-            peer.endpoint = _endpoint(value)
-        elif key == "WGPEER_A_PRESHARED_KEY":
-            peer.preshared_key = _psk(key_from_wire(value, f"{name}: peer preshared key"))
-        elif key == "WGPEER_A_LAST_HANDSHAKE_TIME":
-            peer.latest_handshake = _handshake(int(value["tv_sec"]))
-        elif key == "WGPEER_A_RX_BYTES":
-            peer.rx_bytes = int(value)
-        elif key == "WGPEER_A_TX_BYTES":
-            peer.tx_bytes = int(value)
-        elif key == "WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL":
-            peer.persistent_keepalive = int(value)
-
-
-def _allowed_ip(nest: Any) -> str:
-    """``addr/cidr``: pyroute2 computes ``addr`` with inet_ntop on decode (both versions)."""
-    addr = nest.get("addr")
-    if addr is None:
-        raise InterfaceReadError("allowed IP without family/address in dump")
-    return addr
-
-
-def _endpoint(value: Any) -> str:
-    """wg's spelling of a decoded sockaddr; a v6 scope id becomes ``%ifname`` like getnameinfo."""
-    scope = None
-    scope_id = value.get("scope_id") or 0
-    if scope_id:
-        # pyroute2 decodes sin6_scope_id as big-endian; the kernel sends host order
-        scope = _scope_name(int.from_bytes(struct.pack(">I", scope_id), sys.byteorder))
-    return format_endpoint(value["addr"], int(value["port"]), scope)
