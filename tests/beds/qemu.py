@@ -51,6 +51,12 @@ BUSYBOX = "/bin/busybox"
 PYTHON = "/usr/bin/python3.11"  # Debian's, with Debian's stdlib: what a host runs
 PY_STDLIB = Path("/usr/lib/python3.11")
 DEBIAN_PYROUTE2 = Path("/usr/lib/python3/dist-packages/pyroute2")
+# PyNaCl (wgsyncd.state derives public keys with it) and its cffi backend, Debian's:
+# copied into the VM's stdlib dir, where `python3.11 -S` finds them without site-packages.
+DEBIAN_NACL = (
+    Path("/usr/lib/python3/dist-packages/nacl"),
+    Path("/usr/lib/python3/dist-packages/_cffi_backend"),
+)
 BINARIES = ("/usr/bin/ip", "/usr/bin/wg", PYTHON)
 # Modules beyond wireguard's chain: veth joins the two namespaces of the live pair.
 MODULES = ("wireguard", "veth")
@@ -70,7 +76,7 @@ STDLIB_SKIP = {
     "dbm",
 }
 # Bump when the layout of the base archive changes (part of the cache key).
-BASE_LAYOUT_VERSION = "3"
+BASE_LAYOUT_VERSION = "4"
 DPKG_PACKAGES = ("busybox-static", "iproute2", "wireguard-tools", "python3.11", "libpython3.11-stdlib")
 
 
@@ -158,6 +164,8 @@ def missing_requirements() -> str | None:
         return "no /boot/vmlinuz-* with a WireGuard module (apt-get install linux-image-amd64)"
     if not DEBIAN_PYROUTE2.is_dir() and pypi_pyroute2() is None:
         return "no pyroute2 at all (apt-get install python3-pyroute2)"
+    if not nacl_files():
+        return "Debian's PyNaCl is missing (apt-get install python3-nacl)"
     return None
 
 
@@ -239,6 +247,14 @@ class BaseInputs:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
+def nacl_files() -> list[Path]:
+    """Debian's PyNaCl tree and cffi backend module (empty when python3-nacl is missing)."""
+    tree, backend = DEBIAN_NACL
+    if not tree.is_dir():
+        return []
+    return [tree, *sorted(tree.glob("*.so")), *sorted(backend.parent.glob(f"{backend.name}.*.so"))]
+
+
 def gather_inputs() -> BaseInputs:
     """Find the kernel, its module chain, the libraries and both pyroute2 trees."""
     found = find_kernel()
@@ -252,12 +268,16 @@ def gather_inputs() -> BaseInputs:
     pypi = pypi_pyroute2()
     if pypi is not None:
         pyroute2["pypi"] = (pypi, _pyroute2_version(pypi))
-    packages = dpkg_versions((*DPKG_PACKAGES, f"linux-image-{kernel}", "python3-pyroute2"))
+    packages = dpkg_versions(
+        (*DPKG_PACKAGES, f"linux-image-{kernel}", "python3-pyroute2", "python3-nacl", "python3-cffi-backend")
+    )
     return BaseInputs(
         kernel=kernel,
         vmlinuz=vmlinuz,
         modules=module_chain(kernel),
-        libs=shared_libraries([Path(b) for b in BINARIES] + dynload),
+        libs=shared_libraries(
+            [Path(b) for b in BINARIES] + dynload + [p for p in nacl_files() if p.is_file()]
+        ),
         pyroute2=pyroute2,
         packages=packages,
     )
@@ -400,6 +420,11 @@ def _write_base(cpio: CpioWriter, inputs: BaseInputs) -> None:
         cpio.add_bytes(dest, data)
         order.append(dest)
     cpio.add_bytes("etc/wgsyncd-vm/modules", ("\n".join(order) + "\n").encode())
+    for path in nacl_files():
+        if path.is_dir():
+            cpio.add_tree(f"{PY_STDLIB}/{path.name}", path)
+        elif path.parent != DEBIAN_NACL[0]:
+            cpio.add_file(f"{PY_STDLIB}/{path.name}", path)
     for label, (tree, version) in inputs.pyroute2.items():
         cpio.add_tree(f"opt/pyroute2-{label}/pyroute2", tree)
         # 0.7.x builds its public names (IPRoute, WireGuard) from entry points in dist-info

@@ -18,13 +18,11 @@ from __future__ import annotations
 import operator
 import socket
 import struct
-import sys
 from binascii import b2a_base64 as _b64
 from collections.abc import Iterable
 from typing import Any
 
-from wgsyncd.canonical import format_endpoint
-from wgsyncd.state import Interface, StateError
+from wgsyncd.state import Interface, Peer, Secret, StateError
 from wgsyncd.wire.netlink import (
     NLA_TYPE_MASK,
     NLMSG_MIN_TYPE,
@@ -49,7 +47,13 @@ from wgsyncd.wire.netlink import (
     describe,
     nlas,
 )
-from wgsyncd.wire.values import InterfaceReadError, key_from_wire, make_interface, make_peer
+from wgsyncd.wire.netlink_peers import fold_peer, handshake_or_none, peer_for, psk_or_none, scope_name
+from wgsyncd.wire.values import (
+    KERNEL_PEER_PROVENANCE,
+    InterfaceReadError,
+    key_from_wire,
+    make_interface,
+)
 
 _GENL_HEADER = 16 + 4  # nlmsghdr + genlmsghdr
 _NLA = struct.Struct("=HH")
@@ -65,49 +69,31 @@ _DEVICE_KEYS = {
 }
 
 
-# A peer's values while its messages are folded: a list, not an object, because it is
-# made 10,000 times a read. Indices:
-_PSK, _ENDPOINT, _HS, _RX, _TX, _KEEPALIVE, _ALLOWED = range(7)
-Acc = list  # [psk base64 | None, endpoint | None, handshake s, rx, tx, keepalive, [allowed IPs]]
-
-
-def _new_acc() -> Acc:
-    """An empty accumulator: nothing known yet (continuations only add allowed IPs)."""
-    return [None, None, 0, 0, 0, 0, []]
-
-
-def _acc_for(peers: dict[str, Acc], public: str | None) -> Acc:
-    """The accumulator of ``public`` (new, or the one a previous message started)."""
-    if public is None:
-        raise InterfaceReadError("peer without public key in dump")
-    acc = peers.get(public)
-    if acc is None:
-        acc = peers[public] = _new_acc()
-    return acc
+# Peers are built while the messages are folded (10,000 a read, so no accumulator in
+# between): a fresh Peer is editable until the cycle seals it, and the rare continuation
+# (a peer cut at a message boundary) only appends to its allowed IPs.
 
 
 def fold_dump(name: str, messages: Iterable[tuple[Any, int, int, int]]) -> Interface:
     """One Interface from raw dump messages (datagram, offset, length, type), as the socket read them."""
     device: dict[str, Any] = {}
-    peers: dict[str, Acc] = {}
+    peers: dict[str, Peer] = {}
     for data, offset, length, typ in messages:
         if typ >= NLMSG_MIN_TYPE:
             _fold_raw(data, offset, length, device, peers)
     return _finish(name, device, peers)
 
 
-def _finish(name: str, device: dict[str, Any], peers: dict[str, Acc]) -> Interface:
+def _finish(name: str, device: dict[str, Any], peers: dict[str, Peer]) -> Interface:
     """The Interface of the folded attributes; a dump for another name is refused."""
     ifname = device.get("WGDEVICE_A_IFNAME")
     if ifname is not None and ifname != name:
         raise InterfaceReadError(f"dump answered for {ifname!r}, not {name!r}")
     try:
         iface = _build_interface(name, device)
-        for public, acc in peers.items():
-            psk, endpoint, hs, rx, tx, keepalive, allowed = acc
-            iface.peers[public] = make_peer(public, psk, tuple(allowed), endpoint, keepalive, hs, rx, tx)
     except StateError as exc:
         raise InterfaceReadError(str(exc)) from None
+    iface.peers = peers  # already Peers, in kernel order
     return iface
 
 
@@ -122,7 +108,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
     own decoded attributes instead (used as a cross-check in the tests).
     """
     device: dict[str, Any] = {}
-    peers: dict[str, Acc] = {}
+    peers: dict[str, Peer] = {}
     for msg in messages:
         header = msg["header"]
         error = header.get("error")
@@ -138,7 +124,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
             key, value = attr[0], attr[1]
             if key == "WGDEVICE_A_PEERS":
                 for peer in value:
-                    _fold_peer(peers, peer, name)
+                    fold_peer(peers, peer, name)
             else:
                 device[key] = value
     return _finish(name, device, peers)
@@ -147,7 +133,7 @@ def coalesce(name: str, messages: Iterable[Any], *, lean: bool = True) -> Interf
 # ---- the lean path: attributes from the raw message bytes (uapi/linux/wireguard.h)
 
 
-def _fold_raw(buf: Any, offset: int, length: int, device: dict[str, Any], peers: dict[str, Acc]) -> None:
+def _fold_raw(buf: Any, offset: int, length: int, device: dict[str, Any], peers: dict[str, Peer]) -> None:
     """One message's device attributes and peers, from its bytes."""
     try:
         for typ, a, b in nlas(buf, offset + _GENL_HEADER, offset + length):
@@ -195,21 +181,35 @@ _FIXED_EXPECTED = (
     WGPEER_A_PROTOCOL_VERSION,
 )
 _ZERO_KEY = bytes(32)
-# One allowed IP as get_allowedips() writes it: nest, cidr (u8), family (u16), address.
-_ALLOWED_IP = struct.Struct("=HHHHB3xHHH2xHH")
-_ALLOWED_HEADERS = operator.itemgetter(2, 3, 5, 6, 9)
-_ALLOWED_EXPECTED = (5, WGALLOWEDIP_A_CIDR_MASK, 6, WGALLOWEDIP_A_FAMILY, WGALLOWEDIP_A_IPADDR)
-_ADDRESS_LENGTH = {socket.AF_INET: 8, socket.AF_INET6: 20}  # attribute length with its header
+# One allowed IP as get_allowedips() writes it: nest header, then the cidr (u8), family
+# (u16) and address attributes; each attribute header read as one u32 (length | type << 16)
+# so a layout check is one tuple compare. Any other layout goes attribute by attribute.
+_ALLOWED_V4 = struct.Struct("=HHIB3xIH2xI4s")  # a 28-byte nest
+_ALLOWED_V6 = struct.Struct("=HHIB3xIH2xI16s")  # a 40-byte nest
+_CIDR_HEADER = 5 | WGALLOWEDIP_A_CIDR_MASK << 16
+_FAMILY_HEADER = 6 | WGALLOWEDIP_A_FAMILY << 16
+_ALLOWED_HEADERS = operator.itemgetter(2, 4, 5, 6)
+_ALLOWED_EXPECTED = {
+    28: (_CIDR_HEADER, _FAMILY_HEADER, socket.AF_INET, 8 | WGALLOWEDIP_A_IPADDR << 16),
+    40: (_CIDR_HEADER, _FAMILY_HEADER, socket.AF_INET6, 20 | WGALLOWEDIP_A_IPADDR << 16),
+}
+_ALLOWED_LAYOUT = {
+    28: (_ALLOWED_V4.unpack_from, socket.AF_INET),
+    40: (_ALLOWED_V6.unpack_from, socket.AF_INET6),
+}
+_CIDR = tuple(f"/{n}" for n in range(256))  # the suffix strings, made once
 
 
-def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
+def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Peer]) -> None:
     """Every peer nest of one message; a public key seen before (a continuation) only adds allowed IPs.
 
-    The hot loop of a read (10,000 peers): names are bound locally and a full peer's
-    fixed part is one unpack; the rest (endpoint, allowed IPs) attribute by attribute.
+    The hot loop of a read (10,000 peers): names are bound locally, a full peer's fixed
+    part is one unpack and the Peer is built right here (positionally: Peer's field order
+    is checked by tests/unit/wire/test_netlink_dump.py); the rest (endpoint, allowed IPs)
+    attribute by attribute.
     """
     fixed_unpack, fixed_headers, nla_unpack = _FIXED.unpack_from, _FIXED_HEADERS, _NLA.unpack_from
-    fixed_size, b64 = _FIXED.size, _b64
+    fixed_size, b64, provenance, allowed_ips = _FIXED.size, _b64, KERNEL_PEER_PROVENANCE, _allowed_ips
     while pos + 4 <= end:
         length = nla_unpack(buf, pos)[0]
         if length < 4 or pos + length > end:
@@ -224,9 +224,7 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
             _fold_raw_peer(buf, start, stop, peers)
             continue
         public = b64(fixed[2], newline=False).decode()
-        psk = fixed[5]
-        prev = peers.get(public)
-        allowed = [] if prev is None else prev[_ALLOWED]
+        allowed: list[str] = []
         endpoint = None
         a = start + fixed_size
         while a + 4 <= stop:
@@ -235,57 +233,80 @@ def _fold_peers(buf: Any, pos: int, end: int, peers: dict[str, Acc]) -> None:
                 raise InterfaceReadError("malformed netlink attribute in dump")
             atyp &= NLA_TYPE_MASK
             if atyp == WGPEER_A_ALLOWEDIPS:
-                _allowed_ips(buf, a + 4, a + alen, allowed)
+                allowed_ips(buf, a + 4, a + alen, allowed)
             elif atyp == WGPEER_A_ENDPOINT:
                 endpoint = _raw_endpoint(buf, a + 4, a + alen)
             a += (alen + 3) & ~3
-        psk_text = None if psk == _ZERO_KEY else b64(psk, newline=False).decode()
-        peers[public] = [psk_text, endpoint, fixed[8], fixed[18], fixed[15], fixed[12], allowed]
+        psk = fixed[5]
+        hs = fixed[8]
+        prev = peers.get(public)
+        peers[public] = Peer(
+            public,
+            None if psk == _ZERO_KEY else Secret(b64(psk, newline=False).decode()),
+            tuple(allowed) if prev is None else prev.allowed_ips + tuple(allowed),
+            endpoint,
+            fixed[12],
+            None if hs == 0 else handshake_or_none(hs),
+            fixed[18],
+            fixed[15],
+            None,
+            None,
+            None,
+            None,
+            provenance,
+        )
 
 
-def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Acc]) -> None:
+def _fold_raw_peer(buf: Any, start: int, end: int, peers: dict[str, Peer]) -> None:
     """One peer nest attribute by attribute (a continuation, or an unexpected layout)."""
     attrs = nlas(buf, start, end)
     public = next((_raw_key(buf, a, b) for typ, a, b in attrs if typ == WGPEER_A_PUBLIC_KEY), None)
-    acc = _acc_for(peers, public)
+    peer = peer_for(peers, public)
+    allowed: list[str] = []
     for typ, a, b in attrs:
         if typ == WGPEER_A_ALLOWEDIPS:
-            _allowed_ips(buf, a, b, acc[_ALLOWED])
+            _allowed_ips(buf, a, b, allowed)
         elif typ == WGPEER_A_PRESHARED_KEY:
-            acc[_PSK] = _raw_key(buf, a, b)
+            peer.preshared_key = psk_or_none(_raw_key(buf, a, b))
         elif typ == WGPEER_A_ENDPOINT:
-            acc[_ENDPOINT] = _raw_endpoint(buf, a, b)
+            peer.endpoint = _raw_endpoint(buf, a, b)
         elif typ == WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL:
-            acc[_KEEPALIVE] = _U16.unpack_from(buf, a)[0]
+            peer.persistent_keepalive = _U16.unpack_from(buf, a)[0]
         elif typ == WGPEER_A_LAST_HANDSHAKE_TIME:
-            acc[_HS] = _S64.unpack_from(buf, a)[0]  # struct __kernel_timespec: tv_sec first
+            peer.latest_handshake = handshake_or_none(
+                _S64.unpack_from(buf, a)[0]
+            )  # __kernel_timespec: tv_sec first
         elif typ == WGPEER_A_RX_BYTES:
-            acc[_RX] = _U64.unpack_from(buf, a)[0]
+            peer.rx_bytes = _U64.unpack_from(buf, a)[0]
         elif typ == WGPEER_A_TX_BYTES:
-            acc[_TX] = _U64.unpack_from(buf, a)[0]
+            peer.tx_bytes = _U64.unpack_from(buf, a)[0]
+    if allowed:
+        peer.allowed_ips += tuple(allowed)
 
 
 def _allowed_ips(buf: Any, pos: int, end: int, out: list[str]) -> None:
     """Every allowed-IP nest in ``buf[pos:end]`` as ``addr/cidr``; the kernel's layout in one unpack."""
-    ntop, unpack, headers, append = socket.inet_ntop, _ALLOWED_IP.unpack_from, _ALLOWED_HEADERS, out.append
+    ntop, headers, layouts, expected, cidrs = (
+        socket.inet_ntop,
+        _ALLOWED_HEADERS,
+        _ALLOWED_LAYOUT,
+        _ALLOWED_EXPECTED,
+        _CIDR,
+    )
+    append, nla_unpack = out.append, _U16.unpack_from
     while pos + 4 <= end:
-        if pos + 24 <= end:
-            v = unpack(buf, pos)
-            family, size, total = v[7], v[8], v[0]
-            if (
-                headers(v) == _ALLOWED_EXPECTED
-                and _ADDRESS_LENGTH.get(family) == size
-                and total == 20 + size
-                and pos + total <= end
-            ):
-                append(f"{ntop(family, buf[pos + 24 : pos + total])}/{v[4]}")
+        total = nla_unpack(buf, pos)[0]
+        layout = layouts.get(total)
+        if layout is not None and pos + total <= end:
+            v = layout[0](buf, pos)
+            if headers(v) == expected[total]:
+                append(ntop(layout[1], v[7]) + cidrs[v[3]])
                 pos += total
                 continue
-        length = _U16.unpack_from(buf, pos)[0]
-        if length < 4 or pos + length > end:
+        if total < 4 or pos + total > end:
             raise InterfaceReadError("malformed netlink attribute in dump")
-        out.append(_raw_allowed_ip(buf, pos + 4, pos + length))
-        pos += (length + 3) & ~3
+        append(_raw_allowed_ip(buf, pos + 4, pos + total))
+        pos += (total + 3) & ~3
 
 
 def _raw_allowed_ip(buf: Any, start: int, end: int) -> str:
@@ -314,20 +335,9 @@ def _raw_endpoint(buf: Any, a: int, b: int) -> str | None:
         addr = socket.inet_ntop(socket.AF_INET6, bytes(buf[a + 8 : a + 24]))
         scope_id = _U32.unpack_from(buf, a + 24)[0]
         if scope_id:
-            addr = f"{addr}%{_scope_name(scope_id)}"
+            addr = f"{addr}%{scope_name(scope_id)}"
         return f"[{addr}]:{port}"
     raise InterfaceReadError(f"endpoint of family {family} in dump")
-
-
-def _scope_name(index: int) -> str:
-    """An IPv6 scope id as getnameinfo prints it: the interface name, else the number."""
-    try:
-        return socket.if_indextoname(index)
-    except OSError:
-        return str(index)
-
-
-# ---- the pyroute2-attribute path
 
 
 def _build_interface(name: str, device: dict[str, Any]) -> Interface:
@@ -342,44 +352,3 @@ def _build_interface(name: str, device: dict[str, Any]) -> Interface:
         int(device.get("WGDEVICE_A_FWMARK") or 0),
         "kernel",
     )
-
-
-def _fold_peer(peers: dict[str, Acc], peer: Any, name: str) -> None:
-    """Merge one peer nest into the accumulator; a repeated public key only adds allowed IPs."""
-    attrs = peer["attrs"]
-    key = next((a[1] for a in attrs if a[0] == "WGPEER_A_PUBLIC_KEY"), None)
-    acc = _acc_for(peers, None if key is None else key_from_wire(key, f"{name}: peer public key"))
-    for attr in attrs:
-        key, value = attr[0], attr[1]
-        if key == "WGPEER_A_ALLOWEDIPS":
-            acc[_ALLOWED].extend(_allowed_ip(ip) for ip in value)
-        elif key == "WGPEER_A_ENDPOINT":
-            acc[_ENDPOINT] = _endpoint(value)
-        elif key == "WGPEER_A_PRESHARED_KEY":
-            acc[_PSK] = key_from_wire(value, f"{name}: peer preshared key")
-        elif key == "WGPEER_A_LAST_HANDSHAKE_TIME":
-            acc[_HS] = int(value["tv_sec"])
-        elif key == "WGPEER_A_RX_BYTES":
-            acc[_RX] = int(value)
-        elif key == "WGPEER_A_TX_BYTES":
-            acc[_TX] = int(value)
-        elif key == "WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL":
-            acc[_KEEPALIVE] = int(value)
-
-
-def _allowed_ip(nest: Any) -> str:
-    """``addr/cidr``: pyroute2 computes ``addr`` with inet_ntop on decode (both versions)."""
-    addr = nest.get("addr")
-    if addr is None:
-        raise InterfaceReadError("allowed IP without family/address in dump")
-    return addr
-
-
-def _endpoint(value: Any) -> str:
-    """wg's spelling of a decoded sockaddr; a v6 scope id becomes ``%ifname`` like getnameinfo."""
-    scope = None
-    scope_id = value.get("scope_id") or 0
-    if scope_id:
-        # pyroute2 decodes sin6_scope_id as big-endian; the kernel sends host order
-        scope = _scope_name(int.from_bytes(struct.pack(">I", scope_id), sys.byteorder))
-    return format_endpoint(value["addr"], int(value["port"]), scope)

@@ -29,6 +29,8 @@ INTERFACE_FIELDS = ("private_key", "public_key", "listen_port", "fwmark", "imple
 PEER_FIELDS = WIRE_PEER_FIELDS
 _IFACE_PROVENANCE = dict.fromkeys(INTERFACE_FIELDS, Source.KERNEL)
 _PEER_PROVENANCE = dict.fromkeys(PEER_FIELDS, Source.KERNEL)
+# the one provenance dict of every kernel-read Peer (shared, never changed: see state.shared)
+KERNEL_PEER_PROVENANCE = _PEER_PROVENANCE
 
 
 class InterfaceReadError(Exception):
