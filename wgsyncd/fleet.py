@@ -166,12 +166,14 @@ def conflicts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
 
 
 def top(conn: psycopg.Connection[Any], since: datetime, limit: int = 10) -> list[dict[str, Any]]:
-    """The peers that moved the most bytes (received + sent) since ``since``."""
+    """The peers that moved the most bytes (received + sent) since ``since``.
+
+    Sums as numeric: bigint deltas of many rows (or rx + tx of one) can pass 2^63."""
     return _read(
         conn,
         "fleet top",
-        "SELECT host_id, hostname, interface, name, public_key, sum(rx_bytes) AS rx_bytes, "
-        "sum(tx_bytes) AS tx_bytes, sum(rx_bytes + tx_bytes) AS total_bytes "
+        "SELECT host_id, hostname, interface, name, public_key, sum(rx_bytes::numeric) AS rx_bytes, "
+        "sum(tx_bytes::numeric) AS tx_bytes, sum(rx_bytes::numeric + tx_bytes) AS total_bytes "
         "FROM fleet_traffic WHERE observed_at >= %s "
         "GROUP BY host_id, hostname, interface, name, public_key "
         "ORDER BY total_bytes DESC, host_id, interface, public_key LIMIT %s",
