@@ -39,7 +39,7 @@ ALTER TABLE peer_traffic VALIDATE CONSTRAINT peer_traffic_delta_range;
 ALTER TABLE hosts ADD CONSTRAINT hosts_text_length
     CHECK (length(hostname) <= 256 AND length(agent_version) <= 256) NOT VALID;
 ALTER TABLE peers ADD CONSTRAINT peers_text_length
-    CHECK (length(name) <= 256 AND length(endpoint) <= 300
+    CHECK (length(name) <= 1024 AND length(endpoint) <= 300
            AND coalesce(cardinality(comments), 0) <= 256
            AND coalesce(length(array_to_string(comments, '')), 0) <= 65536
            AND coalesce(cardinality(allowed_ips), 0) <= 4096

@@ -1,0 +1,135 @@
+"""What one compromised host can write must not break the operator's fleet views (0007).
+
+Each poison value is planted as a host role (tests/beds/roles.py), through the grants
+and writer functions a host really has: it is refused. Then the same poison is put in
+by the owner past the constraints (a database restored from an old dump): every view
+still answers for the operator, and the poison is ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.beds.fleet_world import World
+from wgsyncd import fleet, render
+
+pytestmark = pytest.mark.postgres
+
+BIG = 2**63 - 1
+
+
+def _status(conn: psycopg.Connection[Any], host_id: str, when: str) -> None:
+    conn.execute(
+        "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, agent_version) "
+        "VALUES (%s, %s, %s, %s, 'ok', 'test')",
+        (host_id, uuid.uuid4(), when, when),
+    )
+
+
+def _stats(conn: psycopg.Connection[Any], host_id: str, handshake: str, rx: int, tx: int) -> None:
+    """One peer_stats row and one peer_traffic row through the host's writer function."""
+    conn.execute(
+        "SELECT wgsyncd_put_stats(%s, ARRAY['wg0'], ARRAY[%s], ARRAY[%s::timestamptz], ARRAY[0::bigint], "
+        "ARRAY[0::bigint], ARRAY[0::numeric], ARRAY[0::numeric], ARRAY[now()], ARRAY[NULL::text], "
+        "ARRAY['wg0'], ARRAY[%s], ARRAY[now()], ARRAY[%s::bigint], ARRAY[%s::bigint])",
+        (host_id, "poison-key", handshake, "poison-key", rx, tx),
+    )
+
+
+def _every_view(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Row counts of every fleet question, as the operator asks them."""
+    return {
+        "hosts": len(fleet.hosts(conn)),
+        "peers": len(fleet.peers(conn)),
+        "stale": len(fleet.stale(conn, 7).peers),
+        "conflicts": len(fleet.conflicts(conn)),
+        "top": len(fleet.top(conn, fleet.parse_since("7d"), limit=100)),
+    }
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param(lambda c, h: _status(c, h, "infinity"), id="sync_status-infinity"),
+        pytest.param(lambda c, h: _status(c, h, "-infinity"), id="sync_status-minus-infinity"),
+        pytest.param(lambda c, h: _stats(c, h, "-infinity", 1, 1), id="handshake-minus-infinity"),
+        pytest.param(lambda c, h: _stats(c, h, "infinity", 1, 1), id="handshake-infinity"),
+        pytest.param(lambda c, h: _stats(c, h, "2026-01-01", BIG, 1), id="delta-2^63-1"),
+        pytest.param(lambda c, h: _stats(c, h, "2026-01-01", -5, 1), id="delta-negative"),
+    ],
+)
+def test_a_host_cannot_store_a_value_that_breaks_the_views(world: World, plant: Any) -> None:
+    f = world.fleet
+    with f.connect(f.operator) as conn:
+        before = _every_view(conn)
+    with psycopg.connect(f.dsn(f.role_a)) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        plant(conn, f.host_a)
+    with f.connect(f.operator) as conn:
+        assert _every_view(conn) == before
+
+
+def test_poison_already_in_the_tables_is_ignored_by_every_view(world: World) -> None:
+    """Past the constraints (an old dump restored): the views skip or blank it and answer."""
+    f = world.fleet
+    with f.connect(f.operator) as conn:
+        before = {r["host_id"]: r for r in fleet.hosts(conn)}
+        counts = _every_view(conn)
+    with psycopg.connect(f.dsn(f.owner)) as conn:
+        for table, name in (
+            ("sync_status", "sync_status_finite_times"),
+            ("peer_stats", "peer_stats_finite_times"),
+            ("peer_traffic", "peer_traffic_delta_range"),
+        ):
+            conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+        _status(conn, f.host_a, "infinity")
+        conn.execute("UPDATE peer_stats SET latest_handshake = '-infinity' WHERE host_id = %s", (f.host_a,))
+        conn.execute(
+            "INSERT INTO peer_traffic (host_id, interface, public_key, observed_at, rx_delta, tx_delta) "
+            "SELECT host_id, interface, public_key, now(), %s, 1 FROM peers WHERE host_id = %s LIMIT 1",
+            (2**62, f.host_a),
+        )
+        conn.execute(
+            "INSERT INTO peer_traffic (host_id, interface, public_key, observed_at, rx_delta, tx_delta) "
+            "SELECT host_id, interface, public_key, now() - interval '1 s', %s, %s FROM peers "
+            "WHERE host_id = %s LIMIT 1",
+            (2**62, 2**62, f.host_a),
+        )
+    with f.connect(f.operator) as conn:
+        hosts = {r["host_id"]: r for r in fleet.hosts(conn)}
+        assert hosts[f.host_a]["last_ok_at"] == before[f.host_a]["last_ok_at"]  # not "ok forever"
+        peers = [p for p in fleet.peers(conn) if p["host_id"] == f.host_a]
+        assert all(p["latest_handshake"] is None and p["handshake_age_s"] is None for p in peers)
+        top = fleet.top(conn, fleet.parse_since("7d"))
+        assert top[0]["total_bytes"] >= 3 * 2**62  # summed as numeric, no bigint overflow
+        assert _every_view(conn)["hosts"] == counts["hosts"]
+
+
+def test_length_caps_refuse_a_huge_name_and_the_terminal_table_cuts_cells() -> None:
+    rows = [{"name": "n" * 1_000_000, "host_id": f"h{i}"} for i in range(200)]
+    out = render.table(rows, ("host_id", "name"))
+    assert len(out) < 200 * 100
+    assert all(len(line) <= 2 * render.CELL_MAX + 2 for line in out.splitlines())
+    assert render.CUT_MARK in out.splitlines()[1]
+
+
+def test_a_host_cannot_store_a_huge_peer_name_or_hostname(world: World) -> None:
+    f = world.fleet
+    with psycopg.connect(f.dsn(f.role_a)) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "SELECT wgsyncd_begin_cycle(%s, %s, 'test', %s, NULL)",
+                (f.host_a, "h" * 100_000, uuid.uuid4()),
+            )
+        conn.rollback()
+        cols = 15
+        arrays = ", ".join(["%s::text[]"] * cols)
+        values: list[Any] = [["wg0"], ["k" * 44], ["n" * 100_000]] + [[None]] * (cols - 3)
+        values[12] = ["{}"]
+        values[13] = ["{}"]
+        values[14] = ["hash"]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(f"SELECT wgsyncd_put_peers(%s, {arrays})", (f.host_a, *values))
