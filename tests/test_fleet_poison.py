@@ -133,3 +133,45 @@ def test_a_host_cannot_store_a_huge_peer_name_or_hostname(world: World) -> None:
         values[14] = ["hash"]
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(f"SELECT wgsyncd_put_peers(%s, {arrays})", (f.host_a, *values))
+
+
+def _put_peers(conn: psycopg.Connection[Any], host_id: str, peers: list[tuple[str, str, str]]) -> None:
+    """(public key, name, allowed IPs as a text[] literal) on wg0, through the host's writer function."""
+    n = len(peers)
+    cols: list[list[Any]] = [["wg0"] * n, [p[0] for p in peers], [p[1] for p in peers], [None] * n]
+    cols += [[p[2] for p in peers]] + [[None] * n for _ in range(7)]
+    cols += [["{}"] * n, ["{}"] * n, ["h"] * n]
+    arrays = ", ".join(["%s::text[]"] * len(cols))
+    conn.execute(f"SELECT wgsyncd_put_peers(%s, {arrays})", (host_id, *cols))
+
+
+def test_conflicts_stay_linear_when_a_host_stores_thousands_of_default_routes(world: World) -> None:
+    """3,000 peers with 0.0.0.0/0 were 4.5M pair rows (0006); now one row per peer, with
+    the count, and the real cross-host conflicts of the bed are still all there."""
+    f = world.fleet
+    n = 3000
+    with psycopg.connect(f.dsn(f.role_a)) as conn:
+        _put_peers(
+            conn, f.host_a, [(f"poison{i:05d}" + "A" * 34 + "=", f"p{i}", "{0.0.0.0/0}") for i in range(n)]
+        )
+    with psycopg.connect(f.dsn(f.owner)) as conn:  # every other IPv4 value (any lies in 0.0.0.0/0)
+        (ipv4_elsewhere,) = conn.execute(
+            "SELECT count(DISTINCT (host_id, interface, public_key, wgsyncd_inet(ip))) FROM peers, "
+            "unnest(allowed_ips) ip WHERE removed_at IS NULL AND disabled IS NOT TRUE "
+            "AND family(wgsyncd_inet(ip)) = 4 AND public_key NOT LIKE 'poison%'"
+        ).fetchone()
+    with f.connect(f.operator) as conn:
+        rows = fleet.conflicts(conn, limit=100_000)
+        capped = fleet.conflicts(conn, limit=50)
+    poison = [r for r in rows if r["value_a"] == "0.0.0.0/0"]
+    # every default route but the last (b: the next holder), and every other IPv4 value
+    # in the bed contained in 0.0.0.0/0 (b: one of the poison peers)
+    assert len(poison) == n - 1 and {r["overlap_count"] for r in poison} == {n - 1 + ipv4_elsewhere}
+    assert ipv4_elsewhere > 0
+    assert len(rows) < n + 20
+    fleetwide = {
+        (r["host_a"], r["value_a"], r["host_b"], r["value_b"]) for r in rows if r["scope"] == "fleet"
+    }
+    assert (f.host_b, "10.9.0.7/32", f.host_a, "10.9.0.0/24") in fleetwide  # nearest container, not 0/0
+    assert (f.host_b, "10.30.0.9/32", world.host_c, "10.30.0.0/24") in fleetwide
+    assert len(capped) == 50
