@@ -2,7 +2,7 @@
 
 Three hosts write through the real store as their own roles (tests/beds/fleet_world.py
 says what each holds and so what each answer must be). The reader asks every question
-and gets every host; a host role asking the same views sees only its own rows.
+and gets every host; a host role may not ask (0007).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_every_fleet_view_is_security_invoker_and_only_selectable(world: World) 
             for group in ("wgsyncd_host", "wgsyncd_operator", "wgsyncd_reader"):
                 assert c.execute(
                     "SELECT has_table_privilege(%s, %s, 'SELECT')", (group, name)
-                ).fetchone() == (True,)
+                ).fetchone() == (group != "wgsyncd_host",)  # agents never ask fleet questions (0007)
                 for priv in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
                     held = c.execute("SELECT has_table_privilege(%s, %s, %s)", (group, name, priv)).fetchone()
                     assert held == (False,), f"{group} holds {priv} on {name}"
@@ -171,18 +171,21 @@ def test_top_talkers_since_a_time(world: World) -> None:
     assert [(r["name"], r["total_bytes"]) for r in week] == [("alice", 54_000), ("laptop", 16_000)]
 
 
-def test_a_host_role_sees_only_its_own_rows_through_every_view(world: World) -> None:
+def test_a_host_role_is_refused_every_view_and_the_conflict_function(world: World) -> None:
+    """Least privilege (0007): agents never ask fleet questions, so a host role may not."""
     f = world.fleet
     with f.connect(f.role_b) as conn:
-        assert [r["host_id"] for r in fleet.hosts(conn)] == [f.host_b]
-        assert {r["host_id"] for r in fleet.peers(conn)} == {f.host_b}
-        assert [r["host_id"] for r in fleet.find(conn, key("phone"))] == [f.host_b]
-        assert fleet.find(conn, key("alice")) == []
-        assert fleet.conflicts(conn) == []  # every conflict involving B needs another host's rows
-        assert [r["name"] for r in fleet.top(conn, fleet.parse_since("7d"))][:1] == ["laptop"]
-        with conn.transaction():
-            names = {r[0] for r in conn.execute("SELECT DISTINCT host_id FROM fleet_traffic").fetchall()}
-        assert names == {f.host_b}
+        for question in (
+            fleet.hosts,
+            fleet.peers,
+            fleet.conflicts,
+            lambda c: fleet.find(c, key("phone")),
+            lambda c: fleet.top(c, fleet.parse_since("7d")),
+        ):
+            with pytest.raises(StoreError, match="permission denied"):
+                question(conn)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("SELECT count(*) FROM wgsyncd_fleet_conflicts()")
     with f.connect(f.operator) as conn:
         assert conflict_set(fleet.conflicts(conn)) == expected_conflicts(world)
         assert len(fleet.hosts(conn)) == 3

@@ -143,7 +143,8 @@ def test_every_panel_query_answers_right_as_the_reader(world: World) -> None:
         assert sorted(hosts) == sorted([world.fleet.host_a, world.fleet.host_b, world.host_c])
         values = {
             "host": ",".join(quoted(h) for h in hosts),  # "All" of a multi-value variable
-            "days": variables["days"]["current"]["value"],
+            "days": variables["days"]["current"]["value"],  # titles only
+            "days:sqlstring": quoted(variables["days"]["current"]["value"]),
             "key:sqlstring": quoted(key("phone")),
         }
         for p in dash["panels"]:
@@ -172,3 +173,21 @@ def _plain(v: Any) -> Any:
         f = float(v)
         return int(f) if f.is_integer() else f
     return v
+
+
+def test_the_days_variable_is_a_quoted_string_cast_to_int_and_takes_no_custom_value(world: World) -> None:
+    """$days was substituted unquoted into make_interval(): a custom value was SQL. Now it is a
+    string literal cast to int (anything else is an error, never SQL) and no custom value."""
+    dash = json.loads(DASHBOARD.read_text())
+    (days,) = [v for v in dash["templating"]["list"] if v["name"] == "days"]
+    assert days["allowCustomValue"] is False
+    (panel,) = [p for p in dash["panels"] if "make_interval" in p["targets"][0]["rawSql"]]
+    assert "$days)" not in panel["targets"][0]["rawSql"]
+    now = datetime.now(UTC)
+    values = {"host": quoted(world.fleet.host_a), "days:sqlstring": quoted("7) OR true OR (1")}
+    sql = expand(panel["targets"][0]["rawSql"], values, now, now)
+    with (
+        psycopg.connect(world.fleet.dsn(world.fleet.reader), autocommit=True) as c,
+        pytest.raises(psycopg.errors.InvalidTextRepresentation),
+    ):
+        c.execute(sql)

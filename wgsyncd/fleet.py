@@ -154,24 +154,34 @@ def stale(conn: psycopg.Connection[Any], days: int) -> Stale:
     return Stale(days, rows)
 
 
-def conflicts(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
-    """The same public key or overlapping allowed IPs on two peers, fleet-wide first."""
+CONFLICTS_LIMIT = 1000
+
+
+def conflicts(conn: psycopg.Connection[Any], limit: int = CONFLICTS_LIMIT) -> list[dict[str, Any]]:
+    """The same public key or overlapping allowed IPs on two peers, fleet-wide first.
+
+    One row per offending peer and value with one example and ``overlap_count`` (how many
+    collide with it), at most ``limit`` rows: one host storing thousands of 0.0.0.0/0
+    peers must not bury the operator's terminal or the other hosts' conflicts."""
     return _read(
         conn,
         "fleet conflicts",
         "SELECT kind, scope, host_a, interface_a, name_a, peer_a, value_a, "
-        "host_b, interface_b, name_b, peer_b, value_b FROM fleet_conflicts "
-        "ORDER BY kind DESC, scope, host_a, interface_a, value_a, host_b, interface_b, value_b",
+        "host_b, interface_b, name_b, peer_b, value_b, overlap_count FROM fleet_conflicts "
+        "ORDER BY kind DESC, scope, host_a, interface_a, value_a, host_b, interface_b, value_b LIMIT %s",
+        (max(1, limit),),
     )
 
 
 def top(conn: psycopg.Connection[Any], since: datetime, limit: int = 10) -> list[dict[str, Any]]:
-    """The peers that moved the most bytes (received + sent) since ``since``."""
+    """The peers that moved the most bytes (received + sent) since ``since``.
+
+    Sums as numeric: bigint deltas of many rows (or rx + tx of one) can pass 2^63."""
     return _read(
         conn,
         "fleet top",
-        "SELECT host_id, hostname, interface, name, public_key, sum(rx_bytes) AS rx_bytes, "
-        "sum(tx_bytes) AS tx_bytes, sum(rx_bytes + tx_bytes) AS total_bytes "
+        "SELECT host_id, hostname, interface, name, public_key, sum(rx_bytes::numeric) AS rx_bytes, "
+        "sum(tx_bytes::numeric) AS tx_bytes, sum(rx_bytes::numeric + tx_bytes) AS total_bytes "
         "FROM fleet_traffic WHERE observed_at >= %s "
         "GROUP BY host_id, hostname, interface, name, public_key "
         "ORDER BY total_bytes DESC, host_id, interface, public_key LIMIT %s",

@@ -100,10 +100,18 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return "\n".join([line([c.upper() for c in cols]), *(line(row) for row in cells)])
 
 
+CELL_MAX = 80
+CUT_MARK = "\u2026"
+
+
 def _cell(value: Any) -> str:
-    """One table cell: ISO times shortened to seconds, None as '-'."""
+    """One table cell: ISO times shortened to seconds, None as '-', at most CELL_MAX characters.
+
+    Every row is padded to the widest cell, so one huge value (a host may store any name)
+    would multiply into the whole output: it is cut, and the cut is marked."""
     if value is None:
         return "-"
     if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
         return value[:19].replace("T", " ")
-    return str(value)
+    text = str(value)
+    return text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + CUT_MARK

@@ -52,6 +52,7 @@ CONFLICT_COLUMNS = (
     "interface_b",
     "name_b",
     "value_b",
+    "overlap_count",
 )
 TOP_COLUMNS = ("host_id", "interface", "name", "public_key", "rx_bytes", "tx_bytes", "total_bytes")
 
@@ -119,10 +120,14 @@ def stale_cmd(ctx: click.Context, days: str, as_json: bool) -> None:
 
 @fleet.command("conflicts")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100000), help="Rows shown.")
 @click.pass_context
-def conflicts_cmd(ctx: click.Context, as_json: bool) -> None:
+def conflicts_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     """The same public key, or overlapping allowed IPs, on two peers (one interface, host or fleet)."""
-    _show(_ask(ctx, "conflicts"), CONFLICT_COLUMNS, as_json, "no conflicts")
+    rows = _ask(ctx, "conflicts", limit)
+    _show(rows, CONFLICT_COLUMNS, as_json, "no conflicts")
+    if len(rows) >= limit:
+        click.echo(f"fleet conflicts: first {limit} rows shown (--limit)", err=True)
 
 
 @fleet.command("top")
