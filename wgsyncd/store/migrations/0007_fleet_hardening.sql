@@ -33,21 +33,22 @@ ALTER TABLE peer_traffic VALIDATE CONSTRAINT peer_traffic_finite_time;
 ALTER TABLE peer_traffic VALIDATE CONSTRAINT peer_traffic_delta_range;
 
 -- Lengths of the text an operator reads in a terminal or a dashboard (generous: a
--- hostname is at most 253 characters, wg-quick comments are free text). NOT VALID
+-- hostname is at most 253 characters, wg-quick comments are free text; a site-to-site
+-- peer may route many prefixes, so the allowed-IP bound is far above any real one). NOT VALID
 -- only: an existing long name may be covered by a host's signature, so it is not
 -- rewritten here; the views and the terminal table cut what they show anyway.
 ALTER TABLE hosts ADD CONSTRAINT hosts_text_length
     CHECK (length(hostname) <= 256 AND length(agent_version) <= 256) NOT VALID;
 ALTER TABLE peers ADD CONSTRAINT peers_text_length
     CHECK (length(name) <= 1024 AND length(endpoint) <= 300
-           AND coalesce(cardinality(comments), 0) <= 256
-           AND coalesce(length(array_to_string(comments, '')), 0) <= 65536
-           AND coalesce(cardinality(allowed_ips), 0) <= 4096
-           AND coalesce(length(array_to_string(allowed_ips, '')), 0) <= 4096 * 50) NOT VALID;
+           AND coalesce(cardinality(comments), 0) <= 10000
+           AND coalesce(length(array_to_string(comments, '')), 0) <= 1048576
+           AND coalesce(cardinality(allowed_ips), 0) <= 100000
+           AND coalesce(length(array_to_string(allowed_ips, '')), 0) <= 100000 * 50) NOT VALID;
 ALTER TABLE interfaces ADD CONSTRAINT interfaces_text_length
     CHECK (length(name) <= 256
-           AND coalesce(cardinality(comments), 0) <= 256
-           AND coalesce(length(array_to_string(comments, '')), 0) <= 65536) NOT VALID;
+           AND coalesce(cardinality(comments), 0) <= 10000
+           AND coalesce(length(array_to_string(comments, '')), 0) <= 1048576) NOT VALID;
 ALTER TABLE sync_status ADD CONSTRAINT sync_status_message_length
     CHECK (length(message) <= 4096) NOT VALID;
 
