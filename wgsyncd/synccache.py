@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
@@ -107,10 +108,29 @@ def _load_one(cfg: Config, name: str) -> Any:
         log.warning("sync cache %s ignored: its content does not match its checksum (corrupted?)", path)
         return None
     try:
-        return pickle.loads(payload)
+        return _unpickle(payload)
     except Exception as exc:  # checksum matched, so only a code change gets here
         log.warning("sync cache %s ignored: cannot be read back (%s)", path, type(exc).__name__)
         return None
+
+
+def _unpickle(payload: memoryview) -> Any:
+    """pickle.loads with the cyclic garbage collector off, the objects then frozen.
+
+    Why: unpickling 10,000 peers creates ~100,000 container objects, and the collector
+    would run on every 700 of them, traversing everything built so far: measured at
+    10,000 peers, 0.37-0.56 s with it, 0.10 s without. The cache holds no cycles to
+    collect. Frozen afterwards (gc.freeze) so the collections of the cycle that follows
+    do not traverse the memo again: it lives until this one-shot process ends anyway.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return pickle.loads(payload)
+    finally:
+        if was:
+            gc.freeze()
+            gc.enable()
 
 
 def _seal(memo: Memo) -> None:
