@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
-MAGIC = b"wgsyncd sync cache 1\n"
+MAGIC = b"wgsyncd sync cache 2\n"  # 2: the view names the memo file (_last_ref)
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 
 
@@ -59,6 +59,7 @@ class Cached:
     memo: Memo
     store: Any = None  # store.known.HostMemo of the last commit, or None
     loaded: dict[str, Any] = field(default_factory=dict)  # the memo's entries as loaded (see changed)
+    memo_sum: str | None = None  # sha256 of the memo file's payload this memo was read from / written to
 
 
 def fingerprint(cfg: Config) -> str:
@@ -71,47 +72,49 @@ def fingerprint(cfg: Config) -> str:
 def load(cfg: Config) -> Cached:
     """The last run's memo and view for this host and config, or empty ones (see the module doc)."""
     cached = Cached(Memo().for_host(cfg.host_id))
-    memo = _load_one(cfg, FILE_NAME)
+    memo, memo_sum = _load_one(cfg, FILE_NAME)
     if isinstance(memo, Memo) and memo.host_id == cfg.host_id:
         _seal(memo)
-        cached.memo, cached.loaded = memo, _entries(memo)
+        cached.memo, cached.loaded, cached.memo_sum = memo, _entries(memo), memo_sum
     elif memo is not None:
         log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / FILE_NAME)
-    view = _load_one(cfg, VIEW_FILE)
+    view, _sum = _load_one(cfg, VIEW_FILE)
     if isinstance(view, tuple) and len(view) == 2 and isinstance(view[0], float):
         cached.store = _rebase(view[1], time.time() - view[0])
+        if cached.store is not None:
+            cached.store.last = _last_from(cached.store.last, cached)
     elif view is not None:
         log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / VIEW_FILE)
     return cached
 
 
-def _load_one(cfg: Config, name: str) -> Any:
-    """One cache file's object, or None (missing, foreign, corrupted: one warning line)."""
+def _load_one(cfg: Config, name: str) -> tuple[Any, str | None]:
+    """One cache file's object and payload sha256, or (None, None) (missing, foreign, corrupted)."""
     path = Path(cfg.daemon.state_dir) / name
     try:
         data = _read_own(path)
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, ValueError) as exc:
         log.warning("sync cache %s ignored: %s", path, exc)
-        return None
+        return None, None
     cut = data.find(b"\n\n")  # the payload is read in place (a 10,000-peer cache is ~15 MB)
     header, payload = data[: max(cut, 0)], memoryview(data)[cut + 2 :] if cut >= 0 else memoryview(b"")
     lines = header.split(b"\n")
     if len(lines) != 3 or lines[0] + b"\n" != MAGIC:
         log.warning("sync cache %s ignored: not a wgsyncd sync cache (or truncated)", path)
-        return None
+        return None, None
     if lines[1].decode(errors="replace") != fingerprint(cfg):
         log.debug("sync cache %s is of another version, host or configuration: starting afresh", path)
-        return None
+        return None, None
     if hashlib.sha256(payload).hexdigest().encode() != lines[2]:
         log.warning("sync cache %s ignored: its content does not match its checksum (corrupted?)", path)
-        return None
+        return None, None
     try:
-        return _unpickle(payload)
+        return _unpickle(payload), lines[2].decode()
     except Exception as exc:  # checksum matched, so only a code change gets here
         log.warning("sync cache %s ignored: cannot be read back (%s)", path, type(exc).__name__)
-        return None
+        return None, None
 
 
 def _unpickle(payload: memoryview) -> Any:
@@ -185,24 +188,31 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
         if changed(cached):
             # never the signing key; nor monotonic prune times (a one-shot sync always prunes)
             kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
+            cached.memo_sum = None  # until the new file is written: no view may name the old one
             try:
-                _write_one(cfg, FILE_NAME, memo)
+                cached.memo_sum = _write_one(cfg, FILE_NAME, memo)
             finally:
                 memo.signers, memo.next_prune = kept
             cached.loaded = _entries(memo)
         if conn is not None:
             from wgsyncd.store import known
 
-            _write_one(cfg, VIEW_FILE, (time.time(), _as_ages(known.memo_for(conn, cfg.host_id))))
+            live = known.memo_for(conn, cfg.host_id)
+            _write_one(cfg, VIEW_FILE, (time.time(), _as_ages(live, _last_ref(live.last, cached))))
     except OSError as exc:
         log.warning("cannot keep the sync cache in %s: %s", cfg.daemon.state_dir, exc.strerror or exc)
 
 
-def _write_one(cfg: Config, name: str, obj: Any) -> None:
-    """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic."""
+def _write_one(cfg: Config, name: str, obj: Any) -> str:
+    """One cache file: magic, config fingerprint, sha256 of the payload, payload; 0600, atomic.
+
+    Returns the payload's sha256 (a view names the memo file it refers to by it).
+    """
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    head = MAGIC + fingerprint(cfg).encode() + b"\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n\n"
+    digest = hashlib.sha256(payload).hexdigest()
+    head = MAGIC + fingerprint(cfg).encode() + b"\n" + digest.encode() + b"\n\n"
     write_atomic(Path(cfg.daemon.state_dir) / name, head + payload, 0o600, fsync=False)
+    return digest
 
 
 def _entries(memo: Memo) -> dict[str, Any]:
@@ -237,16 +247,16 @@ def _same(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
     return True
 
 
-def _as_ages(store_memo: Any) -> Any:
+def _as_ages(store_memo: Any, last: Any = None) -> Any:
     """A copy of the writer's memo: its view and row hashes, monotonic times as ages (<= 0).
 
     Load adds its own monotonic clock and subtracts the wall time since the save (_rebase).
     Not kept: the object-identity maps (rows, committed): reading them back costs more
-    than building those row values again.
+    than building those row values again. ``last`` replaces the memo's ``last`` (see _last_ref).
     """
     now = time.monotonic()
     out = copy.copy(store_memo)
-    out.rows, out.committed = {}, {}
+    out.rows, out.committed, out.last = {}, {}, last
     if out.view is not None:
         out.view = dataclasses.replace(out.view, loaded_at=out.view.loaded_at - now)
     if out.drift is not None:
@@ -268,3 +278,40 @@ def _rebase(store_memo: Any, elapsed: float) -> Any:
     if store_memo.drift is not None:
         store_memo.drift = (store_memo.drift[0], now + store_memo.drift[1] - elapsed)
     return store_memo
+
+
+_LAST_REF = "merged interfaces of memo file"
+
+
+def _last_ref(last: Any, cached: Cached) -> Any:
+    """What the writer's ``last`` (HostMemo.same_state) becomes in the view file: a reference, or None.
+
+    Why: the last commit was planned from the merge memo's own Interface objects; kept
+    as objects in the view file they would be a second copy (4 MB at 10,000 peers) that
+    is never the same object as the memo's, so same_state would fail on every timer run
+    and the writer would plan all 10,000 peers again. Kept instead: the names, sources
+    and interface ids, and the sha256 of the memo file whose merged interfaces they
+    were -- only when every interface is exactly that memo's merged one. Anything else
+    is None: the next run plans in full, as the writer does after any doubt.
+    """
+    if last is None or cached.memo_sum is None:
+        return None
+    ifaces, sources, ids = last
+    merged = cached.memo.merge.interfaces
+    for name, (iface, peers) in ifaces.items():
+        entry = merged.get(name)
+        if entry is None or entry.merged is not iface or peers != iface.peers:
+            return None
+    return (_LAST_REF, cached.memo_sum, tuple(ifaces), dict(sources), dict(ids))
+
+
+def _last_from(ref: Any, cached: Cached) -> Any:
+    """The writer's ``last`` rebuilt from the loaded memo, if the view names that very memo file."""
+    if not (isinstance(ref, tuple) and len(ref) == 5 and ref[0] == _LAST_REF):
+        return None
+    _tag, memo_sum, names, sources, ids = ref
+    merged = cached.memo.merge.interfaces
+    if memo_sum != cached.memo_sum or not all(name in merged for name in names):
+        return None
+    ifaces = {name: (merged[name].merged, dict(merged[name].merged.peers)) for name in names}
+    return (ifaces, sources, ids)
