@@ -34,6 +34,8 @@ import os
 import pickle
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,25 @@ def _load_one(cfg: Config, name: str) -> tuple[Any, str | None]:
     except Exception as exc:  # checksum matched, so only a code change gets here
         log.warning("sync cache %s ignored: cannot be read back (%s)", path, type(exc).__name__)
         return None, None
+
+
+@contextmanager
+def one_shot() -> Iterator[None]:
+    """The cyclic garbage collector off for one `wgsyncd sync` run (a new process, then exit).
+
+    Why: a 10,000-peer run builds some 100,000 container objects that live until the
+    process ends (sources, merge, memo, row values); the collector would traverse them
+    again and again and free nothing: measured 0.3-0.6 s of CPU on a run without cache,
+    peak RSS unchanged. What few cycles a run makes are freed when it exits. The daemon
+    keeps the collector (it runs for months).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _unpickle(payload: memoryview) -> Any:

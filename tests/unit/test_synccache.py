@@ -264,3 +264,13 @@ def test_a_committed_state_not_from_the_memo_is_not_named(tmp_path: Path) -> Non
     _merged(cfg, memo)
     synccache.save(cfg, synccache.Cached(memo), conn)
     assert synccache.load(cfg).store.last is None
+
+
+def test_one_shot_turns_the_collector_off_and_back_on_even_after_an_error() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), synccache.one_shot():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed run")
+    assert gc.isenabled()
