@@ -218,15 +218,19 @@ def _merged(cfg: Config, memo: Memo) -> object:
     return merge.merge(cfg.host_id, cfg.hostname, [res], datetime.now(UTC), memo.merge)
 
 
+def _commit_and_save(cfg: Config, memo: Memo, planned_from: Memo | None = None) -> None:
+    """A commit of the state merged through ``planned_from`` (default ``memo``), then the run's save."""
+    conn = _Conn()
+    live = known.memo_for(conn, cfg.host_id)
+    live.view = _view(time.monotonic())
+    live.remember(_merged(cfg, planned_from or memo))
+    synccache.save(cfg, synccache.Cached(memo), conn)
+
+
 def test_the_next_run_knows_an_unchanged_state_is_the_one_it_committed(tmp_path: Path) -> None:
     """Timer mode: the view names the memo file, so same_state holds and no peer is planned again."""
     cfg = make_cfg(tmp_path)
-    memo = filled_memo(cfg)
-    conn = _Conn()
-    live = known.memo_for(conn, "h1")
-    live.view = _view(time.monotonic())
-    live.remember(_merged(cfg, memo))
-    synccache.save(cfg, synccache.Cached(memo), conn)
+    _commit_and_save(cfg, filled_memo(cfg))
     assert b"[Interface]" not in cache_file(cfg, synccache.VIEW_FILE).read_bytes()  # no second copy
     cached = synccache.load(cfg)
     assert cached.store.last is not None
@@ -240,12 +244,7 @@ def test_the_next_run_knows_an_unchanged_state_is_the_one_it_committed(tmp_path:
 def test_a_view_naming_another_memo_file_plans_in_full(tmp_path: Path) -> None:
     """A memo file replaced after the view was written (or never written): the view's last is dropped."""
     cfg = make_cfg(tmp_path)
-    memo = filled_memo(cfg)
-    conn = _Conn()
-    live = known.memo_for(conn, "h1")
-    live.view = _view(time.monotonic())
-    live.remember(_merged(cfg, memo))
-    synccache.save(cfg, synccache.Cached(memo), conn)
+    _commit_and_save(cfg, filled_memo(cfg))
     other = filled_memo(cfg)
     other.uapi.clear()
     synccache._write_one(cfg, synccache.FILE_NAME, other)  # e.g. a crash between the two writes
@@ -257,12 +256,8 @@ def test_a_committed_state_not_from_the_memo_is_not_named(tmp_path: Path) -> Non
     """last built from objects the memo does not hold (another merge): nothing is claimed."""
     cfg = make_cfg(tmp_path)
     memo = filled_memo(cfg)
-    conn = _Conn()
-    live = known.memo_for(conn, "h1")
-    live.view = _view(time.monotonic())
-    live.remember(_merged(cfg, Memo().for_host("h1")))  # merged through another memo
     _merged(cfg, memo)
-    synccache.save(cfg, synccache.Cached(memo), conn)
+    _commit_and_save(cfg, memo, planned_from=Memo().for_host("h1"))  # merged through another memo
     assert synccache.load(cfg).store.last is None
 
 
