@@ -80,7 +80,7 @@ def sync(ctx: click.Context) -> None:
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:
-        with _database(cfg) as conn:
+        with _database(cfg) as conn, synccache.one_shot():
             bar.phase("checking the schema")
             store.prepare(conn, cfg.database.auto_migrate)
             cached = synccache.load(cfg)  # timer mode: what the last run parsed, merged and wrote

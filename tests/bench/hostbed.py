@@ -159,8 +159,13 @@ class BenchHost:
                 timeout = 30.0
                 optional = false
                 data_dir = ""
+                [daemon]
+                state_dir = "{path.parent / (path.stem + '-state')}"
             """)
         )
+        # the bench's own state dir (signing key, sync cache): never /var/lib/wgsyncd,
+        # which another bench or a real agent on the machine may be using
+        (path.parent / (path.stem + "-state")).mkdir(mode=0o700, exist_ok=True)
         return path
 
     def counters(self) -> dict[str, tuple[int, int, int]]:

@@ -121,6 +121,19 @@ def test_a_cache_of_another_host_or_config_is_never_used(tmp_path: Path, change,
     assert not caplog.records  # not a fault: a new host or config simply starts afresh
 
 
+def test_the_binding_to_a_database_holds_no_password(tmp_path: Path) -> None:
+    """The header binds the cache to the database, not to a password that could be guessed from it."""
+    cfg = make_cfg(tmp_path)
+
+    def with_dsn(dsn: str):
+        return dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=dsn))
+
+    one = synccache.fingerprint(with_dsn("host=db dbname=wgsyncd user=h1 password=hunter2"))
+    assert one == synccache.fingerprint(with_dsn("host=db dbname=wgsyncd user=h1 password=other"))
+    assert one != synccache.fingerprint(with_dsn("host=db dbname=elsewhere user=h1 password=hunter2"))
+    assert "hunter2" not in repr(synccache._database_target("host=db password=hunter2"))
+
+
 @pytest.mark.parametrize(
     "spoil",
     [
@@ -206,3 +219,66 @@ def test_private_keys_in_the_cache_are_those_of_root_only_conf_files(tmp_path: P
     st = cache_file(cfg).stat()
     assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600
     assert stat.S_IMODE(Path(cfg.daemon.state_dir).stat().st_mode) & 0o077 == 0
+
+
+def _merged(cfg: Config, memo: Memo) -> object:
+    """One real read of the conf dir and merge through ``memo`` (what a timer run does)."""
+    from datetime import UTC, datetime
+
+    from wgsyncd import merge
+
+    res = conffiles.read(cfg.conf, None, memo.conf)
+    return merge.merge(cfg.host_id, cfg.hostname, [res], datetime.now(UTC), memo.merge)
+
+
+def _commit_and_save(cfg: Config, memo: Memo, planned_from: Memo | None = None) -> None:
+    """A commit of the state merged through ``planned_from`` (default ``memo``), then the run's save."""
+    conn = _Conn()
+    live = known.memo_for(conn, cfg.host_id)
+    live.view = _view(time.monotonic())
+    live.remember(_merged(cfg, planned_from or memo))
+    synccache.save(cfg, synccache.Cached(memo), conn)
+
+
+def test_the_next_run_knows_an_unchanged_state_is_the_one_it_committed(tmp_path: Path) -> None:
+    """Timer mode: the view names the memo file, so same_state holds and no peer is planned again."""
+    cfg = make_cfg(tmp_path)
+    _commit_and_save(cfg, filled_memo(cfg))
+    assert b"[Interface]" not in cache_file(cfg, synccache.VIEW_FILE).read_bytes()  # no second copy
+    cached = synccache.load(cfg)
+    assert cached.store.last is not None
+    state = _merged(cfg, cached.memo)  # the next run reads the same file
+    assert cached.store.same_state(state)
+    (Path(cfg.conf.directory) / "wg0.conf").write_text(CONF.replace("51820", "51821"))
+    cached = synccache.load(cfg)
+    assert not cached.store.same_state(_merged(cfg, cached.memo))  # a changed file is planned
+
+
+def test_a_view_naming_another_memo_file_plans_in_full(tmp_path: Path) -> None:
+    """A memo file replaced after the view was written (or never written): the view's last is dropped."""
+    cfg = make_cfg(tmp_path)
+    _commit_and_save(cfg, filled_memo(cfg))
+    other = filled_memo(cfg)
+    other.uapi.clear()
+    synccache._write_one(cfg, synccache.FILE_NAME, other)  # e.g. a crash between the two writes
+    cached = synccache.load(cfg)
+    assert cached.store is not None and cached.store.view is not None and cached.store.last is None
+
+
+def test_a_committed_state_not_from_the_memo_is_not_named(tmp_path: Path) -> None:
+    """last built from objects the memo does not hold (another merge): nothing is claimed."""
+    cfg = make_cfg(tmp_path)
+    memo = filled_memo(cfg)
+    _merged(cfg, memo)
+    _commit_and_save(cfg, memo, planned_from=Memo().for_host("h1"))  # merged through another memo
+    assert synccache.load(cfg).store.last is None
+
+
+def test_one_shot_turns_the_collector_off_and_back_on_even_after_an_error() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), synccache.one_shot():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed run")
+    assert gc.isenabled()
