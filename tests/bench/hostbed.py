@@ -141,6 +141,10 @@ class BenchHost:
     def write_config(self, path: Path, dsn: str) -> Path:
         """A wgsyncd config reading all three sources for this interface into ``dsn``."""
         assert self.wgrest is not None and self.conf_dir is not None
+        # the bench's own state dir (signing key, sync cache): never /var/lib/wgsyncd,
+        # which another bench or a real agent on the machine may be using
+        state_dir = path.parent / f"{path.stem}-state"
+        state_dir.mkdir(mode=0o700, exist_ok=True)
         path.write_text(
             textwrap.dedent(f"""\
                 host_id = "{self.host_id}"
@@ -160,12 +164,9 @@ class BenchHost:
                 optional = false
                 data_dir = ""
                 [daemon]
-                state_dir = "{path.parent / (path.stem + '-state')}"
+                state_dir = "{state_dir}"
             """)
         )
-        # the bench's own state dir (signing key, sync cache): never /var/lib/wgsyncd,
-        # which another bench or a real agent on the machine may be using
-        (path.parent / (path.stem + "-state")).mkdir(mode=0o700, exist_ok=True)
         return path
 
     def counters(self) -> dict[str, tuple[int, int, int]]:
