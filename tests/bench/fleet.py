@@ -88,10 +88,18 @@ class Probe:
 
 
 def _run(
-    phase: str, probe: Probe, dsn: str, recording: Any, hosts: list[int], workers: int, **extra: Any
+    phase: str,
+    probe: Probe,
+    dsn: str,
+    recording: Any,
+    hosts: list[int],
+    workers: int,
+    before_go: Any = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Start the workers on a slice of ``hosts`` each; once all are connected, read the probe
-    and let them go (paced: at ``start``, 1 s later); wait; merge their records."""
+    """Start the workers on a slice of ``hosts`` each; once all are connected, call
+    ``before_go`` (if any), read the probe and let them go (paced: at ``start``, 1 s later);
+    wait; merge their records."""
     from tests.bench.fleet_gen import run_worker
 
     ctx = mp.get_context("spawn")
@@ -104,6 +112,8 @@ def _run(
         procs.append(p)
     for _ in procs:
         ready.get(timeout=600)
+    if before_go is not None:
+        before_go()
     got: dict[str, Any] = {"a": probe.read()}
     start.value = time.time() + 1.0
     go.set()

@@ -206,13 +206,22 @@ class Driver:
             self.poll(0.5)
 
 
+def host_conninfo(args: dict[str, Any], h: int) -> bytes:
+    """Host ``h``'s conninfo: the shared DSN, or with a ``role_secret`` its own role and
+    password (tests/bench/fleet_roles.py: one login role per host)."""
+    if args.get("role_secret") is None:
+        return args["dsn"].encode()
+    from tests.bench.fleet_roles import role_conninfo
+
+    return role_conninfo(args["dsn"], h, args["role_secret"]).encode()
+
+
 def run_worker(args: dict[str, Any], out: Any, ready: Any, go: Any, start: Any) -> None:
     """One generator process: connect its hosts, say ready, wait for go, run ``args['phase']``,
     put the records on ``out`` (generator CPU counts from go: connecting is not a cycle)."""
     rec: Recording = args["recording"]
-    conninfo = args["dsn"].encode()
     try:
-        conns = {h: Conn(h, conninfo) for h in args["hosts"]}
+        conns = {h: Conn(h, host_conninfo(args, h)) for h in args["hosts"]}
         drv = Driver(rec, conns)
     except Exception as exc:  # reported by the parent with the worker's message
         ready.put(False)

@@ -1,0 +1,462 @@
+"""``python -m tests.bench.fleet_roles``: the fleet with one login role per host, through pgbouncer.
+
+Why: the fleet benchmark (tests/bench/fleet.py) logs every simulated host in as the
+schema owner, one pgbouncer pool. Deployed, each host has its own role (``wgsyncd db
+add-host``, row-level security and the SECURITY DEFINER put functions check it), and
+pgbouncer keeps one pool per (database, user): a server connection serves one host.
+So either every host keeps an idle PostgreSQL backend (``server_idle_timeout`` above
+the interval), or most cycles need a new one (fork, SCRAM authentication, cold
+catalog and PL/pgSQL caches). This measures both on real parts:
+
+- PostgreSQL 15 (fsync on), host roles made by ``store.roles.add_host`` with a
+  password (a SCRAM-SHA-256 verifier), ``pg_hba``: ``scram-sha-256`` for wgsyncd_host
+  members; pgbouncer 1.18, transaction mode, ``auth_type = hba`` (``scram-sha-256``),
+  ``auth_file`` holding the roles' verifiers read from ``pg_authid`` (so pgbouncer logs
+  in to PostgreSQL with the client's own SCRAM keys), one pool per host role;
+- each simulated host holds its own client connection as its own role and replays
+  the writer's recorded cycles (tests/bench/fleet_record.py, recorded as a bound host
+  role) with its host_id: row-level security checks every row as in production.
+
+Modes (one pgbouncer each, the same database): ``keep`` (server_idle_timeout above the
+interval: one backend per host stays) and ``churn`` (below it: a backend per cycle).
+Per mode one paced run of ``--rounds`` intervals: PostgreSQL CPU per cycle (reaped
+backends included), pgbouncer CPU, latency, backends forked per cycle
+(pg_stat_database.sessions), server connections at the end and the memory of each
+host backend (/proc/PID/smaps_rollup), and whether every cycle was committed within
+``--slack`` seconds of its slot. ``extrapolate`` scales the figures to 10,000 hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.bench.fleet_gen import host_name
+
+MODES = ("keep", "churn")
+
+
+def role_name(h: int) -> str:
+    """Host number -> its login role (host_id fleet-00042 -> wgs_fleet_00042)."""
+    return "wgs_" + host_name(h).replace("-", "_")
+
+
+def host_password(secret: str, h: int) -> str:
+    """Host ``h``'s password, derived from this run's random secret (never printed)."""
+    return hmac.new(bytes.fromhex(secret), str(h).encode(), hashlib.sha256).hexdigest()
+
+
+def role_conninfo(dsn: str, h: int, secret: str) -> str:
+    """The shared pgbouncer DSN with host ``h``'s own role and password."""
+    return f"{dsn} user={role_name(h)} password={host_password(secret, h)}"
+
+
+def pgbouncer_ini(
+    base: Path, port: int, dbname: str, socket_dir: str, pg_port: int, mode: dict[str, Any]
+) -> str:
+    """A fleet pgbouncer: transaction mode, SCRAM for host roles, one pool per role."""
+    return (
+        "[databases]\n"
+        # no user= : each client logs in to PostgreSQL as its own role (SCRAM pass-through)
+        f"{dbname} = host={socket_dir} port={pg_port} dbname={dbname}\n"
+        "[pgbouncer]\n"
+        "listen_addr = 127.0.0.1\n"
+        f"listen_port = {port}\n"
+        f"unix_socket_dir = {base}\n"
+        "auth_type = hba\n"
+        f"auth_hba_file = {base / 'hba.conf'}\n"
+        f"auth_file = {base / 'userlist.txt'}\n"
+        "pool_mode = transaction\n"
+        f"default_pool_size = {mode['pool_size']}\n"
+        "reserve_pool_size = 0\n"
+        f"max_client_conn = {mode['max_client_conn']}\n"
+        f"max_db_connections = {mode['max_db_connections']}\n"
+        f"server_idle_timeout = {mode['server_idle_timeout']:g}\n"
+        "admin_users = postgres\n"
+        "ignore_startup_parameters = \n"
+        f"logfile = {base / 'pgbouncer.log'}\n"
+        f"pidfile = {base / 'pgbouncer.pid'}\n"
+    )
+
+
+PGBOUNCER_HBA = "local pgbouncer postgres trust\nlocal all all scram-sha-256\n"
+# PostgreSQL: host roles by SCRAM; the bench's superuser and owner keep the bed's trust
+POSTGRES_HBA = "local all +wgsyncd_host scram-sha-256"
+
+
+def mode_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """pgbouncer settings of a mode: keep (idle backends outlive the interval) or churn."""
+    idle = args.interval * 5 if name == "keep" else args.churn_idle_timeout
+    return {
+        "mode": name,
+        "pool_size": 1,  # a host has one client connection: its pool never needs two
+        "max_client_conn": args.hosts + 100,
+        "max_db_connections": 0 if name == "keep" else args.churn_max_db_connections,
+        "server_idle_timeout": idle,
+    }
+
+
+def extrapolate(step: dict[str, Any], hosts: int = 10_000, interval: float = 60.0) -> dict[str, Any]:
+    """A measured mode scaled to ``hosts`` every ``interval`` s: what grows with the cycle rate
+    (CPU per cycle, forks per cycle) scales with hosts / interval, what grows with the host
+    count (idle backends in keep mode) with hosts."""
+    rate = hosts / interval
+    out: dict[str, Any] = {
+        "hosts": hosts,
+        "interval_s": interval,
+        "cycles_per_s": rate,
+        "postgres_cores": rate * step["db_cpu_ms_per_cycle"] / 1000,
+        "pgbouncer_cores": rate * step["pooler_cpu_ms_per_cycle"] / 1000,
+        "backends_forked_per_s": rate * step["backends_per_cycle"],
+    }
+    mem = step.get("backend_memory") or {}
+    if step["mode"] == "keep":
+        out["server_connections"] = hosts
+        out["idle_backend_private_bytes"] = hosts * mem.get("private_mean", 0)
+    else:  # a backend lives its cycle plus server_idle_timeout, then closes
+        live = rate * (step["server_idle_timeout"] + step["latency_p50_s"])
+        out["server_connections"] = live
+        out["idle_backend_private_bytes"] = live * mem.get("private_mean", 0)
+    return out
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of client and server sockets: soft open-files limit up to the hard one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _cluster_class(max_connections: int) -> type:
+    """PgCluster with room for one backend per host (the bed's default is 200)."""
+    from tests.beds.postgres import PgCluster
+
+    class BigCluster(PgCluster):
+        def _opts(self) -> str:
+            return super()._opts().replace("max_connections=200", f"max_connections={max_connections}")
+
+    return BigCluster
+
+
+def make_roles(owner_dsn: str, cluster: Any, dbname: str, hosts: int, secret: str) -> list[str]:
+    """``add_host`` with a password for the template and every host; their SCRAM verifiers
+    as pgbouncer's auth_file lines (what a DBA copies from pg_authid)."""
+    import psycopg
+
+    from tests.bench.fleet_record import TEMPLATE_HOST
+    from wgsyncd.store import roles
+
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        roles.add_host(conn, TEMPLATE_HOST, "wgs_template", host_password(secret, -1))
+        for h in range(hosts):
+            roles.add_host(conn, host_name(h), role_name(h), host_password(secret, h))
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE 'wgs\\_fleet\\_%' ORDER BY 1"
+        ).fetchall()
+    return ['"postgres" ""', *(f'"{name}" "{verifier}"' for name, verifier in rows)]
+
+
+def start_bouncer(base: Path, cluster: Any, dbname: str, mode: dict[str, Any], users: list[str]) -> Any:
+    """Write ini, hba and auth_file; start pgbouncer as the cluster's owner; wait for it."""
+    from tests.beds.pgbouncer import PGBOUNCER, PgBouncer
+    from tests.beds.postgres import free_tcp_port
+
+    base.mkdir(parents=True)
+    port = free_tcp_port()
+    (base / "pgbouncer.ini").write_text(
+        pgbouncer_ini(base, port, dbname, cluster.socket_dir, cluster.port, mode)
+    )
+    (base / "hba.conf").write_text(PGBOUNCER_HBA)
+    (base / "userlist.txt").write_text("\n".join(users) + "\n")
+    os.chmod(base / "userlist.txt", 0o600)
+    if cluster.user:
+        for p in (base, *base.iterdir()):
+            shutil.chown(p, user=cluster.user)
+    quiet = subprocess.DEVNULL
+    cmd = [str(PGBOUNCER), str(base / "pgbouncer.ini")]
+    proc = subprocess.Popen(cmd, user=cluster.user, cwd=str(base), stdin=quiet, stdout=quiet, stderr=quiet)
+    bouncer = PgBouncer(base_dir=base, port=port, proc=proc, pool_size=mode["pool_size"])
+    bouncer._wait_ready()
+    return bouncer
+
+
+def host_backends(admin_dsn: str) -> list[int]:
+    """PIDs of the PostgreSQL backends logged in as a host role."""
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE usename LIKE 'wgs\\_fleet\\_%'"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _own_bytes(pid: int) -> dict[str, int] | None:
+    """Rss, Pss and the pages only this backend maps in its private mappings (/proc/PID/smaps;
+    shared memory, e.g. shared_buffers, and pages still shared with the postmaster left out:
+    what one more backend costs), or None when it ended meanwhile."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return None
+    out = {"rss": 0, "pss": 0, "private": 0}
+    private_mapping = False
+    for line in text.splitlines():
+        head, _, rest = line.partition(" ")
+        if "-" in head and not head.endswith(":"):  # a mapping's header: start-end perms ...
+            private_mapping = rest[3:4] == "p"
+        elif head == "Rss:":
+            out["rss"] += int(rest.split()[0]) * 1024
+        elif head == "Pss:":
+            out["pss"] += int(rest.split()[0]) * 1024
+        elif head in ("Private_Clean:", "Private_Dirty:") and private_mapping:
+            out["private"] += int(rest.split()[0]) * 1024
+    return out
+
+
+def backend_memory(pids: list[int]) -> dict[str, Any]:
+    """Mean and total Rss / Pss / own private bytes of those backends."""
+    per = [m for m in map(_own_bytes, pids) if m is not None]
+    n = len(per)
+    out: dict[str, Any] = {"backends": n}
+    for k in ("rss", "pss", "private"):
+        total = sum(p[k] for p in per)
+        out[f"{k}_total"], out[f"{k}_mean"] = total, (total / n if n else 0)
+    return out
+
+
+def connect_only_cpu_ms(cluster: Any, dsn: str, n: int) -> float:
+    """PostgreSQL CPU of one bare session as a host role (fork, SCRAM, ``SELECT 1``, exit),
+    direct, n in a row: the part of a churned cycle that is not the cycle's own work."""
+    import psycopg
+
+    from tests.bench.multihost import postgres_cpu_s
+
+    a = postgres_cpu_s(cluster.data_dir)
+    for _ in range(n):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    return 1000 * (postgres_cpu_s(cluster.data_dir) - a) / n
+
+
+def sessions(admin_dsn: str, dbname: str) -> int:
+    """Sessions PostgreSQL has started in the database so far (pg_stat_database, PG 14+)."""
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def _settled(bouncer: Any, dbname: str, mode: dict[str, Any], deadline_s: float) -> int:
+    """churn: wait (with a deadline) until the server connections made at login have timed
+    out, so the measured cycles start with none; returns how many remain."""
+    end = time.monotonic() + deadline_s
+    while True:
+        left = sum(r["sv_idle"] + r["sv_used"] for r in bouncer.show("POOLS") if r["database"] == dbname)
+        if mode["mode"] == "keep" or left == 0 or time.monotonic() > end:
+            return int(left)
+        time.sleep(0.5)  # polling a condition with a deadline
+
+
+def run_mode(ctx: dict[str, Any], name: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """One pgbouncer in ``name`` mode; every host connects as its role; one paced run."""
+    from tests.bench.fleet import Probe, _measured, _run
+    from tests.bench.multihost import _pct, process_cpu_s
+
+    cluster, dbname, admin = ctx["cluster"], ctx["dbname"], ctx["admin_dsn"]
+    mode = mode_settings(name, args)
+    bouncer = start_bouncer(ctx["base"] / f"pgb-{name}", cluster, dbname, mode, ctx["users"])
+    try:
+        probe = Probe(cluster, bouncer, admin)
+        dur = args.rounds * args.interval
+        marks: dict[str, Any] = {}
+
+        def before_go() -> None:  # all hosts logged in: let login's backends go, then count
+            marks["left_at_start"] = _settled(bouncer, dbname, mode, 3 * mode["server_idle_timeout"] + 30)
+            marks["sessions"], marks["pgb_cpu"] = sessions(admin, dbname), process_cpu_s(bouncer.proc.pid)
+
+        got = _run("paced", probe, bouncer.dsn(dbname), ctx["rec"], list(range(args.hosts)), args.workers,
+                   before_go=before_go, role_secret=ctx["secret"], interval=args.interval, m=args.hosts,
+                   duration_s=dur, idle_percent=args.idle_percent, k0=10_000)  # fmt: skip
+        recs = got["records"]
+        last = max((r[4] for r in recs), default=got["start"])
+        out = _measured("paced", probe, got, max(dur, last - got["start"]))
+        pids = host_backends(admin)
+        lag = [end - due for _h, _k, due, _s, end, _ok in recs]
+        out.update(mode, hosts=args.hosts, interval_s=args.interval)
+        out["required_cycles_per_s"] = args.hosts / args.interval
+        out.update(
+            backends_per_cycle=(sessions(admin, dbname) - marks["sessions"]) / len(recs),
+            pooler_cpu_ms_per_cycle=1000 * (process_cpu_s(bouncer.proc.pid) - marks["pgb_cpu"]) / len(recs),
+            server_connections_left_at_start=marks["left_at_start"],
+            server_connections_at_end=len(pids),
+            backend_memory=backend_memory(pids),
+            done_after_slot_p50_s=_pct(lag, 0.5),
+            done_after_slot_p99_s=_pct(lag, 0.99),
+            done_after_slot_max_s=max(lag, default=0.0),
+            loadavg=os.getloadavg(),
+        )
+        out["keeps_up"] = len(recs) == args.hosts * args.rounds and out["done_after_slot_max_s"] <= args.slack
+        if name == "churn":
+            out["connect_only_cpu_ms"] = connect_only_cpu_ms(cluster, ctx["host0_dsn"], args.connects)
+        out["at_10000_hosts"] = extrapolate(out)
+        log(_line(out))
+        return out
+    finally:
+        bouncer.stop()
+
+
+def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
+    """PostgreSQL, roles, the recording (as a bound host role), populate, then each mode."""
+    import psycopg
+
+    from tests.bench.fleet import Probe, _measured, _run
+    from tests.bench.fleet_db import apply_settings
+    from tests.bench.fleet_record import record
+    from wgsyncd import store
+
+    _raise_fd_limit()
+    base = Path(tempfile.mkdtemp(prefix="wgsyncd-fleetroles-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    cluster = _cluster_class(args.hosts + 100).start(base / "db", durable=True, hba=POSTGRES_HBA)
+    try:
+        settings = apply_settings(cluster, args.pg_set)
+        owner_dsn, _owner = cluster.create_owned_database()
+        dbname = str(psycopg.conninfo.conninfo_to_dict(owner_dsn)["dbname"])
+        with psycopg.connect(owner_dsn) as conn:
+            store.migrate(conn)
+        secret = secrets.token_hex(16)
+        t0 = time.monotonic()
+        users = make_roles(owner_dsn, cluster, dbname, args.hosts, secret)
+        log(f"  {args.hosts} host roles (add_host with a password) in {time.monotonic() - t0:.0f} s")
+        template_dsn = f"{cluster.dsn(dbname, user='wgs_template')} password={host_password(secret, -1)}"
+        rec = record(template_dsn, args.peers, tempfile.mkdtemp(dir=base))
+        admin = cluster.dsn()  # not the host database: its sessions count host backends
+        cluster.admin("CREATE EXTENSION IF NOT EXISTS pg_walinspect")  # WAL breakdown (probe)
+        host0 = f"{cluster.dsn(dbname, user=role_name(0))} password={host_password(secret, 0)}"
+        ctx = {"cluster": cluster, "dbname": dbname, "admin_dsn": admin, "users": users, "rec": rec,
+               "secret": secret, "base": base, "host0_dsn": host0}  # fmt: skip
+        res: dict[str, Any] = {
+            "hosts": args.hosts, "peers_per_host": args.peers, "interval_s": args.interval,
+            "rounds": args.rounds, "workers": args.workers, "slack_s": args.slack,
+            "idle_percent": args.idle_percent, "postgres_settings": settings,
+            "auth": "scram-sha-256 client->pgbouncer (auth_file: verifiers from pg_authid) and "
+            "pgbouncer->PostgreSQL (pass-through), unix sockets",
+        }  # fmt: skip
+        # populate: every host's first sync through a keep-mode pgbouncer, as its own role
+        bouncer = start_bouncer(base / "pgb-populate", cluster, dbname, mode_settings("keep", args), users)
+        try:
+            probe = Probe(cluster, bouncer, admin)
+            got = _run("populate", probe, bouncer.dsn(dbname), rec, list(range(args.hosts)), args.workers,
+                       role_secret=secret, inflight=4)  # fmt: skip
+            res["populate"] = _measured("populate", probe, got)
+            log(f"  populate: {len(got['records'])} first syncs as their own roles")
+        finally:
+            bouncer.stop()
+        res["modes"] = [run_mode(ctx, m, args, log) for m in args.modes]
+        return res
+    finally:
+        cluster.stop("fast")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _line(p: dict[str, Any]) -> str:
+    """One log / table line of a mode."""
+    mem = p["backend_memory"]
+    return (
+        f"| {p['mode']} | {p['server_idle_timeout']:g} s | {p['hosts']:,} | {p['cycles']:,} "
+        f"| {p['cycles_per_s']:.1f} | {p['latency_p50_s'] * 1000:.0f} ms "
+        f"| {p['latency_p99_s'] * 1000:.0f} ms "
+        f"| {p['backends_per_cycle']:.2f} | {p['db_cpu_ms_per_cycle']:.1f} ms | {p['db_cpu_cores']:.2f} "
+        f"| {p['pooler_cpu_ms_per_cycle']:.2f} ms | {p['server_connections_at_end']:,} "
+        f"| {mem['private_mean'] / 2**20:.1f} MiB | {p['done_after_slot_max_s']:.1f} s "
+        f"| {'yes' if p['keeps_up'] else 'NO'} | {p['loadavg'][0]:.1f} |"
+    )
+
+
+def table(res: dict[str, Any]) -> str:
+    """The printed (and README) table, and each mode at 10,000 hosts every 60 s."""
+    lines = [
+        f"{res['hosts']:,} hosts x {res['peers_per_host']:,} peers every {res['interval_s']:g} s "
+        f"(needs {res['hosts'] / res['interval_s']:.1f} cycles/s), each host its own role "
+        f"(SCRAM), pgbouncer transaction mode, one pool per role; {res['rounds']} intervals per mode",
+        "| mode | server_idle_timeout | hosts | cycles | cycles/s | p50 | p99 | backends forked per cycle "
+        "| PostgreSQL CPU per cycle | PostgreSQL cores | pgbouncer CPU per cycle | server connections "
+        "at end | private memory per backend | committed after slot, max | keeps up | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(_line(m) for m in res["modes"]),
+        "",
+        "| mode at 10,000 hosts every 60 s | PostgreSQL cores | pgbouncer cores | backends forked/s "
+        "| server connections | their private memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in res["modes"]:
+        x = m["at_10000_hosts"]
+        lines.append(
+            f"| {m['mode']} | {x['postgres_cores']:.2f} | {x['pgbouncer_cores']:.2f} "
+            f"| {x['backends_forked_per_s']:.0f} | {x['server_connections']:,.0f} "
+            f"| {x['idle_backend_private_bytes'] / 2**30:.1f} GiB |"
+        )
+        if "connect_only_cpu_ms" in m:
+            lines.append(f"{m['mode']}: a bare host session direct (fork, SCRAM, SELECT 1, exit) costs "
+                         f"PostgreSQL {m['connect_only_cpu_ms']:.1f} ms of CPU")  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The knobs; the defaults run the target's cycle rate (167/s) with 2,000 roles."""
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.fleet_roles", description=__doc__.split("\n")[0])
+    ap.add_argument("--hosts", type=int, default=2000, help="simulated hosts, one login role each")
+    ap.add_argument("--peers", type=int, default=100, help="peers per host")
+    ap.add_argument("--interval", type=float, default=12.0, help="seconds between a host's cycles")
+    ap.add_argument("--rounds", type=int, default=3, help="intervals per paced run")
+    ap.add_argument("--workers", type=int, default=2, help="generator processes")
+    ap.add_argument("--slack", type=float, default=6.0,
+                    help="keeps up: each cycle committed within this many s of its slot")  # fmt: skip
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="pgbouncer modes to run")
+    ap.add_argument("--churn-idle-timeout", type=float, default=2.0, help="server_idle_timeout in churn mode")
+    ap.add_argument("--churn-max-db-connections", type=int, default=0,
+                    help="max_db_connections in churn mode (0: no limit)")  # fmt: skip
+    ap.add_argument("--connects", type=int, default=200, help="bare sessions timed after churn")
+    ap.add_argument("--idle-percent", type=int, default=0, help="share of cycles with nothing changed")
+    ap.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a reload-level PostgreSQL setting for this run; repeatable")  # fmt: skip
+    ap.add_argument("--out", default=None, help="JSON path (default tests/bench/results/fleet-roles-<UTC>)")
+    args = ap.parse_args(argv)
+    if args.churn_idle_timeout >= args.interval:
+        ap.error("--churn-idle-timeout must be shorter than --interval (else nothing churns)")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    """Run, print the table, write the JSON."""
+    from tests.bench.__main__ import machine, report
+
+    args = parse_args(argv)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    result = {"started_at": started, "command": " ".join(["python -m tests.bench.fleet_roles", *argv]),
+              "machine": machine(), "loadavg_at_start": os.getloadavg(),
+              "fleet_roles": run(args, log=lambda m: print(m, flush=True))}  # fmt: skip
+    result["elapsed_s"] = time.monotonic() - t0
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    report(result, table(result["fleet_roles"]), args.out, prefix="fleet-roles-")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
