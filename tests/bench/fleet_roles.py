@@ -45,7 +45,7 @@ from typing import Any
 
 from tests.bench.fleet_gen import host_name
 
-MODES = ("keep", "churn")
+MODES = ("keep", "churn", "cap")
 
 
 def role_name(h: int) -> str:
@@ -97,13 +97,14 @@ POSTGRES_HBA = "local all +wgsyncd_host scram-sha-256"
 
 
 def mode_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """pgbouncer settings of a mode: keep (idle backends outlive the interval) or churn."""
-    idle = args.interval * 5 if name == "keep" else args.churn_idle_timeout
+    """pgbouncer settings of a mode: keep (idle backends outlive the interval), churn (they
+    do not), cap (they would, but at most ``--cap`` server connections to the database)."""
+    idle = args.churn_idle_timeout if name == "churn" else args.interval * 5
     return {
         "mode": name,
         "pool_size": 1,  # a host has one client connection: its pool never needs two
         "max_client_conn": args.hosts + 100,
-        "max_db_connections": 0 if name == "keep" else args.churn_max_db_connections,
+        "max_db_connections": args.cap if name == "cap" else 0,
         "server_idle_timeout": idle,
     }
 
@@ -122,13 +123,16 @@ def extrapolate(step: dict[str, Any], hosts: int = 10_000, interval: float = 60.
         "backends_forked_per_s": rate * step["backends_per_cycle"],
     }
     mem = step.get("backend_memory") or {}
-    if step["mode"] == "keep":
+    if step["mode"] == "keep":  # cap: the cap is its server connections
         out["server_connections"] = hosts
-        out["idle_backend_private_bytes"] = hosts * mem.get("private_mean", 0)
+        out["idle_backend_private_bytes"] = hosts * mem.get("own_mean", 0)
+    elif step["mode"] == "cap":
+        out["server_connections"] = step["max_db_connections"]
+        out["idle_backend_private_bytes"] = step["max_db_connections"] * mem.get("own_mean", 0)
     else:  # a backend lives its cycle plus server_idle_timeout, then closes
         live = rate * (step["server_idle_timeout"] + step["latency_p50_s"])
         out["server_connections"] = live
-        out["idle_backend_private_bytes"] = live * mem.get("private_mean", 0)
+        out["idle_backend_private_bytes"] = live * mem.get("own_mean", 0)
     return out
 
 
@@ -204,14 +208,15 @@ def host_backends(admin_dsn: str) -> list[int]:
 
 
 def _own_bytes(pid: int) -> dict[str, int] | None:
-    """Rss, Pss and the pages only this backend maps in its private mappings (/proc/PID/smaps;
-    shared memory, e.g. shared_buffers, and pages still shared with the postmaster left out:
-    what one more backend costs), or None when it ended meanwhile."""
+    """Rss, Pss, the pages only this backend maps in its private mappings (/proc/PID/smaps;
+    shared memory, e.g. shared_buffers, and pages still shared with the postmaster left out)
+    and its page tables (VmPTE): what one more backend costs; None when it ended meanwhile."""
     try:
         text = Path(f"/proc/{pid}/smaps").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    out = {"rss": 0, "pss": 0, "private": 0}
+    out = {"rss": 0, "pss": 0, "private": 0, "page_tables": 0}
     private_mapping = False
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
@@ -223,17 +228,22 @@ def _own_bytes(pid: int) -> dict[str, int] | None:
             out["pss"] += int(rest.split()[0]) * 1024
         elif head in ("Private_Clean:", "Private_Dirty:") and private_mapping:
             out["private"] += int(rest.split()[0]) * 1024
+    for line in status.splitlines():
+        if line.startswith("VmPTE:"):
+            out["page_tables"] = int(line.split()[1]) * 1024
     return out
 
 
 def backend_memory(pids: list[int]) -> dict[str, Any]:
-    """Mean and total Rss / Pss / own private bytes of those backends."""
+    """Mean and total Rss / Pss / own private bytes / page tables of those backends;
+    ``own_mean``: private + page tables, the figure to multiply by the backend count."""
     per = [m for m in map(_own_bytes, pids) if m is not None]
     n = len(per)
     out: dict[str, Any] = {"backends": n}
-    for k in ("rss", "pss", "private"):
+    for k in ("rss", "pss", "private", "page_tables"):
         total = sum(p[k] for p in per)
         out[f"{k}_total"], out[f"{k}_mean"] = total, (total / n if n else 0)
+    out["own_mean"] = out["private_mean"] + out["page_tables_mean"]
     return out
 
 
@@ -267,7 +277,7 @@ def _settled(bouncer: Any, dbname: str, mode: dict[str, Any], deadline_s: float)
     end = time.monotonic() + deadline_s
     while True:
         left = sum(r["sv_idle"] + r["sv_used"] for r in bouncer.show("POOLS") if r["database"] == dbname)
-        if mode["mode"] == "keep" or left == 0 or time.monotonic() > end:
+        if mode["mode"] != "churn" or left == 0 or time.monotonic() > end:
             return int(left)
         time.sleep(0.5)  # polling a condition with a deadline
 
@@ -311,7 +321,7 @@ def run_mode(ctx: dict[str, Any], name: str, args: argparse.Namespace, log: Any)
             loadavg=os.getloadavg(),
         )
         out["keeps_up"] = len(recs) == args.hosts * args.rounds and out["done_after_slot_max_s"] <= args.slack
-        if name == "churn":
+        if name != "keep":
             out["connect_only_cpu_ms"] = connect_only_cpu_ms(cluster, ctx["host0_dsn"], args.connects)
         out["at_10000_hosts"] = extrapolate(out)
         log(_line(out))
@@ -378,12 +388,13 @@ def _line(p: dict[str, Any]) -> str:
     """One log / table line of a mode."""
     mem = p["backend_memory"]
     return (
-        f"| {p['mode']} | {p['server_idle_timeout']:g} s | {p['hosts']:,} | {p['cycles']:,} "
+        f"| {p['mode']} | {p['server_idle_timeout']:g} s | {p['max_db_connections'] or '-'} "
+        f"| {p['hosts']:,} | {p['cycles']:,} "
         f"| {p['cycles_per_s']:.1f} | {p['latency_p50_s'] * 1000:.0f} ms "
         f"| {p['latency_p99_s'] * 1000:.0f} ms "
         f"| {p['backends_per_cycle']:.2f} | {p['db_cpu_ms_per_cycle']:.1f} ms | {p['db_cpu_cores']:.2f} "
         f"| {p['pooler_cpu_ms_per_cycle']:.2f} ms | {p['server_connections_at_end']:,} "
-        f"| {mem['private_mean'] / 2**20:.1f} MiB | {p['done_after_slot_max_s']:.1f} s "
+        f"| {mem['own_mean'] / 2**20:.1f} MiB | {p['done_after_slot_max_s']:.1f} s "
         f"| {'yes' if p['keeps_up'] else 'NO'} | {p['loadavg'][0]:.1f} |"
     )
 
@@ -394,10 +405,11 @@ def table(res: dict[str, Any]) -> str:
         f"{res['hosts']:,} hosts x {res['peers_per_host']:,} peers every {res['interval_s']:g} s "
         f"(needs {res['hosts'] / res['interval_s']:.1f} cycles/s), each host its own role "
         f"(SCRAM), pgbouncer transaction mode, one pool per role; {res['rounds']} intervals per mode",
-        "| mode | server_idle_timeout | hosts | cycles | cycles/s | p50 | p99 | backends forked per cycle "
-        "| PostgreSQL CPU per cycle | PostgreSQL cores | pgbouncer CPU per cycle | server connections "
-        "at end | private memory per backend | committed after slot, max | keeps up | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | server_idle_timeout | max_db_connections | hosts | cycles | cycles/s | p50 | p99 "
+        "| backends forked per cycle | PostgreSQL CPU per cycle | PostgreSQL cores | pgbouncer CPU per cycle "
+        "| server connections at end | memory per backend (private + page tables) "
+        "| committed after slot, max | keeps up | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_line(m) for m in res["modes"]),
         "",
         "| mode at 10,000 hosts every 60 s | PostgreSQL cores | pgbouncer cores | backends forked/s "
@@ -429,8 +441,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="keeps up: each cycle committed within this many s of its slot")  # fmt: skip
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="pgbouncer modes to run")
     ap.add_argument("--churn-idle-timeout", type=float, default=2.0, help="server_idle_timeout in churn mode")
-    ap.add_argument("--churn-max-db-connections", type=int, default=0,
-                    help="max_db_connections in churn mode (0: no limit)")  # fmt: skip
+    ap.add_argument("--cap", type=int, default=500, help="max_db_connections in cap mode")
     ap.add_argument("--connects", type=int, default=200, help="bare sessions timed after churn")
     ap.add_argument("--idle-percent", type=int, default=0, help="share of cycles with nothing changed")
     ap.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
