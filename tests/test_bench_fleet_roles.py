@@ -84,13 +84,28 @@ def test_extrapolation_scales_cycle_costs_with_the_rate_and_idle_backends_with_h
     assert churn["backends_forked_per_s"] == pytest.approx(rate)
     # a churned backend lives its cycle plus server_idle_timeout
     assert churn["server_connections"] == pytest.approx(rate * 2.05)
-    assert churn["idle_backend_private_bytes"] == pytest.approx(rate * 2.05 * 2 * 2**20)
+    assert churn["backend_memory_bytes"] == pytest.approx(rate * 2.05 * 2 * 2**20)
     keep = fr.extrapolate(_step("keep", db_cpu_ms_per_cycle=3.0), hosts=10_000, interval=60.0)
     assert keep["server_connections"] == 10_000 and keep["backends_forked_per_s"] == 0
-    assert keep["idle_backend_private_bytes"] == 10_000 * 2 * 2**20
+    assert keep["backend_memory_bytes"] == 10_000 * 2 * 2**20
     assert keep["postgres_cores"] == pytest.approx(rate * 0.003)
     # twice the hosts: twice the rate, twice the idle backends
     assert fr.extrapolate(_step("keep"), hosts=20_000)["server_connections"] == 20_000
+    cap = fr.extrapolate(_step("cap", max_db_connections=500), hosts=10_000)
+    assert cap["server_connections"] == 500 and cap["backend_memory_bytes"] == 500 * 2 * 2**20
+
+
+def test_a_churn_run_that_fell_behind_is_scaled_at_one_new_backend_per_cycle() -> None:
+    keep = _step("keep", db_cpu_ms_per_cycle=4.0)
+    behind = _step("churn", db_cpu_ms_per_cycle=10.0, backends_per_cycle=0.5)
+    assert fr.new_backend_cpu_ms(behind, keep) == pytest.approx(12.0)  # (10 - 4) / 0.5
+    x = fr.extrapolate(behind, hosts=6000, interval=60.0, keep=keep)
+    assert x["postgres_cpu_ms_per_cycle"] == pytest.approx(16.0)  # 4 + 12
+    assert x["postgres_cores"] == pytest.approx(100 * 0.016)
+    assert x["backends_forked_per_s"] == pytest.approx(100)
+    assert fr.new_backend_cpu_ms(_step("churn", backends_per_cycle=0.0), keep) == 0.0
+    # keep mode itself is scaled as measured
+    assert fr.extrapolate(keep, hosts=6000, keep=keep)["postgres_cpu_ms_per_cycle"] == 4.0
 
 
 def test_backend_memory_reads_smaps_of_live_pids_and_skips_ended_ones() -> None:
@@ -129,7 +144,8 @@ def test_tiny_run_keep_holds_a_backend_per_host_and_churn_forks_one_per_cycle(tm
     assert churn["backends_per_cycle"] >= 0.9
     assert churn["server_connections_left_at_start"] == 0
     assert churn["connect_only_cpu_ms"] > 0
-    assert churn["at_10000_hosts"]["backends_forked_per_s"] > 100
+    assert churn["at_10000_hosts"]["backends_forked_per_s"] == pytest.approx(10_000 / 60)
+    assert "new_backend_cpu_ms" in churn and "new_backend_cpu_ms" not in keep
     # cap: pgbouncer closes another pool's idle server connection to open one: bounded backends
     assert cap["server_connections_at_end"] <= 2 and cap["backends_per_cycle"] >= 0.5
     assert "10,000 hosts every 60 s" in fr.table(res)

@@ -109,30 +109,43 @@ def mode_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def extrapolate(step: dict[str, Any], hosts: int = 10_000, interval: float = 60.0) -> dict[str, Any]:
+def new_backend_cpu_ms(step: dict[str, Any], keep: dict[str, Any]) -> float:
+    """PostgreSQL CPU a new backend adds to a cycle (fork, SCRAM, cold catalog and PL/pgSQL
+    caches): this mode's cost per cycle over keep mode's, per backend forked."""
+    if not step["backends_per_cycle"]:
+        return 0.0
+    return (step["db_cpu_ms_per_cycle"] - keep["db_cpu_ms_per_cycle"]) / step["backends_per_cycle"]
+
+
+def extrapolate(
+    step: dict[str, Any], hosts: int = 10_000, interval: float = 60.0, keep: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A measured mode scaled to ``hosts`` every ``interval`` s: what grows with the cycle rate
     (CPU per cycle, forks per cycle) scales with hosts / interval, what grows with the host
-    count (idle backends in keep mode) with hosts."""
+    count (idle backends in keep mode) with hosts. A churn or cap mode measured beside keep
+    mode is scaled at one new backend per cycle (a deployed interval far above
+    server_idle_timeout; a run that fell behind measured fewer, its hosts' cycles bunched)."""
     rate = hosts / interval
+    forks, cycle_ms = step["backends_per_cycle"], step["db_cpu_ms_per_cycle"]
+    if keep is not None and step["mode"] != "keep":
+        forks, cycle_ms = 1.0, keep["db_cpu_ms_per_cycle"] + new_backend_cpu_ms(step, keep)
     out: dict[str, Any] = {
         "hosts": hosts,
         "interval_s": interval,
         "cycles_per_s": rate,
-        "postgres_cores": rate * step["db_cpu_ms_per_cycle"] / 1000,
+        "postgres_cpu_ms_per_cycle": cycle_ms,
+        "postgres_cores": rate * cycle_ms / 1000,
         "pgbouncer_cores": rate * step["pooler_cpu_ms_per_cycle"] / 1000,
-        "backends_forked_per_s": rate * step["backends_per_cycle"],
+        "backends_forked_per_s": rate * forks,
     }
     mem = step.get("backend_memory") or {}
-    if step["mode"] == "keep":  # cap: the cap is its server connections
+    if step["mode"] == "keep":
         out["server_connections"] = hosts
-        out["idle_backend_private_bytes"] = hosts * mem.get("own_mean", 0)
-    elif step["mode"] == "cap":
+    elif step["mode"] == "cap":  # the cap is its server connections
         out["server_connections"] = step["max_db_connections"]
-        out["idle_backend_private_bytes"] = step["max_db_connections"] * mem.get("own_mean", 0)
     else:  # a backend lives its cycle plus server_idle_timeout, then closes
-        live = rate * (step["server_idle_timeout"] + step["latency_p50_s"])
-        out["server_connections"] = live
-        out["idle_backend_private_bytes"] = live * mem.get("own_mean", 0)
+        out["server_connections"] = rate * (step["server_idle_timeout"] + step["latency_p50_s"])
+    out["backend_memory_bytes"] = out["server_connections"] * mem.get("own_mean", 0)
     return out
 
 
@@ -323,7 +336,6 @@ def run_mode(ctx: dict[str, Any], name: str, args: argparse.Namespace, log: Any)
         out["keeps_up"] = len(recs) == args.hosts * args.rounds and out["done_after_slot_max_s"] <= args.slack
         if name != "keep":
             out["connect_only_cpu_ms"] = connect_only_cpu_ms(cluster, ctx["host0_dsn"], args.connects)
-        out["at_10000_hosts"] = extrapolate(out)
         log(_line(out))
         return out
     finally:
@@ -377,7 +389,12 @@ def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             log(f"  populate: {len(got['records'])} first syncs as their own roles")
         finally:
             bouncer.stop()
-        res["modes"] = [run_mode(ctx, m, args, log) for m in args.modes]
+        res["modes"] = modes = [run_mode(ctx, m, args, log) for m in args.modes]
+        keep = next((m for m in modes if m["mode"] == "keep"), None)
+        for m in modes:
+            if keep is not None and m is not keep:
+                m["new_backend_cpu_ms"] = new_backend_cpu_ms(m, keep)
+            m["at_10000_hosts"] = extrapolate(m, keep=keep)
         return res
     finally:
         cluster.stop("fast")
@@ -412,20 +429,23 @@ def table(res: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_line(m) for m in res["modes"]),
         "",
-        "| mode at 10,000 hosts every 60 s | PostgreSQL cores | pgbouncer cores | backends forked/s "
-        "| server connections | their private memory |",
-        "|---|---|---|---|---|---|",
+        "| mode at 10,000 hosts every 60 s | PostgreSQL CPU per cycle | PostgreSQL cores "
+        "| pgbouncer cores | backends forked/s | server connections | their memory |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in res["modes"]:
         x = m["at_10000_hosts"]
         lines.append(
-            f"| {m['mode']} | {x['postgres_cores']:.2f} | {x['pgbouncer_cores']:.2f} "
+            f"| {m['mode']} | {x['postgres_cpu_ms_per_cycle']:.1f} ms | {x['postgres_cores']:.2f} "
+            f"| {x['pgbouncer_cores']:.2f} "
             f"| {x['backends_forked_per_s']:.0f} | {x['server_connections']:,.0f} "
-            f"| {x['idle_backend_private_bytes'] / 2**30:.1f} GiB |"
+            f"| {x['backend_memory_bytes'] / 2**30:.1f} GiB |"
         )
         if "connect_only_cpu_ms" in m:
             lines.append(f"{m['mode']}: a bare host session direct (fork, SCRAM, SELECT 1, exit) costs "
-                         f"PostgreSQL {m['connect_only_cpu_ms']:.1f} ms of CPU")  # fmt: skip
+                         f"PostgreSQL {m['connect_only_cpu_ms']:.1f} ms of CPU" + (
+                         f"; a new backend adds {m['new_backend_cpu_ms']:.1f} ms to a cycle"
+                         if "new_backend_cpu_ms" in m else ""))  # fmt: skip
     return "\n".join(lines)
 
 
