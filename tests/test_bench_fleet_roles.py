@@ -104,6 +104,11 @@ def test_a_churn_run_that_fell_behind_is_scaled_at_one_new_backend_per_cycle() -
     assert x["postgres_cores"] == pytest.approx(100 * 0.016)
     assert x["backends_forked_per_s"] == pytest.approx(100)
     assert fr.new_backend_cpu_ms(_step("churn", backends_per_cycle=0.0), keep) == 0.0
+    # its backends live server_idle_timeout + a cycle as long as keep mode's, not the backlog's
+    assert x["server_connections"] == pytest.approx(100 * (2.0 + 0.05))
+    assert fr.extrapolate(_step("churn", latency_p50_s=6.0), keep=keep)[
+        "server_connections"
+    ] == pytest.approx(10_000 / 60 * 2.05)
     # keep mode itself is scaled as measured
     assert fr.extrapolate(keep, hosts=6000, keep=keep)["postgres_cpu_ms_per_cycle"] == 4.0
 

@@ -143,8 +143,9 @@ def extrapolate(
         out["server_connections"] = hosts
     elif step["mode"] == "cap":  # the cap is its server connections
         out["server_connections"] = step["max_db_connections"]
-    else:  # a backend lives its cycle plus server_idle_timeout, then closes
-        out["server_connections"] = rate * (step["server_idle_timeout"] + step["latency_p50_s"])
+    else:  # a backend lives its cycle (as long as in keep mode, if measured) + server_idle_timeout
+        cycle_s = (keep or step)["latency_p50_s"]
+        out["server_connections"] = rate * (step["server_idle_timeout"] + cycle_s)
     out["backend_memory_bytes"] = out["server_connections"] * mem.get("own_mean", 0)
     return out
 
