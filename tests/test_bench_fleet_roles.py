@@ -15,20 +15,21 @@ from pathlib import Path
 import pytest
 
 from tests.bench import fleet_roles as fr
+from tests.bench import fleet_roles_setup as setup
 from tests.bench.fleet_gen import host_conninfo
 
 
 def test_role_names_passwords_and_conninfo_are_per_host() -> None:
     secret = "00" * 16
-    assert fr.role_name(42) == "wgs_fleet_00042"
-    assert fr.host_password(secret, 1) != fr.host_password(secret, 2)
-    assert fr.host_password(secret, 1) != fr.host_password("11" * 16, 1)
-    info = fr.role_conninfo("host=/s port=1 dbname=d", 7, secret)
-    assert info == f"host=/s port=1 dbname=d user=wgs_fleet_00007 password={fr.host_password(secret, 7)}"
+    assert setup.role_name(42) == "wgs_fleet_00042"
+    assert setup.host_password(secret, 1) != setup.host_password(secret, 2)
+    assert setup.host_password(secret, 1) != setup.host_password("11" * 16, 1)
+    info = setup.role_conninfo("host=/s port=1 dbname=d", 7, secret)
+    assert info == f"host=/s port=1 dbname=d user=wgs_fleet_00007 password={setup.host_password(secret, 7)}"
     # the generator: the shared DSN unless a role secret is given
     assert host_conninfo({"dsn": "host=/s dbname=d"}, 3) == b"host=/s dbname=d"
     assert host_conninfo({"dsn": "host=/s dbname=d", "role_secret": secret}, 3).endswith(
-        f"user=wgs_fleet_00003 password={fr.host_password(secret, 3)}".encode()
+        f"user=wgs_fleet_00003 password={setup.host_password(secret, 3)}".encode()
     )
 
 
@@ -52,13 +53,13 @@ def test_defaults_run_the_target_rate_and_churn_must_be_shorter_than_the_interva
 
 def test_pgbouncer_ini_is_transaction_mode_with_scram_and_a_pool_per_role(tmp_path: Path) -> None:
     mode = {"pool_size": 1, "max_client_conn": 2100, "max_db_connections": 0, "server_idle_timeout": 2.5}
-    ini = fr.pgbouncer_ini(tmp_path, 6432, "wg", "/run/pg", 5432, mode)
+    ini = setup.pgbouncer_ini(tmp_path, 6432, "wg", "/run/pg", 5432, mode)
     lines = set(ini.splitlines())
     assert "wg = host=/run/pg port=5432 dbname=wg" in lines  # no user=: each client's own role
     assert {"pool_mode = transaction", "auth_type = hba", "server_idle_timeout = 2.5"} <= lines
     assert f"auth_hba_file = {tmp_path / 'hba.conf'}" in lines
-    assert "local all all scram-sha-256" in fr.PGBOUNCER_HBA.splitlines()
-    assert "scram-sha-256" in fr.POSTGRES_HBA and "+wgsyncd_host" in fr.POSTGRES_HBA
+    assert "local all all scram-sha-256" in setup.PGBOUNCER_HBA.splitlines()
+    assert "scram-sha-256" in setup.POSTGRES_HBA and "+wgsyncd_host" in setup.POSTGRES_HBA
 
 
 def _step(mode: str, **kw: float) -> dict[str, object]:
@@ -114,12 +115,12 @@ def test_a_churn_run_that_fell_behind_is_scaled_at_one_new_backend_per_cycle() -
 
 
 def test_backend_memory_reads_smaps_of_live_pids_and_skips_ended_ones() -> None:
-    mem = fr.backend_memory([os.getpid(), 2**22 + 1])  # the second pid cannot exist
+    mem = setup.backend_memory([os.getpid(), 2**22 + 1])  # the second pid cannot exist
     assert mem["backends"] == 1
     assert 0 < mem["private_total"] <= mem["rss_total"]
     assert mem["private_mean"] == mem["private_total"]
     assert mem["page_tables_total"] > 0 and mem["own_mean"] == mem["private_mean"] + mem["page_tables_mean"]
-    assert fr.backend_memory([])["private_mean"] == 0
+    assert setup.backend_memory([])["private_mean"] == 0
 
 
 @pytest.mark.postgres

@@ -16,7 +16,7 @@ and what is pre-built:
   it; the database cannot tell, so its cost is the same).
 - the connections log in as the schema owner, not one role per host: pgbouncer
   keeps one pool per (database, user), so 10,000 host roles would need 10,000
-  pools (see the README's fleet section).
+  pools (measured by tests/bench/fleet_roles.py; the README's fleet section).
 
 Traffic mix: every cycle moves the counters of 10% of the host's peers (100 new
 peer_stats values and 100 peer_traffic rows, no config change; ``--idle-percent``
@@ -338,40 +338,52 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The knobs; defaults are issue 14's target."""
-    ap = argparse.ArgumentParser(prog="python -m tests.bench.fleet", description=__doc__.split("\n")[0])
-    ap.add_argument("--hosts", type=int, default=10000, help="simulated hosts")
-    ap.add_argument("--peers", type=int, default=1000, help="peers per host")
-    ap.add_argument("--interval", type=float, default=60.0, help="seconds between a host's cycles")
-    ap.add_argument("--probe", type=float, default=120.0, help="capacity probe seconds")
-    ap.add_argument("--steps", type=int, default=4, help="paced runs at most (stepping the host count)")
+def common_args(ap: argparse.ArgumentParser, hosts: int, peers: int, interval: float, what: str) -> None:
+    """The knobs every fleet run shares (this module and tests/bench/fleet_roles.py)."""
+    ap.add_argument("--hosts", type=int, default=hosts, help=f"simulated hosts{what}")
+    ap.add_argument("--peers", type=int, default=peers, help="peers per host")
+    ap.add_argument("--interval", type=float, default=interval, help="seconds between a host's cycles")
     ap.add_argument("--workers", type=int, default=2, help="generator processes")
-    ap.add_argument("--pool", type=int, default=8, help="pgbouncer server connections")
     ap.add_argument("--idle-percent", type=int, default=0, help="share of paced cycles with nothing changed")
     ap.add_argument(
         "--pg-set", action="append", default=[], metavar="NAME=VALUE",
         help="a PostgreSQL setting for this run (reload-level, e.g. max_wal_size=16GB); repeatable",
     )  # fmt: skip
     ap.add_argument(
-        "--out", default=None, help="JSON path (default tests/bench/results/fleet-<UTC time>.json)"
+        "--out", default=None, help="JSON path (default tests/bench/results/<kind>-<UTC time>.json)"
     )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The knobs; defaults are issue 14's target."""
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.fleet", description=__doc__.split("\n")[0])
+    common_args(ap, hosts=10000, peers=1000, interval=60.0, what="")
+    ap.add_argument("--probe", type=float, default=120.0, help="capacity probe seconds")
+    ap.add_argument("--steps", type=int, default=4, help="paced runs at most (stepping the host count)")
+    ap.add_argument("--pool", type=int, default=8, help="pgbouncer server connections")
     return ap.parse_args(argv)
+
+
+def run_and_report(module: str, argv: list[str], args: argparse.Namespace, run: Any, table: Any) -> int:
+    """Run ``run(args, log)``, print ``table`` of it, write the JSON under the module's name
+    (key and file prefix: fleet, fleet_roles -> fleet-roles-<UTC time>.json)."""
+    from tests.bench.__main__ import machine, report
+
+    key = module.rsplit(".", 1)[1]
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    result = {"started_at": started, "command": " ".join([f"python -m {module}", *argv]),
+              "machine": machine(), "loadavg_at_start": os.getloadavg(),
+              key: run(args, log=lambda m: print(m, flush=True))}  # fmt: skip
+    result["elapsed_s"] = time.monotonic() - t0
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    report(result, table(result[key]), args.out, prefix=key.replace("_", "-") + "-")
+    return 0
 
 
 def main(argv: list[str]) -> int:
     """Run, print the table, write the JSON."""
-    from tests.bench.__main__ import machine, report
-
-    args = parse_args(argv)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    t0 = time.monotonic()
-    result = {"started_at": started, "command": " ".join(["python -m tests.bench.fleet", *argv]),
-              "machine": machine(), "fleet": run_fleet(args, log=lambda m: print(m, flush=True))}  # fmt: skip
-    result["elapsed_s"] = time.monotonic() - t0
-    result["machine"]["loadavg_at_end"] = os.getloadavg()
-    report(result, table(result["fleet"]), args.out, prefix="fleet-")
-    return 0
+    return run_and_report("tests.bench.fleet", argv, parse_args(argv), run_fleet, table)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def host_conninfo(args: dict[str, Any], h: int) -> bytes:
     password (tests/bench/fleet_roles.py: one login role per host)."""
     if args.get("role_secret") is None:
         return args["dsn"].encode()
-    from tests.bench.fleet_roles import role_conninfo
+    from tests.bench.fleet_roles_setup import role_conninfo
 
     return role_conninfo(args["dsn"], h, args["role_secret"]).encode()
 

@@ -29,71 +29,30 @@ host backend (/proc/PID/smaps_rollup), and whether every cycle was committed wit
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import os
-import resource
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench.fleet_gen import host_name
+from tests.bench.fleet_roles_setup import (
+    POSTGRES_HBA,
+    backend_memory,
+    connect_only_cpu_ms,
+    host_backends,
+    host_password,
+    make_roles,
+    raise_fd_limit,
+    role_name,
+    sessions,
+    start_bouncer,
+    with_max_connections,
+)
 
 MODES = ("keep", "churn", "cap")
-
-
-def role_name(h: int) -> str:
-    """Host number -> its login role (host_id fleet-00042 -> wgs_fleet_00042)."""
-    return "wgs_" + host_name(h).replace("-", "_")
-
-
-def host_password(secret: str, h: int) -> str:
-    """Host ``h``'s password, derived from this run's random secret (never printed)."""
-    return hmac.new(bytes.fromhex(secret), str(h).encode(), hashlib.sha256).hexdigest()
-
-
-def role_conninfo(dsn: str, h: int, secret: str) -> str:
-    """The shared pgbouncer DSN with host ``h``'s own role and password."""
-    return f"{dsn} user={role_name(h)} password={host_password(secret, h)}"
-
-
-def pgbouncer_ini(
-    base: Path, port: int, dbname: str, socket_dir: str, pg_port: int, mode: dict[str, Any]
-) -> str:
-    """A fleet pgbouncer: transaction mode, SCRAM for host roles, one pool per role."""
-    return (
-        "[databases]\n"
-        # no user= : each client logs in to PostgreSQL as its own role (SCRAM pass-through)
-        f"{dbname} = host={socket_dir} port={pg_port} dbname={dbname}\n"
-        "[pgbouncer]\n"
-        "listen_addr = 127.0.0.1\n"
-        f"listen_port = {port}\n"
-        f"unix_socket_dir = {base}\n"
-        "auth_type = hba\n"
-        f"auth_hba_file = {base / 'hba.conf'}\n"
-        f"auth_file = {base / 'userlist.txt'}\n"
-        "pool_mode = transaction\n"
-        f"default_pool_size = {mode['pool_size']}\n"
-        "reserve_pool_size = 0\n"
-        f"max_client_conn = {mode['max_client_conn']}\n"
-        f"max_db_connections = {mode['max_db_connections']}\n"
-        f"server_idle_timeout = {mode['server_idle_timeout']:g}\n"
-        "admin_users = postgres\n"
-        "ignore_startup_parameters = \n"
-        f"logfile = {base / 'pgbouncer.log'}\n"
-        f"pidfile = {base / 'pgbouncer.pid'}\n"
-    )
-
-
-PGBOUNCER_HBA = "local pgbouncer postgres trust\nlocal all all scram-sha-256\n"
-# PostgreSQL: host roles by SCRAM; the bench's superuser and owner keep the bed's trust
-POSTGRES_HBA = "local all +wgsyncd_host scram-sha-256"
 
 
 def mode_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -148,141 +107,6 @@ def extrapolate(
         out["server_connections"] = rate * (step["server_idle_timeout"] + cycle_s)
     out["backend_memory_bytes"] = out["server_connections"] * mem.get("own_mean", 0)
     return out
-
-
-def _raise_fd_limit() -> None:
-    """Thousands of client and server sockets: soft open-files limit up to the hard one."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _cluster_class(max_connections: int) -> type:
-    """PgCluster with room for one backend per host (the bed's default is 200)."""
-    from tests.beds.postgres import PgCluster
-
-    class BigCluster(PgCluster):
-        def _opts(self) -> str:
-            return super()._opts().replace("max_connections=200", f"max_connections={max_connections}")
-
-    return BigCluster
-
-
-def make_roles(owner_dsn: str, cluster: Any, dbname: str, hosts: int, secret: str) -> list[str]:
-    """``add_host`` with a password for the template and every host; their SCRAM verifiers
-    as pgbouncer's auth_file lines (what a DBA copies from pg_authid)."""
-    import psycopg
-
-    from tests.bench.fleet_record import TEMPLATE_HOST
-    from wgsyncd.store import roles
-
-    with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        roles.add_host(conn, TEMPLATE_HOST, "wgs_template", host_password(secret, -1))
-        for h in range(hosts):
-            roles.add_host(conn, host_name(h), role_name(h), host_password(secret, h))
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE 'wgs\\_fleet\\_%' ORDER BY 1"
-        ).fetchall()
-    return ['"postgres" ""', *(f'"{name}" "{verifier}"' for name, verifier in rows)]
-
-
-def start_bouncer(base: Path, cluster: Any, dbname: str, mode: dict[str, Any], users: list[str]) -> Any:
-    """Write ini, hba and auth_file; start pgbouncer as the cluster's owner; wait for it."""
-    from tests.beds.pgbouncer import PGBOUNCER, PgBouncer
-    from tests.beds.postgres import free_tcp_port
-
-    base.mkdir(parents=True)
-    port = free_tcp_port()
-    (base / "pgbouncer.ini").write_text(
-        pgbouncer_ini(base, port, dbname, cluster.socket_dir, cluster.port, mode)
-    )
-    (base / "hba.conf").write_text(PGBOUNCER_HBA)
-    (base / "userlist.txt").write_text("\n".join(users) + "\n")
-    os.chmod(base / "userlist.txt", 0o600)
-    if cluster.user:
-        for p in (base, *base.iterdir()):
-            shutil.chown(p, user=cluster.user)
-    quiet = subprocess.DEVNULL
-    cmd = [str(PGBOUNCER), str(base / "pgbouncer.ini")]
-    proc = subprocess.Popen(cmd, user=cluster.user, cwd=str(base), stdin=quiet, stdout=quiet, stderr=quiet)
-    bouncer = PgBouncer(base_dir=base, port=port, proc=proc, pool_size=mode["pool_size"])
-    bouncer._wait_ready()
-    return bouncer
-
-
-def host_backends(admin_dsn: str) -> list[int]:
-    """PIDs of the PostgreSQL backends logged in as a host role."""
-    import psycopg
-
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE usename LIKE 'wgs\\_fleet\\_%'"
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _own_bytes(pid: int) -> dict[str, int] | None:
-    """Rss, Pss, the pages only this backend maps in its private mappings (/proc/PID/smaps;
-    shared memory, e.g. shared_buffers, and pages still shared with the postmaster left out)
-    and its page tables (VmPTE): what one more backend costs; None when it ended meanwhile."""
-    try:
-        text = Path(f"/proc/{pid}/smaps").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    out = {"rss": 0, "pss": 0, "private": 0, "page_tables": 0}
-    private_mapping = False
-    for line in text.splitlines():
-        head, _, rest = line.partition(" ")
-        if "-" in head and not head.endswith(":"):  # a mapping's header: start-end perms ...
-            private_mapping = rest[3:4] == "p"
-        elif head == "Rss:":
-            out["rss"] += int(rest.split()[0]) * 1024
-        elif head == "Pss:":
-            out["pss"] += int(rest.split()[0]) * 1024
-        elif head in ("Private_Clean:", "Private_Dirty:") and private_mapping:
-            out["private"] += int(rest.split()[0]) * 1024
-    for line in status.splitlines():
-        if line.startswith("VmPTE:"):
-            out["page_tables"] = int(line.split()[1]) * 1024
-    return out
-
-
-def backend_memory(pids: list[int]) -> dict[str, Any]:
-    """Mean and total Rss / Pss / own private bytes / page tables of those backends;
-    ``own_mean``: private + page tables, the figure to multiply by the backend count."""
-    per = [m for m in map(_own_bytes, pids) if m is not None]
-    n = len(per)
-    out: dict[str, Any] = {"backends": n}
-    for k in ("rss", "pss", "private", "page_tables"):
-        total = sum(p[k] for p in per)
-        out[f"{k}_total"], out[f"{k}_mean"] = total, (total / n if n else 0)
-    out["own_mean"] = out["private_mean"] + out["page_tables_mean"]
-    return out
-
-
-def connect_only_cpu_ms(cluster: Any, dsn: str, n: int) -> float:
-    """PostgreSQL CPU of one bare session as a host role (fork, SCRAM, ``SELECT 1``, exit),
-    direct, n in a row: the part of a churned cycle that is not the cycle's own work."""
-    import psycopg
-
-    from tests.bench.multihost import postgres_cpu_s
-
-    a = postgres_cpu_s(cluster.data_dir)
-    for _ in range(n):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    return 1000 * (postgres_cpu_s(cluster.data_dir) - a) / n
-
-
-def sessions(admin_dsn: str, dbname: str) -> int:
-    """Sessions PostgreSQL has started in the database so far (pg_stat_database, PG 14+)."""
-    import psycopg
-
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
-    return int(row[0])  # type: ignore[index]
 
 
 def _settled(bouncer: Any, dbname: str, mode: dict[str, Any], deadline_s: float) -> int:
@@ -352,10 +176,10 @@ def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     from tests.bench.fleet_record import record
     from wgsyncd import store
 
-    _raise_fd_limit()
+    raise_fd_limit()
     base = Path(tempfile.mkdtemp(prefix="wgsyncd-fleetroles-", dir="/tmp"))
     os.chmod(base, 0o755)
-    cluster = _cluster_class(args.hosts + 100).start(base / "db", durable=True, hba=POSTGRES_HBA)
+    cluster = with_max_connections(args.hosts + 100).start(base / "db", durable=True, hba=POSTGRES_HBA)
     try:
         settings = apply_settings(cluster, args.pg_set)
         owner_dsn, _owner = cluster.create_owned_database()
@@ -452,22 +276,17 @@ def table(res: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The knobs; the defaults run the target's cycle rate (167/s) with 2,000 roles."""
+    from tests.bench.fleet import common_args
+
     ap = argparse.ArgumentParser(prog="python -m tests.bench.fleet_roles", description=__doc__.split("\n")[0])
-    ap.add_argument("--hosts", type=int, default=2000, help="simulated hosts, one login role each")
-    ap.add_argument("--peers", type=int, default=100, help="peers per host")
-    ap.add_argument("--interval", type=float, default=12.0, help="seconds between a host's cycles")
+    common_args(ap, hosts=2000, peers=100, interval=12.0, what=", one login role each")
     ap.add_argument("--rounds", type=int, default=3, help="intervals per paced run")
-    ap.add_argument("--workers", type=int, default=2, help="generator processes")
     ap.add_argument("--slack", type=float, default=6.0,
                     help="keeps up: each cycle committed within this many s of its slot")  # fmt: skip
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="pgbouncer modes to run")
     ap.add_argument("--churn-idle-timeout", type=float, default=2.0, help="server_idle_timeout in churn mode")
     ap.add_argument("--cap", type=int, default=500, help="max_db_connections in cap mode")
     ap.add_argument("--connects", type=int, default=200, help="bare sessions timed after churn")
-    ap.add_argument("--idle-percent", type=int, default=0, help="share of cycles with nothing changed")
-    ap.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
-                    help="a reload-level PostgreSQL setting for this run; repeatable")  # fmt: skip
-    ap.add_argument("--out", default=None, help="JSON path (default tests/bench/results/fleet-roles-<UTC>)")
     args = ap.parse_args(argv)
     if args.churn_idle_timeout >= args.interval:
         ap.error("--churn-idle-timeout must be shorter than --interval (else nothing churns)")
@@ -476,18 +295,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     """Run, print the table, write the JSON."""
-    from tests.bench.__main__ import machine, report
+    from tests.bench.fleet import run_and_report
 
-    args = parse_args(argv)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    t0 = time.monotonic()
-    result = {"started_at": started, "command": " ".join(["python -m tests.bench.fleet_roles", *argv]),
-              "machine": machine(), "loadavg_at_start": os.getloadavg(),
-              "fleet_roles": run(args, log=lambda m: print(m, flush=True))}  # fmt: skip
-    result["elapsed_s"] = time.monotonic() - t0
-    result["machine"]["loadavg_at_end"] = os.getloadavg()
-    report(result, table(result["fleet_roles"]), args.out, prefix="fleet-roles-")
-    return 0
+    return run_and_report("tests.bench.fleet_roles", argv, parse_args(argv), run, table)
 
 
 if __name__ == "__main__":
