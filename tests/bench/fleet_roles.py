@@ -266,6 +266,8 @@ def table(res: dict[str, Any]) -> str:
             f"| {x['backends_forked_per_s']:.0f} | {x['server_connections']:,.0f} "
             f"| {x['backend_memory_bytes'] / 2**30:.1f} GiB |"
         )
+    lines.append("")  # the notes after the table, so it stays one Markdown table
+    for m in res["modes"]:
         if "connect_only_cpu_ms" in m:
             lines.append(f"{m['mode']}: a bare host session direct (fork, SCRAM, SELECT 1, exit) costs "
                          f"PostgreSQL {m['connect_only_cpu_ms']:.1f} ms of CPU" + (
