@@ -6,6 +6,7 @@ live in :mod:`wgsyncd.commands` (one module each) and are registered at the end.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -74,19 +75,31 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
+    from wgsyncd import gcpolicy
+
+    with gcpolicy.one_shot():  # before the imports: see wgsyncd/gcpolicy.py
+        _sync(ctx)
+
+
+def _sync(ctx: click.Context) -> None:
+    """The body of `sync` (its exit codes), with the collector off."""
     from wgsyncd import cycle, malloc, progress, signing, store, synccache
 
     malloc.tune()  # a one-shot sync at 10,000 peers has the daemon's transients
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:
-        with _database(cfg) as conn, synccache.one_shot():
+        with _database(cfg) as conn:
             bar.phase("checking the schema")
             store.prepare(conn, cfg.database.auto_migrate)
             cached = synccache.load(cfg)  # timer mode: what the last run parsed, merged and wrote
             synccache.attach(cached, conn, cfg.host_id)
-            report = cycle.sync_once(cfg, conn, progress=bar.phase, memo=cached.memo)
-            synccache.save(cfg, cached, conn)
+            try:  # the memo file is written by a child while the cycle writes (synccache.start_save)
+                start = functools.partial(synccache.start_save, cfg, cached)
+                report = cycle.sync_once(cfg, conn, progress=bar.phase, memo=cached.memo, collected=start)
+                synccache.save(cfg, cached, conn)
+            finally:
+                synccache.finish(cfg, cached)
     except signing.SigningError as exc:
         bar.close()
         click.echo(f"wgsyncd: {exc}", err=True)

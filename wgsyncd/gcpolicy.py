@@ -1,0 +1,58 @@
+"""When Python's cyclic garbage collector runs: one home for the policy of every process.
+
+Why a policy at all: what wgsyncd builds is mostly long-lived and acyclic (peers,
+provenance maps, memos, row values: some 100,000 container objects at 10,000 peers),
+and the collector, triggered every 700 allocations, traverses all of it again and
+again without freeing anything. Reference counting frees everything else as it goes.
+
+- A one-shot `wgsyncd sync` (one_shot): collector off from before its heavy imports
+  to exit; the process ends seconds later and frees what little cyclic garbage it made.
+- Building a big structure that lives on (building): off while it is built, then
+  frozen, so later collections of that process never traverse it again.
+- The daemon: on, but the long-lived state is frozen between cycles, at most hourly
+  (daemon.settle_heap): cyclic garbage of a cycle is still collected.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def one_shot() -> Iterator[None]:
+    """The collector off for one `wgsyncd sync` run (a new process, then exit).
+
+    Measured at 10,000 peers: 0.3-0.6 s of CPU saved on a run without cache, peak RSS
+    unchanged; entered before the sync's imports (psycopg, requests, the sources: some
+    60,000 objects of modules, classes and functions) it also saves the collections
+    those trigger. The daemon keeps the collector (it runs for months).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@contextmanager
+def building() -> Iterator[None]:
+    """The collector off while a big acyclic structure is built, the result frozen after.
+
+    Why: unpickling the 10,000-peer sync cache creates ~100,000 container objects and
+    the collector would run on every 700 of them, traversing everything built so far:
+    measured 0.37-0.56 s with it, 0.10 s without. Frozen (gc.freeze) so the collections
+    that follow do not traverse it again. With the collector already off, nothing is
+    frozen (there is nothing to spare it from).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.freeze()
+            gc.enable()
