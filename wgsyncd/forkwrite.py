@@ -6,6 +6,9 @@ about as long mostly waiting for PostgreSQL to take its rows. The memo is final 
 the sources are read and merged, so a child forked at that moment holds an exact
 copy-on-write snapshot of it and writes the file on the other core while the parent
 writes to the database; the parent collects the child's answer after its commit.
+Measured at 10,000 peers (six A/B pairs, the parent's CPU time): the save after the
+commit 0.24-0.35 s -> 0.04-0.08 s (the view file only), the fork 8-14 ms, the write's
+CPU unchanged within the noise (copy-on-write faults on the objects both touch).
 
 The child only pickles and writes one file: no logging (a lock another thread held at
 fork time stays held in the child), no database (the inherited connection is never
