@@ -49,7 +49,7 @@ FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only wh
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
 MAGIC = b"wgsyncd sync cache 2\n"  # 2: the view names the memo file (_last_ref)
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
-CHILD_TIMEOUT = 300.0  # seconds the memo file's writer may take (a 10,000-peer memo: well under 1 s)
+CHILD_TIMEOUT = 120.0  # seconds the memo file's writer may take (10,000 peers: under 1 s; then killed)
 
 
 @dataclass

@@ -274,15 +274,6 @@ def test_a_committed_state_not_from_the_memo_is_not_named(tmp_path: Path) -> Non
     assert synccache.load(cfg).store.last is None
 
 
-def _reaped(pid: int) -> bool:
-    """True when ``pid`` is no child of ours any more (exited and waited for)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
-
-
 def test_a_forked_child_writes_the_memo_as_it_was_when_started(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     memo = filled_memo(cfg)
@@ -293,7 +284,7 @@ def test_a_forked_child_writes_the_memo_as_it_was_when_started(tmp_path: Path) -
     assert pid != os.getpid()
     memo.uapi["/run/wireguard/wg9.sock"] = {}  # an edit after the start is not in this file
     synccache.save(cfg, cached)
-    assert cached.pending is None and _reaped(pid)
+    assert cached.pending is None  # collected (forkwrite.wait reaps: tests/unit/test_forkwrite.py)
     assert memo.signers and memo.next_prune, "the child's copy lost them, not the live memo"
     assert b"signing key" not in cache_file(cfg).read_bytes()
     back = synccache.load(cfg)
@@ -316,11 +307,11 @@ def test_a_child_that_cannot_write_is_one_warning_and_names_no_memo_file(tmp_pat
     cached = synccache.Cached(filled_memo(cfg))
     cfg.daemon.state_dir = str(tmp_path / "missing")
     synccache.start_save(cfg, cached)
-    pid = cached.pending[0].pid  # type: ignore[index]
+    assert cached.pending is not None
     with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
         synccache.finish(cfg, cached)
         synccache.finish(cfg, cached)  # a second call (the CLI's finally) is a no-op
-    assert _reaped(pid) and cached.memo_sum is None
+    assert cached.pending is None and cached.memo_sum is None
     assert len(caplog.records) == 1 and "cannot keep the sync cache" in caplog.text
     assert "No such file or directory" in caplog.text
     assert synccache.changed(cached), "nothing was kept: the next save tries again"
