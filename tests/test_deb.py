@@ -586,7 +586,9 @@ def test_man_page_names_every_command() -> None:
 
     def names(group: click.Group, prefix: str = "") -> list[str]:
         out = []
-        for name, cmd in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # with the groups imported only when named
+            cmd = group.get_command(ctx, name)
             out.append(prefix + name)
             if isinstance(cmd, click.Group):
                 out += names(cmd, f"{prefix}{name} ")

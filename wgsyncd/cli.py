@@ -1,11 +1,12 @@
 """The `wgsyncd` command: parse, call one room, print (text or --json). Thin on purpose.
 
 The everyday commands are here; the `db` and `keys` groups and `history`/`restore`
-live in :mod:`wgsyncd.commands` (one module each) and are registered at the end.
+live in :mod:`wgsyncd.commands` (one module each), imported when named (_Commands).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -22,7 +23,35 @@ from wgsyncd.commands.common import load as _load
 log = logging.getLogger("wgsyncd")
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group, with the groups of wgsyncd/commands/ imported only when named.
+
+    Why: importing them all costs every `wgsyncd sync` (a timer fires it every
+    minute) 5-15 ms for commands it never runs; --help and the man page test still
+    list them all (list_commands).
+    """
+
+    LAZY = {  # command name -> (module in wgsyncd.commands, attribute)
+        "db": ("db", "db"),
+        "keys": ("keys", "keys"),
+        "history": ("restore", "history"),
+        "restore": ("restore", "restore_cmd"),
+        "fleet": ("fleet", "fleet"),  # the read side across hosts
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"wgsyncd.commands.{module}"), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="wgsyncd")
 @click.option(
     "--config",
@@ -74,19 +103,31 @@ def drift(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run one cycle into the database (exit 0 ok, 4 partial, 1 failed)."""
+    from wgsyncd import gcpolicy
+
+    with gcpolicy.one_shot():  # before the imports: see wgsyncd/gcpolicy.py
+        _sync(ctx)
+
+
+def _sync(ctx: click.Context) -> None:
+    """The body of `sync` (its exit codes), with the collector off."""
     from wgsyncd import cycle, malloc, progress, signing, store, synccache
 
     malloc.tune()  # a one-shot sync at 10,000 peers has the daemon's transients
     cfg = _load(ctx)
     bar = progress.Progress("sync", enabled=progress.wanted(json_logs=ctx.obj["json_logs"]))
     try:
-        with _database(cfg) as conn, synccache.one_shot():
+        with _database(cfg) as conn:
             bar.phase("checking the schema")
             store.prepare(conn, cfg.database.auto_migrate)
             cached = synccache.load(cfg)  # timer mode: what the last run parsed, merged and wrote
             synccache.attach(cached, conn, cfg.host_id)
-            report = cycle.sync_once(cfg, conn, progress=bar.phase, memo=cached.memo)
-            synccache.save(cfg, cached, conn)
+            try:  # the memo file is written by a child while the cycle writes (synccache.start_save)
+                start = functools.partial(synccache.start_save, cfg, cached)
+                report = cycle.sync_once(cfg, conn, progress=bar.phase, memo=cached.memo, collected=start)
+                synccache.save(cfg, cached, conn)
+            finally:
+                synccache.finish(cfg, cached)
     except signing.SigningError as exc:
         bar.close()
         click.echo(f"wgsyncd: {exc}", err=True)
@@ -272,20 +313,6 @@ def persist_restore(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         for e in errors:
             click.echo(f"wgsyncd: persist-restore: {e}", err=True)
     sys.exit(1 if errors else 0)
-
-
-def _register() -> None:
-    """The command groups that live in wgsyncd/commands/ (one module per group)."""
-    from wgsyncd.commands import db, fleet, keys, restore
-
-    main.add_command(db.db)
-    main.add_command(keys.keys)
-    main.add_command(restore.history)
-    main.add_command(restore.restore_cmd)
-    main.add_command(fleet.fleet)  # the read side across hosts
-
-
-_register()
 
 
 if __name__ == "__main__":

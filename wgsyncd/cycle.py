@@ -210,12 +210,14 @@ def sync_once(
     sync_id: uuid.UUID | None = None,
     progress: Callable[[str], None] | None = None,
     memo: Memo | None = None,
+    collected: Callable[[], None] | None = None,
 ) -> CycleReport:
     """Collect and write one cycle over ``conn``; raises store.StoreError if the DB fails.
 
     ``sync_id`` lets the daemon use the same id in its journal fields as in sync_status;
     ``progress`` (the CLI on a terminal) is told each step as it starts; ``memo`` is the
-    run's between-cycle memory (the timer-mode cache loads and saves it around this).
+    run's between-cycle memory (the timer-mode cache loads and saves it around this);
+    ``collected`` is called once the sources are read and merged, before the write.
     """
     from wgsyncd import signing
 
@@ -228,6 +230,8 @@ def sync_once(
     signer = signing.signer_for(cfg.daemon.state_dir, cfg.host_id, memo.signers)
     step("reading the kernel, conf files and wgrest")
     state = collect(cfg, memo)
+    if collected is not None:
+        collected()
     peers = sum(len(i.peers) for i in state.interfaces.values())
     step(f"writing {len(state.interfaces)} interfaces, {peers} peers to the database")
     return write_state(cfg, conn, state, sync_id, started, t0, signer=signer, memo=memo)

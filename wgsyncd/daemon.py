@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 
 from wgsyncd import config as config_mod
-from wgsyncd import heartbeat, logs, malloc
+from wgsyncd import gcpolicy, heartbeat, logs, malloc
 from wgsyncd.daemonkit import TIMEOUT_KEYS as TIMEOUT_KEYS  # re-exported: tests and tools use daemon.X
 from wgsyncd.daemonkit import (
     ConnectFn,
@@ -314,7 +314,8 @@ class Daemon:
             ready = False
             while not self.stop_requested:
                 try:
-                    delay = self.run_cycle()
+                    with gcpolicy.daemon_cycle():
+                        delay = self.run_cycle()
                 except CycleAbandoned as exc:
                     log.warning(
                         "%s during a cycle: abandoned it; its uncommitted transaction is rolled back", exc

@@ -274,11 +274,44 @@ def test_a_committed_state_not_from_the_memo_is_not_named(tmp_path: Path) -> Non
     assert synccache.load(cfg).store.last is None
 
 
-def test_one_shot_turns_the_collector_off_and_back_on_even_after_an_error() -> None:
-    import gc
+def test_a_forked_child_writes_the_memo_as_it_was_when_started(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    memo = filled_memo(cfg)
+    cached = synccache.Cached(memo)
+    synccache.start_save(cfg, cached)
+    assert cached.pending is not None, "a changed memo starts a child"
+    pid = cached.pending[0].pid
+    assert pid != os.getpid()
+    memo.uapi["/run/wireguard/wg9.sock"] = {}  # an edit after the start is not in this file
+    synccache.save(cfg, cached)
+    assert cached.pending is None  # collected (forkwrite.wait reaps: tests/unit/test_forkwrite.py)
+    assert memo.signers and memo.next_prune, "the child's copy lost them, not the live memo"
+    assert b"signing key" not in cache_file(cfg).read_bytes()
+    back = synccache.load(cfg)
+    assert back.memo_sum == cached.memo_sum is not None
+    assert set(back.memo.uapi) == {"/run/wireguard/wg1.sock"}
+    assert synccache.changed(cached), "the live memo moved on since the child's snapshot"
+    assert stat.S_IMODE(cache_file(cfg).stat().st_mode) == 0o600
 
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), synccache.one_shot():
-        assert not gc.isenabled()
-        raise RuntimeError("a failed run")
-    assert gc.isenabled()
+
+def test_an_unchanged_memo_starts_no_child(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cached = synccache.load(cfg)
+    synccache.start_save(cfg, cached)
+    assert cached.pending is None
+
+
+def test_a_child_that_cannot_write_is_one_warning_and_names_no_memo_file(tmp_path: Path, caplog) -> None:
+    cfg = make_cfg(tmp_path)
+    cached = synccache.Cached(filled_memo(cfg))
+    cfg.daemon.state_dir = str(tmp_path / "missing")
+    synccache.start_save(cfg, cached)
+    assert cached.pending is not None
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
+        synccache.finish(cfg, cached)
+        synccache.finish(cfg, cached)  # a second call (the CLI's finally) is a no-op
+    assert cached.pending is None and cached.memo_sum is None
+    assert len(caplog.records) == 1 and "cannot keep the sync cache" in caplog.text
+    assert "No such file or directory" in caplog.text
+    assert synccache.changed(cached), "nothing was kept: the next save tries again"

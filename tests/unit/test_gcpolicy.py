@@ -1,0 +1,78 @@
+"""wgsyncd.gcpolicy: the collector off (and back on) around a one-shot run or a big build."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from wgsyncd import gcpolicy
+
+
+def test_one_shot_turns_the_collector_off_and_back_on_even_after_an_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gcpolicy.one_shot():
+        assert not gc.isenabled()
+        raise RuntimeError("a failed run")
+    assert gc.isenabled()
+
+
+def test_what_is_built_is_frozen_after_and_the_collector_is_back_on() -> None:
+    try:
+        gc.unfreeze()
+        with gcpolicy.building():
+            assert not gc.isenabled()
+            built = [[i] for i in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= len(built)
+    finally:
+        gc.unfreeze()
+
+
+def test_inside_a_one_shot_run_nothing_is_frozen() -> None:
+    gc.unfreeze()
+    with gcpolicy.one_shot(), gcpolicy.building():
+        [[i] for i in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_the_sync_command_runs_its_imports_with_the_collector_off(monkeypatch) -> None:
+    from wgsyncd import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_sync", lambda ctx: seen.append(gc.isenabled()))
+    cli.sync.callback.__wrapped__(None)  # type: ignore[union-attr]
+    assert seen == [False] and gc.isenabled()
+
+
+def test_a_daemon_cycle_runs_without_the_collector_and_its_cyclic_garbage_goes_right_after() -> None:
+    import weakref
+
+    class Node:
+        pass
+
+    with gcpolicy.daemon_cycle():
+        assert not gc.isenabled()
+        node = Node()
+        node.me = node  # type: ignore[attr-defined]  # a cycle: reference counting alone never frees it
+        gone = weakref.ref(node)
+        del node
+        assert gone() is not None
+    assert gc.isenabled() and gone() is None
+
+
+def test_the_daemon_loop_runs_each_cycle_under_the_policy(tmp_path, monkeypatch) -> None:
+    from wgsyncd import config, daemon
+
+    seen: list[bool] = []
+    cfg = config.Config(host_id="h1", daemon=config.DaemonConfig(state_dir=str(tmp_path)))
+    d = daemon.Daemon(cfg)
+
+    def run_cycle() -> float:
+        seen.append(gc.isenabled())
+        d.stop_requested = True
+        return 0.0
+
+    monkeypatch.setattr(d, "run_cycle", run_cycle)
+    monkeypatch.setattr(daemon, "settle_heap", lambda: False)
+    assert d.loop() == daemon.EXIT_OK
+    assert seen == [False] and gc.isenabled()
