@@ -125,7 +125,7 @@ def _put_config(tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]]) -> 
         return
     rows.sort(key=lambda r: r[1 : 1 + nkey])
     width = len(rows[0]) - len(_META) + 1  # through row_hash
-    cols = copytext.text_columns([r[1:width] for r in rows], width - 1)
+    cols = copytext.text_columns(rows, width - 1, start=1)
     _call(tx, f"wgsyncd_put_{table}", rows[0][0], cols, ["text"] * len(cols))
 
 
@@ -134,7 +134,7 @@ def _put_columns(
 ) -> None:
     """Scalar rows (host_id first, dropped) as one typed array per column."""
     rows.sort(key=lambda r: r[1:3])
-    _call(tx, function, host_id, copytext.columns([r[1:] for r in rows], len(types)), types)
+    _call(tx, function, host_id, copytext.columns(rows, len(types), start=1), types)
 
 
 def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]) -> None:
@@ -177,8 +177,8 @@ def _write(tx: _Tx, host_id: str, plan: Plan) -> None:
     if plan.stats or plan.traffic:
         plan.stats.sort(key=lambda r: r[1:3])
         plan.traffic.sort(key=lambda r: r[1:4])
-        cols = copytext.columns([r[1:] for r in plan.stats], len(_STYPES) - 1)
-        cols += copytext.columns([r[1:] for r in plan.traffic], len(_TTYPES) - 1)
+        cols = copytext.columns(plan.stats, len(_STYPES) - 1, start=1)
+        cols += copytext.columns(plan.traffic, len(_TTYPES) - 1, start=1)
         _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
 
 
