@@ -305,6 +305,7 @@ def record(
     if not force and head is not None and head.sha256 == content.sha256:
         return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
     version = floor + 1
+    doc_text = signed_bytes(content.doc)  # encoded once: hashed for the signature and stored
     _store_secrets(tx, state.host_id, now, content, recovery_public)
     ifaces = content.doc["interfaces"].values()
     refs = [i["secrets"]["sealed_to"] for i in ifaces]
@@ -317,7 +318,7 @@ def record(
             prev_link or signing.GENESIS,
             now,
             content.sha256,
-            signing.doc_sha256(content.doc),
+            hashlib.sha256(doc_text).hexdigest(),  # = signing.doc_sha256(content.doc)
             signed.blob_hashes(tx, state.host_id, content.doc),
             current_fp,
             signer.key.verify_key,
@@ -329,14 +330,14 @@ def record(
     tx.execute(
         "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
         "interfaces, peers, sealed, recovery_key_fp, prev_sha256, doc_sha256, sealed_sha256, signing_key, "
-        "signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "signature) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             state.host_id,
             version,
             now,
             sync_id,
             content.sha256,
-            Jsonb(content.doc),
+            doc_text.decode(),
             len(refs),
             sum(len(i["peers"]) for i in ifaces),
             all(r is not None for r in refs),
