@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wgsyncd.state import HostState, Peer, key_fingerprint
-from wgsyncd.store.known import Head, HostMemo, Keys, Stats, View
+from wgsyncd.store.known import Committed, Head, HostMemo, Keys, Stats, View
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 from wgsyncd.store.values import HASH_ENCODER, interface_values, keep_known, peer_values, row_hash
 
@@ -67,6 +67,10 @@ class Plan:
     traffic: list[tuple[Any, ...]] = field(default_factory=list)
     counts: dict[str, TableCounts] = field(
         default_factory=lambda: {t: TableCounts() for t in ("hosts", "interfaces", "peers", "server_keys")}
+    )
+    # the key of each upsert, in the same order: the view keeps these very tuples (apply)
+    upsert_keys: dict[str, list[tuple[str, ...]]] = field(
+        default_factory=lambda: {"interfaces": [], "peers": []}
     )
 
     @property
@@ -145,6 +149,7 @@ def _plan_config(
         else:
             counts.updated += 1
         plan.upserts[table].append((state.host_id, *key, *values, digest, 1, now, now, None))
+        plan.upsert_keys[table].append(key)
     for key, (_digest, removed) in current.hashes.items():
         if not removed and key not in desired and key in removable:
             counts.removed += 1
@@ -326,7 +331,7 @@ def make_plan(
     prev_seen: datetime | None,
     memo: HostMemo,
     current: Loaded,
-    committed: dict[tuple[str, str], Peer] | None,
+    committed: Mapping[tuple[str, str], Peer] | Committed | None,
 ) -> tuple[Plan, View]:
     """Work out everything to write this cycle against the host's ``current`` rows.
 
@@ -343,29 +348,32 @@ def make_plan(
         plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}, memo
     )
     want_peers: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]] = {}
+    same: dict[tuple[str, str], Peer] = {}  # the peers whose object was committed last time
     for ifname, iface in state.interfaces.items():
         for peer in iface.peers.values():
             key = (ifname, peer.public_key)
+            if committed is not None and committed.get(key) is peer:
+                same[key] = peer  # before memo.values makes this cycle's object the memo's
             want_peers[key] = (memo.values("peers", key, peer, peer_values), ifname in incomplete)
     complete = gone | (set(state.interfaces) - set(incomplete))
     removable = {k for k in cur_peers.hashes if k[0] in complete}
     _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable, memo)
-    memo.prune({("interfaces", k) for k in want_ifaces} | {("peers", k) for k in want_peers})
+    memo.prune({"interfaces": want_ifaces, "peers": want_peers})
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
     _plan_server_keys(plan, state, now, prev_seen, current.keys, current_key, gone)
     reappeared = {k for k in want_peers if cur_peers.hashes.get(k, ("", False))[1]}
-    _plan_stats(plan, state, current.stats, committed, reappeared)
+    _plan_stats(plan, state, current.stats, same, reappeared)
     hashes = {"interfaces": cur_ifaces.hashes, "peers": cur_peers.hashes}
     return plan, View(uuid.UUID(int=0), current.loaded_at, hashes, current.keys, current.stats, None)
 
 
 def apply(view: View, plan: Plan, sync_id: uuid.UUID, head: Head | None) -> None:
     """Make ``view`` what the database holds once ``plan`` is committed (called after COMMIT)."""
-    for table, nkey in (("interfaces", 1), ("peers", 2)):
+    for table in ("interfaces", "peers"):
         hashes = view.hashes[table]
-        for row in plan.upserts[table]:
-            hashes[tuple(row[1 : 1 + nkey])] = (row[-5], False)
+        for key, row in zip(plan.upsert_keys[table], plan.upserts[table], strict=True):
+            hashes[key] = (row[-5], False)
         for key in plan.removals[table]:
             hashes[key] = (hashes[key][0], True)
     for _h, ifname, pk, _fp, first_seen, _last, retired_at in plan.server_keys:

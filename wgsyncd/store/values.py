@@ -19,9 +19,10 @@ from wgsyncd.state import Interface, Peer, Secret, interned, public_key_from_pri
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
 
-def _arr(value: tuple[str, ...] | None) -> list[str] | None:
-    """Tuples become lists so they compare equal to what psycopg returns for text[]."""
-    return None if value is None else list(value)
+def _arr(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A list field as the state holds it: the tuple itself, no copy (the writer keeps row
+    values between cycles; a tuple hashes and encodes as the list psycopg returns)."""
+    return value
 
 
 def _secret_pair(secret: Secret | None, known: bool = False) -> tuple[bool | None, str | None]:

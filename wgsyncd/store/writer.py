@@ -25,7 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from wgsyncd.state import HostState
-from wgsyncd.store import copytext, current, versions
+from wgsyncd.store import ahead, copytext, current, versions
 from wgsyncd.store.db import StoreError, guarded, waited_in
 from wgsyncd.store.known import forget, memo_for
 from wgsyncd.store.plan import (
@@ -123,7 +123,7 @@ def _put_config(tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]]) -> 
     """
     if not rows:
         return
-    rows.sort(key=lambda r: r[1 : 1 + nkey])
+    rows = sorted(rows, key=lambda r: r[1 : 1 + nkey])  # a copy: the plan's order matches its keys
     width = len(rows[0]) - len(_META) + 1  # through row_hash
     cols = copytext.text_columns(rows, width - 1, start=1)
     _call(tx, f"wgsyncd_put_{table}", rows[0][0], cols, ["text"] * len(cols))
@@ -180,6 +180,11 @@ def _write(tx: _Tx, host_id: str, plan: Plan) -> None:
         cols = copytext.columns(plan.stats, len(_STYPES) - 1, start=1)
         cols += copytext.columns(plan.traffic, len(_TTYPES) - 1, start=1)
         _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
+
+
+def _writes_config(plan: Plan) -> bool:
+    """Whether the plan writes any config row (interfaces, peers, server keys)."""
+    return any(plan.upserts.values()) or any(plan.removals.values()) or bool(plan.server_keys)
 
 
 _BEGIN = "SELECT prev_seen, prev_sync, tx_now FROM wgsyncd_begin_cycle(%s, %s, %s, %s, %s)"
@@ -249,8 +254,10 @@ def write_cycle(
                 prev_seen,
                 memo,
                 current.load(tx, state, view),
-                memo.committed if view is not None else None,
+                memo.committed_peers() if view is not None else None,
             )
+        # config rows written: the version content is needed; build it while the server works
+        ahead_content = ahead.start(state, recovery_public_key) if _writes_config(plan) else None
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         _write(tx, state.host_id, plan)
@@ -267,6 +274,7 @@ def write_cycle(
             report.total_config_rows_written,
             head=view.head if view is not None else None,
             signer=signer,
+            ahead=ahead_content,
         )
         drift_sha, drift_list = drift_to_store(state, memo)
         drift_value = Jsonb(drift_list) if drift_list is not None else None
@@ -297,8 +305,6 @@ def write_cycle(
     memo.view = new_view
     if drift_value is not None:
         memo.drift = (drift_sha, time.monotonic())
-    if not same:  # the same objects: committed already names them
-        memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
     memo.remember(state)
     report.duration_s = time.monotonic() - t0
     return report
