@@ -46,20 +46,33 @@ class Head:
     link: str | None = None  # the version's signed link (wgsyncd/signing.py); None = unsigned
 
 
+class Gone(str):
+    """The row hash of a row marked removed (a str subclass: one object per row, no tuple).
+
+    A live row's hash is a plain str; compare with ``type(h) is str``, never ``==`` alone.
+    """
+
+    __slots__ = ()
+
+
 @dataclass
 class View:
     """The host's rows as of the commit of ``sync_id``."""
 
     sync_id: uuid.UUID
     loaded_at: float
-    hashes: dict[str, dict[Any, tuple[str, bool]]]  # table -> key -> (row_hash, removed?)
+    hashes: dict[str, dict[Any, str]]  # table -> key -> row_hash (a Gone when marked removed)
     keys: Keys
     stats: Stats
     head: Head | None
 
     def fresh(self, prev_sync_id: uuid.UUID | None) -> bool:
         """Whether the database still holds exactly this view (see the module doc)."""
-        return prev_sync_id == self.sync_id and time.monotonic() - self.loaded_at < RELOAD_EVERY
+        return (
+            prev_sync_id == self.sync_id
+            and time.monotonic() - self.loaded_at < RELOAD_EVERY
+            and all(type(next(iter(t.values()), "")) is not tuple for t in self.hashes.values())
+        )  # the last check: a view kept by an older layout ((hash, removed) pairs) is reloaded
 
 
 @dataclass

@@ -175,10 +175,10 @@ def _write(tx: _Tx, host_id: str, plan: Plan) -> None:
     if plan.server_keys:
         _put_columns(tx, "wgsyncd_put_server_keys", host_id, _KTYPES, plan.server_keys)
     if plan.stats or plan.traffic:
-        plan.stats.sort(key=lambda r: r[1:3])
-        plan.traffic.sort(key=lambda r: r[1:4])
-        cols = copytext.columns(plan.stats, len(_STYPES) - 1, start=1)
-        cols += copytext.columns(plan.traffic, len(_TTYPES) - 1, start=1)
+        stats = sorted(plan.stats, key=lambda r: r[1:3])  # a copy: the plan's order matches its keys
+        traffic = sorted(plan.traffic, key=lambda r: r[1:4])
+        cols = copytext.columns(stats, len(_STYPES) - 1, start=1)
+        cols += copytext.columns(traffic, len(_TTYPES) - 1, start=1)
         _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
 
 
