@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -115,17 +116,22 @@ def _call(tx: _Tx, function: str, host_id: str, columns: Sequence[str], casts: S
     tx.execute(f"SELECT {function}({args})", [host_id, *columns])
 
 
-def _put_config(tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]]) -> None:
+def _put_config(
+    tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]], before: Callable[[], None] | None = None
+) -> None:
     """Insert-or-update config rows (host_id, key..., fields..., row_hash, meta...) in key order.
 
     Sorting by key gives every writer the same lock order; the function bumps version
-    and sets updated_at in SQL, so the writer need not load old versions.
+    and sets updated_at in SQL, so the writer need not load old versions. ``before``
+    runs between encoding the rows and sending them.
     """
     if not rows:
         return
     rows = sorted(rows, key=lambda r: r[1 : 1 + nkey])  # a copy: the plan's order matches its keys
     width = len(rows[0]) - len(_META) + 1  # through row_hash
     cols = copytext.text_columns(rows, width - 1, start=1)
+    if before is not None:
+        before()
     _call(tx, f"wgsyncd_put_{table}", rows[0][0], cols, ["text"] * len(cols))
 
 
@@ -166,10 +172,17 @@ _TTYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint")
 _KTYPES = ("text", "text", "text", "timestamptz", "timestamptz", "timestamptz")
 
 
-def _write(tx: _Tx, host_id: str, plan: Plan) -> None:
-    """Write the plan, parents before children (interfaces before peers, for the foreign key)."""
+def _write(tx: _Tx, host_id: str, plan: Plan, start: Callable[[], None]) -> None:
+    """Write the plan, parents before children (interfaces before peers, for the foreign key).
+
+    ``start`` runs once, when the server is about to get the cycle's longest statement
+    (the peers, once encoded): work that can overlap it begins then (store/ahead.py).
+    """
     _put_config(tx, "interfaces", 1, plan.upserts["interfaces"])
-    _put_config(tx, "peers", 2, plan.upserts["peers"])
+    if plan.upserts["peers"]:
+        _put_config(tx, "peers", 2, plan.upserts["peers"], start)
+    else:
+        start()
     _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
     _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     if plan.server_keys:
@@ -256,11 +269,16 @@ def write_cycle(
                 current.load(tx, state, view),
                 memo.committed_peers() if view is not None else None,
             )
-        # config rows written: the version content is needed; build it while the server works
-        ahead_content = ahead.start(state, recovery_public_key) if _writes_config(plan) else None
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
-        _write(tx, state.host_id, plan)
+        # config rows written: the version content is needed; built while the server works
+        built: list[Future[Any] | None] = []
+        _write(
+            tx,
+            state.host_id,
+            plan,
+            lambda: built.append(ahead.start(state, recovery_public_key) if _writes_config(plan) else None),
+        )
         report.tables = plan.counts
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
@@ -274,7 +292,7 @@ def write_cycle(
             report.total_config_rows_written,
             head=view.head if view is not None else None,
             signer=signer,
-            ahead=ahead_content,
+            ahead=built[0] if built else None,
         )
         drift_sha, drift_list = drift_to_store(state, memo)
         drift_value = Jsonb(drift_list) if drift_list is not None else None
