@@ -45,3 +45,38 @@ def test_sources_sorted_and_shared() -> None:
     assert one == ["conf", "kernel"]
     assert values._sources((Source.KERNEL, Source.CONF)) is one
     assert values._sources(()) == []
+
+
+def test_peer_values_follow_the_column_order() -> None:
+    """Each value lands in its PEER_FIELDS column (peer_values builds the tuple by position)."""
+    from wgsyncd.state import Peer, Secret
+    from wgsyncd.store.rows import PEER_FIELDS
+
+    psk = Secret("A" * 43 + "=")
+    peer = Peer(
+        public_key="k" * 43 + "=",
+        preshared_key=psk,
+        allowed_ips=("10.0.0.2/32",),
+        endpoint="192.0.2.1:51820",
+        persistent_keepalive=25,
+        name="alice",
+        comments=("# Name = alice",),
+        disabled=False,
+        provenance={"endpoint": Source.KERNEL, "name": Source.CONF, "preshared_key": Source.KERNEL},
+        seen_by=(Source.KERNEL, Source.CONF),
+    )
+    got = dict(zip(PEER_FIELDS, values.peer_values(peer), strict=True))
+    assert got == {
+        "name": "alice",
+        "comments": ("# Name = alice",),
+        "allowed_ips": ("10.0.0.2/32",),
+        "endpoint": "192.0.2.1:51820",
+        "persistent_keepalive": 25,
+        "disabled": False,
+        "has_preshared_key": True,
+        "preshared_key_fp": psk.fingerprint(),
+        "has_private_key": None,
+        "private_key_fp": None,
+        "sources": ["conf", "kernel"],
+        "provenance": {"endpoint": "kernel", "name": "conf", "preshared_key": "kernel"},
+    }
