@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -127,7 +128,7 @@ def _put_config(
     """
     if not rows:
         return
-    rows = sorted(rows, key=lambda r: r[1 : 1 + nkey])  # a copy: the plan's order matches its keys
+    rows = sorted(rows, key=itemgetter(*range(1, 1 + nkey)))  # a copy: the plan's order matches its keys
     width = len(rows[0]) - len(_META) + 1  # through row_hash
     cols = copytext.text_columns(rows, width - 1, start=1)
     if before is not None:
@@ -139,7 +140,7 @@ def _put_columns(
     tx: _Tx, function: str, host_id: str, types: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Scalar rows (host_id first, dropped) as one typed array per column."""
-    rows.sort(key=lambda r: r[1:3])
+    rows.sort(key=itemgetter(1, 2))
     _call(tx, function, host_id, copytext.columns(rows, len(types), start=1), types)
 
 
@@ -188,8 +189,8 @@ def _write(tx: _Tx, host_id: str, plan: Plan, start: Callable[[], None]) -> None
     if plan.server_keys:
         _put_columns(tx, "wgsyncd_put_server_keys", host_id, _KTYPES, plan.server_keys)
     if plan.stats or plan.traffic:
-        stats = sorted(plan.stats, key=lambda r: r[1:3])  # a copy: the plan's order matches its keys
-        traffic = sorted(plan.traffic, key=lambda r: r[1:4])
+        stats = sorted(plan.stats, key=itemgetter(1, 2))  # a copy: the plan's order matches its keys
+        traffic = sorted(plan.traffic, key=itemgetter(1, 2, 3))
         cols = copytext.columns(stats, len(_STYPES) - 1, start=1)
         cols += copytext.columns(traffic, len(_TTYPES) - 1, start=1)
         _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
