@@ -16,7 +16,7 @@ from typing import Any
 from wgsyncd.canonical import COMPACT
 from wgsyncd.merge import EMPTY_YIELDS
 from wgsyncd.state import Interface, Peer, Secret, interned, public_key_from_private
-from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
+from wgsyncd.store.rows import INTERFACE_FIELDS
 
 
 def _arr(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -101,27 +101,11 @@ def interface_values(iface: Interface) -> tuple[Any, ...]:
     return tuple(values[f] for f in INTERFACE_FIELDS)
 
 
-# peer_values builds its tuple in this order directly (10,000 calls a first sync): the
-# import-time check keeps it the table's column order
-_PEER_ORDER = (
-    "name",
-    "comments",
-    "allowed_ips",
-    "endpoint",
-    "persistent_keepalive",
-    "disabled",
-    "has_preshared_key",
-    "preshared_key_fp",
-    "has_private_key",
-    "private_key_fp",
-    "sources",
-    "provenance",
-)
-assert _PEER_ORDER == PEER_FIELDS, "peer_values must follow store.rows.PEER_FIELDS"
-
-
 def peer_values(peer: Peer) -> tuple[Any, ...]:
-    """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters."""
+    """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters.
+
+    Built by position, in PEER_FIELDS order (10,000 calls a first sync; the order is
+    checked field by field in tests/unit/store/test_values.py)."""
     has_psk, psk_fp = _secret_pair(peer.preshared_key, "preshared_key" in peer.provenance)
     has_priv, priv_fp = _secret_pair(peer.private_key, "private_key" in peer.provenance)
     return (
