@@ -138,3 +138,66 @@ def test_naive_times_are_utc_and_one_object_may_fill_two_kinds_of_column(
     ).fetchall()
     assert got == [(aware, tags, tags), (aware, tags, tags)]
     assert arrays == [(aware,), (aware,)]
+
+
+# list elements as the fast paths see them: bare tokens, plain text, and everything that
+# must fall back to the quoted, escaped form
+LIST_CASES = [
+    ["10.0.0.1/32", "fd00::1/128"],  # bare tokens
+    ["conf", "kernel", "wgrest"],
+    ["# Name = peer one"],  # plain text with blanks: quoted inside, no escapes
+    ['quo"te'],
+    ["back\\slash"],
+    ["com,ma"],
+    ["{brace}", "}"],
+    [" blank", "tab\t", "new\nline"],
+    ["null"],
+    ["NuLl", "x"],
+    ["ünïcode ✓", "ß"],
+    [""],
+    ["", "x"],
+    ["a", None],
+    [],
+]
+
+
+def test_every_list_element_round_trips_exactly(conn: psycopg.Connection[Any]) -> None:
+    """Each list, whichever path encodes it, comes back from PostgreSQL as sent."""
+    rows = [(k, value) for k, value in enumerate(LIST_CASES)]
+    got = conn.execute(
+        "SELECT a::text[] FROM unnest(%s::text[], %s::text[]) AS u(k, a) ORDER BY k::int",
+        copytext.text_columns(rows, 2),
+    ).fetchall()
+    assert [r[0] for r in got] == LIST_CASES
+    # tuples (how row values hold lists) encode as lists do
+    assert copytext.text_columns([(tuple(v),) for v in LIST_CASES], 1) == copytext.text_columns(
+        [(v,) for v in LIST_CASES], 1
+    )
+
+
+@pytest.mark.parametrize("value", [*NASTY, 'only "quotes"', "\\", "{}", "ünïcode"])
+def test_a_text_column_needing_escapes_round_trips(conn: psycopg.Connection[Any], value: str) -> None:
+    """One element needing escapes among plain ones: the column is escaped, exactly."""
+    column = ["plain", value, None, "k" * 44]
+    cols = copytext.text_columns([(v,) for v in column], 1)
+    got = conn.execute("SELECT * FROM unnest(%s::text[])", cols).fetchall()
+    assert [r[0] for r in got] == column
+    typed = conn.execute("SELECT * FROM unnest(%s::text[])", copytext.columns([(v,) for v in column], 1))
+    assert [r[0] for r in typed.fetchall()] == column
+
+
+@pytest.mark.parametrize("value", ["secret\x00value", ["secret\x00"]])
+def test_a_nul_is_refused_and_nothing_is_stored(conn: psycopg.Connection[Any], value: Any) -> None:
+    """PostgreSQL text cannot hold NUL: the write fails as a whole, with an error that
+    names the problem and not the value."""
+    conn.execute("CREATE TEMP TABLE nul_target (t text, a text[])")
+    conn.commit()
+    row = (value, None) if isinstance(value, str) else (None, value)
+    with pytest.raises(psycopg.DataError) as err:
+        conn.execute(
+            "INSERT INTO nul_target SELECT t, a::text[] FROM unnest(%s::text[], %s::text[]) AS u(t, a)",
+            copytext.text_columns([row, ("ok", ["ok"])], 2),
+        )
+    assert "NUL" in str(err.value) and "secret" not in str(err.value)
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM nul_target").fetchone() == (0,)

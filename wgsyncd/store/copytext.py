@@ -18,6 +18,7 @@ and raises TypeError naming the type, never the value.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,12 +29,24 @@ from psycopg.types.json import Jsonb
 # inside a double-quoted array element: backslash and double quote are escaped
 _ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# a list of tokens that array_in reads back unquoted, joined with ",": no element empty,
+# none holding a separator, quote, backslash, brace or blank (allowed IPs, addresses,
+# source names, wg-quick tokens validated upstream); NULL alone is checked apart
+_BARE = re.compile(r'[^\s"\\{},]+(?:,[^\s"\\{},]+)*')
+_NULL_WORD = re.compile(r"(?:^|,)null(?:,|$)", re.IGNORECASE)
 
 
 def _timestamp(when: datetime) -> str:
     """ISO 8601 with its offset; a naive time is UTC, as everywhere in the writer
     (and as psycopg's own adaptation read it, the session time zone being UTC)."""
     return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).isoformat()
+
+
+def _quoted(item: str) -> str:
+    """One text element, double-quoted (commas, braces and blanks need no cases then)."""
+    if '"' in item or "\\" in item:
+        item = item.translate(_ARRAY_ESCAPES)
+    return '"' + item + '"'
 
 
 def _array(items: Sequence[Any]) -> str:
@@ -45,9 +58,7 @@ def _array(items: Sequence[Any]) -> str:
         if item is None:
             parts.append("NULL")
         elif isinstance(item, str):
-            if '"' in item or "\\" in item:
-                item = item.translate(_ARRAY_ESCAPES)
-            parts.append('"' + item + '"')
+            parts.append(_quoted(item))
         elif isinstance(item, int) and not isinstance(item, bool):
             parts.append(str(item))
         elif isinstance(item, datetime):
@@ -57,11 +68,76 @@ def _array(items: Sequence[Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
-    """Each of ``width`` columns of ``rows`` as one array literal: the parameters of
-    ``INSERT .. SELECT FROM unnest(%s::text[], %s::bigint[], ..)``, one round trip
-    and no temporary table (whose catalog churn adds up over a thousand hosts)."""
-    return [_array([row[i] for row in rows]) for i in range(width)]
+def _text_array(items: Sequence[str | None]) -> str:
+    """``_array`` of text and NULLs in one join: a column of 10,000 keys is one C-level
+    pass, and only a column holding a quote or backslash is escaped element by element."""
+    nulls = 0
+    parts = []
+    for v in items:
+        if v is None:
+            nulls += 1
+            parts.append("NULL")
+        else:
+            parts.append('"' + v + '"')
+    body = ",".join(parts)
+    if "\\" in body or body.count('"') != 2 * (len(parts) - nulls):
+        return _array(items)  # some element needs escaping
+    return "{" + body + "}"
+
+
+def _list_element(items: Sequence[Any]) -> str:
+    """A list as one element of an outer text[] (see text_columns): its array literal,
+    quoted and escaped for the outer array, built in one join where it can be.
+
+    Tokens validated upstream (prefixes, addresses, source names) are written bare,
+    ``"{10.0.0.1/32,fd00::1/128}"``; plain text (a comment with blanks) quoted inside,
+    ``"{\\"# Name = x\\"}"``. Anything else (a NULL, an empty string, a quote or a
+    backslash, the word NULL) takes the general form, which is exact for every text.
+    """
+    try:
+        body = ",".join(items)
+    except TypeError:  # a None or a non-text element
+        return _quoted(_array(items))
+    if not items:
+        return '"{}"'
+    if _BARE.fullmatch(body) and body.count(",") == len(items) - 1 and not _NULL_WORD.search(body):
+        return '"{' + body + '}"'
+    if '"' not in body and "\\" not in body:
+        return '"{\\"' + '\\",\\"'.join(items) + '\\"}"'
+    return _quoted(_array(items))
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int, start: int = 0) -> list[str]:
+    """Columns ``start`` .. ``start + width`` of ``rows``, each as one array literal: the
+    parameters of ``INSERT .. SELECT FROM unnest(%s::text[], %s::bigint[], ..)``, one
+    round trip and no temporary table (whose catalog churn adds up over a thousand hosts)."""
+    out = []
+    for i in range(start, start + width):
+        col = [row[i] for row in rows]
+        kinds = set(map(type, col))
+        if kinds <= {str, type(None)}:
+            out.append(_text_array(col))
+        elif kinds <= {int, type(None)}:
+            out.append("{" + ",".join(["NULL" if v is None else str(v) for v in col]) + "}")
+        else:
+            out.append(_array(_shared_times(col)))
+    return out
+
+
+def _shared_times(col: list[Any]) -> list[Any]:
+    """Datetimes as their quoted-free text form, one isoformat per distinct object (a
+    cycle's rows share its observed_at); other values unchanged for ``_array``."""
+    done: dict[int, str] = {}
+    out: list[Any] = []
+    for v in col:
+        if isinstance(v, datetime):
+            hit = done.get(id(v))
+            if hit is None:
+                hit = done[id(v)] = _timestamp(v)
+            out.append(hit)
+        else:
+            out.append(v)
+    return out
 
 
 def _text(value: Any) -> str | None:
@@ -85,30 +161,55 @@ def _text(value: Any) -> str | None:
     raise TypeError(f"text column: unsupported type {type(value).__name__}")
 
 
-def text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
-    """Each column of ``rows`` as one text[] literal of the values' text forms.
+def _element(value: Any) -> str:
+    """``value``'s text form as one element of a text[] literal (quoted, escaped)."""
+    if isinstance(value, list | tuple):
+        return _list_element(value)
+    text = _text(value)
+    return "NULL" if text is None else _quoted(text)
+
+
+def text_columns(rows: Sequence[Sequence[Any]], width: int, start: int = 0) -> list[str]:
+    """Columns ``start`` .. ``start + width`` of ``rows``, each one text[] literal of the
+    values' text forms.
 
     For the store's SECURITY DEFINER functions, which take one text[] per column and
     cast each element in SQL (``x::integer``, ``x::text[]``, ``x::jsonb``): a text[]
     or jsonb value cannot be an element of a one-dimensional typed array. Shared list
-    and jsonb objects (the writer shares them between rows) are encoded once.
+    and jsonb objects (the writer shares them between rows) are encoded once, element
+    form included; a column of text only is joined in one pass (``_text_array``).
     """
-    done: dict[int, tuple[Any, str | None]] = {}
+    done: dict[int, tuple[Any, str]] = {}
     out = []
-    for i in range(width):
-        items: list[str | None] = []
-        for row in rows:
-            v = row[i]
-            if v is None or type(v) is str:
-                items.append(v)
-                continue
-            if isinstance(v, list | tuple | Jsonb | dict):
-                key = id(v.obj if isinstance(v, Jsonb) else v) * 2 + isinstance(v, Jsonb)
-                hit = done.get(key)
-                if hit is None:
-                    hit = done[key] = (v, _text(v))
-                items.append(hit[1])
-                continue
-            items.append(_text(v))
-        out.append(_array(items))
+    for i in range(start, start + width):
+        col = [row[i] for row in rows]
+        kinds = set(map(type, col))
+        kinds.discard(type(None))
+        if kinds <= {str}:
+            out.append(_text_array(col))
+        elif kinds <= {bool}:
+            out.append("{" + ",".join([_BOOLS[v] for v in col]) + "}")
+        elif kinds <= {int}:
+            out.append("{" + ",".join(["NULL" if v is None else str(v) for v in col]) + "}")
+        elif kinds <= {list, tuple} and 2 * len(set(map(id, col))) > len(col):  # mostly distinct
+            out.append("{" + ",".join(["NULL" if v is None else _list_element(v) for v in col]) + "}")
+        else:
+            out.append("{" + ",".join([_shared_element(v, done) for v in col]) + "}")
     return out
+
+
+_BOOLS = {True: '"t"', False: '"f"', None: "NULL"}
+
+
+def _shared_element(v: Any, done: dict[int, tuple[Any, str]]) -> str:
+    """``_element(v)``, once per shared list or jsonb object (the writer's rows share
+    their provenance maps and source lists)."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, list | tuple | Jsonb | dict):
+        key = id(v.obj if isinstance(v, Jsonb) else v) * 2 + isinstance(v, Jsonb)
+        hit = done.get(key)
+        if hit is None:
+            hit = done[key] = (v, _element(v))  # v kept: its id stays unique
+        return hit[1]
+    return _element(v)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from wgsyncd.state import HostState
-from wgsyncd.store.known import Stats, View
+from wgsyncd.store.known import Gone, Stats, View
 from wgsyncd.store.plan import Current, Loaded, incomplete_interfaces
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 
@@ -49,7 +49,7 @@ def _load_config(tx: Any, table: str, fields: Sequence[str], host_id: str, incom
         (host_id,),
         len(key_cols) + 2,
     ):
-        cur.hashes[tuple(parts[:-2])] = (parts[-2], parts[-1] == "1")
+        cur.hashes[tuple(parts[:-2])] = Gone(parts[-2]) if parts[-1] == "1" else parts[-2]
     if incomplete:
         rows = tx.execute(
             f"SELECT {', '.join(key_cols)}, {', '.join(fields)} FROM {table} "
@@ -80,10 +80,12 @@ def _load_stats(tx: Any, host_id: str) -> Stats:
         (host_id,),
         8,
     )
-    return {
-        (p[0], p[1]): (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6]), p[7] or None)
-        for p in lines
-    }
+    shared: dict[Any, Any] = {}  # one tuple per distinct reading (the view keeps them between cycles)
+    out: Stats = {}
+    for p in lines:
+        reading = (int(p[2]) if p[2] else None, int(p[3]), int(p[4]), int(p[5]), int(p[6]), p[7] or None)
+        out[(p[0], p[1])] = shared.setdefault(reading, reading)
+    return out
 
 
 def load(tx: Any, state: HostState, view: View | None) -> Loaded:

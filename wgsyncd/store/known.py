@@ -46,20 +46,33 @@ class Head:
     link: str | None = None  # the version's signed link (wgsyncd/signing.py); None = unsigned
 
 
+class Gone(str):
+    """The row hash of a row marked removed (a str subclass: one object per row, no tuple).
+
+    A live row's hash is a plain str; compare with ``type(h) is str``, never ``==`` alone.
+    """
+
+    __slots__ = ()
+
+
 @dataclass
 class View:
     """The host's rows as of the commit of ``sync_id``."""
 
     sync_id: uuid.UUID
     loaded_at: float
-    hashes: dict[str, dict[Any, tuple[str, bool]]]  # table -> key -> (row_hash, removed?)
+    hashes: dict[str, dict[Any, str]]  # table -> key -> row_hash (a Gone when marked removed)
     keys: Keys
     stats: Stats
     head: Head | None
 
     def fresh(self, prev_sync_id: uuid.UUID | None) -> bool:
         """Whether the database still holds exactly this view (see the module doc)."""
-        return prev_sync_id == self.sync_id and time.monotonic() - self.loaded_at < RELOAD_EVERY
+        return (
+            prev_sync_id == self.sync_id
+            and time.monotonic() - self.loaded_at < RELOAD_EVERY
+            and all(type(next(iter(t.values()), "")) is not tuple for t in self.hashes.values())
+        )  # the last check: a view kept by an older layout ((hash, removed) pairs) is reloaded
 
 
 @dataclass
@@ -67,14 +80,13 @@ class HostMemo:
     """Per connection and host: the committed view (or None) and the row-hash memo."""
 
     view: View | None = None
-    # (table, key) -> (values, digest): the last values hashed for that row
-    digests: dict[tuple[str, Any], tuple[tuple[Any, ...], str]] = field(default_factory=dict)
-    # (table, key) -> (the state object, its row values): merge hands back the same Peer
-    # object for an unchanged peer, so its values need not be built again
-    rows: dict[tuple[str, Any], tuple[Any, tuple[Any, ...]]] = field(default_factory=dict)
-    # (interface, public key) -> the Peer object of the last commit (its counters are
-    # in view.stats); only meaningful together with a current view
-    committed: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # table -> key -> (values, digest): the last values hashed for that row (per table, so
+    # no (table, key) tuple per row: the memo is held between cycles, see issue 14)
+    digests: dict[str, dict[Any, tuple[tuple[Any, ...], str]]] = field(default_factory=dict)
+    # table -> key -> (the state object, its row values): merge hands back the same Peer
+    # object for an unchanged peer, so its values need not be built again. The Peer
+    # objects of the last commit are these (see committed_peers)
+    rows: dict[str, dict[Any, tuple[Any, tuple[Any, ...]]]] = field(default_factory=dict)
     # (sha256 of the drift list, monotonic time) this connection last stored in full
     drift: tuple[str, float] | None = None
     # the last drift list hashed and its sha256: an unchanged list is not encoded again
@@ -120,28 +132,64 @@ class HostMemo:
 
     def values(self, table: str, key: Any, obj: Any, compute: Any) -> tuple[Any, ...]:
         """``compute(obj)``, or last cycle's values when ``obj`` is the very same object."""
-        hit = self.rows.get((table, key))
+        rows = _table(self.rows, table)
+        hit = rows.get(key)
         if hit is not None and hit[0] is obj:
             return hit[1]
         values = compute(obj)
-        self.rows[(table, key)] = (obj, values)
+        rows[key] = (obj, values)
         return values
 
     def digest(self, table: str, key: Any, values: tuple[Any, ...], compute: Any) -> str:
         """``compute(key, values)``, or the memoised hash when the values are equal to last time."""
-        hit = self.digests.get((table, key))
+        digests = _table(self.digests, table)
+        hit = digests.get(key)
         if hit is not None and (hit[0] is values or hit[0] == values):
             return hit[1]
         digest = compute(key, values)
-        self.digests[(table, key)] = (values, digest)
+        digests[key] = (values, digest)
         return digest
 
-    def prune(self, live: set[tuple[str, Any]]) -> None:
-        """Forget rows that no longer exist, so the memos cannot grow without bound."""
+    def committed_peers(self) -> Committed:
+        """The Peer objects of the last commit by (interface, public key), as planned.
+
+        Meaningful only with a current view: every commit plans every peer of its state
+        (HostMemo.values), or is the same state again (same_state), and a failed commit
+        drops the view, so the objects last planned are the objects last committed.
+        """
+        return Committed(_table(self.rows, "peers"))
+
+    def prune(self, live: dict[str, Any]) -> None:
+        """Forget rows that no longer exist (``live``: table -> its keys now), so the memos
+        cannot grow without bound."""
         for memo in (self.digests, self.rows):
-            if len(memo) > len(live):
-                for k in [k for k in memo if k not in live]:
-                    del memo[k]
+            for table in [t for t in memo if t not in live]:
+                del memo[table]  # also what a memo of an older layout held
+            for table, keys in live.items():
+                rows = memo.get(table)
+                if rows is not None and len(rows) > len(keys):
+                    for k in [k for k in rows if k not in keys]:
+                        del rows[k]
+
+
+@dataclass
+class Committed:
+    """(interface, public key) -> the Peer object of the last commit, or None."""
+
+    rows: dict[Any, tuple[Any, tuple[Any, ...]]]
+
+    def get(self, key: Any) -> Any:
+        """The committed object for ``key``."""
+        hit = self.rows.get(key)
+        return hit[0] if hit is not None else None
+
+
+def _table(memo: dict[str, dict[Any, Any]], table: str) -> dict[Any, Any]:
+    """One table's memo (made on first use)."""
+    rows = memo.get(table)
+    if rows is None:
+        rows = memo[table] = {}
+    return rows
 
 
 def _complete(state: Any) -> bool:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wgsyncd.state import HostState, Peer, key_fingerprint
-from wgsyncd.store.known import Head, HostMemo, Keys, Stats, View
+from wgsyncd.store.known import Committed, Gone, Head, HostMemo, Keys, Stats, View
 from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
 from wgsyncd.store.values import HASH_ENCODER, interface_values, keep_known, peer_values, row_hash
 
@@ -48,9 +48,10 @@ class TableCounts:
 
 @dataclass
 class Current:
-    """A config table's current rows: key -> (row_hash, removed?), and full values where needed."""
+    """A config table's current rows: key -> row_hash (a known.Gone when marked removed),
+    and full values where needed."""
 
-    hashes: dict[Any, tuple[str, bool]] = field(default_factory=dict)
+    hashes: dict[Any, str] = field(default_factory=dict)
     full: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
 
 
@@ -68,6 +69,11 @@ class Plan:
     counts: dict[str, TableCounts] = field(
         default_factory=lambda: {t: TableCounts() for t in ("hosts", "interfaces", "peers", "server_keys")}
     )
+    # the key of each upsert and stats row, in the same order: the view keeps these tuples (apply)
+    upsert_keys: dict[str, list[tuple[str, ...]]] = field(
+        default_factory=lambda: {"interfaces": [], "peers": []}
+    )
+    stat_keys: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -140,13 +146,14 @@ def _plan_config(
         digest = memo.digest(table, key, values, row_hash)
         if old is None:
             counts.inserted += 1
-        elif old == (digest, False):
+        elif old == digest and type(old) is str:  # same hash, not marked removed
             continue
         else:
             counts.updated += 1
         plan.upserts[table].append((state.host_id, *key, *values, digest, 1, now, now, None))
-    for key, (_digest, removed) in current.hashes.items():
-        if not removed and key not in desired and key in removable:
+        plan.upsert_keys[table].append(key)
+    for key, old_hash in current.hashes.items():
+        if type(old_hash) is str and key not in desired and key in removable:
             counts.removed += 1
             plan.removals[table].append(key)
 
@@ -217,6 +224,7 @@ def _plan_stats(
     stats: Stats,
     committed: dict[tuple[str, str], Peer] | None = None,
     reappeared: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+    peer_keys: list[tuple[str, str]] | None = None,
 ) -> None:
     """New counters -> peer_stats (only when changed) and non-zero deltas -> peer_traffic.
 
@@ -226,24 +234,26 @@ def _plan_stats(
     ``committed``: the Peer objects whose counters ``stats`` already holds (the last
     commit, when the view is current); the very same object cannot have new counters,
     so it is skipped. ``reappeared``: peers marked removed in the store and present now.
+    ``peer_keys``: each peer's key tuple in the state's order (the view keeps those objects).
     """
     at = state.collected_at
     committed = committed or {}
+    keys = iter(peer_keys) if peer_keys is not None else None
     for ifname, iface in state.interfaces.items():
         iface_id = state.interface_ids.get(ifname)
         for peer in iface.peers.values():
-            if committed.get((ifname, peer.public_key)) is peer:
+            key = next(keys) if keys is not None else (ifname, peer.public_key)
+            if committed.get(key) is peer:
                 continue
             if peer.rx_bytes is None and peer.tx_bytes is None and peer.latest_handshake is None:
                 continue
-            old = stats.get((ifname, peer.public_key))
+            old = stats.get(key)
             o_hs, o_rx, o_tx, o_rxt, o_txt, o_id = old if old else (None, 0, 0, 0, 0, None)
             counters_known = peer.rx_bytes is not None or peer.tx_bytes is not None
             rx = peer.rx_bytes if peer.rx_bytes is not None else o_rx
             tx = peer.tx_bytes if peer.tx_bytes is not None else o_tx
             # with counters (kernel), None means "never"; without, it means "unknown"
             hs = micros(peer.latest_handshake) if counters_known or peer.latest_handshake else o_hs
-            key = (ifname, peer.public_key)
             new_id = (iface_id or o_id) if counters_known else o_id
             if old is not None and (hs, rx, tx, new_id) == (o_hs, o_rx, o_tx, o_id):
                 continue
@@ -265,6 +275,7 @@ def _plan_stats(
                     new_id,
                 )
             )
+            plan.stat_keys.append(key)
             if d_rx or d_tx:
                 plan.traffic.append((state.host_id, ifname, peer.public_key, at, d_rx, d_tx))
 
@@ -326,7 +337,7 @@ def make_plan(
     prev_seen: datetime | None,
     memo: HostMemo,
     current: Loaded,
-    committed: dict[tuple[str, str], Peer] | None,
+    committed: Mapping[tuple[str, str], Peer] | Committed | None,
 ) -> tuple[Plan, View]:
     """Work out everything to write this cycle against the host's ``current`` rows.
 
@@ -343,34 +354,43 @@ def make_plan(
         plan, state, now, "interfaces", INTERFACE_FIELDS, cur_ifaces, want_ifaces, {(n,) for n in gone}, memo
     )
     want_peers: dict[tuple[str, ...], tuple[tuple[Any, ...], bool]] = {}
+    same: dict[tuple[str, str], Peer] = {}  # the peers whose object was committed last time
+    peer_keys: list[tuple[str, str]] = []
     for ifname, iface in state.interfaces.items():
         for peer in iface.peers.values():
             key = (ifname, peer.public_key)
+            peer_keys.append(key)
+            if committed is not None and committed.get(key) is peer:
+                same[key] = peer  # before memo.values makes this cycle's object the memo's
             want_peers[key] = (memo.values("peers", key, peer, peer_values), ifname in incomplete)
     complete = gone | (set(state.interfaces) - set(incomplete))
     removable = {k for k in cur_peers.hashes if k[0] in complete}
     _plan_config(plan, state, now, "peers", PEER_FIELDS, cur_peers, want_peers, removable, memo)
-    memo.prune({("interfaces", k) for k in want_ifaces} | {("peers", k) for k in want_peers})
+    memo.prune({"interfaces": want_ifaces, "peers": want_peers})
     key_idx = INTERFACE_FIELDS.index("public_key")
     current_key = {n: want_ifaces[(n,)][0][key_idx] for n in state.interfaces}
     _plan_server_keys(plan, state, now, prev_seen, current.keys, current_key, gone)
-    reappeared = {k for k in want_peers if cur_peers.hashes.get(k, ("", False))[1]}
-    _plan_stats(plan, state, current.stats, committed, reappeared)
+    reappeared = {k for k in want_peers if type(cur_peers.hashes.get(k)) is Gone}
+    _plan_stats(plan, state, current.stats, same, reappeared, peer_keys)
     hashes = {"interfaces": cur_ifaces.hashes, "peers": cur_peers.hashes}
     return plan, View(uuid.UUID(int=0), current.loaded_at, hashes, current.keys, current.stats, None)
 
 
 def apply(view: View, plan: Plan, sync_id: uuid.UUID, head: Head | None) -> None:
     """Make ``view`` what the database holds once ``plan`` is committed (called after COMMIT)."""
-    for table, nkey in (("interfaces", 1), ("peers", 2)):
+    for table in ("interfaces", "peers"):
         hashes = view.hashes[table]
-        for row in plan.upserts[table]:
-            hashes[tuple(row[1 : 1 + nkey])] = (row[-5], False)
+        for key, row in zip(plan.upsert_keys[table], plan.upserts[table], strict=True):
+            hashes[key] = row[-5]
         for key in plan.removals[table]:
-            hashes[key] = (hashes[key][0], True)
+            hashes[key] = Gone(hashes[key])
     for _h, ifname, pk, _fp, first_seen, _last, retired_at in plan.server_keys:
         old = view.keys.get((ifname, pk))
         view.keys[(ifname, pk)] = (old[0] if old else first_seen, retired_at)
-    for _h, ifname, pk, hs_at, rx, tx, rxt, txt, _at, iface_id in plan.stats:
-        view.stats[(ifname, pk)] = (micros(hs_at), rx, tx, rxt, txt, iface_id)
+    shared: dict[Any, Any] = {}  # one tuple per distinct reading: idle peers all read alike
+    for key, (_h, _i, _pk, hs_at, rx, tx, rxt, txt, _at, iface_id) in zip(
+        plan.stat_keys, plan.stats, strict=True
+    ):
+        reading = (micros(hs_at), rx, tx, rxt, txt, iface_id)
+        view.stats[key] = shared.setdefault(reading, reading)
     view.sync_id, view.head = sync_id, head

@@ -9,18 +9,20 @@ leaves this module.
 from __future__ import annotations
 
 import hashlib
+import json.encoder
 from collections.abc import Sequence
 from typing import Any
 
 from wgsyncd.canonical import COMPACT
 from wgsyncd.merge import EMPTY_YIELDS
 from wgsyncd.state import Interface, Peer, Secret, interned, public_key_from_private
-from wgsyncd.store.rows import INTERFACE_FIELDS, PEER_FIELDS
+from wgsyncd.store.rows import INTERFACE_FIELDS
 
 
-def _arr(value: tuple[str, ...] | None) -> list[str] | None:
-    """Tuples become lists so they compare equal to what psycopg returns for text[]."""
-    return None if value is None else list(value)
+def _arr(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A list field as the state holds it: the tuple itself, no copy (the writer keeps row
+    values between cycles; a tuple hashes and encodes as the list psycopg returns)."""
+    return value
 
 
 def _secret_pair(secret: Secret | None, known: bool = False) -> tuple[bool | None, str | None]:
@@ -37,19 +39,31 @@ def _secret_pair(secret: Secret | None, known: bool = False) -> tuple[bool | Non
 # row values repeat the same few provenance maps and source lists thousands of times:
 # one shared (never modified) object per distinct value keeps a 10k-peer memo ~10 MB smaller
 _PROVENANCE: dict[tuple[Any, ...], dict[str, str]] = {}
-_SOURCES: dict[tuple[Any, ...], list[str]] = {}
+_SOURCES: dict[str, list[str]] = {}
 
 
 def _provenance(prov: dict[str, Any]) -> dict[str, str]:
-    """Field -> source name, as stored in jsonb (shared between rows; never modified)."""
-    return interned(
-        _PROVENANCE, tuple(prov.items()), lambda: {str(k): str(v) for k, v in sorted(prov.items())}
-    )
+    """Field -> source name, as stored in jsonb (shared between rows; never modified).
+
+    Keyed by the field names and the joined source names: hashing Source members (a
+    StrEnum) runs Enum.__hash__ in Python, str.join reads them in C."""
+    try:
+        joined = "\n".join(prov.values())
+    except TypeError:  # a value that is not text
+        joined = None
+    key: tuple[Any, ...]
+    if joined is not None and joined.count("\n") == len(prov) - 1:
+        key = (*prov, joined)
+    else:  # the general key (a value holding the separator would be ambiguous)
+        key = tuple(prov.items())
+    return interned(_PROVENANCE, key, lambda: {str(k): str(v) for k, v in sorted(prov.items())})
 
 
 def _sources(seen_by: tuple[Any, ...]) -> list[str]:
-    """Which sources saw the row, sorted, as stored in text[] (shared; never modified)."""
-    return interned(_SOURCES, seen_by, lambda: sorted({str(s) for s in seen_by}))
+    """Which sources saw the row, sorted, as stored in text[] (shared; never modified).
+
+    Keyed by the joined names: str.join reads Source members (a StrEnum) in C."""
+    return interned(_SOURCES, ",".join(seen_by), lambda: sorted({str(s) for s in seen_by}))
 
 
 def _interface_public_key(iface: Interface) -> str | None:
@@ -88,24 +102,26 @@ def interface_values(iface: Interface) -> tuple[Any, ...]:
 
 
 def peer_values(peer: Peer) -> tuple[Any, ...]:
-    """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters."""
+    """The PEER_FIELDS of ``peer`` as stored: fingerprints instead of keys, no counters.
+
+    Built by position, in PEER_FIELDS order (10,000 calls a first sync; the order is
+    checked field by field in tests/unit/store/test_values.py)."""
     has_psk, psk_fp = _secret_pair(peer.preshared_key, "preshared_key" in peer.provenance)
     has_priv, priv_fp = _secret_pair(peer.private_key, "private_key" in peer.provenance)
-    values = {
-        "name": peer.name,
-        "comments": _arr(peer.comments),
-        "allowed_ips": _arr(peer.allowed_ips),
-        "endpoint": peer.endpoint,
-        "persistent_keepalive": peer.persistent_keepalive,
-        "disabled": peer.disabled,
-        "has_preshared_key": has_psk,
-        "preshared_key_fp": psk_fp,
-        "has_private_key": has_priv,
-        "private_key_fp": priv_fp,
-        "sources": _sources(peer.seen_by),
-        "provenance": _provenance(peer.provenance),
-    }
-    return tuple(values[f] for f in PEER_FIELDS)
+    return (
+        peer.name,
+        _arr(peer.comments),
+        _arr(peer.allowed_ips),
+        peer.endpoint,
+        peer.persistent_keepalive,
+        peer.disabled,
+        has_psk,
+        psk_fp,
+        has_priv,
+        priv_fp,
+        _sources(peer.seen_by),
+        _provenance(peer.provenance),
+    )
 
 
 # pairs that must be taken together from one side when merging known values
@@ -153,9 +169,22 @@ _MODEL_NAME = {"table_name": "table"}
 # the one compact canonical encoder (wgsyncd.canonical): a shared encoder, not json.dumps
 # with options per call (35% faster at 10k peers)
 HASH_ENCODER = COMPACT
+# the same encoding from the C encoder built once: JSONEncoder.encode builds a new one on
+# every call, a third of row_hash at 10,000 rows (tests/unit/store/test_values.py checks
+# both agree); None where the json C accelerator is missing
+_ROW_ENCODER = (
+    json.encoder.c_make_encoder(
+        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
 
 
 def row_hash(key: Sequence[Any], values: Sequence[Any]) -> str:
     """A stable hash of a row's config, stored so other readers can compare cheaply."""
-    blob = HASH_ENCODER.encode([list(key), list(values)])
+    if _ROW_ENCODER is not None:
+        blob = "".join(_ROW_ENCODER((key, values), 0))
+    else:
+        blob = HASH_ENCODER.encode([list(key), list(values)])
     return hashlib.sha256(blob.encode()).hexdigest()

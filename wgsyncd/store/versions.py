@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -239,6 +240,7 @@ def record(
     config_rows_written: int | None = None,
     head: Head | None = None,
     signer: signing.Signer | None = None,
+    ahead: Future[tuple[Content, bytes]] | None = None,
 ) -> tuple[int | None, Head | None]:
     """Add a config version when the content changed; return (its number or None, the new head).
 
@@ -256,7 +258,8 @@ def record(
     ``signer`` (the agent always passes one): the version is signed and chained, and
     a latest row read from the database is first judged against the host's record of
     what it signed last (store/signed.py ``judge_latest``); a row that is not the host's own forces a
-    new version and is never carried forward.
+    new version and is never carried forward. ``ahead``: the content of a complete
+    read, being built on a worker thread (store/ahead.py).
     """
     status = "partial" if state.partial else "ok"
     need_doc = not (state.sources and all(state.sources.values()) and not state.errors)
@@ -301,10 +304,16 @@ def record(
         and head.recovery_key_fp == current_fp
     ):
         return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
-    content = build_content(state, recovery_public, previous)
+    doc_text: bytes | None = None
+    if ahead is not None and not need_doc:  # complete: ``previous`` cannot change the content
+        content, doc_text = ahead.result()
+    else:
+        content = build_content(state, recovery_public, previous)
     if not force and head is not None and head.sha256 == content.sha256:
         return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
     version = floor + 1
+    if doc_text is None:
+        doc_text = signed_bytes(content.doc)  # encoded once: hashed for the signature and stored
     _store_secrets(tx, state.host_id, now, content, recovery_public)
     ifaces = content.doc["interfaces"].values()
     refs = [i["secrets"]["sealed_to"] for i in ifaces]
@@ -317,7 +326,7 @@ def record(
             prev_link or signing.GENESIS,
             now,
             content.sha256,
-            signing.doc_sha256(content.doc),
+            hashlib.sha256(doc_text).hexdigest(),  # = signing.doc_sha256(content.doc)
             signed.blob_hashes(tx, state.host_id, content.doc),
             current_fp,
             signer.key.verify_key,
@@ -329,14 +338,14 @@ def record(
     tx.execute(
         "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
         "interfaces, peers, sealed, recovery_key_fp, prev_sha256, doc_sha256, sealed_sha256, signing_key, "
-        "signature) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "signature) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             state.host_id,
             version,
             now,
             sync_id,
             content.sha256,
-            Jsonb(content.doc),
+            doc_text.decode(),
             len(refs),
             sum(len(i["peers"]) for i in ifaces),
             all(r is not None for r in refs),

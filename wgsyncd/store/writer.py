@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from wgsyncd.state import HostState
-from wgsyncd.store import copytext, current, versions
+from wgsyncd.store import ahead, copytext, current, versions
 from wgsyncd.store.db import StoreError, guarded, waited_in
 from wgsyncd.store.known import forget, memo_for
 from wgsyncd.store.plan import (
@@ -115,17 +117,22 @@ def _call(tx: _Tx, function: str, host_id: str, columns: Sequence[str], casts: S
     tx.execute(f"SELECT {function}({args})", [host_id, *columns])
 
 
-def _put_config(tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]]) -> None:
+def _put_config(
+    tx: _Tx, table: str, nkey: int, rows: list[tuple[Any, ...]], before: Callable[[], None] | None = None
+) -> None:
     """Insert-or-update config rows (host_id, key..., fields..., row_hash, meta...) in key order.
 
     Sorting by key gives every writer the same lock order; the function bumps version
-    and sets updated_at in SQL, so the writer need not load old versions.
+    and sets updated_at in SQL, so the writer need not load old versions. ``before``
+    runs between encoding the rows and sending them.
     """
     if not rows:
         return
-    rows.sort(key=lambda r: r[1 : 1 + nkey])
+    rows = sorted(rows, key=itemgetter(*range(1, 1 + nkey)))  # a copy: the plan's order matches its keys
     width = len(rows[0]) - len(_META) + 1  # through row_hash
-    cols = copytext.text_columns([r[1:width] for r in rows], width - 1)
+    cols = copytext.text_columns(rows, width - 1, start=1)
+    if before is not None:
+        before()
     _call(tx, f"wgsyncd_put_{table}", rows[0][0], cols, ["text"] * len(cols))
 
 
@@ -133,8 +140,8 @@ def _put_columns(
     tx: _Tx, function: str, host_id: str, types: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Scalar rows (host_id first, dropped) as one typed array per column."""
-    rows.sort(key=lambda r: r[1:3])
-    _call(tx, function, host_id, copytext.columns([r[1:] for r in rows], len(types)), types)
+    rows.sort(key=itemgetter(1, 2))
+    _call(tx, function, host_id, copytext.columns(rows, len(types), start=1), types)
 
 
 def _mark_removed(tx: _Tx, table: str, host_id: str, keys: list[tuple[str, ...]]) -> None:
@@ -166,20 +173,32 @@ _TTYPES = ("text", "text", "text", "timestamptz", "bigint", "bigint")
 _KTYPES = ("text", "text", "text", "timestamptz", "timestamptz", "timestamptz")
 
 
-def _write(tx: _Tx, host_id: str, plan: Plan) -> None:
-    """Write the plan, parents before children (interfaces before peers, for the foreign key)."""
+def _write(tx: _Tx, host_id: str, plan: Plan, start: Callable[[], None]) -> None:
+    """Write the plan, parents before children (interfaces before peers, for the foreign key).
+
+    ``start`` runs once, when the server is about to get the cycle's longest statement
+    (the peers, once encoded): work that can overlap it begins then (store/ahead.py).
+    """
     _put_config(tx, "interfaces", 1, plan.upserts["interfaces"])
-    _put_config(tx, "peers", 2, plan.upserts["peers"])
+    if plan.upserts["peers"]:
+        _put_config(tx, "peers", 2, plan.upserts["peers"], start)
+    else:
+        start()
     _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
     _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     if plan.server_keys:
         _put_columns(tx, "wgsyncd_put_server_keys", host_id, _KTYPES, plan.server_keys)
     if plan.stats or plan.traffic:
-        plan.stats.sort(key=lambda r: r[1:3])
-        plan.traffic.sort(key=lambda r: r[1:4])
-        cols = copytext.columns([r[1:] for r in plan.stats], len(_STYPES) - 1)
-        cols += copytext.columns([r[1:] for r in plan.traffic], len(_TTYPES) - 1)
+        stats = sorted(plan.stats, key=itemgetter(1, 2))  # a copy: the plan's order matches its keys
+        traffic = sorted(plan.traffic, key=itemgetter(1, 2, 3))
+        cols = copytext.columns(stats, len(_STYPES) - 1, start=1)
+        cols += copytext.columns(traffic, len(_TTYPES) - 1, start=1)
         _call(tx, "wgsyncd_put_stats", host_id, cols, [*_STYPES[1:], *_TTYPES[1:]])
+
+
+def _writes_config(plan: Plan) -> bool:
+    """Whether the plan writes any config row (interfaces, peers, server keys)."""
+    return any(plan.upserts.values()) or any(plan.removals.values()) or bool(plan.server_keys)
 
 
 _BEGIN = "SELECT prev_seen, prev_sync, tx_now FROM wgsyncd_begin_cycle(%s, %s, %s, %s, %s)"
@@ -249,11 +268,18 @@ def write_cycle(
                 prev_seen,
                 memo,
                 current.load(tx, state, view),
-                memo.committed if view is not None else None,
+                memo.committed_peers() if view is not None else None,
             )
         first = prev_seen is None
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
-        _write(tx, state.host_id, plan)
+        # config rows written: the version content is needed; built while the server works
+        built: list[Future[Any] | None] = []
+        _write(
+            tx,
+            state.host_id,
+            plan,
+            lambda: built.append(ahead.start(state, recovery_public_key) if _writes_config(plan) else None),
+        )
         report.tables = plan.counts
         report.total_config_rows_written = sum(
             plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
@@ -267,6 +293,7 @@ def write_cycle(
             report.total_config_rows_written,
             head=view.head if view is not None else None,
             signer=signer,
+            ahead=built[0] if built else None,
         )
         drift_sha, drift_list = drift_to_store(state, memo)
         drift_value = Jsonb(drift_list) if drift_list is not None else None
@@ -297,8 +324,6 @@ def write_cycle(
     memo.view = new_view
     if drift_value is not None:
         memo.drift = (drift_sha, time.monotonic())
-    if not same:  # the same objects: committed already names them
-        memo.committed = {(n, p.public_key): p for n, i in state.interfaces.items() for p in i.peers.values()}
     memo.remember(state)
     report.duration_s = time.monotonic() - t0
     return report

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from wgsyncd.state import HostState, Interface, Peer, Secret, Source, SourceError
 from wgsyncd.store import plan
-from wgsyncd.store.known import HostMemo, View
+from wgsyncd.store.known import Gone, HostMemo, View
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 K, C = Source.KERNEL, Source.CONF
@@ -55,7 +55,7 @@ def test_a_new_host_inserts_every_row_and_its_counters():
     assert [(r[1], r[2], r[6]) for r in p.server_keys] == [("wg0", pub, None)]
     assert [(r[2], r[4]) for r in p.stats] == [(a, 10), (b, 0)]
     assert [(r[2], r[4]) for r in p.traffic] == [(a, 10)]  # only non-zero deltas
-    assert not p.empty and view.hashes["peers"][("wg0", a)][1] is False
+    assert not p.empty and type(view.hashes["peers"][("wg0", a)]) is str
 
 
 def test_the_same_state_again_plans_nothing():
@@ -97,7 +97,7 @@ def test_a_missing_peer_is_removed_only_after_a_complete_read():
     p, _ = cycle(state_of(only_a, errors=[err]), memo, plan.Loaded.from_view(view))
     assert p.removals["peers"] == [] and p.counts["peers"].removed == 0
     p, view = cycle(state_of(only_a), memo, plan.Loaded.from_view(view))
-    assert p.removals["peers"] == [("wg0", b)] and view.hashes["peers"][("wg0", b)][1] is True
+    assert p.removals["peers"] == [("wg0", b)] and type(view.hashes["peers"][("wg0", b)]) is Gone
 
 
 def test_a_gone_interface_retires_its_server_key():
@@ -115,13 +115,13 @@ def test_a_changed_field_updates_one_row_with_a_new_hash():
     memo = HostMemo()
     st = state_of(Interface("wg0", peers={a: peer(a), b: peer(b)}))
     _p, view = cycle(st, memo, empty_rows())
-    old_hash = view.hashes["peers"][("wg0", b)][0]
+    old_hash = view.hashes["peers"][("wg0", b)]
     psk = Secret(key())
     bob = peer(b, name="bob", preshared_key=psk)
     changed = state_of(Interface("wg0", peers={a: st.interfaces["wg0"].peers[a], b: bob}))
     p, view = cycle(changed, memo, plan.Loaded.from_view(view))
     assert p.counts["peers"].updated == 1 and [r[2] for r in p.upserts["peers"]] == [b]
-    assert view.hashes["peers"][("wg0", b)][0] != old_hash
+    assert view.hashes["peers"][("wg0", b)] != old_hash
     # row values hold the key's fingerprint, never the key
     assert psk.reveal() not in str(p.upserts) and psk.fingerprint() in str(p.upserts)
 
