@@ -179,10 +179,8 @@ def _seal(memo: Memo) -> None:
         for entries in part.values():
             for value in entries.values():
                 seal_peer(value[1] if isinstance(value, tuple) else value)
-    for (_readers, copies), peer, _drift in memo.merge.peers.values():
+    for peer in memo.merge.held_peers():
         seal_peer(peer)
-        for _source, copy_ in copies:
-            seal_peer(copy_)
 
 
 def _read_own(path: Path) -> bytes:
