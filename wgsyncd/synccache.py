@@ -268,7 +268,7 @@ def _entries(memo: Memo) -> dict[str, Any]:
     return {
         "conf": dict(memo.conf),
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
-        "wgrest": {k: {p: e[1] for p, e in v.items()} for k, v in memo.wgrest.items()},
+        "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
         "merge": dict(memo.merge.peers),
     }
 

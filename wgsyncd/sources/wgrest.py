@@ -84,7 +84,7 @@ class _Shifted(WgrestProblem):
 
 
 def _read_peers(
-    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[bytes, Peer]]]
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[bytes, Peer]]
 ) -> dict[str, Peer]:
     """All peers of one device, every page, or a WgrestProblem (never a partial dict).
 
@@ -122,29 +122,28 @@ def _fingerprint(raw: dict[str, Any]) -> bytes:
 
 
 def _read_peers_once(
-    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[Any, tuple[bytes, Peer]]]
+    client: WgrestHttp, name: str, per_page: int, memo: dict[str, dict[bytes, Peer]]
 ) -> dict[str, Peer]:
     """One pass over all pages of a device's peers, one page in memory at a time.
 
     A peer whose JSON object equals last cycle's is the same Peer object (not parsed
     again, and downstream not merged again); Peer objects are never mutated. ``memo``
-    (memo.Memo.wgrest): device name -> {public key: (_fingerprint of its JSON, Peer)}, last full read.
+    (memo.Memo.wgrest): device name -> {_fingerprint of a peer's JSON: its Peer}, last full
+    read (keyed by the digest alone: no (digest, Peer) pair and no key string per peer).
     """
     first = peers_url(client, name, per_page)
     seen = memo.get(name, {})
-    fresh: dict[Any, tuple[bytes, Peer]] = {}
+    fresh: dict[bytes, Peer] = {}
     peers: dict[str, Peer] = {}
     index = 0
     for page, where in client.pages(first):
         for raw in page:
-            key = raw.get("public_key") if isinstance(raw, dict) else None
-            hit = seen.get(key) if isinstance(key, str) else None  # anything else: parse_peer says why
-            digest = _fingerprint(raw) if hit is not None else b""
-            peer = hit[1] if hit is not None and hit[0] == digest else parse_peer(raw, f"{where} [{index}]")
+            digest = _fingerprint(raw)  # equal JSON text: the same peer (anything else: parse_peer says why)
+            peer = seen.get(digest) or parse_peer(raw, f"{where} [{index}]")
             if peer.public_key in peers:
                 raise _Shifted(redact_url(first), "a peer came twice")
             peers[peer.public_key] = peer
-            fresh[raw["public_key"]] = (digest or _fingerprint(raw), peer)
+            fresh[digest] = peer
             index += 1
     memo[name] = fresh
     return peers
@@ -154,7 +153,7 @@ def read(
     cfg: WgrestConfig,
     want: Callable[[str], bool] | None = None,
     state_dir: str | None = None,
-    memo: dict[str, dict[Any, tuple[bytes, Peer]]] | None = None,
+    memo: dict[str, dict[bytes, Peer]] | None = None,
     answered: dict[tuple[str | None, str], str] | None = None,
 ) -> SourceResult:
     """Read every wanted device of wgrest with all its peers, plus v1's peer private keys.
@@ -275,7 +274,7 @@ def _read_device(
     where: str,
     want: Callable[[str], bool] | None,
     result: SourceResult,
-    memo: dict[str, dict[Any, tuple[bytes, Peer]]],
+    memo: dict[str, dict[bytes, Peer]],
 ) -> None:
     """Add one device with all its peers to ``result``, or one SourceError for it."""
     name = raw.get("name") if isinstance(raw, dict) else None

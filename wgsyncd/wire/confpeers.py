@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wgsyncd.state import Peer, Secret, Source, shared
+from wgsyncd.state import Peer, Secret, Source, shared, shared_str, shared_strs
 from wgsyncd.wire import conffields as cf
 from wgsyncd.wire import confvalues as cv
 from wgsyncd.wire.conflines import PEER_KEYS, Block, ConfParseError, peer_name, safe_word, warn
@@ -42,7 +42,7 @@ def _read_peer_block(path: str, block: Block) -> _PeerBlock:
             public_key = cf.wgfield(path, line, canonical, cf.key)
         elif canonical == "PresharedKey":
             psk = cv.wg_key_or_none(cf.wgfield(path, line, canonical, cf.key))
-            out.psk = (Secret(psk) if psk else None,)
+            out.psk = (Secret(shared_str(psk)) if psk else None,)
         elif canonical == "AllowedIPs":
             items = cf.wgfield(path, line, canonical, cf.allowed_ips)
             out.allowed.extend((ip, line.no) for ip in items)
@@ -116,10 +116,10 @@ class _PeerDraft:
         if provenance is None:
             provenance = provenances[which] = shared(_provenance(*which))
         return Peer(
-            public_key=self.public_key,
+            public_key=shared_str(self.public_key),  # one str with the other sources (state.shared_str)
             preshared_key=self.psk,
-            allowed_ips=tuple(self.allowed),
-            endpoint=self.endpoint,
+            allowed_ips=shared_strs(list(self.allowed)),
+            endpoint=None if self.endpoint is None else shared_str(self.endpoint),
             persistent_keepalive=self.keepalive,
             name=name,
             comments=comments,

@@ -22,6 +22,8 @@ from wgsyncd.state import (
     StateError,
     parse_key,
     public_key_from_private,
+    shared_str,
+    shared_strs,
 )
 
 # the fields a kernel read always knows, even when the value is "none" (None / 0)
@@ -107,12 +109,13 @@ def make_peer(
     tx_bytes: int,
 ) -> Peer:
     """A Peer with kernel provenance; an all-zero preshared key means "none"."""
-    psk = None if preshared_key is None or preshared_key == ZERO_KEY_B64 else Secret(preshared_key)
+    no_psk = preshared_key is None or preshared_key == ZERO_KEY_B64
+    psk = None if no_psk else Secret(shared_str(preshared_key))  # type: ignore[arg-type]
     return Peer(
-        public_key=public_key,
+        public_key=shared_str(public_key),  # one str with the other sources (state.shared_str)
         preshared_key=psk,
-        allowed_ips=allowed_ips,
-        endpoint=endpoint,
+        allowed_ips=shared_strs(allowed_ips),
+        endpoint=None if endpoint is None else shared_str(endpoint),
         persistent_keepalive=keepalive,
         latest_handshake=handshake_time(handshake_sec),
         rx_bytes=rx_bytes,

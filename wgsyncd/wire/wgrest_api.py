@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from wgsyncd import validate
-from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared
+from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared, shared_str, shared_strs
 from wgsyncd.wire.wgrest_http import WgrestHttp, WgrestProblem, redact_url, scrub, type_name
 
 log = logging.getLogger(__name__)
@@ -249,12 +249,14 @@ def parse_peer(raw: Any, where: str) -> Peer:
     """
     if not isinstance(raw, dict):
         raise WgrestProblem(where, f"expected a peer object, got {type_name(raw)}")
-    peer = Peer(public_key=_get_key(raw, "public_key", where, required=True) or "")
+    # the kept strings are shared with the other sources' copies (state.shared_str)
+    peer = Peer(public_key=shared_str(_get_key(raw, "public_key", where, required=True) or ""))
     psk = _get_key(raw, "preshared_key", where, required=False)
-    peer.preshared_key = Secret(psk) if psk else None
-    peer.allowed_ips = _get_cidrs(raw, "allowed_ips", where) or ()
+    peer.preshared_key = Secret(shared_str(psk)) if psk else None
+    peer.allowed_ips = shared_strs(_get_cidrs(raw, "allowed_ips", where) or ())
     endpoint = _get_str(raw, "endpoint", where, required=False) or None
-    peer.endpoint = _check(validate.endpoint, endpoint, f"{where} endpoint") if endpoint else None
+    if endpoint:
+        peer.endpoint = shared_str(_check(validate.endpoint, endpoint, f"{where} endpoint"))
     keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
     if keepalive is not None:
         try:
