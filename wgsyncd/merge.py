@@ -10,7 +10,6 @@ manage an interface never produces false "missing" drift.
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -189,103 +188,27 @@ def _peer_presence(
     return [_presence_drift(interface, pub, present, readers)]
 
 
-# ---------------------------------------------------------------- one peer, fast
-
-# a peer's values in field order (all but provenance and seen_by), read in one C call
-_VALUES = tuple(f.name for f in fields(Peer) if f.name not in ("provenance", "seen_by"))
-_values_of = operator.attrgetter(*_VALUES)
-_ABSENT = (None,) * len(_VALUES)
-_drift_values = operator.itemgetter(*(_VALUES.index(n) for n in _PEER_DRIFT))
-# merge plans by input shape; a pure function's cache: bounded, never wrong, only slower when full
-_PLANS: dict[
-    tuple[Any, ...], tuple[Callable[[tuple], tuple], dict[str, Source], tuple[Source, ...], tuple]
-] = {}
-PLANS_MAX = 1024
-
-
-class RowMerge:
-    """Merges the peers of one interface, one row (each reader's copy or None) at a time.
-
-    Why a plan per input shape: who wins each field depends only on which sources have
-    the peer, which of their fields are None, and which fields each source vouches for
-    (its provenance dict, shared by thousands of peers). So _merge_object runs once per
-    shape; every other peer of that shape is one attrgetter per copy, one itemgetter for
-    the merged values and one constructor call (10,000 peers: ~0.25 s -> a tenth).
-    Drift takes the long way only for a peer whose copies are not all equal.
-    """
-
-    def __init__(self, interface: str, readers: tuple[Source, ...]) -> None:
-        self.interface = interface
-        self.readers = readers
-        self.conf_at = readers.index(C) if C in readers else None
-        self.code = sum(1 << i for i, s in enumerate(Source) if s in readers)  # ints hash in C
-
-    def peer(self, pub: str, row: _Row) -> tuple[Peer, tuple[Drift, ...]]:
-        """One merged peer and its drift (a shared () when there is none)."""
-        vals = [_ABSENT if p is None else _values_of(p) for p in row]
-        flat = sum(vals, (None,))  # index 0 is "nobody has a value"
-        shape = (
-            self.code,
-            tuple(map(operator.is_, flat, itertools.repeat(None))),
-            tuple([0 if p is None else id(p.provenance) for p in row]),
-        )
-        plan = _PLANS.get(shape) or self._plan(shape, row)
-        merged = Peer(pub, *plan[0](flat), provenance=plan[1], seen_by=plan[2])
-        drift: tuple[Drift, ...] = ()
-        present = all(row)
-        if not present or (self.conf_at is not None and row[self.conf_at].disabled):  # type: ignore[union-attr]
-            drift = tuple(_peer_presence(self.interface, pub, self._objs(row), list(self.readers)))
-        differ = [_drift_values(v) for v, p in zip(vals, row, strict=True) if p is not None]
-        if any(d != differ[0] for d in differ[1:]):
-            drift += tuple(_field_drift(self._objs(row), _PEER_DRIFT, self._maker(pub)))
-        return merged, drift
-
-    def _objs(self, row: _Row) -> dict[Source, Peer]:
-        """The row as {source: copy} for the general helpers."""
-        return {s: p for s, p in zip(self.readers, row, strict=True) if p is not None}
-
-    def _maker(self, pub: str) -> Callable[[str, tuple], Drift]:
-        """Builds this peer's DIFFERS drift for one field."""
-        return lambda f, v: Drift(self.interface, pub, f, DriftKind.DIFFERS, v)
-
-    def _plan(self, shape: tuple[Any, ...], row: _Row) -> tuple:
-        """Merge one peer the general way and note where each merged value came from."""
-        merged = _merge_object(Peer, {"public_key": ""}, self._objs(row), PEER_PRECEDENCE)
-        width = len(_VALUES)
-        at = {s: i for i, s in enumerate(self.readers)}
-        picks = []
-        for j, name in enumerate(_VALUES[1:], 1):
-            src = merged.provenance.get(name)
-            has_value = src is not None and getattr(merged, name) is not None
-            picks.append(1 + at[src] * width + j if has_value else 0)  # type: ignore[index]
-        # the provenance dicts stay referenced, so their ids in ``shape`` cannot be reused
-        plan = (
-            operator.itemgetter(*picks),
-            merged.provenance,
-            merged.seen_by,
-            tuple(p.provenance for p in row if p),
-        )
-        if len(_PLANS) < PLANS_MAX:
-            _PLANS[shape] = plan
-        return plan
-
-
 # one peer's merge inputs: each reading source's copy in reader order (None: it lacks the peer)
-_Row = tuple[Peer | None, ...]
+Row = tuple[Peer | None, ...]
 # one interface's merge inputs: the sources reading it, and each source's Interface
 _IfaceInputs = tuple[tuple[Source, ...], tuple[tuple[Source, Interface], ...]]
-# one remembered peer: its row, the merged Peer and its drift (a shared () when none)
-_PeerEntry = tuple[_Row, Peer, tuple[Drift, ...]]
 
 
 @dataclass
 class _IfaceEntry:
-    """One interface of the previous merge: its inputs, result, drift and its peers' entries."""
+    """One interface of the previous merge: its inputs, result and drift, and its peers' rows.
+
+    A peer is remembered as its row only (each reader's copy, None where a source lacks
+    it; ~64 bytes): its merged Peer is ``merged.peers[pub]`` and its drift, for the few
+    peers that have any, ``peer_drift[pub]``. (Pairs of (source, copy) and one entry
+    tuple per peer were ~400 bytes a peer.)
+    """
 
     inputs: _IfaceInputs
     merged: Interface
     drift: list[Drift]
-    peers: dict[str, _PeerEntry]
+    rows: dict[str, Row]
+    peer_drift: dict[str, tuple[Drift, ...]]
 
 
 @dataclass
@@ -301,27 +224,32 @@ class MergeMemo:
     lookups (~0.03 s -> ~0.001 s). Peer order is not part of the comparison:
     wireguard-go lists peers in a new order on every read and nothing downstream reads
     meaning into a running interface's order (versions sort; a conf's order is in its
-    raw text). A peer's entry is one flat row of its sources' copies (~130 bytes, not
-    ~400 with (source, copy) pairs): the sources are the interface's readers, in order.
+    raw text).
     """
 
     interfaces: dict[str, _IfaceEntry] = field(default_factory=dict)
 
     @property
-    def peers(self) -> dict[tuple[str, str], _PeerEntry]:
-        """Every remembered peer by (interface, public key) (for tests and debugging)."""
-        return {(n, pub): e for n, entry in self.interfaces.items() for pub, e in entry.peers.items()}
+    def peers(self) -> dict[tuple[str, str], tuple[Row, Peer, tuple[Drift, ...]]]:
+        """Every remembered peer by (interface, public key): (row, merged, drift) (tests, debugging)."""
+        return {
+            (n, pub): (row, e.merged.peers[pub], e.peer_drift.get(pub, ()))
+            for n, e in self.interfaces.items()
+            for pub, row in e.rows.items()
+        }
 
     def held_peers(self) -> Iterator[Peer]:
         """Every Peer this memo holds (merged ones and the sources' copies), e.g. to seal them."""
         for entry in self.interfaces.values():
-            for row, peer, _drift in entry.peers.values():
-                yield peer
+            yield from entry.merged.peers.values()
+            for row in entry.rows.values():
                 yield from (p for p in row if p is not None)
 
 
 def _merge_interface(name: str, objs: dict[Source, Interface], old: _IfaceEntry | None) -> _IfaceEntry:
     """Merge one interface and its peers, reusing ``old`` (the previous merge) where it can."""
+    from wgsyncd.mergerow import RowMerge  # here: mergerow uses this module's tables
+
     readers = tuple(s for s in Source if s in objs)
     inputs: _IfaceInputs = (readers, tuple((s, objs[s]) for s in readers))
     if old is not None and old.inputs == inputs:
@@ -329,26 +257,30 @@ def _merge_interface(name: str, objs: dict[Source, Interface], old: _IfaceEntry 
     merged = _merge_object(Interface, {"name": name}, objs, INTERFACE_PRECEDENCE)
     drift = _field_drift(objs, _INTERFACE_DRIFT, lambda f, v: Drift(name, None, f, DriftKind.DIFFERS, v))
     # a row is positional: remembered rows only count when the same sources read the interface
-    old_peers = old.peers if old is not None and old.inputs[0] == readers else {}
-    new_peers: dict[str, _PeerEntry] = {}
+    reuse = old is not None and old.inputs[0] == readers
+    old_rows = old.rows if reuse else {}  # type: ignore[union-attr]
+    entry = _IfaceEntry(inputs, merged, drift, {}, {})
     tables = [objs[s].peers for s in readers]
     keys: dict[str, Any] = tables[0]
     if any(t.keys() != keys.keys() for t in tables[1:]):
         keys = dict.fromkeys(itertools.chain.from_iterable(tables))  # kernel order, then conf's, wgrest's
     rows = zip(*(map(t.get, keys) for t in tables), strict=True)
     rowmerge = RowMerge(name, readers)
-    merged_peers = merged.peers
+    merged_peers, new_rows, peer_drift = merged.peers, entry.rows, entry.peer_drift
     for pub, row in zip(keys, rows, strict=True):
-        hit = old_peers.get(pub)
         # tuple equality checks identity before __eq__: the usual case (sources handed
         # back the same Peer objects) costs no field comparison at all
-        if hit is None or hit[0] != row:
-            hit = (row, *rowmerge.peer(pub, row))
-        new_peers[pub] = hit
-        merged_peers[pub] = hit[1]
-        if hit[2]:
-            drift.extend(hit[2])
-    return _IfaceEntry(inputs, merged, drift, new_peers)
+        if old_rows.get(pub) == row:
+            row = old_rows[pub]
+            peer, found = old.merged.peers[pub], old.peer_drift.get(pub, ())  # type: ignore[union-attr]
+        else:
+            peer, found = rowmerge.peer(pub, row)
+        new_rows[pub] = row
+        merged_peers[pub] = peer
+        if found:
+            peer_drift[pub] = found
+            drift.extend(found)
+    return entry
 
 
 def merge(

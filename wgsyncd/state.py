@@ -13,7 +13,6 @@ import enum
 import hashlib
 import operator
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import datetime
@@ -34,7 +33,7 @@ class StateError(ValueError):
     """A value that cannot be a valid piece of WireGuard state; names the field."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A private key, preshared key, token or raw conf text.
 
@@ -148,22 +147,6 @@ def interned(table: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
         if len(table) < INTERN_MAX:
             table[key] = hit
     return hit
-
-
-def shared_str(value: str) -> str:
-    """The one str object for this text in the process (sys.intern; freed when unused).
-
-    Why: the kernel, the conf file and wgrest each read every peer's public key,
-    allowed IPs and endpoint; as three separate strings those were ~5 MiB of what a
-    10,000-peer daemon keeps between cycles. Sources pass the values a Peer keeps
-    through here, so the copies of one peer share their strings.
-    """
-    return sys.intern(value)
-
-
-def shared_strs(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """A tuple of :func:`shared_str` strings."""
-    return tuple(map(sys.intern, values))
 
 
 def shared(provenance: dict[str, Source]) -> dict[str, Source]:

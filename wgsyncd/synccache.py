@@ -269,7 +269,7 @@ def _entries(memo: Memo) -> dict[str, Any]:
         "conf": dict(memo.conf),
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
         "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
-        "merge": dict(memo.merge.peers),
+        "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
     }
 
 

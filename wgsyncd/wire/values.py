@@ -22,9 +22,8 @@ from wgsyncd.state import (
     StateError,
     parse_key,
     public_key_from_private,
-    shared_str,
-    shared_strs,
 )
+from wgsyncd.valuepool import one, one_secret, one_tuple
 
 # the fields a kernel read always knows, even when the value is "none" (None / 0)
 INTERFACE_FIELDS = ("private_key", "public_key", "listen_port", "fwmark", "implementation")
@@ -53,7 +52,7 @@ def handshake_time(seconds: int) -> datetime | None:
         return None
     if not 0 < seconds <= MAX_HANDSHAKE_SEC:
         raise StateError("latest handshake time out of range")
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    return one(datetime.fromtimestamp(seconds, tz=UTC))  # shared with wgrest's copy (valuepool)
 
 
 def key_from_wire(value: bytes | str, where: str) -> str:
@@ -110,12 +109,12 @@ def make_peer(
 ) -> Peer:
     """A Peer with kernel provenance; an all-zero preshared key means "none"."""
     no_psk = preshared_key is None or preshared_key == ZERO_KEY_B64
-    psk = None if no_psk else Secret(shared_str(preshared_key))  # type: ignore[arg-type]
+    psk = None if no_psk else one_secret(preshared_key)  # type: ignore[arg-type]
     return Peer(
-        public_key=shared_str(public_key),  # one str with the other sources (state.shared_str)
+        public_key=one(public_key),  # one str with the other sources (valuepool)
         preshared_key=psk,
-        allowed_ips=shared_strs(allowed_ips),
-        endpoint=None if endpoint is None else shared_str(endpoint),
+        allowed_ips=one_tuple(allowed_ips),
+        endpoint=None if endpoint is None else one(endpoint),
         persistent_keepalive=keepalive,
         latest_handshake=handshake_time(handshake_sec),
         rx_bytes=rx_bytes,

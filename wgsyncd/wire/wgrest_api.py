@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 from wgsyncd import validate
-from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared, shared_str, shared_strs
+from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared
+from wgsyncd.valuepool import one, one_secret, one_tuple
 from wgsyncd.wire.wgrest_http import WgrestHttp, WgrestProblem, redact_url, scrub, type_name
 
 log = logging.getLogger(__name__)
@@ -249,14 +250,14 @@ def parse_peer(raw: Any, where: str) -> Peer:
     """
     if not isinstance(raw, dict):
         raise WgrestProblem(where, f"expected a peer object, got {type_name(raw)}")
-    # the kept strings are shared with the other sources' copies (state.shared_str)
-    peer = Peer(public_key=shared_str(_get_key(raw, "public_key", where, required=True) or ""))
+    # the kept strings are shared with the other sources' copies (valuepool)
+    peer = Peer(public_key=one(_get_key(raw, "public_key", where, required=True) or ""))
     psk = _get_key(raw, "preshared_key", where, required=False)
-    peer.preshared_key = Secret(shared_str(psk)) if psk else None
-    peer.allowed_ips = shared_strs(_get_cidrs(raw, "allowed_ips", where) or ())
+    peer.preshared_key = one_secret(psk) if psk else None
+    peer.allowed_ips = one_tuple(_get_cidrs(raw, "allowed_ips", where) or ())
     endpoint = _get_str(raw, "endpoint", where, required=False) or None
     if endpoint:
-        peer.endpoint = shared_str(_check(validate.endpoint, endpoint, f"{where} endpoint"))
+        peer.endpoint = one(_check(validate.endpoint, endpoint, f"{where} endpoint"))
     keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
     if keepalive is not None:
         try:
@@ -266,7 +267,7 @@ def parse_peer(raw: Any, where: str) -> Peer:
     handshake = _get_str(raw, "last_handshake_time", where, required=False)
     if handshake:
         try:
-            peer.latest_handshake = parse_handshake_time(handshake)
+            peer.latest_handshake = one(parse_handshake_time(handshake))
         except ValueError as exc:
             raise WgrestProblem(f"{where} last_handshake_time", str(exc)) from None
     peer.rx_bytes = _get_int(raw, "receive_bytes", where, required=False, low=0, high=2**64 - 1)
