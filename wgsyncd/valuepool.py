@@ -67,10 +67,14 @@ def one_secret(value: str) -> Secret:
 
 
 def one_tuple(items: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """A tuple of pooled strings, itself pooled."""
+    """A tuple of pooled strings, itself pooled (a tuple found whole costs one lookup)."""
     values = _values
+    given = tuple(items)
     if values is None:
-        return tuple(items)
+        return given
+    hit = values.get(given)
+    if hit is not None:
+        return hit  # type: ignore[return-value]
     put = values.setdefault
-    shared = tuple([put(v, v) for v in items])
+    shared = tuple([put(v, v) for v in given])
     return put(shared, shared)  # type: ignore[return-value]
