@@ -1,6 +1,6 @@
 """Merge of one interface's peers, fast: one plan per input shape instead of per-field code paths.
 
-merge.py owns the rules (precedence tables, drift, presence); this module applies
+mergerules.py owns the rules (precedence tables, drift, presence); this module applies
 them to 10,000 peers cheaply. A peer arrives as a row: each reading source's copy in
 reader order, None where a source lacks it.
 """
@@ -13,22 +13,17 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from wgsyncd.merge import (
-    _PEER_DRIFT,
-    PEER_PRECEDENCE,
-    C,
-    Row,
-    _field_drift,
-    _merge_object,
-    _peer_presence,
-)
+from wgsyncd.mergerules import PEER_DRIFT, PEER_PRECEDENCE, C, field_drift, merge_object, peer_presence
 from wgsyncd.state import Drift, DriftKind, Peer, Source
+
+# one peer's merge inputs: each reading source's copy in reader order (None: it lacks the peer)
+Row = tuple[Peer | None, ...]
 
 # a peer's values in field order (all but provenance and seen_by), read in one C call
 _VALUES = tuple(f.name for f in fields(Peer) if f.name not in ("provenance", "seen_by"))
 _values_of = operator.attrgetter(*_VALUES)
 _ABSENT = (None,) * len(_VALUES)
-_drift_values = operator.itemgetter(*(_VALUES.index(n) for n in _PEER_DRIFT))
+_drift_values = operator.itemgetter(*(_VALUES.index(n) for n in PEER_DRIFT))
 # merge plans by input shape; a pure function's cache: bounded, never wrong, only slower when full
 _PLANS: dict[
     tuple[Any, ...], tuple[Callable[[tuple], tuple], dict[str, Source], tuple[Source, ...], tuple]
@@ -41,7 +36,7 @@ class RowMerge:
 
     Why a plan per input shape: who wins each field depends only on which sources have
     the peer, which of their fields are None, and which fields each source vouches for
-    (its provenance dict, shared by thousands of peers). So _merge_object runs once per
+    (its provenance dict, shared by thousands of peers). So merge_object runs once per
     shape; every other peer of that shape is one attrgetter per copy, one itemgetter for
     the merged values and one constructor call (10,000 peers: ~0.25 s -> a tenth).
     Drift takes the long way only for a peer whose copies are not all equal.
@@ -67,10 +62,10 @@ class RowMerge:
         drift: tuple[Drift, ...] = ()
         present = all(row)
         if not present or (self.conf_at is not None and row[self.conf_at].disabled):  # type: ignore[union-attr]
-            drift = tuple(_peer_presence(self.interface, pub, self._objs(row), list(self.readers)))
+            drift = tuple(peer_presence(self.interface, pub, self._objs(row), list(self.readers)))
         differ = [_drift_values(v) for v, p in zip(vals, row, strict=True) if p is not None]
         if any(d != differ[0] for d in differ[1:]):
-            drift += tuple(_field_drift(self._objs(row), _PEER_DRIFT, self._maker(pub)))
+            drift += tuple(field_drift(self._objs(row), PEER_DRIFT, self._maker(pub)))
         return merged, drift
 
     def _objs(self, row: Row) -> dict[Source, Peer]:
@@ -83,7 +78,7 @@ class RowMerge:
 
     def _plan(self, shape: tuple[Any, ...], row: Row) -> tuple:
         """Merge one peer the general way and note where each merged value came from."""
-        merged = _merge_object(Peer, {"public_key": ""}, self._objs(row), PEER_PRECEDENCE)
+        merged = merge_object(Peer, {"public_key": ""}, self._objs(row), PEER_PRECEDENCE)
         width = len(_VALUES)
         at = {s: i for i, s in enumerate(self.readers)}
         picks = []

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wgsyncd import mergerow
-from wgsyncd.merge import _PEER_DRIFT, PEER_PRECEDENCE, _field_drift, _merge_object, _peer_presence
 from wgsyncd.mergerow import RowMerge
+from wgsyncd.mergerules import PEER_DRIFT, PEER_PRECEDENCE, field_drift, merge_object, peer_presence
 from wgsyncd.state import Drift, DriftKind, Peer, Secret, Source, shared
 
 PUB = base64.b64encode(bytes(range(32))).decode()
@@ -56,9 +56,9 @@ def rows(draw: st.DrawFn) -> tuple[tuple[Source, ...], tuple[Peer | None, ...]]:
 def reference(readers: tuple[Source, ...], row: tuple[Peer | None, ...]) -> tuple[Peer, tuple[Drift, ...]]:
     """merge's general rules applied to one peer (what merge did per peer before the plans)."""
     objs = {s: p for s, p in zip(readers, row, strict=True) if p is not None}
-    merged = _merge_object(Peer, {"public_key": PUB}, objs, PEER_PRECEDENCE)
-    drift = _peer_presence("wg0", PUB, objs, list(readers))
-    drift += _field_drift(objs, _PEER_DRIFT, lambda f, v: Drift("wg0", PUB, f, DriftKind.DIFFERS, v))
+    merged = merge_object(Peer, {"public_key": PUB}, objs, PEER_PRECEDENCE)
+    drift = peer_presence("wg0", PUB, objs, list(readers))
+    drift += field_drift(objs, PEER_DRIFT, lambda f, v: Drift("wg0", PUB, f, DriftKind.DIFFERS, v))
     return merged, tuple(drift)
 
 
