@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
-MAGIC = b"wgsyncd sync cache 2\n"  # 2: the view names the memo file (_last_ref)
+MAGIC = b"wgsyncd sync cache 3\n"  # 2: the view names the memo file; 3: merge rows, wgrest by digest
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 
 
