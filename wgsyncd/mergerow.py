@@ -23,6 +23,7 @@ Row = tuple[Peer | None, ...]
 _VALUES = tuple(f.name for f in fields(Peer) if f.name not in ("provenance", "seen_by"))
 _values_of = operator.attrgetter(*_VALUES)
 _ABSENT = (None,) * len(_VALUES)
+_NONES = itertools.repeat(None)  # endless: map() takes as many as it needs, every call
 _drift_values = operator.itemgetter(*(_VALUES.index(n) for n in PEER_DRIFT))
 # merge plans by input shape; a pure function's cache: bounded, never wrong, only slower when full
 _PLANS: dict[
@@ -54,7 +55,7 @@ class RowMerge:
         flat = sum(vals, (None,))  # index 0 is "nobody has a value"
         shape = (
             self.code,
-            tuple(map(operator.is_, flat, itertools.repeat(None))),
+            tuple(map(operator.is_, flat, _NONES)),
             tuple([0 if p is None else id(p.provenance) for p in row]),
         )
         plan = _PLANS.get(shape) or self._plan(shape, row)
@@ -63,8 +64,12 @@ class RowMerge:
         present = all(row)
         if not present or (self.conf_at is not None and row[self.conf_at].disabled):  # type: ignore[union-attr]
             drift = tuple(peer_presence(self.interface, pub, self._objs(row), list(self.readers)))
-        differ = [_drift_values(v) for v, p in zip(vals, row, strict=True) if p is not None]
-        if any(d != differ[0] for d in differ[1:]):
+        if present:
+            differ = list(map(_drift_values, vals))
+        else:
+            differ = [_drift_values(v) for v, p in zip(vals, row, strict=True) if p is not None]
+        # pooled values (valuepool) make the usual comparison an identity check, in C
+        if differ.count(differ[0]) != len(differ):
             drift += tuple(field_drift(self._objs(row), PEER_DRIFT, self._maker(pub)))
         return merged, drift
 
