@@ -19,12 +19,16 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 ZERO_KEY_B64 = base64.b64encode(bytes(32)).decode()  # "none" in conf files, wg dump, netlink
 ZERO_KEY_HEX = "0" * 64  # the same in a UAPI ``set=1`` request (clears a preshared key)
+# the canonical spelling of 32 bytes in base64 (no padding bits set): what state.parse_key
+# and validate.key accept and return as is, checked without their decode and re-encode
+CANONICAL_KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\Z")
 
 # ---------------------------------------------------------------- JSON
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from wgsyncd import __version__
+from wgsyncd import __version__, valuepool
 from wgsyncd.config import Config
 from wgsyncd.memo import Memo
 from wgsyncd.merge import merge
@@ -80,16 +80,17 @@ def read_sources(cfg: Config, memo: Memo | None = None) -> list[SourceResult]:
                 lambda: wgrest.read(cfg.wgrest, want, cfg.daemon.state_dir, memo.wgrest, answered),
             )
         )
-    if len(readers) < 2:
-        return _sealed([_read_source(src, fn) for src, fn in readers])
-    pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="wgsyncd-source")
-    try:
-        futures = [pool.submit(_read_source, src, fn) for src, fn in readers]
-        return _sealed([f.result() for f in futures])
-    finally:
-        # a stop signal unwinding this cycle must not wait here for slow readers;
-        # each is bounded by its own timeout anyway
-        pool.shutdown(wait=False, cancel_futures=True)
+    with valuepool.pooled():  # the sources' copies of a peer share equal values
+        if len(readers) < 2:
+            return _sealed([_read_source(src, fn) for src, fn in readers])
+        pool = ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="wgsyncd-source")
+        try:
+            futures = [pool.submit(_read_source, src, fn) for src, fn in readers]
+            return _sealed([f.result() for f in futures])
+        finally:
+            # a stop signal unwinding this cycle must not wait here for slow readers;
+            # each is bounded by its own timeout anyway
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _sealed(results: list[SourceResult]) -> list[SourceResult]:

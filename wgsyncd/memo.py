@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wgsyncd.merge import MergeMemo
 from wgsyncd.state import Interface, Peer
@@ -36,8 +36,8 @@ class Memo:
     conf: dict[str, tuple[bytes, Interface]] = field(default_factory=dict)
     # sources/uapi.py: control socket path -> {16-byte digest of a peer block: its sealed Peer}
     uapi: dict[str, dict[bytes, Peer]] = field(default_factory=dict)
-    # sources/wgrest.py: device -> {public key: (16-byte digest of its JSON object, its sealed Peer)}
-    wgrest: dict[str, dict[Any, tuple[bytes, Peer]]] = field(default_factory=dict)
+    # sources/wgrest.py: device -> {16-byte digest of a peer's JSON object: its sealed Peer}
+    wgrest: dict[str, dict[bytes, Peer]] = field(default_factory=dict)
     # sources/wgrest.py: (state dir, URL) -> when that wgrest first answered
     wgrest_answered: dict[tuple[str | None, str], str] = field(default_factory=dict)
     # signing.py: (state dir, host_id) -> the signer (key and last signed record, read once)

@@ -33,7 +33,7 @@ class StateError(ValueError):
     """A value that cannot be a valid piece of WireGuard state; names the field."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A private key, preshared key, token or raw conf text.
 

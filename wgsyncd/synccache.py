@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
-MAGIC = b"wgsyncd sync cache 2\n"  # 2: the view names the memo file (_last_ref)
+MAGIC = b"wgsyncd sync cache 3\n"  # 2: the view names the memo file; 3: merge rows, wgrest by digest
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 CHILD_TIMEOUT = 120.0  # seconds the memo file's writer may take (10,000 peers: under 1 s; then killed)
 
@@ -147,10 +147,8 @@ def _seal(memo: Memo) -> None:
         for entries in part.values():
             for value in entries.values():
                 seal_peer(value[1] if isinstance(value, tuple) else value)
-    for (_readers, copies), peer, _drift in memo.merge.peers.values():
+    for peer in memo.merge.held_peers():
         seal_peer(peer)
-        for _source, copy_ in copies:
-            seal_peer(copy_)
 
 
 def _read_own(path: Path) -> bytes:
@@ -276,8 +274,8 @@ def _entries(memo: Memo) -> dict[str, Any]:
     return {
         "conf": dict(memo.conf),
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
-        "wgrest": {k: {p: e[1] for p, e in v.items()} for k, v in memo.wgrest.items()},
-        "merge": dict(memo.merge.peers),
+        "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
+        "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
     }
 
 

@@ -86,7 +86,9 @@ def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
             raise ConfParseError(path, None, "file", f"larger than {MAX_CONF_BYTES} bytes")
         _after_stat(path)
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(MAX_CONF_BYTES + 1)
+            # one byte more than its size: a file that grew is seen (unstable, read again) without
+            # a MAX_CONF_BYTES buffer for every read (a 64 MiB allocation for a 1.5 MB file)
+            data = fh.read(before.st_size + 1)
         after = os.fstat(fd)
         try:
             now = os.stat(path)  # replaced by a rename: the name now points elsewhere

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from wgsyncd.canonical import CANONICAL_KEY_RE
 from wgsyncd.state import StateError, parse_key
 from wgsyncd.wire import confvalues as cv
 from wgsyncd.wire.conflines import ConfParseError, Line
@@ -26,8 +27,6 @@ T = TypeVar("T")
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
-# the canonical spelling of 32 bytes in base64: what parse_key accepts and returns as is
-_CANONICAL_KEY_RE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\Z")
 
 
 class FieldError(ValueError):
@@ -36,7 +35,7 @@ class FieldError(ValueError):
 
 def key(value: str) -> str:
     """A base64 key (StateError, reworded by the caller without the value, if it is not one)."""
-    if _CANONICAL_KEY_RE.match(value):
+    if CANONICAL_KEY_RE.match(value):
         return value  # parse_key's answer, without its decode and re-encode (10,000 peers)
     return parse_key(value, "key")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wgsyncd.state import Peer, Secret, Source, shared
+from wgsyncd.valuepool import one, one_secret, one_tuple
 from wgsyncd.wire import conffields as cf
 from wgsyncd.wire import confvalues as cv
 from wgsyncd.wire.conflines import PEER_KEYS, Block, ConfParseError, peer_name, safe_word, warn
@@ -42,7 +43,7 @@ def _read_peer_block(path: str, block: Block) -> _PeerBlock:
             public_key = cf.wgfield(path, line, canonical, cf.key)
         elif canonical == "PresharedKey":
             psk = cv.wg_key_or_none(cf.wgfield(path, line, canonical, cf.key))
-            out.psk = (Secret(psk) if psk else None,)
+            out.psk = (one_secret(psk) if psk else None,)
         elif canonical == "AllowedIPs":
             items = cf.wgfield(path, line, canonical, cf.allowed_ips)
             out.allowed.extend((ip, line.no) for ip in items)
@@ -116,10 +117,10 @@ class _PeerDraft:
         if provenance is None:
             provenance = provenances[which] = shared(_provenance(*which))
         return Peer(
-            public_key=self.public_key,
+            public_key=one(self.public_key),  # one str with the other sources (valuepool)
             preshared_key=self.psk,
-            allowed_ips=tuple(self.allowed),
-            endpoint=self.endpoint,
+            allowed_ips=one_tuple(list(self.allowed)),
+            endpoint=None if self.endpoint is None else one(self.endpoint),
             persistent_keepalive=self.keepalive,
             name=name,
             comments=comments,
@@ -196,9 +197,10 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
         order.setdefault(pb.public_key, None)
     out: dict[str, Peer] = {}
     provenances: dict[tuple[bool, ...], dict[str, Source]] = {}
-    for key in order:
+    for key in order:  # keyed by the Peer's own (pooled) key string: no second copy of it
         if key in live:
-            out[key] = live[key].peer(False, provenances)
+            peer = live[key].peer(False, provenances)
+            out[peer.public_key] = peer
             if key in disabled:
                 line = disabled[key].blocks[0].header_no
                 warn(
@@ -208,5 +210,6 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
                     "disabled copy of a live peer; wg runs the live one, the copy stays in the raw text",
                 )
         elif key in disabled:
-            out[key] = disabled[key].peer(True, provenances)
+            peer = disabled[key].peer(True, provenances)
+            out[peer.public_key] = peer
     return out

@@ -23,6 +23,7 @@ from wgsyncd.state import (
     parse_key,
     public_key_from_private,
 )
+from wgsyncd.valuepool import one, one_secret, one_tuple
 
 # the fields a kernel read always knows, even when the value is "none" (None / 0)
 INTERFACE_FIELDS = ("private_key", "public_key", "listen_port", "fwmark", "implementation")
@@ -51,7 +52,7 @@ def handshake_time(seconds: int) -> datetime | None:
         return None
     if not 0 < seconds <= MAX_HANDSHAKE_SEC:
         raise StateError("latest handshake time out of range")
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    return one(datetime.fromtimestamp(seconds, tz=UTC))  # shared with wgrest's copy (valuepool)
 
 
 def key_from_wire(value: bytes | str, where: str) -> str:
@@ -107,12 +108,13 @@ def make_peer(
     tx_bytes: int,
 ) -> Peer:
     """A Peer with kernel provenance; an all-zero preshared key means "none"."""
-    psk = None if preshared_key is None or preshared_key == ZERO_KEY_B64 else Secret(preshared_key)
+    no_psk = preshared_key is None or preshared_key == ZERO_KEY_B64
+    psk = None if no_psk else one_secret(preshared_key)  # type: ignore[arg-type]
     return Peer(
-        public_key=public_key,
+        public_key=one(public_key),  # one str with the other sources (valuepool)
         preshared_key=psk,
-        allowed_ips=allowed_ips,
-        endpoint=endpoint,
+        allowed_ips=one_tuple(allowed_ips),
+        endpoint=None if endpoint is None else one(endpoint),
         persistent_keepalive=keepalive,
         latest_handshake=handshake_time(handshake_sec),
         rx_bytes=rx_bytes,

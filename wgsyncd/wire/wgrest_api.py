@@ -4,137 +4,36 @@ What wgrest answers is untrusted input: every field is type- and range-checked h
 (a wrong one is a WgrestProblem naming the URL, index and field, never the value),
 so the wgrest source and ``restore --to-wgrest`` read wgrest the same way. Go's
 formats (``time.Duration`` strings, RFC 3339 times, URL-safe base64 peer names) are
-converted exactly. The HTTP client is :mod:`wgsyncd.wire.wgrest_http`.
+converted exactly (:mod:`wgsyncd.wire.gotext`). The HTTP client is :mod:`wgsyncd.wire.wgrest_http`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import math
 import re
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from wgsyncd import validate
+from wgsyncd.canonical import CANONICAL_KEY_RE
 from wgsyncd.state import WIRE_PEER_FIELDS, Interface, Peer, Secret, Source, shared
+from wgsyncd.valuepool import one, one_secret, one_tuple
+from wgsyncd.wire.gotext import (  # noqa: F401  (re-exported: wgrest's value formats)
+    keepalive_seconds,
+    parse_go_duration,
+    parse_handshake_time,
+    std_to_url_safe,
+    url_safe_to_std,
+)
 from wgsyncd.wire.wgrest_http import WgrestHttp, WgrestProblem, redact_url, scrub, type_name
 
 log = logging.getLogger(__name__)
 
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
-_GO_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,  # Go accepts both micro signs
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})",
-    re.ASCII,  # Go writes ASCII digits; int() would also take Arabic-Indic or full-width ones
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # JSON's "\ud800" escape decodes to a lone surrogate: a str no UTF-8 encoder (psycopg,
 # a conf file) can write, and validate.text lets it through, so it stops at the source
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-# --------------------------------------------------------------------------- values
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds in a Go ``time.Duration`` string ("0s", "25s", "1m30s", "1h0m0s", "1.5s").
-
-    wgrest prints keepalive intervals with Go's ``Duration.String()``, so this is
-    the exact inverse; anything else is a ValueError (the caller names the field).
-    """
-    value = text  # Go writes no blanks: " 25s\n" is not what wgrest sends
-    sign = 1.0
-    if value[:1] in "+-" and value:
-        sign = -1.0 if value[0] == "-" else 1.0
-        value = value[1:]
-    if value == "0":
-        return 0.0
-    if not value:
-        raise ValueError("empty duration")
-    pos, total = 0, 0.0
-    while pos < len(value):
-        match = _GO_DURATION_PART.match(value, pos)
-        if not match:
-            raise ValueError("not a Go duration")
-        total += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return sign * total
-
-
-def keepalive_seconds(text: str) -> int:
-    """A keepalive interval in whole seconds (0 = off), as WireGuard stores it.
-
-    WireGuard keeps keepalive as a 16-bit count of seconds, so a fraction or an
-    out-of-range value cannot have come from a real interface.
-    """
-    seconds = parse_go_duration(text)
-    if seconds < 0 or seconds > 65535:
-        raise ValueError("keepalive out of range 0..65535 seconds")
-    if not math.isclose(seconds, round(seconds), abs_tol=1e-6):
-        raise ValueError("keepalive is not a whole number of seconds")
-    return round(seconds)
-
-
-def parse_handshake_time(text: str) -> datetime | None:
-    """An aware UTC datetime from wgrest's RFC 3339 time, or None for "never".
-
-    Go prints the zero time as 0001-01-01T00:00:00Z for a peer that never
-    connected; a Unix-epoch 0 (what a raw ``last_handshake_time_sec=0`` becomes)
-    also means never. Go may print nanoseconds; Python keeps microseconds.
-    """
-    match = _RFC3339.fullmatch(text)
-    if not match:
-        raise ValueError("not an RFC 3339 time")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if year <= 1:
-        return None
-    micro = int((match.group(7) or "0")[:6].ljust(6, "0"))
-    zone = match.group(8)
-    offset = timedelta(0)
-    if zone not in ("Z", "z"):
-        hours, minutes = int(zone[1:3]), int(zone[4:6])
-        if hours > 23 or minutes > 59:
-            raise ValueError("time zone offset out of range")
-        offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
-    try:
-        when = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC) - offset
-    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
-        raise ValueError("time out of range") from None
-    return None if when == _EPOCH else when
-
-
-def url_safe_to_std(name: str) -> str | None:
-    """The standard base64 public key for wgrest's URL-safe file/path name, or None.
-
-    wgrest names a peer by ``base64.URLEncoding`` (``-_`` alphabet, ``=`` padded);
-    anything that does not decode to 32 bytes is not a peer key name.
-    """
-    if len(name) != 44 or not re.fullmatch(r"[A-Za-z0-9_-]{43}=", name):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(name)
-    except (binascii.Error, ValueError):
-        return None
-    return base64.b64encode(raw).decode() if len(raw) == 32 else None
-
-
-def std_to_url_safe(public_key: str) -> str:
-    """wgrest's URL-safe name for a standard base64 key (for paths and data-dir files)."""
-    return base64.urlsafe_b64encode(base64.b64decode(public_key)).decode()
 
 
 # --------------------------------------------------------------------------- JSON fields
@@ -201,6 +100,23 @@ def _plain_cidr(text: str) -> bool:
     return int(prefix) <= (128 if family == socket.AF_INET6 else 32)
 
 
+def _plain_endpoint(text: str) -> bool:
+    """True for ``1.2.3.4:port`` and ``[v6]:port``, checked with inet_pton (as _plain_cidr).
+
+    Only a sure yes, for what validate.endpoint also accepts (an IP it parses with
+    ipaddress); names, zone ids and anything odd go to validate.endpoint.
+    """
+    v6 = text.startswith("[")
+    host, sep, port = text[1:].partition("]:") if v6 else text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _get_cidrs(obj: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
     """A list of CIDRs (allowed IPs, addresses), each checked so garbage never reaches the DB."""
     values = _get_str_list(obj, key, where)
@@ -230,6 +146,9 @@ def _get_checked_list(
 
 def _get_key(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
     """A base64 WireGuard key field, exactly as wg prints it; "" means absent."""
+    value = obj.get(key)
+    if type(value) is str and CANONICAL_KEY_RE.match(value):
+        return value  # validate.key's answer for the common case, in one regex match
     text = _get_str(obj, key, where, required=required)
     if not text:
         if required:
@@ -249,12 +168,16 @@ def parse_peer(raw: Any, where: str) -> Peer:
     """
     if not isinstance(raw, dict):
         raise WgrestProblem(where, f"expected a peer object, got {type_name(raw)}")
-    peer = Peer(public_key=_get_key(raw, "public_key", where, required=True) or "")
+    # the kept strings are shared with the other sources' copies (valuepool)
+    peer = Peer(public_key=one(_get_key(raw, "public_key", where, required=True) or ""))
     psk = _get_key(raw, "preshared_key", where, required=False)
-    peer.preshared_key = Secret(psk) if psk else None
-    peer.allowed_ips = _get_cidrs(raw, "allowed_ips", where) or ()
+    peer.preshared_key = one_secret(psk) if psk else None
+    peer.allowed_ips = one_tuple(_get_cidrs(raw, "allowed_ips", where) or ())
     endpoint = _get_str(raw, "endpoint", where, required=False) or None
-    peer.endpoint = _check(validate.endpoint, endpoint, f"{where} endpoint") if endpoint else None
+    if endpoint:
+        if not _plain_endpoint(endpoint):
+            _check(validate.endpoint, endpoint, f"{where} endpoint")
+        peer.endpoint = one(endpoint)
     keepalive = _get_str(raw, "persistent_keepalive_interval", where, required=False)
     if keepalive is not None:
         try:
@@ -264,16 +187,24 @@ def parse_peer(raw: Any, where: str) -> Peer:
     handshake = _get_str(raw, "last_handshake_time", where, required=False)
     if handshake:
         try:
-            peer.latest_handshake = parse_handshake_time(handshake)
+            peer.latest_handshake = one(parse_handshake_time(handshake))
         except ValueError as exc:
             raise WgrestProblem(f"{where} last_handshake_time", str(exc)) from None
     peer.rx_bytes = _get_int(raw, "receive_bytes", where, required=False, low=0, high=2**64 - 1)
     peer.tx_bytes = _get_int(raw, "transmit_bytes", where, required=False, low=0, high=2**64 - 1)
     private = _get_key(raw, "private_key", where, required=False)  # v2, create response only
     peer.private_key = Secret(private) if private else None
-    _stamp(peer, _PEER_FIELDS)
-    peer.provenance = shared(peer.provenance)
+    shape = (peer.private_key is not None, peer.persistent_keepalive is not None)
+    provenance = _PEER_PROVENANCE.get(shape)
+    if provenance is None:  # _stamp's answer depends on these two fields only
+        _stamp(peer, _PEER_FIELDS)
+        provenance = _PEER_PROVENANCE[shape] = shared(peer.provenance)
+    peer.provenance = provenance
     return peer
+
+
+# (private key given, keepalive given) -> the shared provenance _stamp gives such a peer
+_PEER_PROVENANCE: dict[tuple[bool, bool], dict[str, Source]] = {}
 
 
 def parse_device(raw: Any, version: str, where: str) -> Interface:

@@ -7,6 +7,8 @@ import os
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wgsyncd.sources.wgrest import (
     WgrestProblem,
@@ -342,3 +344,16 @@ def test_wgrest_headers_dripped_slowly_still_trip_the_deadline() -> None:
     assert elapsed < 3.0, elapsed
     (err,) = result.errors
     assert "timeout" in err.message and result.interfaces == {}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0123456789abcdef.:[]%-x ", max_size=40))
+def test_plain_endpoint_says_yes_only_where_validate_does(text: str) -> None:
+    """The inet_pton shortcut for endpoints never accepts what validate.endpoint refuses."""
+    from wgsyncd import validate
+    from wgsyncd.wire.wgrest_api import _plain_endpoint
+
+    if _plain_endpoint(text):
+        assert validate.endpoint(text, "endpoint") == text
+    for sure in ("192.0.2.1:51820", "[fd00::1]:1", "[::ffff:192.0.2.1]:65535"):
+        assert _plain_endpoint(sure)
