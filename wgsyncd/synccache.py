@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
-MAGIC = b"wgsyncd sync cache 3\n"  # 2: the view names the memo file; 3: merge rows, wgrest by digest, writer view per table
+# 2: the view names the memo file; 3: merge rows, wgrest by digest, the writer view per table
+MAGIC = b"wgsyncd sync cache 3\n"
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 CHILD_TIMEOUT = 120.0  # seconds the memo file's writer may take (10,000 peers: under 1 s; then killed)
 
