@@ -29,7 +29,7 @@ def test_the_next_run_trusts_the_memo_file_the_child_wrote(tmp_path, wg_bed, pg_
     cfg = config.load(str(host.config))
     cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, state_dir=str(host.state_dir)))
     cached = synccache.load(cfg)
-    assert len(cached.memo.merge.interfaces[name].peers) == 20
+    assert len(cached.memo.merge.interfaces[name].rows) == 20
     assert cached.memo.signers == {}
     assert cached.store is not None and cached.store.last is not None, "the view names the child's memo file"
 

@@ -19,6 +19,7 @@ a pipe: one short ASCII line, never a secret (an exception's type and strerror o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -33,7 +34,14 @@ MAX_ANSWER = 4096  # bytes a child may answer (a sha256 or one error line)
 
 
 class ChildFailed(Exception):
-    """The child could not write its file; the message is safe to log."""
+    """The child could not write its file; the message is safe to log.
+
+    ``killed``: the child was killed before it finished (it left its temp file behind).
+    """
+
+    def __init__(self, message: str, *, killed: bool = False) -> None:
+        super().__init__(message)
+        self.killed = killed
 
 
 @dataclass
@@ -83,23 +91,50 @@ def _child(r: int, w: int, write: Callable[[], str]) -> None:
 
 
 def wait(pending: Pending, timeout: float) -> str:
-    """The child's answer once it has exited (reaped); ChildFailed if it failed or overran ``timeout``."""
+    """The child's answer once it has exited (reaped); ChildFailed if it failed or overran ``timeout``.
+
+    However this wait ends (an overrun, an interrupt, a poll error), a child not seen
+    to close its end is killed before it is reaped: the parent never blocks on it
+    beyond ``timeout``. ``ChildFailed.killed`` says the child died mid-write (its temp
+    file, which it could not remove, is the caller's to clean).
+    """
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
+    ended = False  # the child closed its end of the pipe: it is in os._exit
+    poller = select.poll()  # not select(): a descriptor above 1023 is fine
+    poller.register(pending.fd, select.POLLIN)
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([pending.fd], [], [], left)[0]:
-                os.kill(pending.pid, signal.SIGKILL)
-                raise ChildFailed(f"no answer within {timeout:g} s")
+            if left <= 0 or not poller.poll(int(left * 1000) + 1):
+                raise ChildFailed(f"no answer within {timeout:g} s", killed=True)
             data = os.read(pending.fd, MAX_ANSWER)
             if not data:
+                ended = True
                 break
             chunks.append(data)
     finally:
         os.close(pending.fd)
-        _pid, status = os.waitpid(pending.pid, 0)
+        if not ended:
+            _kill(pending.pid)
+        status = _reap(pending.pid)
     answer = b"".join(chunks).decode("ascii", "replace")
+    if status is None:
+        raise ChildFailed("the child was reaped elsewhere (SIGCHLD ignored?)")
     if os.waitstatus_to_exitcode(status) != 0 or not answer.startswith("ok "):
         raise ChildFailed(answer.removeprefix("error ") or f"exit status {status}")
     return answer[3:]
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL the child; one already gone is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> int | None:
+    """The child's wait status, or None when the system reaped it already (SIGCHLD set to ignore)."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None

@@ -213,6 +213,14 @@ def finish(cfg: Config, cached: Cached) -> None:
         cached.loaded = entries
     except forkwrite.ChildFailed as exc:
         log.warning("cannot keep the sync cache in %s: %s", cfg.daemon.state_dir, exc)
+        if exc.killed:  # it died inside write_atomic_with: its temp file holds the memo's keys
+            _remove_temp_files(cfg, FILE_NAME)
+
+
+def _remove_temp_files(cfg: Config, name: str) -> None:
+    """Delete the temp files write_atomic_with leaves for ``name`` when its writer is killed."""
+    for tmp in Path(cfg.daemon.state_dir).glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def save(cfg: Config, cached: Cached, conn: Any = None) -> None:

@@ -61,3 +61,51 @@ def test_a_child_that_overruns_is_killed_and_reaped() -> None:
     with pytest.raises(forkwrite.ChildFailed, match=r"no answer within 0\.2 s"):
         forkwrite.wait(pending, 0.2)
     assert time.monotonic() - t0 < 30 and _reaped(pending.pid)
+
+
+def test_an_overrun_says_the_child_was_killed() -> None:
+    """The caller cleans what a killed child left behind only when told so."""
+    pending = forkwrite.start(lambda: time.sleep(60) or "late")
+    assert pending is not None
+    with pytest.raises(forkwrite.ChildFailed) as err:
+        forkwrite.wait(pending, 0.2)
+    assert err.value.killed and _reaped(pending.pid)
+    ok = forkwrite.start(lambda: "fine")
+    assert ok is not None and forkwrite.wait(ok, 30) == "fine"
+
+
+def test_a_child_reaped_by_the_system_is_a_child_failure_not_a_crash() -> None:
+    """With SIGCHLD ignored the kernel reaps the child: waitpid's ECHILD becomes ChildFailed."""
+    import signal
+
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        pending = forkwrite.start(lambda: "done")
+        assert pending is not None
+        with pytest.raises(forkwrite.ChildFailed, match="reaped elsewhere") as err:
+            forkwrite.wait(pending, 30)
+        assert not err.value.killed
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+def test_a_wait_interrupted_still_kills_and_reaps_the_child(monkeypatch) -> None:
+    """An interrupt (Ctrl-C) during the wait must not leave the parent blocked on a hung child."""
+    pending = forkwrite.start(lambda: time.sleep(60) or "late")
+    assert pending is not None
+
+    class Interrupted(BaseException):
+        pass
+
+    class Poll:
+        def register(self, fd, mask) -> None:
+            pass
+
+        def poll(self, timeout) -> list:
+            raise Interrupted
+
+    monkeypatch.setattr(forkwrite.select, "poll", Poll)
+    t0 = time.monotonic()
+    with pytest.raises(Interrupted):
+        forkwrite.wait(pending, 300)
+    assert time.monotonic() - t0 < 30 and _reaped(pending.pid)

@@ -60,6 +60,26 @@ def test_a_daemon_cycle_runs_without_the_collector_and_its_cyclic_garbage_goes_r
     assert gc.isenabled() and gone() is None
 
 
+def test_garbage_that_outlived_its_own_cycle_is_freed_within_some_cycles() -> None:
+    """A cycle still in use when its cycle ended (promoted), dropped later: not kept to the hourly settle."""
+    import weakref
+
+    class Node:
+        pass
+
+    gc.collect()
+    with gcpolicy.daemon_cycle():
+        node = Node()
+        node.me = node  # a reference cycle: only the collector frees it
+        alive = weakref.ref(node)
+    with gcpolicy.daemon_cycle():
+        del node  # dropped one cycle later: it sits in generation 1 now
+    for _ in range(gc.get_threshold()[1] + 1):
+        with gcpolicy.daemon_cycle():
+            pass
+    assert alive() is None
+
+
 def test_the_daemon_loop_runs_each_cycle_under_the_policy(tmp_path, monkeypatch) -> None:
     from wgsyncd import config, daemon
 

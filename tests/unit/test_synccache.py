@@ -315,3 +315,30 @@ def test_a_child_that_cannot_write_is_one_warning_and_names_no_memo_file(tmp_pat
     assert len(caplog.records) == 1 and "cannot keep the sync cache" in caplog.text
     assert "No such file or directory" in caplog.text
     assert synccache.changed(cached), "nothing was kept: the next save tries again"
+
+
+def test_a_child_killed_mid_write_leaves_no_temp_file_with_the_memos_keys(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """The child hangs inside the write (its temp file made); killed at the timeout, its file goes too."""
+    cfg = make_cfg(tmp_path)
+    cached = synccache.Cached(filled_memo(cfg))
+
+    def hang(obj, fh, protocol=None) -> None:
+        fh.write(b"part of a pickle, with keys in it")
+        time.sleep(60)
+
+    monkeypatch.setattr(synccache.pickle, "dump", hang)  # the child has its own copy of this patch
+    monkeypatch.setattr(synccache, "CHILD_TIMEOUT", 1.0)
+    synccache.start_save(cfg, cached)
+    assert cached.pending is not None
+    temp = f".{synccache.FILE_NAME}.*.tmp"
+    deadline = time.monotonic() + 30
+    while not list(Path(cfg.daemon.state_dir).glob(temp)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a poll with a deadline: the child has made its temp file
+    assert list(Path(cfg.daemon.state_dir).glob(temp)), "the child started writing"
+    with caplog.at_level(logging.WARNING, logger="wgsyncd.synccache"):
+        synccache.finish(cfg, cached)
+    assert "no answer within 1 s" in caplog.text
+    assert list(Path(cfg.daemon.state_dir).glob(temp)) == []
+    assert not cache_file(cfg).exists() and cached.memo_sum is None

@@ -274,27 +274,31 @@ def write_cycle(
         plan.counts["hosts"] = TableCounts(inserted=int(first), updated=int(not first))
         # config rows written: the version content is needed; built while the server works
         built: list[Future[Any] | None] = []
-        _write(
-            tx,
-            state.host_id,
-            plan,
-            lambda: built.append(ahead.start(state, recovery_public_key) if _writes_config(plan) else None),
-        )
-        report.tables = plan.counts
-        report.total_config_rows_written = sum(
-            plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
-        )
-        report.config_version, head = versions.record(
-            tx,
-            state,
-            now,
-            sync_id,
-            recovery_public_key,
-            report.total_config_rows_written,
-            head=view.head if view is not None else None,
-            signer=signer,
-            ahead=built[0] if built else None,
-        )
+
+        def begin_ahead() -> None:
+            built.append(ahead.start(state, recovery_public_key) if _writes_config(plan) else None)
+
+        try:
+            _write(tx, state.host_id, plan, begin_ahead)
+            report.tables = plan.counts
+            report.total_config_rows_written = sum(
+                plan.counts[t].written for t in ("interfaces", "peers", "server_keys")
+            )
+            report.config_version, head = versions.record(
+                tx,
+                state,
+                now,
+                sync_id,
+                recovery_public_key,
+                report.total_config_rows_written,
+                head=view.head if view is not None else None,
+                signer=signer,
+                ahead=built[0] if built else None,
+            )
+        except BaseException:
+            if built and built[0] is not None:
+                built[0].cancel()  # a failed write: the next cycle must not queue behind its content
+            raise
         drift_sha, drift_list = drift_to_store(state, memo)
         drift_value = Jsonb(drift_list) if drift_list is not None else None
         report.stats_rows_written = len(plan.stats)
