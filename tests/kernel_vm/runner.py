@@ -22,6 +22,7 @@ import base64
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -509,13 +510,17 @@ def read_during_churn(cfg: Any, version: str) -> tuple[bool, str, dict]:
         f"while :; do {WG} set {name} peer {churn_key} allowed-ips 10.255.0.1/32; "
         f"{WG} set {name} peer {churn_key} remove; done"
     )
-    churn = subprocess.Popen(["/bin/sh", "-c", loop], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: killing only the shell would leave a running `wg set ... allowed-ips`
+    # that re-adds the churn peer after the clean-up below (seen: 10,001 peers in the next job)
+    churn = subprocess.Popen(
+        ["/bin/sh", "-c", loop], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         results = [read(cfg, want=lambda n: n == name) for _ in range(3)]
     finally:
-        churn.kill()
+        os.killpg(churn.pid, signal.SIGKILL)
         churn.wait()
-        sh(WG, "set", name, "peer", churn_key, "remove")
+        _remove_until_gone(name, churn_key)
     outcomes, problems = [], []
     for result in results:
         iface = result.interfaces.get(name)
@@ -536,6 +541,16 @@ def read_during_churn(cfg: Any, version: str) -> tuple[bool, str, dict]:
             )
     detail = f"pyroute2 {version}: 3 reads during churn: {', '.join(outcomes)}"
     return not problems, "; ".join([detail, *problems]), {"outcomes": outcomes}
+
+
+def _remove_until_gone(name: str, key: str, tries: int = 50) -> None:
+    """Remove the churn peer; again if a `wg set` killed mid-flight still added it back."""
+    for _ in range(tries):
+        sh(WG, "set", name, "peer", key, "remove")
+        gone = [key not in sh(WG, "show", name, "peers").split() for _look in range(2)]
+        if all(gone):  # twice: a killed `wg set` finishing in between shows on the second look
+            return
+    raise RuntimeError(f"{name}: the churn peer keeps coming back")
 
 
 def far_end_in_namespace() -> tuple[bool, str, dict]:
