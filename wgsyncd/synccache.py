@@ -190,14 +190,8 @@ def start_save(cfg: Config, cached: Cached) -> None:
     if cached.pending is not None or not changed(cached):
         return
     memo = cached.memo
-
-    def write() -> str:  # in the child, on its own copy of the memo
-        # never the signing key; nor monotonic prune times (a one-shot sync always prunes)
-        memo.signers, memo.next_prune = {}, {}
-        return _write_one(cfg, FILE_NAME, memo)
-
     entries = _entries(memo)
-    pending = forkwrite.start(write)
+    pending = forkwrite.start(lambda: _write_memo(cfg, memo))  # in the child, on its own copy
     if pending is not None:
         cached.memo_sum = None  # the child may replace the file any moment: no view may name the old one
         cached.pending = (pending, entries)
@@ -234,13 +228,8 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
         if cached.pending is not None:
             finish(cfg, cached)
         elif changed(cached):
-            # never the signing key; nor monotonic prune times (a one-shot sync always prunes)
-            kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
             cached.memo_sum = None  # until the new file is written: no view may name the old one
-            try:
-                cached.memo_sum = _write_one(cfg, FILE_NAME, memo)
-            finally:
-                memo.signers, memo.next_prune = kept
+            cached.memo_sum = _write_memo(cfg, memo)
             cached.loaded = _entries(memo)
         if conn is not None:
             from wgsyncd.store import known
@@ -249,6 +238,15 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
             _write_one(cfg, VIEW_FILE, (time.time(), _as_ages(live, _last_ref(live.last, cached))))
     except OSError as exc:
         log.warning("cannot keep the sync cache in %s: %s", cfg.daemon.state_dir, exc.strerror or exc)
+
+
+def _write_memo(cfg: Config, memo: Memo) -> str:
+    """The memo file, without the signing key or monotonic prune times (a one-shot sync always prunes)."""
+    kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
+    try:
+        return _write_one(cfg, FILE_NAME, memo)
+    finally:
+        memo.signers, memo.next_prune = kept
 
 
 def _write_one(cfg: Config, name: str, obj: Any) -> str:
