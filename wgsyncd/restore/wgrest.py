@@ -86,7 +86,7 @@ class _Http:
         seen: set[str] = set()
         try:
             for page, where in self.client.pages(url):
-                for item in page:
+                for _text, item in page:
                     if not isinstance(item, dict):
                         raise RestoreError(f"GET {where}: expected a list of peer objects")
                     try:  # the key goes into a PATCH/DELETE path: it must be a key

@@ -152,6 +152,15 @@ class Answer:
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
 
+    def take_text(self) -> str:
+        """The body decoded as json.loads decodes bytes (UTF-8/16/32 by RFC 8259); the bytes let go.
+
+        Why let go: a 10,000-peer page is ~3 MiB of bytes and as much again as text;
+        the caller walks the text one element at a time, so the bytes are dead weight.
+        """
+        body, self.body = self.body, b""
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+
     def error_text(self) -> str:
         """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
         try:
@@ -304,17 +313,6 @@ class WgrestHttp:
 
     # ---- JSON and lists
 
-    def get_json(self, url: str) -> tuple[Any, Answer]:
-        """GET expecting 200 and JSON; other statuses and bad JSON become one WgrestProblem."""
-        resp = self.request("GET", url)
-        where = redact_url(resp.url)
-        if resp.status != 200:
-            raise WgrestProblem(where, self.status_message(resp))
-        try:
-            return resp.json(), resp
-        except ValueError:
-            raise WgrestProblem(where, "response is not valid JSON") from None
-
     def status_message(self, resp: Answer) -> str:
         """An HTTP error phrased for a person, with wgrest's own code/message (scrubbed)."""
         if resp.status == 401:
@@ -328,24 +326,33 @@ class WgrestHttp:
         detail = resp.error_text()
         return f"{text} ({scrub(detail, self.token)})" if detail else text
 
-    def pages(self, first_url: str) -> Iterator[tuple[list[Any], str]]:
+    def pages(self, first_url: str) -> Iterator[tuple[Iterator[tuple[str, Any]], str]]:
         """Each page of a paginated list with its URL (for errors), following ``Link: rel="next"``.
 
-        A generator, so the caller turns one page into model objects before the next
-        is read (one raw page in memory at a time). A next link on another origin, one
-        seen before, or a chain longer than MAX_PAGES is an error.
+        A page is an iterator of its elements, each with its exact JSON text
+        (array_items): the caller turns one element into a model object before the
+        next is decoded, so a 10,000-peer page never exists as 10,000 dicts at once
+        (~10 MiB of small objects that fragment the heap for good). A body that is not
+        valid JSON, or not an array, is a WgrestProblem, raised at the latest by the
+        element it breaks at: callers keep nothing of a page until it is done. A next
+        link on another origin, one seen before, or a chain longer than MAX_PAGES is
+        an error.
         """
         url = first_url
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             seen.add(url)
-            data, resp = self.get_json(url)
+            resp = self.request("GET", url)
             where = redact_url(resp.url)
-            if not isinstance(data, list):
-                raise WgrestProblem(where, f"expected a JSON array, got {type_name(data)}")
+            if resp.status != 200:
+                raise WgrestProblem(where, self.status_message(resp))
             nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
+            try:
+                text = resp.take_text()
+            except (UnicodeDecodeError, ValueError):
+                raise WgrestProblem(where, "response is not valid JSON") from None
             del resp
-            yield data, where
+            yield _page_items(text, where), where
             if not nxt:
                 return
             nxt = urljoin(url, nxt)
@@ -360,8 +367,54 @@ class WgrestHttp:
         """Every item of a paginated list (for short lists: devices)."""
         items: list[Any] = []
         for page, _where in self.pages(first_url):
-            items.extend(page)
+            items.extend(value for _text, value in page)
         return items
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's four (RFC 8259), as the json module skips them
+_DECODER = json.JSONDecoder()  # json.loads' own settings
+
+
+def array_items(text: str) -> Iterator[tuple[str, Any]]:
+    """The elements of a JSON array, one at a time: (its exact text, its value).
+
+    Accepts exactly what ``json.loads`` accepts, with the same values (the same
+    decoder, element by element); ValueError where it would fail, raised when the
+    walk gets there (elements before it were already yielded: the caller must not
+    keep them). A top-level value other than an array is ValueError("not an array:
+    <type>"). The text lets a caller recognise an unchanged element without
+    comparing values (sources/wgrest.py fingerprints it).
+    """
+    skip = _WHITESPACE.match
+    at = skip(text).end()
+    if not text.startswith("[", at):
+        raise ValueError(f"not an array: {type_name(json.loads(text))}")
+    at = skip(text, at + 1).end()
+    if not text.startswith("]", at):
+        while True:
+            value, end = _DECODER.raw_decode(text, at)
+            yield text[at:end], value
+            at = skip(text, end).end()
+            if text.startswith(",", at):
+                at = skip(text, at + 1).end()
+            elif text.startswith("]", at):
+                break
+            else:
+                raise ValueError(f"expected ',' or ']' at character {at}")
+    if skip(text, at + 1).end() != len(text):
+        raise ValueError(f"extra data at character {at + 1}")
+
+
+def _page_items(text: str, where: str) -> Iterator[tuple[str, Any]]:
+    """array_items with its failures phrased as the wgrest problem they are."""
+    try:
+        yield from array_items(text)
+    except RecursionError:
+        raise WgrestProblem(where, "response is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        if str(exc).startswith("not an array: "):
+            raise WgrestProblem(where, f"expected a JSON array, got {str(exc)[14:]}") from None
+        raise WgrestProblem(where, "response is not valid JSON") from None
 
 
 def type_name(value: Any) -> str:
