@@ -242,6 +242,23 @@ def test_kept_view_is_exact_when_transactions_change_server_connection(pgb_confi
         assert write(fresh, synthetic_state("host-a")).total_config_rows_written == 0
 
 
+def test_pipelined_chunks_through_the_pooler(
+    pgb_config: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big host's config rows go in pipelined statements (store/writer.py): pgbouncer passes them."""
+    from wgsyncd.store import writer
+
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 7)
+    with store.connect(pgb_config) as conn:
+        first = write(conn, synthetic_state("host-a", interfaces=2, peers=60))
+        assert first.tables["peers"].inserted == 120
+        assert len(store.load_peers(conn, "host-a")) == 120
+        changed = synthetic_state("host-a", interfaces=2, peers=60, counters=9999)
+        del changed.interfaces["wg1"]
+        assert write(conn, changed).tables["peers"].removed == 60
+        assert write(conn, changed).total_config_rows_written == 0
+
+
 def test_six_hosts_over_two_server_connections(pgb_config: DatabaseConfig, pgbouncer: PgBouncer) -> None:
     """More agents than server connections, each with config changes every cycle: no lost row."""
     hosts = [f"host-{i}" for i in range(6)]

@@ -194,6 +194,32 @@ def test_first_write_rows_equal_the_state(conn: psycopg.Connection[Any]) -> None
     assert st.sync_id == report.sync_id
 
 
+def peer_rows(conn: psycopg.Connection[Any], host_id: str) -> list[tuple[Any, ...]]:
+    """Every peer row's stored values, without the host and the times (comparable across hosts)."""
+    fields = ("interface", "public_key", "name", "allowed_ips", "endpoint", "persistent_keepalive")
+    fields += ("comments", "has_preshared_key", "preshared_key_fp", "provenance", "version", "removed_at")
+    return sorted(tuple(getattr(p, f) for f in fields) for p in store.load_peers(conn, host_id))
+
+
+def test_config_rows_in_pipelined_chunks_equal_one_statement(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than CHUNK_ROWS rows go in several statements, one round trip: the same rows as one."""
+    from wgsyncd.store import writer
+
+    same = synthetic_state("host-b", interfaces=2, peers=250)
+    same.host_id = "host-a"  # host-b's very peers, under another host
+    whole = write(conn, same)
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 7)  # 500 rows: 72 statements, the last one short
+    chunked = write(conn, synthetic_state("host-b", interfaces=2, peers=250))
+    assert chunked.tables["peers"].inserted == whole.tables["peers"].inserted == 500
+    assert chunked.round_trips == whole.round_trips
+    assert peer_rows(conn, "host-b") == peer_rows(conn, "host-a") and len(peer_rows(conn, "host-a")) == 500
+    changed = synthetic_state("host-b", interfaces=2, peers=250, counters=9999)
+    del changed.interfaces["wg1"]
+    assert write(conn, changed).tables["peers"].removed == 250
+
+
 def test_same_state_again_writes_zero_config_rows(conn: psycopg.Connection[Any]) -> None:
     write(conn, synthetic_state("host-a"))
     before = snapshot(conn, "host-a")
@@ -508,7 +534,14 @@ def test_role_without_insert_rights_writes_nothing(
             assert count(su, table) == 0, table
 
 
-def test_lock_timeout_rolls_back_everything(pg_cluster: PgCluster, db_config: DatabaseConfig) -> None:
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-statement", "pipelined-chunks"])
+def test_lock_timeout_rolls_back_everything(
+    pg_cluster: PgCluster, db_config: DatabaseConfig, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wgsyncd.store import writer
+
+    if chunk is not None:
+        monkeypatch.setattr(writer, "CHUNK_ROWS", chunk)
     db_config.statement_timeout = 2.0  # lock_timeout is half: 1 s
     c = store.connect(db_config)
     store.migrate(c)

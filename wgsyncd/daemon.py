@@ -155,7 +155,7 @@ class Daemon:
 
         t0 = time.monotonic()
         self._phase("reading")
-        state = cycle.collect(self.cfg, self.memo)
+        state = cycle.collect(self.cfg, self.memo, long_lived=True)
         self.spool.hold(state, sync_id, started)
         self._phase("database")
         if self.conn is None:

@@ -25,7 +25,8 @@ from tests.beds.wgrest_server import FakeDevice, FakePeer, ServerBox
 from tests.fuzzing import FUZZ, count
 from wgsyncd import validate
 from wgsyncd.sources.wgrest import WgrestProblem, parse_device, parse_peer
-from wgsyncd.wire.wgrest_http import Answer, array_items
+from wgsyncd.wire import jsonarray
+from wgsyncd.wire.wgrest_http import Answer
 
 WHERE = "http://127.0.0.1:8000/v1/devices/?per_page=100 [0]"
 PEER_FIELDS = {
@@ -196,14 +197,14 @@ def device_json(d: MDevice, version: str) -> dict[str, Any]:
 
 
 def page(items: list[Any]) -> list[Any]:
-    """Items through the page-level decode path (body -> text -> array_items), as read() gets them."""
+    """Items through the page-level decode path (body -> wire/jsonarray.py), as read() gets them."""
     return decode_page(json.dumps(items).encode())
 
 
 def decode_page(body: bytes) -> list[Any]:
     """A page body element by element, as WgrestHttp.pages hands it to read(); ValueError if not JSON."""
     try:
-        return [value for _text, value in array_items(Answer(200, "OK", WHERE, {}, body).take_text())]
+        return [value for _text, value in jsonarray.items(jsonarray.windows(body, 4096))]
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -454,7 +455,7 @@ def test_wgrest_mutated_device_is_a_parse_or_a_named_error(
 def test_wgrest_mutated_page_text_is_json_or_a_value_error(
     version: str, d: MDevice, ps: list[MPeer], data: st.DataObject
 ) -> None:
-    """The page body itself cut, flipped or nested: Answer.json gives JSON or ValueError
+    """The page body itself cut, flipped or nested: the page walk gives JSON or ValueError
     (get_json turns that into WgrestProblem), and whatever JSON it gives is parsed safely."""
     is_device = data.draw(st.booleans())
     items = [device_json(d, version)] if is_device else [peer_json(p, version) for p in ps]

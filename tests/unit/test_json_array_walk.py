@@ -1,9 +1,10 @@
-"""wgrest_http.array_items: a JSON array walked element by element is json.loads, exactly.
+"""wire/jsonarray.py: a JSON array walked element by element, from chunks of bytes, is json.loads.
 
 Why it matters: the wgrest source no longer decodes a 10,000-peer page at once (its
-~10 MiB of dicts set the daemon's heap for good); it walks the page's text one
-element at a time and fingerprints each element's text. That walk must accept what
-json.loads accepts, with the same values, and refuse everything else.
+text and ~10 MiB of dicts set the daemon's heap for good); it walks the page's bytes
+a window at a time, one element at a time, and fingerprints each element's text. That
+walk must accept what json.loads accepts, with the same values, and refuse everything
+else, however the bytes are cut into chunks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzzing import FUZZ
-from wgsyncd.wire.wgrest_http import WgrestProblem, _page_items, array_items
+from wgsyncd.wire import jsonarray
+from wgsyncd.wire.wgrest_http import WgrestProblem, _page_items
 
 WHERE = "http://127.0.0.1:8000/v1/devices/wg0/peers/?per_page=10000"
 
@@ -33,16 +35,28 @@ def same(a: Any) -> str:
     return json.dumps(a)
 
 
-def walk(text: str) -> list[Any]:
+def cut(body: bytes, sizes: list[int]) -> list[bytes]:
+    """The body in chunks of the given sizes (cycled; 0 makes an empty chunk), as a socket might."""
+    out, at, i = [], 0, 0
+    while at < len(body):
+        size = sizes[i % len(sizes)] if sizes else len(body)
+        out.append(body[at : at + size])
+        at, i = at + size, i + 1
+    return out
+
+
+def walk(text: str | bytes, sizes: list[int] | None = None) -> list[Any]:
     """Every element's value; each element's text must decode to that very value."""
+    body = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    chunks = cut(body, sizes) if sizes is not None else list(jsonarray.windows(body, 7))
     out = []
-    for piece, value in array_items(text):
+    for piece, value in jsonarray.items(chunks):
         assert same(json.loads(piece)) == same(value)
         out.append(value)
     return out
 
 
-def outcome(fn, text: str) -> tuple[str, str]:
+def outcome(fn, text: str | bytes) -> tuple[str, str]:
     """("ok", the value as text) or ("error", ""): what one decoder made of ``text``."""
     try:
         value = fn(text)
@@ -51,16 +65,31 @@ def outcome(fn, text: str) -> tuple[str, str]:
     return ("ok", same(value)) if isinstance(value, list) else ("error", "")
 
 
-@FUZZ
-@given(items=st.lists(values, max_size=8), indent=spacing, pad=st.sampled_from(["", " ", "\n\t"]))
-def test_walk_equals_json_loads_on_arrays(items: list[Any], indent: Any, pad: str) -> None:
-    text = pad + json.dumps(items, indent=indent) + pad
-    assert same(walk(text)) == same(json.loads(text))
+sizes = st.lists(st.integers(0, 40), min_size=1, max_size=6).filter(any)
 
 
 @FUZZ
-@given(items=st.lists(values, max_size=5), data=st.data())
-def test_walk_fails_exactly_where_json_loads_fails(items: list[Any], data: st.DataObject) -> None:
+@given(
+    items=st.lists(values, max_size=8),
+    indent=spacing,
+    pad=st.sampled_from(["", " ", "\n\t"]),
+    chunks=sizes,
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32-le"]),
+    ascii_only=st.booleans(),
+)
+def test_walk_equals_json_loads_on_arrays(
+    items: list[Any], indent: Any, pad: str, chunks: list[int], encoding: str, ascii_only: bool
+) -> None:
+    """Any cut of the bytes, the encodings json.loads detects (RFC 8259 and its BOMs)."""
+    body = (pad + json.dumps(items, indent=indent, ensure_ascii=ascii_only) + pad).encode(encoding)
+    assert same(walk(body, chunks)) == same(json.loads(body))
+
+
+@FUZZ
+@given(items=st.lists(values, max_size=5), data=st.data(), chunks=sizes)
+def test_walk_fails_exactly_where_json_loads_fails(
+    items: list[Any], data: st.DataObject, chunks: list[int]
+) -> None:
     """Mutated text: both accept (same array) or both refuse (a non-array counts as refused)."""
     text = json.dumps(items)
     kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
@@ -72,7 +101,9 @@ def test_walk_fails_exactly_where_json_loads_fails(items: list[Any], data: st.Da
     else:
         extra = data.draw(st.sampled_from([",", "]", "[", "{}", " ", "NaN", '"', "\\\\", "1e999", "x"]))
         text = text[:at] + extra + text[at:]
-    assert outcome(walk, text) == outcome(json.loads, text)  # a non-array counts as an error
+    body = text.encode("utf-8", "surrogatepass")
+    # a non-array counts as an error
+    assert outcome(lambda b: walk(b, chunks), body) == outcome(json.loads, body)
 
 
 @pytest.mark.parametrize(
@@ -90,14 +121,39 @@ def test_walk_fails_exactly_where_json_loads_fails(items: list[Any], data: st.Da
 )
 def test_a_bad_page_is_one_wgrest_problem_naming_the_url(text: str, message: str) -> None:
     with pytest.raises(WgrestProblem) as info:
-        list(_page_items(text, WHERE))
+        list(_page_items(text.encode(), WHERE))
     assert str(info.value) == f"{WHERE}: {message}"
 
 
 def test_elements_before_the_break_come_out_first_so_callers_must_wait_for_the_end() -> None:
     """The walk is lazy: the caller (sources/wgrest.py) keeps nothing of a page until it ends."""
-    it = _page_items('[{"a": 1}, {"b": 2}, oops]', WHERE)
+    it = _page_items(b'[{"a": 1}, {"b": 2}, oops]', WHERE)
     assert next(it) == ('{"a": 1}', {"a": 1})
     assert next(it) == ('{"b": 2}', {"b": 2})
     with pytest.raises(WgrestProblem, match="not valid JSON"):
         next(it)
+
+
+def test_one_element_longer_than_many_chunks_is_read_in_linear_work() -> None:
+    """A 1 MiB string cut in 1-byte chunks: the text is joined by doubling, not once per chunk."""
+    body = json.dumps(["x" * 2**20, 1]).encode()
+    joins = 0
+    real = jsonarray._Text.more
+
+    def counting(self: jsonarray._Text) -> bool:
+        nonlocal joins
+        joins += 1
+        return real(self)
+
+    jsonarray._Text.more = counting  # type: ignore[method-assign]
+    try:
+        got = [v for _t, v in jsonarray.items(body[i : i + 1] for i in range(len(body)))]
+    finally:
+        jsonarray._Text.more = real  # type: ignore[method-assign]
+    assert got == ["x" * 2**20, 1]
+    assert joins < 60, joins  # log2 of 1 MiB is 20; one join per byte would be a million
+
+
+def test_a_number_cut_between_chunks_is_not_taken_short() -> None:
+    assert walk(b"[12345, 6]", [3, 1, 1]) == [12345, 6]
+    assert walk(b"[true,false,null]", [1]) == [True, False, None]

@@ -112,7 +112,7 @@ def _fingerprint(text: str) -> bytes:
     object (~1 KB a peer) was a fifth of a 10,000-peer daemon's heap. Equal text is
     an equal object, so a hit is never wrong; a server that reorders keys or respells
     a number only costs a parse. Hashing the text the page walk already cut out
-    (wgrest_http.array_items) costs a tenth of re-encoding the decoded dict.
+    (wire/jsonarray.py) costs a tenth of re-encoding the decoded dict.
     """
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 

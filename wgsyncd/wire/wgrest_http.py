@@ -34,6 +34,7 @@ import requests
 
 from wgsyncd.state import Secret
 from wgsyncd.validate import shown
+from wgsyncd.wire import jsonarray
 from wgsyncd.wire.http_transport import (
     cut_connections,
     is_refused,
@@ -41,6 +42,7 @@ from wgsyncd.wire.http_transport import (
     short_reason,
     track_connections,
 )
+from wgsyncd.wire.jsonarray import type_name  # noqa: F401  (re-exported: wgrest_api, the source)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ class Answer:
     reason: str
     url: str
     headers: Any
-    body: bytes
+    body: bytes | bytearray
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not.
@@ -151,15 +153,6 @@ class Answer:
             return json.loads(self.body)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-
-    def take_text(self) -> str:
-        """The body decoded as json.loads decodes bytes (UTF-8/16/32 by RFC 8259); the bytes let go.
-
-        Why let go: a 10,000-peer page is ~3 MiB of bytes and as much again as text;
-        the caller walks the text one element at a time, so the bytes are dead weight.
-        """
-        body, self.body = self.body, b""
-        return body.decode(json.detect_encoding(body), "surrogatepass")
 
     def error_text(self) -> str:
         """wgrest's ``{"code", "message"}`` from an error body, or "" (never the raw body)."""
@@ -268,7 +261,7 @@ class WgrestHttp:
             )
         return min(self.timeout, left)
 
-    def _read_body(self, resp: requests.Response, where: str) -> bytes:
+    def _read_body(self, resp: requests.Response, where: str) -> bytearray:
         """The body in chunks, refused at the per-answer cap or the whole-read cap."""
         encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":
@@ -281,15 +274,15 @@ class WgrestHttp:
         declared = resp.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             raise WgrestProblem(where, self._too_big(limit))
-        chunks: list[bytes] = []
-        size = 0
+        # grown in place (realloc: an mmap'ed buffer moves without a copy), not chunks then a join:
+        # a 10,000-peer page would be in memory twice at the join
+        body = bytearray()
         for chunk in resp.iter_content(65536):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 raise WgrestProblem(where, self._too_big(limit))
-            chunks.append(chunk)
-        self.total += size
-        return b"".join(chunks)
+            body += chunk
+        self.total += len(body)
+        return body
 
     def _too_big(self, limit: int) -> str:
         """Which cap an answer hit, naming its config key."""
@@ -330,9 +323,9 @@ class WgrestHttp:
         """Each page of a paginated list with its URL (for errors), following ``Link: rel="next"``.
 
         A page is an iterator of its elements, each with its exact JSON text
-        (array_items): the caller turns one element into a model object before the
-        next is decoded, so a 10,000-peer page never exists as 10,000 dicts at once
-        (~10 MiB of small objects that fragment the heap for good). A body that is not
+        (wire/jsonarray.py): the caller turns one element into a model object before
+        the next is decoded, so a 10,000-peer page never exists as text and 10,000
+        dicts at once (~13 MiB, the dicts fragmenting the heap for good). A body that is not
         valid JSON, or not an array, is a WgrestProblem, raised at the latest by the
         element it breaks at: callers keep nothing of a page until it is done. A next
         link on another origin, one seen before, or a chain longer than MAX_PAGES is
@@ -347,12 +340,10 @@ class WgrestHttp:
             if resp.status != 200:
                 raise WgrestProblem(where, self.status_message(resp))
             nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
-            try:
-                text = resp.take_text()
-            except (UnicodeDecodeError, ValueError):
-                raise WgrestProblem(where, "response is not valid JSON") from None
+            body = resp.body
             del resp
-            yield _page_items(text, where), where
+            yield _page_items(body, where), where
+            del body
             if not nxt:
                 return
             nxt = urljoin(url, nxt)
@@ -371,65 +362,16 @@ class WgrestHttp:
         return items
 
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's four (RFC 8259), as the json module skips them
-_DECODER = json.JSONDecoder()  # json.loads' own settings
-
-
-def array_items(text: str) -> Iterator[tuple[str, Any]]:
-    """The elements of a JSON array, one at a time: (its exact text, its value).
-
-    Accepts exactly what ``json.loads`` accepts, with the same values (the same
-    decoder, element by element); ValueError where it would fail, raised when the
-    walk gets there (elements before it were already yielded: the caller must not
-    keep them). A top-level value other than an array is ValueError("not an array:
-    <type>"). The text lets a caller recognise an unchanged element without
-    comparing values (sources/wgrest.py fingerprints it).
-    """
-    skip = _WHITESPACE.match
-    at = skip(text).end()
-    if not text.startswith("[", at):
-        raise ValueError(f"not an array: {type_name(json.loads(text))}")
-    at = skip(text, at + 1).end()
-    if not text.startswith("]", at):
-        while True:
-            value, end = _DECODER.raw_decode(text, at)
-            yield text[at:end], value
-            at = skip(text, end).end()
-            if text.startswith(",", at):
-                at = skip(text, at + 1).end()
-            elif text.startswith("]", at):
-                break
-            else:
-                raise ValueError(f"expected ',' or ']' at character {at}")
-    if skip(text, at + 1).end() != len(text):
-        raise ValueError(f"extra data at character {at + 1}")
-
-
-def _page_items(text: str, where: str) -> Iterator[tuple[str, Any]]:
-    """array_items with its failures phrased as the wgrest problem they are."""
+def _page_items(body: bytes | bytearray, where: str) -> Iterator[tuple[str, Any]]:
+    """The page's elements (wire/jsonarray.py), its failures phrased as the wgrest problem they are."""
     try:
-        yield from array_items(text)
+        yield from jsonarray.items(jsonarray.windows(body))
     except RecursionError:
         raise WgrestProblem(where, "response is not valid JSON (nested too deeply)") from None
     except ValueError as exc:
         if str(exc).startswith("not an array: "):
             raise WgrestProblem(where, f"expected a JSON array, got {str(exc)[14:]}") from None
         raise WgrestProblem(where, "response is not valid JSON") from None
-
-
-def type_name(value: Any) -> str:
-    """The JSON type of ``value`` for an error message (never the value itself)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
 
 
 # --------------------------------------------------------------------------- transport details

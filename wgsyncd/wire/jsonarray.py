@@ -1,0 +1,148 @@
+"""A JSON array read element by element from chunks of bytes: what json.loads accepts, no more.
+
+Why: wgrest answers a 10,000-peer device as one ~3 MiB JSON array. json.loads makes
+the whole text (another ~3 MiB) and then 10,000 dicts at once (~10 MiB of small
+objects that fragment the heap for good); a daemon holding its peak RSS under 80 MB
+cannot afford either. Here the bytes are decoded a window at a time and each element
+is decoded, handed out with its exact text, and let go before the next.
+
+The contract (tests/unit/test_json_array_walk.py checks it against json.loads, for
+every way of cutting the bytes into chunks): the elements come out with the values
+json.loads would give them, and ValueError comes where json.loads would fail or give
+something other than an array, at the latest after the last chunk. Elements before
+the failure were already handed out, so a caller keeps nothing until the end.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+WINDOW = 64 * 1024  # bytes decoded at a time when the caller has the body whole
+_WHITESPACE = " \t\n\r"  # JSON's four (RFC 8259), as the json module skips them
+_DECODER = json.JSONDecoder()  # json.loads' own settings
+
+
+def windows(body: bytes | bytearray, size: int = WINDOW) -> Iterator[memoryview]:
+    """The body as consecutive views of ``size`` bytes (no copies)."""
+    with memoryview(body) as view:
+        for at in range(0, len(body), size):
+            yield view[at : at + size]
+
+
+class _Text:
+    """The decoded text not yet walked, refilled from the chunks on demand."""
+
+    def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
+        self.chunks = iter(chunks)
+        self.text = ""
+        self.pos = 0
+        self.final = False
+        head = b""
+        for chunk in self.chunks:  # json.detect_encoding looks at the first 4 bytes
+            head += bytes(chunk)
+            if len(head) >= 4:
+                break
+        else:
+            self.final = True
+        self.decoder = codecs.getincrementaldecoder(json.detect_encoding(head))("surrogatepass")
+        self.text = self.decoder.decode(head, final=self.final)
+
+    def more(self) -> bool:
+        """Drop the walked text, add at least as much again as is left (one chunk at the least).
+
+        Doubling keeps the work linear when one element is longer than a chunk (or
+        broken: it is then only known to be broken once the text ends). False at the end.
+        """
+        if self.final:
+            return False
+        rest = self.text[self.pos :]
+        parts, size = [rest], 0
+        while not size or size < len(rest):
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                self.final = True
+                parts.append(self.decoder.decode(b"", final=True))
+                break
+            piece = self.decoder.decode(chunk)
+            parts.append(piece)
+            size += len(piece) or 1
+        self.text, self.pos = "".join(parts), 0
+        return True
+
+    def skip(self) -> str:
+        """The next character that is not whitespace ("" at the very end), reading on as needed."""
+        while True:
+            text, pos = self.text, self.pos
+            while pos < len(text) and text[pos] in _WHITESPACE:
+                pos += 1
+            self.pos = pos
+            if pos < len(text):
+                return text[pos]
+            if not self.more():
+                return ""
+
+    def value(self) -> tuple[str, Any]:
+        """The next JSON value and its text, once a ``,`` or ``]`` after it shows where it ends.
+
+        Until then a value may go on in the next chunk: ``0`` of ``0.5``, ``1`` of ``12``.
+        """
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except ValueError:
+                if self.more():
+                    continue
+                raise
+            text, after = self.text, end
+            while after < len(text) and text[after] in _WHITESPACE:
+                after += 1
+            if (after == len(text) or text[after] not in ",]") and self.more():
+                continue
+            piece, self.pos = text[self.pos : end], end
+            return piece, value
+
+    def rest(self) -> str:
+        """Everything not yet walked, to the end (for error messages about what is not an array)."""
+        while self.more():
+            pass
+        return self.text[self.pos :]
+
+
+def items(chunks: Iterable[bytes | memoryview]) -> Iterator[tuple[str, Any]]:
+    """Each element of the JSON array the chunks spell: (its exact text, its value)."""
+    text = _Text(chunks)
+    if text.skip() != "[":
+        raise ValueError(f"not an array: {type_name(json.loads(text.rest()))}")
+    text.pos += 1
+    if text.skip() == "]":
+        text.pos += 1
+    else:
+        while True:
+            yield text.value()
+            after = text.skip()
+            text.pos += 1
+            if after == "]":
+                break
+            if after != ",":
+                raise ValueError("expected ',' or ']' after an element")
+            text.skip()
+    if text.skip():
+        raise ValueError("extra data after the array")
+
+
+def type_name(value: Any) -> str:
+    """The JSON type of ``value`` for an error message (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
