@@ -534,14 +534,7 @@ def test_role_without_insert_rights_writes_nothing(
             assert count(su, table) == 0, table
 
 
-@pytest.mark.parametrize("chunk", [None, 7], ids=["one-statement", "pipelined-chunks"])
-def test_lock_timeout_rolls_back_everything(
-    pg_cluster: PgCluster, db_config: DatabaseConfig, chunk: int | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from wgsyncd.store import writer
-
-    if chunk is not None:
-        monkeypatch.setattr(writer, "CHUNK_ROWS", chunk)
+def test_lock_timeout_rolls_back_everything(pg_cluster: PgCluster, db_config: DatabaseConfig) -> None:
     db_config.statement_timeout = 2.0  # lock_timeout is half: 1 s
     c = store.connect(db_config)
     store.migrate(c)
@@ -565,6 +558,115 @@ def test_lock_timeout_rolls_back_everything(
     report = write(c, changed)  # and the same connection works afterwards
     assert report.tables["peers"].removed == 100
     c.close()
+
+
+def renamed(state: HostState, tag: str) -> HostState:
+    """Every peer of ``state`` with a new name: a config change of every row."""
+    for iface in state.interfaces.values():
+        for key, peer in list(iface.peers.items()):
+            iface.peers[key] = dataclasses.replace(peer, name=f"{tag}-{key[:6]}")
+    return state
+
+
+def names(dsn: str) -> set[str]:
+    """Every peer name stored (committed), seen from a session of its own."""
+    with psycopg.connect(dsn, autocommit=True) as su:
+        return {r[0] for r in su.execute("SELECT name FROM peers").fetchall()}
+
+
+@pytest.fixture
+def chunked(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Config rows in pipelined statements of 7 (store/writer.py), so 100 peers make 15."""
+    from wgsyncd.store import writer
+
+    monkeypatch.setattr(writer, "CHUNK_ROWS", 7)
+    return 7
+
+
+def locked_mid_pipeline(cluster: PgCluster, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Another session holding the 61st peer row (key order): the 9th of 15 chunks waits on it."""
+    locker = psycopg.connect(cluster.dsn(conn.info.dbname))
+    keys = locker.execute(
+        'SELECT public_key FROM peers ORDER BY interface, public_key COLLATE "C"'
+    ).fetchall()
+    locker.execute("SELECT 1 FROM peers WHERE public_key = %s FOR UPDATE", keys[60])
+    return locker
+
+
+def test_a_lock_in_a_middle_chunk_rolls_back_every_chunk(
+    pg_cluster: PgCluster, db_config: DatabaseConfig, chunked: int
+) -> None:
+    db_config.statement_timeout = 2.0  # lock_timeout is half: 1 s
+    c = store.connect(db_config)
+    store.migrate(c)
+    write(c, synthetic_state("host-a", peers=50))
+    dsn = pg_cluster.dsn(c.info.dbname)
+    before = names(dsn)
+    locker = locked_mid_pipeline(pg_cluster, c)
+    with pytest.raises(store.StoreError, match="LockNotAvailable") as info:
+        write(c, renamed(synthetic_state("host-a", peers=50), "x"))
+    assert "peers" in str(info.value)  # the row lock's relation, from the server's error context
+    locker.rollback()
+    locker.close()
+    assert names(dsn) == before  # the chunks before the locked one were rolled back with it
+    report = write(c, renamed(synthetic_state("host-a", peers=50), "y"))  # the connection still works
+    assert report.tables["peers"].updated == 100
+    assert all(n.startswith("y-") for n in names(dsn))
+    c.close()
+
+
+def test_a_stop_signal_mid_pipeline_unwinds_at_once_and_commits_nothing(
+    pg_cluster: PgCluster, db_config: DatabaseConfig, chunked: int
+) -> None:
+    """SIGTERM's CycleAbandoned while the chunks wait on a lock: it reaches the daemon as
+    itself (not masked by psycopg's pipeline exit as a DB failure), the connection closed."""
+    import signal
+
+    from wgsyncd.daemonkit import CycleAbandoned
+
+    db_config.statement_timeout = 60.0  # the lock wait would last 30 s: only the signal ends it
+    c = store.connect(db_config)
+    store.migrate(c)
+    write(c, synthetic_state("host-a", peers=50))
+    dsn = pg_cluster.dsn(c.info.dbname)
+    before = names(dsn)
+    locker = locked_mid_pipeline(pg_cluster, c)
+    pid = c.info.backend_pid
+    main = threading.get_ident()
+
+    def on_alarm(_sig: int, _frame: Any) -> None:
+        raise CycleAbandoned("SIGTERM")
+
+    def signal_once_waiting() -> None:
+        with superuser(pg_cluster, c) as su:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                row = su.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+                if row and row[0] == "Lock":
+                    break
+                time.sleep(0.02)
+        signal.pthread_kill(main, signal.SIGALRM)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    waiter = threading.Thread(target=signal_once_waiting)
+    waiter.start()
+    try:
+        with pytest.raises(CycleAbandoned):
+            write(c, renamed(synthetic_state("host-a", peers=50), "x"))
+    finally:
+        waiter.join()
+        signal.signal(signal.SIGALRM, old)
+    assert c.closed
+    locker.rollback()
+    locker.close()
+    with psycopg.connect(dsn, autocommit=True) as su:
+        poll_gone = time.monotonic() + 30  # the abandoned backend ends once it finds its client gone
+        while su.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < poll_gone, "the abandoned backend stayed"
+            time.sleep(0.05)
+    assert names(dsn) == before
 
 
 def test_killed_connection_is_a_store_error(pg_cluster: PgCluster, conn: psycopg.Connection[Any]) -> None:

@@ -52,23 +52,22 @@ def _read_source(source: Source, reader: Callable[[], SourceResult]) -> SourceRe
         )
 
 
-def read_sources(cfg: Config, memo: Memo | None = None, *, long_lived: bool = False) -> list[SourceResult]:
+def read_sources(cfg: Config, memo: Memo | None = None, *, in_turn: bool = False) -> list[SourceResult]:
     """Read every enabled source, concurrently: the conf parse overlaps wgrest's HTTP wait.
 
     Imports are local so a missing optional library hits one source only. Results come
     back in a fixed order (kernel, conf, wgrest) whatever finishes first, sealed: ``memo``
     (the caller's between-cycle memory, none = a throwaway one) hands them back next cycle.
 
-    ``long_lived`` (the daemon): with nothing parsed yet, the sources are read one after
-    the other. Why: a cold read parses everything, and three parses at once stack their
-    transients (at 10,000 peers 10 + 22 + 6 MiB); the heap they grow stays with the
-    process, pinned by what the cycle keeps. Measured (tests/bench/memory.py phases):
-    the daemon's RSS after its cycles 78 -> 74 MiB over a synced database, 85 -> 79
-    over an empty one, for some 0.2 s more in the first cycle only. A one-shot sync
-    keeps the concurrency: its time is what counts, and it exits.
+    ``in_turn``: one source after the other instead (the daemon's first read). Why: a
+    cold read parses everything, and three parses at once stack their transients (at
+    10,000 peers 10 + 22 + 6 MiB); the heap they grow stays with the process, pinned by
+    what the cycle keeps. Measured (tests/bench/memory.py phases): the daemon's RSS after
+    its cycles 78 -> 74 MiB over a synced database, 85 -> 79 over an empty one, for some
+    0.2 s more in its first cycle only. A one-shot sync keeps the concurrency: its time
+    is what counts, and it exits.
     """
     memo = (memo or Memo()).for_host(cfg.host_id)
-    in_turn = long_lived and not (memo.conf or memo.uapi or memo.wgrest)
     want = interface_filter(cfg)
     readers: list[tuple[Source, Callable[[], SourceResult]]] = []
     if cfg.kernel.enabled:
@@ -131,11 +130,11 @@ def _netdevs(want: Callable[[str], bool]) -> list[str]:
         return []
 
 
-def collect(cfg: Config, memo: Memo | None = None, *, long_lived: bool = False) -> HostState:
+def collect(cfg: Config, memo: Memo | None = None, *, in_turn: bool = False) -> HostState:
     """Read and merge: the whole host's state as of now, without touching the database.
 
     ``memo``: the daemon's (or one `sync` run's) between-cycle memory; none = a throwaway one.
-    ``long_lived``: the caller is the daemon (see read_sources).
+    ``in_turn``: read the sources one after the other (see read_sources).
     """
     from wgsyncd.sources import identity
 
@@ -143,7 +142,7 @@ def collect(cfg: Config, memo: Memo | None = None, *, long_lived: bool = False) 
     want = interface_filter(cfg)
     before = identity.identities(_netdevs(want)) if cfg.kernel.enabled else {}
     memo = memo or Memo()
-    state = merge_sources(cfg, read_sources(cfg, memo, long_lived=long_lived), collected_at, memo)
+    state = merge_sources(cfg, read_sources(cfg, memo, in_turn=in_turn), collected_at, memo)
     if before:
         state.interface_ids = identity.stable(before, identity.identities(state.interfaces))
     for err in state.errors:

@@ -98,6 +98,7 @@ class Daemon:
         self.beat_error: str | None = None  # why the last heartbeat could not be written
         self.spool = SpoolKeeper()
         self.memo = Memo()  # between-cycle memory (wgsyncd/memo.py); a new host_id empties it
+        self.read_once = False  # a cycle has read the sources (cycle.read_sources: in_turn)
 
     # -- signals -----------------------------------------------------------------
     def _on_stop(self, signum: int, _frame: object) -> None:
@@ -155,7 +156,9 @@ class Daemon:
 
         t0 = time.monotonic()
         self._phase("reading")
-        state = cycle.collect(self.cfg, self.memo, long_lived=True)
+        # the first read parses everything: one source at a time keeps the heap it grows small
+        state = cycle.collect(self.cfg, self.memo, in_turn=not self.read_once)
+        self.read_once = True
         self.spool.hold(state, sync_id, started)
         self._phase("database")
         if self.conn is None:

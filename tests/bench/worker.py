@@ -31,7 +31,7 @@ def one_cycle(cfg, conn, memo) -> dict:
     started = datetime.now(UTC)
     t0 = time.monotonic()
     with gcpolicy.daemon_cycle():  # the daemon's collector policy around each cycle
-        state = cycle.collect(cfg, memo, long_lived=True)  # as the daemon collects
+        state = cycle.collect(cfg, memo, in_turn=not memo.conf)  # as the daemon: its first read in turn
         t1 = time.monotonic()
         report = store.write_cycle(
             conn, state, sync_id=uuid.uuid4(), started_at=started, agent_version=__version__

@@ -456,7 +456,7 @@ def test_wgrest_mutated_page_text_is_json_or_a_value_error(
     version: str, d: MDevice, ps: list[MPeer], data: st.DataObject
 ) -> None:
     """The page body itself cut, flipped or nested: the page walk gives JSON or ValueError
-    (get_json turns that into WgrestProblem), and whatever JSON it gives is parsed safely."""
+    (WgrestHttp.pages turns that into WgrestProblem), and whatever JSON it gives is parsed safely."""
     is_device = data.draw(st.booleans())
     items = [device_json(d, version)] if is_device else [peer_json(p, version) for p in ps]
     hidden = [s for s in (d.private, *(p.psk for p in ps), *(p.private for p in ps)) if s]

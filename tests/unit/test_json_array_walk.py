@@ -115,19 +115,42 @@ def test_walk_fails_exactly_where_json_loads_fails(
         ("[1,]", "response is not valid JSON"),
         ("[1 2]", "response is not valid JSON"),
         ("[1] x", "response is not valid JSON"),
+        ('"a"', "expected a JSON array, got string"),
+        ("null", "expected a JSON array, got null"),
+        ("x", "response is not valid JSON"),
         ("[" * 100_000, "response is not valid JSON (nested too deeply)"),
         ("[" + "[" * 100_000, "response is not valid JSON (nested too deeply)"),
     ],
 )
 def test_a_bad_page_is_one_wgrest_problem_naming_the_url(text: str, message: str) -> None:
     with pytest.raises(WgrestProblem) as info:
-        list(_page_items(text.encode(), WHERE))
+        list(_page_items(text.encode(), WHERE, 10000))
     assert str(info.value) == f"{WHERE}: {message}"
+
+
+def test_a_page_holding_more_than_it_was_asked_for_is_refused_at_the_first_extra_element() -> None:
+    """A hostile wgrest's ``[0,0,...]`` (16 MiB: millions of elements) costs per_page + 1 decodes."""
+    body = b"[" + b"0," * 2**20 + b"0]"
+    seen = 0
+    with pytest.raises(WgrestProblem) as info:
+        for _item in _page_items(body, WHERE, 100):
+            seen += 1
+    assert seen == 100
+    assert str(info.value) == f"{WHERE}: more than 100 elements on a page that asked for 100"
+    assert [v for _t, v in _page_items(b"[1,2,3]", WHERE, 3)] == [1, 2, 3]  # exactly per_page: fine
+
+
+def test_an_element_longer_than_the_cap_is_refused_not_joined_on_and_on() -> None:
+    body = json.dumps([{"post_up": ["x" * (jsonarray.MAX_ELEMENT + 10)]}]).encode()
+    with pytest.raises(WgrestProblem, match=f"an element longer than {jsonarray.MAX_ELEMENT} characters"):
+        list(_page_items(body, WHERE, 10000))
+    small = json.dumps([{"post_up": ["x" * 4000]}]).encode()  # a long hook is fine
+    assert len(list(_page_items(small, WHERE, 10000))) == 1
 
 
 def test_elements_before_the_break_come_out_first_so_callers_must_wait_for_the_end() -> None:
     """The walk is lazy: the caller (sources/wgrest.py) keeps nothing of a page until it ends."""
-    it = _page_items(b'[{"a": 1}, {"b": 2}, oops]', WHERE)
+    it = _page_items(b'[{"a": 1}, {"b": 2}, oops]', WHERE, 10000)
     assert next(it) == ('{"a": 1}', {"a": 1})
     assert next(it) == ('{"b": 2}', {"b": 2})
     with pytest.raises(WgrestProblem, match="not valid JSON"):
@@ -153,7 +176,7 @@ def test_one_element_longer_than_many_chunks_is_read_in_linear_work(body: bytes,
 
     jsonarray._Text.more = counting  # type: ignore[method-assign]
     try:
-        got = [v for _t, v in jsonarray.items(body[i : i + 1] for i in range(len(body)))]
+        got = [v for _t, v in jsonarray.items((body[i : i + 1] for i in range(len(body))), max_element=2**21)]
     finally:
         jsonarray._Text.more = real  # type: ignore[method-assign]
     assert got == want

@@ -81,11 +81,12 @@ class _Http:
         from wgsyncd.wire.wgrest_api import peers_url
         from wgsyncd.wire.wgrest_http import WgrestProblem
 
-        url = peers_url(self.client, device, 10000)
+        per_page = 10000
+        url = peers_url(self.client, device, per_page)
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         try:
-            for page, where in self.client.pages(url):
+            for page, where in self.client.pages(url, per_page):
                 for _text, item in page:
                     if not isinstance(item, dict):
                         raise RestoreError(f"GET {where}: expected a list of peer objects")

@@ -132,7 +132,7 @@ def _read_peers_once(
     fresh: dict[bytes, Peer] = {}
     peers: dict[str, Peer] = {}
     index = 0
-    for page, where in client.pages(first):
+    for page, where in client.pages(first, per_page):
         for text, raw in page:
             digest = _fingerprint(text)  # equal JSON text: the same peer (anything else: parse_peer says why)
             peer = seen.get(digest) or parse_peer(raw, f"{where} [{index}]")
@@ -179,7 +179,7 @@ def read(
         try:
             version = cfg.api_version if cfg.api_version in ("v1", "v2") else detect_version(client)
             listing = client.url(f"/v1/devices/?per_page={cfg.per_page}")
-            raw_devices = client.paginate(listing)
+            raw_devices = client.paginate(listing, cfg.per_page)
         except WgrestRefused as exc:
             seen = seen_before(cfg.url, state_dir, answered)
             if cfg.optional and not client.answered and not seen:

@@ -98,8 +98,12 @@ class _Tx:
         """The statements inside sent without waiting for each answer: one round trip in all.
 
         Errors of any of them surface by the end of the block (the transaction is then
-        failed, as with one statement). Without pipeline support in libpq (< 14) the
-        statements simply run one by one. ``sql``: what they call, for a lock wait's message.
+        failed, as with one statement). The answers are awaited inside the block: a stop
+        signal (the daemon's CycleAbandoned, a BaseException) that lands while they are
+        awaited closes the connection and goes on at once, instead of waiting out a lock
+        in psycopg's pipeline exit and being replaced there by "cannot exit pipeline
+        mode while busy". Without pipeline support in libpq (< 14) the statements simply
+        run one by one. ``sql``: what they call, for a lock wait's message.
         """
         conn = self.cur.connection
         if not psycopg.Pipeline.is_supported():
@@ -107,8 +111,15 @@ class _Tx:
             return
         before = self.round_trips
         try:
-            with conn.pipeline():
-                yield
+            with conn.pipeline() as pipe:
+                try:
+                    yield
+                    pipe.sync()
+                except Exception:
+                    raise
+                except BaseException:
+                    conn.close()  # the server rolls the transaction back
+                    raise
         except psycopg.errors.LockNotAvailable as exc:
             waited_in(exc, sql)
             raise
@@ -148,9 +159,10 @@ def _put_config(
 ) -> None:
     """Insert-or-update config rows (host_id, key..., fields..., row_hash, meta...) in key order.
 
-    Sorting by key gives every writer the same lock order; the function bumps version
-    and sets updated_at in SQL, so the writer need not load old versions. ``before``
-    runs between encoding the first rows and sending them.
+    Sorted by key (the function sorts again, in the database's collation, within each
+    statement; two writers of one host queue on its hosts row before any of this). The
+    function bumps version and sets updated_at in SQL, so the writer need not load old
+    versions. ``before`` runs between encoding the first rows and sending them.
 
     More than CHUNK_ROWS rows go in statements of CHUNK_ROWS, in key order, pipelined
     (sent without waiting for each answer, psycopg's pipeline mode): the client encodes

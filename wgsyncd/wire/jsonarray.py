@@ -22,6 +22,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 WINDOW = 64 * 1024  # bytes decoded at a time when the caller has the body whole
+# one element's text at most (characters): a wgrest peer or device is a few KiB; a longer
+# one is refused rather than joined and re-parsed (a 16 MiB string would cost 192 MiB)
+MAX_ELEMENT = 2**20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's four (RFC 8259); a regex: a hostile run of them is C-speed
 _DECODER = json.JSONDecoder()  # json.loads' own settings
 
@@ -36,8 +39,9 @@ def windows(body: bytes | bytearray, size: int = WINDOW) -> Iterator[memoryview]
 class _Text:
     """The decoded text not yet walked, refilled from the chunks on demand."""
 
-    def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
+    def __init__(self, chunks: Iterable[bytes | memoryview], max_element: int) -> None:
         self.chunks = iter(chunks)
+        self.max_element = max_element
         self.text = ""
         self.pos = 0
         self.final = False
@@ -60,6 +64,8 @@ class _Text:
         if self.final:
             return False
         rest = self.text[self.pos :]
+        if len(rest) > self.max_element:
+            raise ValueError(f"an element longer than {self.max_element} characters")
         parts, size = [rest], 0
         while not size or size < len(rest):
             chunk = next(self.chunks, None)
@@ -99,26 +105,35 @@ class _Text:
             after = _WHITESPACE.match(text, end).end()
             if (after == len(text) or text[after] not in ",]") and self.more():
                 continue
+            if end - self.pos > self.max_element:
+                raise ValueError(f"an element longer than {self.max_element} characters")
             piece, self.pos = text[self.pos : end], end
             return piece, value
 
-    def rest(self) -> str:
-        """Everything not yet walked, to the end (for error messages about what is not an array)."""
-        while self.more():
-            pass
-        return self.text[self.pos :]
 
+def items(
+    chunks: Iterable[bytes | memoryview], *, max_items: int | None = None, max_element: int = MAX_ELEMENT
+) -> Iterator[tuple[str, Any]]:
+    """Each element of the JSON array the chunks spell: (its exact text, its value).
 
-def items(chunks: Iterable[bytes | memoryview]) -> Iterator[tuple[str, Any]]:
-    """Each element of the JSON array the chunks spell: (its exact text, its value)."""
-    text = _Text(chunks)
-    if text.skip() != "[":
-        raise ValueError(f"not an array: {type_name(json.loads(text.rest()))}")
+    ``max_items``: more elements than that is ValueError at the first one too many (a
+    page asked for N items has no business holding more; ``[0,0,...]`` in 16 MiB would
+    be millions of calls). ``max_element``: see MAX_ELEMENT. Both are the only ways this
+    refuses what json.loads would take.
+    """
+    text = _Text(chunks, max_element)
+    first = text.skip()
+    if first != "[":
+        raise ValueError(f"not an array: {_type_at(first)}")
     text.pos += 1
+    count = 0
     if text.skip() == "]":
         text.pos += 1
     else:
         while True:
+            count += 1
+            if max_items is not None and count > max_items:
+                raise ValueError(f"more than {max_items} elements")
             yield text.value()
             after = text.skip()
             text.pos += 1
@@ -129,6 +144,17 @@ def items(chunks: Iterable[bytes | memoryview]) -> Iterator[tuple[str, Any]]:
             text.skip()
     if text.skip():
         raise ValueError("extra data after the array")
+
+
+def _type_at(first: str) -> str:
+    """What a JSON text that is not an array holds, from its first character (not parsed:
+    the answer is refused either way, and a 16 MiB object need not be decoded to say so)."""
+    kinds = {"{": "object", '"': "string", "t": "boolean", "f": "boolean", "n": "null"}
+    if first in kinds:
+        return kinds[first]
+    if first and first in "-0123456789NI":
+        return "number"
+    raise ValueError("not JSON")
 
 
 def type_name(value: Any) -> str:

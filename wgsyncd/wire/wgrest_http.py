@@ -319,7 +319,7 @@ class WgrestHttp:
         detail = resp.error_text()
         return f"{text} ({scrub(detail, self.token)})" if detail else text
 
-    def pages(self, first_url: str) -> Iterator[tuple[Iterator[tuple[str, Any]], str]]:
+    def pages(self, first_url: str, per_page: int) -> Iterator[tuple[Iterator[tuple[str, Any]], str]]:
         """Each page of a paginated list with its URL (for errors), following ``Link: rel="next"``.
 
         A page is an iterator of its elements, each with its exact JSON text
@@ -327,7 +327,8 @@ class WgrestHttp:
         the next is decoded, so a 10,000-peer page never exists as text and 10,000
         dicts at once (~13 MiB, the dicts fragmenting the heap for good). A body that is not
         valid JSON, or not an array, is a WgrestProblem, raised at the latest by the
-        element it breaks at: callers keep nothing of a page until it is done. A next
+        element it breaks at, and so is a page with more than ``per_page`` elements (the
+        number the URLs ask for): callers keep nothing of a page until it is done. A next
         link on another origin, one seen before, or a chain longer than MAX_PAGES is
         an error.
         """
@@ -342,7 +343,7 @@ class WgrestHttp:
             nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
             body = resp.body
             del resp
-            yield _page_items(body, where), where
+            yield _page_items(body, where, per_page), where
             del body
             if not nxt:
                 return
@@ -354,23 +355,27 @@ class WgrestHttp:
             url = nxt
         raise WgrestProblem(redact_url(first_url), f"more than {MAX_PAGES} pages; giving up")
 
-    def paginate(self, first_url: str) -> list[Any]:
+    def paginate(self, first_url: str, per_page: int) -> list[Any]:
         """Every item of a paginated list (for short lists: devices)."""
         items: list[Any] = []
-        for page, _where in self.pages(first_url):
+        for page, _where in self.pages(first_url, per_page):
             items.extend(value for _text, value in page)
         return items
 
 
-def _page_items(body: bytes | bytearray, where: str) -> Iterator[tuple[str, Any]]:
+def _page_items(body: bytes | bytearray, where: str, per_page: int) -> Iterator[tuple[str, Any]]:
     """The page's elements (wire/jsonarray.py), its failures phrased as the wgrest problem they are."""
     try:
-        yield from jsonarray.items(jsonarray.windows(body))
+        yield from jsonarray.items(jsonarray.windows(body), max_items=per_page)
     except RecursionError:
         raise WgrestProblem(where, "response is not valid JSON (nested too deeply)") from None
     except ValueError as exc:
         if str(exc).startswith("not an array: "):
             raise WgrestProblem(where, f"expected a JSON array, got {str(exc)[14:]}") from None
+        if str(exc).startswith("more than "):
+            raise WgrestProblem(where, f"{exc} on a page that asked for {per_page}") from None
+        if str(exc).startswith("an element longer than "):
+            raise WgrestProblem(where, f"{exc}; refused") from None
         raise WgrestProblem(where, "response is not valid JSON") from None
 
 
