@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 SIZE_KEYS = {
     "n", "reps", "floor_cold_s", "floor_warm_s", "floor_runs", "floor_command", "first_sync_s",
     "first_sync_runs", "first_sync_rss_kib", "idle", "steady", "daemon_rss_kib", "rss_kib", "ratios",
-    "idle_breakdown",
+    "idle_breakdown", "daemon_empty_db_rss_kib",
 }  # fmt: skip
 CYCLE_KEYS = {
     "total_s",
@@ -88,6 +88,7 @@ def test_single_host_numbers_are_sane(smoke: tuple[dict, str]) -> None:
     assert size["steady"]["stats_rows"] == 6 and size["steady"]["rows_written"] == 0
     assert 0 < size["steady"]["write_s"] <= size["steady"]["total_s"]
     assert 20 < size["ratios"]["rss_mb"] < 1000
+    assert 20 < size["ratios"]["daemon_empty_db_rss_mb"] <= size["ratios"]["rss_mb"]
     assert size["ratios"]["first_sync_vs_floor"] == pytest.approx(size["first_sync_s"] / size["floor_cold_s"])
 
 

@@ -78,6 +78,7 @@ def ratios(size: dict[str, Any]) -> dict[str, float]:
         "rss_mb": size["rss_kib"] / 1024,
         "timer_sync_vs_floor": div(size.get("timer_sync_s", 0.0), size["floor_warm_s"]),
         "daemon_rss_mb": size["daemon_rss_kib"] / 1024,
+        "daemon_empty_db_rss_mb": size.get("daemon_empty_db_rss_kib", 0) / 1024,
     }
 
 
@@ -158,11 +159,18 @@ def table(result: dict[str, Any]) -> str:
                 "idle_merge_db_vs_floor",
             ),
             _row(
-                "peak RSS (daemon)",
+                "peak RSS (daemon, over the database the first syncs filled)",
                 f"{r['daemon_rss_mb']:.1f} MB",
                 None,
                 "daemon_rss_mb",
                 r["daemon_rss_mb"],
+            ),
+            _row(
+                "peak RSS (daemon started on an empty database: its first cycle writes every row)",
+                f"{r['daemon_empty_db_rss_mb']:.1f} MB" if r.get("daemon_empty_db_rss_mb") else "-",
+                None,
+                "daemon_rss_mb",
+                r.get("daemon_empty_db_rss_mb"),
             ),
             _row("peak RSS (any process: `wgsyncd sync` or daemon)", f"{r['rss_mb']:.1f} MB", None),
             "",

@@ -148,6 +148,9 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     log(f"  N={n}: first full sync {res['first_sync_s']:.3f} s, peak RSS {max(rss_cli) / 1024:.1f} MB")
     res.update(_timer_mode(config, n, reps))
     log(f"  N={n}: one-shot sync, unchanged host (timer mode) {res['timer_sync_s']:.3f} s")
+    res["daemon_empty_db_rss_kib"] = _daemon_on_empty_db(host, base, cluster, n)
+    empty_mb = res["daemon_empty_db_rss_kib"] / 1024
+    log(f"  N={n}: daemon started on an empty database: peak RSS {empty_mb:.1f} MB")
 
     # the daemon's cycles, over the database of the last first sync
     worker = Worker(config)
@@ -165,13 +168,32 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     res["steady"] = _summary(steady)
     res["steady"]["active_peers"] = len(pick_active(n))
     res["daemon_rss_kib"] = max(hwm, maxrss)
-    res["rss_kib"] = max(res["daemon_rss_kib"], res["first_sync_rss_kib"])
+    res["rss_kib"] = max(res["daemon_rss_kib"], res["first_sync_rss_kib"], res["daemon_empty_db_rss_kib"])
     log(
         f"  N={n}: idle {res['idle']['total_s']:.3f} s (DB {res['idle']['write_s']:.3f} s, "
         f"{res['idle']['round_trips']} round trips, {res['idle']['rows_written']} rows), "
         f"steady {res['steady']['total_s']:.3f} s ({res['steady']['stats_rows']} peers with new counters)"
     )
     return res
+
+
+def _daemon_on_empty_db(host: BenchHost, base: Path, cluster: PgCluster, n: int) -> int:
+    """The daemon's peak RSS (KiB) when it is the host's first writer: its first cycle writes
+    every row and the first version, then two idle cycles (a host installed and started)."""
+    config = base / f"wgsyncd-{n}-empty.toml"
+    host.write_config(config, cluster.create_host_database(host.host_id))
+    worker = Worker(config)
+    try:
+        first = worker.sync()
+        if first["rows_written"] < n:
+            raise RuntimeError(
+                f"the daemon's first cycle into an empty database wrote {first['rows_written']} rows"
+            )
+        worker.sync()
+        worker.sync()
+    finally:
+        hwm, maxrss = worker.quit()
+    return max(hwm, maxrss)
 
 
 def _timer_mode(config: Path, n: int, reps: int) -> dict[str, Any]:
