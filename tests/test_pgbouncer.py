@@ -242,10 +242,10 @@ def test_kept_view_is_exact_when_transactions_change_server_connection(pgb_confi
         assert write(fresh, synthetic_state("host-a")).total_config_rows_written == 0
 
 
-def test_pipelined_chunks_through_the_pooler(
+def test_chunked_config_rows_through_the_pooler(
     pgb_config: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A big host's config rows go in pipelined statements (store/writer.py): pgbouncer passes them."""
+    """A big host's config rows go in several statements of one transaction (store/writer.py)."""
     from wgsyncd.store import writer
 
     monkeypatch.setattr(writer, "CHUNK_ROWS", 7)

@@ -373,10 +373,11 @@ def _store_secrets(
             rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
         for name, (sha, clear) in sorted(content.unparsed.items()):
             rows.append((host_id, name, sha, fp, sealing.seal_json(recovery_public, clear), now))
-    if not rows:
-        return
-    tx.executemany(
-        "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
-        "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        rows,
-    )
+    # one statement per sealed blob, not executemany: psycopg runs that in pipeline mode,
+    # which with parameters this large (a 10,000-peer conf sealed) can deadlock (writer.py)
+    for row in rows:
+        tx.execute(
+            "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
+            "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            row,
+        )

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -93,47 +92,6 @@ class _Tx:
             waited_in(exc, sql)
             raise
 
-    @contextmanager
-    def pipelined(self, sql: str) -> Iterator[None]:
-        """The statements inside sent without waiting for each answer: one round trip in all.
-
-        Errors of any of them surface by the end of the block (the transaction is then
-        failed, as with one statement). The answers are awaited inside the block: a stop
-        signal (the daemon's CycleAbandoned, a BaseException) that lands while they are
-        awaited closes the connection and goes on at once, instead of waiting out a lock
-        in psycopg's pipeline exit and being replaced there by "cannot exit pipeline
-        mode while busy". Without pipeline support in libpq (< 14) the statements simply
-        run one by one. ``sql``: what they call, for a lock wait's message.
-        """
-        conn = self.cur.connection
-        if not psycopg.Pipeline.is_supported():
-            yield
-            return
-        before = self.round_trips
-        try:
-            with conn.pipeline() as pipe:
-                try:
-                    yield
-                    pipe.sync()
-                except Exception:
-                    raise
-                except BaseException:
-                    conn.close()  # the server rolls the transaction back
-                    raise
-        except psycopg.errors.LockNotAvailable as exc:
-            waited_in(exc, sql)
-            raise
-        self.round_trips = before + 1
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """psycopg pipelines executemany (libpq >= 14): counted as one round trip."""
-        self.round_trips += 1
-        try:
-            self.cur.executemany(sql, rows)
-        except psycopg.errors.LockNotAvailable as exc:
-            waited_in(exc, sql)
-            raise
-
 
 # ---------------------------------------------------------------- bulk write
 
@@ -150,7 +108,7 @@ def _call(tx: _Tx, function: str, host_id: str, columns: Sequence[str], casts: S
     tx.execute(f"SELECT {function}({args})", [host_id, *columns])
 
 
-# config rows per statement: a 10,000-peer first sync is 5 statements sent back to back
+# config rows per statement: a 10,000-peer first sync is 5 statements
 CHUNK_ROWS = 2000
 
 
@@ -164,33 +122,27 @@ def _put_config(
     function bumps version and sets updated_at in SQL, so the writer need not load old
     versions. ``before`` runs between encoding the first rows and sending them.
 
-    More than CHUNK_ROWS rows go in statements of CHUNK_ROWS, in key order, pipelined
-    (sent without waiting for each answer, psycopg's pipeline mode): the client encodes
-    the next chunk while the server inserts this one, and no statement carries all the
-    rows at once. Why: one 10,000-row statement is ~5 MiB of parameters, held as text,
-    again as bytes, and again in libpq's output buffer, which keeps its largest size
-    for the connection's life: measured, the daemon's RSS after a first sync into an
-    empty database fell by 5 MiB on closing the connection.
+    More than CHUNK_ROWS rows go in statements of CHUNK_ROWS, in key order, one after
+    the other in the cycle's one transaction. Why: one 10,000-row statement is ~5 MiB
+    of parameters, held as text, again as bytes, and again in libpq's output buffer,
+    which keeps its largest size for the connection's life: measured, the daemon's RSS
+    after a first sync into an empty database fell by 5 MiB on closing the connection.
+    Not pipelined: psycopg's pure-Python pipeline (Debian's 3.1.7, and 3.3.9 here)
+    deadlocks now and then with statements this large (server in ClientRead, client
+    waiting for the sync's answer: psycopg issue #685); a chunk costs a round trip.
     """
     if not rows:
         return
     rows = sorted(rows, key=itemgetter(*range(1, 1 + nkey)))  # a copy: the plan's order matches its keys
     width = len(rows[0]) - len(_META) + 1  # through row_hash
     function, host_id = f"wgsyncd_put_{table}", rows[0][0]
-    if len(rows) <= CHUNK_ROWS:
-        cols = copytext.text_columns(rows, width - 1, start=1)
+    for at in range(0, len(rows), CHUNK_ROWS):
+        cols = copytext.text_columns(rows[at : at + CHUNK_ROWS], width - 1, start=1)
         if before is not None:
-            before()
+            before, start = None, before
+            start()
         _call(tx, function, host_id, cols, ["text"] * len(cols))
-        return
-    with tx.pipelined(f"SELECT {function}("):
-        for at in range(0, len(rows), CHUNK_ROWS):
-            cols = copytext.text_columns(rows[at : at + CHUNK_ROWS], width - 1, start=1)
-            if before is not None:
-                before, start = None, before
-                start()
-            _call(tx, function, host_id, cols, ["text"] * len(cols))
-            del cols
+        del cols
 
 
 def _put_columns(
