@@ -204,7 +204,8 @@ def page(items: list[Any]) -> list[Any]:
 def decode_page(body: bytes) -> list[Any]:
     """A page body element by element, as WgrestHttp.pages hands it to read(); ValueError if not JSON."""
     try:
-        return [value for _text, value in jsonarray.items(jsonarray.windows(body, 4096))]
+        chunks = [body[at : at + 4096] for at in range(0, len(body), 4096)]  # as wgrest_http reads it
+        return [value for _text, value in jsonarray.items(chunks)]
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

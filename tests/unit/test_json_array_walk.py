@@ -2,14 +2,18 @@
 
 Why it matters: the wgrest source no longer decodes a 10,000-peer page at once (its
 text and ~10 MiB of dicts set the daemon's heap for good); it walks the page's bytes
-a window at a time, one element at a time, and fingerprints each element's text. That
-walk must accept what json.loads accepts, with the same values, and refuse everything
-else, however the bytes are cut into chunks.
+as they arrive, one element at a time, and fingerprints each element's text. That walk
+must accept what json.loads accepts, with the same values, and refuse everything else,
+however the bytes are cut into chunks. The page-level cases go through the real client
+(WgrestHttp.pages) against a real HTTP server serving the body.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,9 +22,7 @@ from hypothesis import strategies as st
 
 from tests.fuzzing import FUZZ
 from wgsyncd.wire import jsonarray
-from wgsyncd.wire.wgrest_http import WgrestProblem, _page_items
-
-WHERE = "http://127.0.0.1:8000/v1/devices/wg0/peers/?per_page=10000"
+from wgsyncd.wire.wgrest_http import WgrestHttp, WgrestProblem
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
 values = st.recursive(
@@ -33,6 +35,40 @@ spacing = st.sampled_from([None, 0, 1, "\t", " \r\n "])
 def same(a: Any) -> str:
     """A value as comparable text: NaN (which json.loads takes) is not equal to itself."""
     return json.dumps(a)
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Any]:
+    """A real HTTP server answering GET /page with whatever body (and headers) the test sets."""
+    answer: dict[str, Any] = {"body": b"[]", "length": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answer["body"]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if answer["length"] != 0:  # 0: none at all, read to the end
+                self.send_header("Content-Length", str(answer["length"] or len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def page(body: bytes, per_page: int = 10000, *, length: int | None = None) -> Iterator[tuple[str, Any]]:
+        """The page's elements as WgrestHttp.pages hands them to the wgrest source."""
+        answer.update(body=body, length=length)
+        with WgrestHttp(base, None, timeout=10) as client:
+            for items, _where in client.pages(f"{base}/page?per_page={per_page}", per_page):
+                yield from items
+
+    page.where = f"{base}/page?per_page="  # type: ignore[attr-defined]
+    yield page
+    server.shutdown()
 
 
 def cut(body: bytes, sizes: list[int]) -> list[bytes]:
@@ -48,7 +84,7 @@ def cut(body: bytes, sizes: list[int]) -> list[bytes]:
 def walk(text: str | bytes, sizes: list[int] | None = None) -> list[Any]:
     """Every element's value; each element's text must decode to that very value."""
     body = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    chunks = cut(body, sizes) if sizes is not None else list(jsonarray.windows(body, 7))
+    chunks = cut(body, sizes if sizes is not None else [7])
     out = []
     for piece, value in jsonarray.items(chunks):
         assert same(json.loads(piece)) == same(value)
@@ -122,35 +158,48 @@ def test_walk_fails_exactly_where_json_loads_fails(
         ("[" + "[" * 100_000, "response is not valid JSON (nested too deeply)"),
     ],
 )
-def test_a_bad_page_is_one_wgrest_problem_naming_the_url(text: str, message: str) -> None:
+def test_a_bad_page_is_one_wgrest_problem_naming_the_url(serve: Any, text: str, message: str) -> None:
     with pytest.raises(WgrestProblem) as info:
-        list(_page_items(text.encode(), WHERE, 10000))
-    assert str(info.value) == f"{WHERE}: {message}"
+        list(serve(text.encode()))
+    assert str(info.value) == f"{serve.where}10000: {message}"
 
 
-def test_a_page_holding_more_than_it_was_asked_for_is_refused_at_the_first_extra_element() -> None:
+def test_a_page_holding_more_than_it_was_asked_for_is_refused_at_the_first_extra_element(serve: Any) -> None:
     """A hostile wgrest's ``[0,0,...]`` (16 MiB: millions of elements) costs per_page + 1 decodes."""
     body = b"[" + b"0," * 2**20 + b"0]"
     seen = 0
     with pytest.raises(WgrestProblem) as info:
-        for _item in _page_items(body, WHERE, 100):
+        for _item in serve(body, 100):
             seen += 1
     assert seen == 100
-    assert str(info.value) == f"{WHERE}: more than 100 elements on a page that asked for 100"
-    assert [v for _t, v in _page_items(b"[1,2,3]", WHERE, 3)] == [1, 2, 3]  # exactly per_page: fine
+    assert str(info.value) == f"{serve.where}100: more than 100 elements on a page that asked for 100"
+    assert [v for _t, v in serve(b"[1,2,3]", 3)] == [1, 2, 3]  # exactly per_page: fine
 
 
-def test_an_element_longer_than_the_cap_is_refused_not_joined_on_and_on() -> None:
+def test_an_element_longer_than_the_cap_is_refused_not_joined_on_and_on(serve: Any) -> None:
     body = json.dumps([{"post_up": ["x" * (jsonarray.MAX_ELEMENT + 10)]}]).encode()
     with pytest.raises(WgrestProblem, match=f"an element longer than {jsonarray.MAX_ELEMENT} characters"):
-        list(_page_items(body, WHERE, 10000))
+        list(serve(body))
     small = json.dumps([{"post_up": ["x" * 4000]}]).encode()  # a long hook is fine
-    assert len(list(_page_items(small, WHERE, 10000))) == 1
+    assert len(list(serve(small))) == 1
 
 
-def test_elements_before_the_break_come_out_first_so_callers_must_wait_for_the_end() -> None:
+def test_a_body_shorter_than_its_length_is_cut_short_not_bad_json(serve: Any) -> None:
+    """The connection ends early (as a killed wgrest leaves it): the page is refused for that,
+    by urllib3 2 as an incomplete read, by Debian's 1.26 (which returns what came) by length."""
+    body = json.dumps([{"a": i} for i in range(5000)]).encode()
+    assert len(list(serve(body, length=0))) == 5000  # no Content-Length: read to the end
+    with pytest.raises(WgrestProblem) as info:
+        list(serve(body[: len(body) // 2], length=len(body)))
+    assert str(info.value).split(": ", 1)[1] in (
+        "answer cut short (fewer bytes than Content-Length)",
+        "request failed: ChunkedEncodingError",
+    ), str(info.value)
+
+
+def test_elements_before_the_break_come_out_first_so_callers_must_wait_for_the_end(serve: Any) -> None:
     """The walk is lazy: the caller (sources/wgrest.py) keeps nothing of a page until it ends."""
-    it = _page_items(b'[{"a": 1}, {"b": 2}, oops]', WHERE, 10000)
+    it = serve(b'[{"a": 1}, {"b": 2}, oops]')
     assert next(it) == ('{"a": 1}', {"a": 1})
     assert next(it) == ('{"b": 2}', {"b": 2})
     with pytest.raises(WgrestProblem, match="not valid JSON"):

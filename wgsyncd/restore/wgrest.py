@@ -10,6 +10,7 @@ durations); plain http:// to another machine is refused unless ``insecure``.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,18 +87,19 @@ class _Http:
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         try:
-            for page, where in self.client.pages(url, per_page):
-                for _text, item in page:
-                    if not isinstance(item, dict):
-                        raise RestoreError(f"GET {where}: expected a list of peer objects")
-                    try:  # the key goes into a PATCH/DELETE path: it must be a key
-                        validate.key(item.get("public_key"), "public_key")
-                    except validate.Invalid as exc:
-                        raise RestoreError(f"GET {where}: a peer's {exc}") from None
-                    if item["public_key"] in seen:  # the list shifted between pages
-                        raise RestoreError(f"GET {where}: the peer list changed while paging; run again")
-                    seen.add(item["public_key"])
-                    out.append(item)
+            with closing(self.client.pages(url, per_page)) as pages:  # a refusal mid-page closes the answer
+                for page, where in pages:
+                    for _text, item in page:
+                        if not isinstance(item, dict):
+                            raise RestoreError(f"GET {where}: expected a list of peer objects")
+                        try:  # the key goes into a PATCH/DELETE path: it must be a key
+                            validate.key(item.get("public_key"), "public_key")
+                        except validate.Invalid as exc:
+                            raise RestoreError(f"GET {where}: a peer's {exc}") from None
+                        if item["public_key"] in seen:  # the list shifted between pages
+                            raise RestoreError(f"GET {where}: the peer list changed while paging; run again")
+                        seen.add(item["public_key"])
+                        out.append(item)
         except WgrestProblem as exc:
             raise RestoreError(f"GET {exc}") from None
         return out

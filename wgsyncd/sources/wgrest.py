@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,18 @@ def _read_peers_once(
     fresh: dict[bytes, Peer] = {}
     peers: dict[str, Peer] = {}
     index = 0
-    for page, where in client.pages(first, per_page):
-        for text, raw in page:
-            digest = _fingerprint(text)  # equal JSON text: the same peer (anything else: parse_peer says why)
-            peer = seen.get(digest) or parse_peer(raw, f"{where} [{index}]")
-            if peer.public_key in peers:
-                raise _Shifted(redact_url(first), "a peer came twice")
-            peers[peer.public_key] = peer
-            fresh[digest] = peer
-            index += 1
+    with closing(client.pages(first, per_page)) as pages:  # a failure mid-page closes the answer now
+        for page, where in pages:
+            for text, raw in page:
+                digest = _fingerprint(
+                    text
+                )  # equal JSON text: the same peer (anything else: parse_peer says why)
+                peer = seen.get(digest) or parse_peer(raw, f"{where} [{index}]")
+                if peer.public_key in peers:
+                    raise _Shifted(redact_url(first), "a peer came twice")
+                peers[peer.public_key] = peer
+                fresh[digest] = peer
+                index += 1
     memo[name] = fresh
     return peers
 

@@ -3,8 +3,9 @@
 Why: wgrest answers a 10,000-peer device as one ~3 MiB JSON array. json.loads makes
 the whole text (another ~3 MiB) and then 10,000 dicts at once (~10 MiB of small
 objects that fragment the heap for good); a daemon holding its peak RSS under 80 MB
-cannot afford either. Here the bytes are decoded a window at a time and each element
-is decoded, handed out with its exact text, and let go before the next.
+cannot afford either. Here the bytes are decoded a chunk at a time as they arrive
+(wgrest_http reads the body 64 KiB at a time) and each element is decoded, handed
+out with its exact text, and let go before the next.
 
 The contract (tests/unit/test_json_array_walk.py checks it against json.loads, for
 every way of cutting the bytes into chunks): the elements come out with the values
@@ -21,19 +22,11 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-WINDOW = 64 * 1024  # bytes decoded at a time when the caller has the body whole
 # one element's text at most (characters): a wgrest peer or device is a few KiB; a longer
 # one is refused rather than joined and re-parsed (a 16 MiB string would cost 192 MiB)
 MAX_ELEMENT = 2**20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's four (RFC 8259); a regex: a hostile run of them is C-speed
 _DECODER = json.JSONDecoder()  # json.loads' own settings
-
-
-def windows(body: bytes | bytearray, size: int = WINDOW) -> Iterator[memoryview]:
-    """The body as consecutive views of ``size`` bytes (no copies)."""
-    with memoryview(body) as view:
-        for at in range(0, len(body), size):
-            yield view[at : at + size]
 
 
 class _Text:

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -214,10 +215,17 @@ class WgrestHttp:
     # ---- one request
 
     def request(self, method: str, url: str, body: Any = None) -> Answer:
-        """One request, read whole within the deadline and the caps; failures are WgrestProblem.
+        """One request, read whole within the deadline and the caps; failures are WgrestProblem."""
+        with self._open(method, url, body) as answer:
+            return self._whole(answer)
+
+    @contextmanager
+    def _open(self, method: str, url: str, body: Any = None) -> Iterator[_Open]:
+        """One request, its answer open: status and headers now, the body to be read (``_Open``).
 
         The token is attached here, after the URL was checked to be on the configured
-        origin, and nowhere else (not as a session header a redirect could carry).
+        origin, and nowhere else (not as a session header a redirect could carry). The
+        answer's deadline (a timer that shuts the socket) runs until the block ends.
         """
         where = redact_url(url).split("?")[0] if method != "GET" else redact_url(url)
         if origin(url) != self.origin:
@@ -234,20 +242,23 @@ class WgrestHttp:
             with self.session.request(
                 method, url, json=body, headers=headers, timeout=timeout, stream=True, allow_redirects=False
             ) as resp:
-                data = self._read_body(resp, where)
-                answer = Answer(resp.status_code, resp.reason or "", url, resp.headers, data)
+                yield _Open(self, method, url, where, resp, cut, timeout, self._limit(resp, where))
         except requests.RequestException as exc:
             raise self._transport_problem(exc, where, cut.is_set(), timeout) from None
         finally:
             timer.cancel()
-        if cut.is_set():  # urllib3 1.26 (Debian 12) returns the cut body as if complete
-            raise self._transport_problem(requests.Timeout(), where, True, timeout)
-        _check_length(answer, where)
-        self.answered = True
-        if 300 <= answer.status < 400:
-            raise WgrestProblem(where, f"HTTP {answer.status} redirect; not followed")
-        log.debug("wgrest %s %s -> %d (%d bytes)", method, where, answer.status, len(answer.body))
-        return answer
+
+    def _whole(self, answer: _Open) -> Answer:
+        """The open answer read to its end into one buffer; a redirect is refused."""
+        # grown in place (realloc: an mmap'ed buffer moves without a copy), not chunks then a join
+        body = bytearray()
+        for chunk in answer.chunks():
+            body += chunk
+        answer.complete()
+        status = answer.resp.status_code
+        if 300 <= status < 400:
+            raise WgrestProblem(answer.where, f"HTTP {status} redirect; not followed")
+        return Answer(status, answer.resp.reason or "", answer.url, answer.resp.headers, body)
 
     def _answer_timeout(self, where: str) -> float:
         """This answer's deadline: the per-answer timeout, or what is left of the whole read."""
@@ -261,8 +272,8 @@ class WgrestHttp:
             )
         return min(self.timeout, left)
 
-    def _read_body(self, resp: requests.Response, where: str) -> bytearray:
-        """The body in chunks, refused at the per-answer cap or the whole-read cap."""
+    def _limit(self, resp: requests.Response, where: str) -> int:
+        """The bytes this answer may have (per-answer and whole-read caps); compressed ones are refused."""
         encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":
             raise WgrestProblem(
@@ -274,15 +285,7 @@ class WgrestHttp:
         declared = resp.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > limit:
             raise WgrestProblem(where, self._too_big(limit))
-        # grown in place (realloc: an mmap'ed buffer moves without a copy), not chunks then a join:
-        # a 10,000-peer page would be in memory twice at the join
-        body = bytearray()
-        for chunk in resp.iter_content(65536):
-            if len(body) + len(chunk) > limit:
-                raise WgrestProblem(where, self._too_big(limit))
-            body += chunk
-        self.total += len(body)
-        return body
+        return limit
 
     def _too_big(self, limit: int) -> str:
         """Which cap an answer hit, naming its config key."""
@@ -336,15 +339,12 @@ class WgrestHttp:
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             seen.add(url)
-            resp = self.request("GET", url)
-            where = redact_url(resp.url)
-            if resp.status != 200:
-                raise WgrestProblem(where, self.status_message(resp))
-            nxt = parse_link_header(resp.headers.get("Link", "")).get("next")
-            body = resp.body
-            del resp
-            yield _page_items(body, where, per_page), where
-            del body
+            with self._open("GET", url) as answer:
+                where = answer.where
+                if answer.resp.status_code != 200:
+                    raise WgrestProblem(where, self.status_message(self._whole(answer)))
+                nxt = parse_link_header(answer.resp.headers.get("Link", "")).get("next")
+                yield _page_items(answer, per_page), where
             if not nxt:
                 return
             nxt = urljoin(url, nxt)
@@ -358,18 +358,24 @@ class WgrestHttp:
     def paginate(self, first_url: str, per_page: int) -> list[Any]:
         """Every item of a paginated list (for short lists: devices)."""
         items: list[Any] = []
-        for page, _where in self.pages(first_url, per_page):
-            items.extend(value for _text, value in page)
+        with closing(self.pages(first_url, per_page)) as pages:
+            for page, _where in pages:
+                items.extend(value for _text, value in page)
         return items
 
 
-def _page_items(body: bytes | bytearray, where: str, per_page: int) -> Iterator[tuple[str, Any]]:
-    """The page's elements (wire/jsonarray.py), its failures phrased as the wgrest problem they are."""
+def _page_items(answer: _Open, per_page: int) -> Iterator[tuple[str, Any]]:
+    """The page's elements as its body arrives (wire/jsonarray.py), its failures phrased as
+    the wgrest problem they are; the whole answer's checks pass before the walk ends."""
+    where = answer.where
     try:
-        yield from jsonarray.items(jsonarray.windows(body), max_items=per_page)
+        yield from jsonarray.items(answer.chunks(), max_items=per_page)
+        answer.complete()
     except RecursionError:
+        answer.complete_if_read()
         raise WgrestProblem(where, "response is not valid JSON (nested too deeply)") from None
     except ValueError as exc:
+        answer.complete_if_read()  # a body cut short reads as bad JSON: say what really happened
         if str(exc).startswith("not an array: "):
             raise WgrestProblem(where, f"expected a JSON array, got {str(exc)[14:]}") from None
         if str(exc).startswith("more than "):
@@ -382,10 +388,51 @@ def _page_items(body: bytes | bytearray, where: str, per_page: int) -> Iterator[
 # --------------------------------------------------------------------------- transport details
 
 
-def _check_length(answer: Answer, where: str) -> None:
-    """A body shorter than its Content-Length was cut off (urllib3 1.26 does not check)."""
-    declared = answer.headers.get("Content-Length")
-    if not declared or not declared.strip().isdigit():
-        return
-    if int(declared) != len(answer.body):
-        raise WgrestProblem(where, "answer cut short (fewer bytes than Content-Length)")
+@dataclass
+class _Open:
+    """One answer being read: status and headers arrived, the body read chunk by chunk.
+
+    The caps hold per chunk (refused past ``limit``), a transport failure mid-body is a
+    WgrestProblem, and ``complete`` makes the checks a whole answer must pass: not cut
+    by the deadline (urllib3 1.26, Debian 12, returns a cut body as if complete), as
+    long as its Content-Length (1.26 does not check that either).
+    """
+
+    client: WgrestHttp
+    method: str
+    url: str
+    where: str
+    resp: requests.Response
+    cut: threading.Event
+    timeout: float
+    limit: int
+    size: int = 0
+    read: bool = False  # the body was read to its end
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body, 64 KiB at a time."""
+        try:
+            for chunk in self.resp.iter_content(65536):
+                self.size += len(chunk)
+                if self.size > self.limit:
+                    raise WgrestProblem(self.where, self.client._too_big(self.limit))
+                yield chunk
+        except requests.RequestException as exc:
+            raise self.client._transport_problem(exc, self.where, self.cut.is_set(), self.timeout) from None
+        self.read = True
+
+    def complete(self) -> None:
+        """After the last chunk: not cut, as long as declared; then the server counts as answered."""
+        if self.cut.is_set():
+            raise self.client._transport_problem(requests.Timeout(), self.where, True, self.timeout)
+        declared = self.resp.headers.get("Content-Length")
+        if declared and declared.strip().isdigit() and int(declared) != self.size:
+            raise WgrestProblem(self.where, "answer cut short (fewer bytes than Content-Length)")
+        self.client.total += self.size
+        self.client.answered = True
+        log.debug("wgrest %s %s -> %d (%d bytes)", self.method, self.where, self.resp.status_code, self.size)
+
+    def complete_if_read(self) -> None:
+        """complete(), if the body was read to its end (a failure there may have a truer cause)."""
+        if self.read:
+            self.complete()
