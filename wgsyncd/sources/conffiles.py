@@ -72,8 +72,12 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
-    """One read of the file: (bytes, its identity if it stayed the same file, unchanged, throughout)."""
+_CHUNK = 64 * 1024
+
+
+def _read_once(path: str, keep: bool = True) -> tuple[bytes, bytes, tuple[int, ...] | None]:
+    """One read of the file: (its bytes, or b"" unless ``keep``; their sha256; its identity if it
+    stayed the same file, unchanged, throughout)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -87,8 +91,15 @@ def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
         _after_stat(path)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             # one byte more than its size: a file that grew is seen (unstable, read again) without
-            # a MAX_CONF_BYTES buffer for every read (a 64 MiB allocation for a 1.5 MB file)
-            data = fh.read(before.st_size + 1)
+            # a MAX_CONF_BYTES buffer for every read (a 64 MiB allocation for a 1.5 MB file);
+            # hashed as it comes, and kept only if asked (an unchanged file need not be in memory)
+            digest, kept, length, left = hashlib.sha256(), bytearray(), 0, before.st_size + 1
+            while left > 0 and (chunk := fh.read(min(_CHUNK, left))):
+                digest.update(chunk)
+                length, left = length + len(chunk), left - len(chunk)
+                if keep:
+                    kept += chunk
+            data = bytes(kept)
         after = os.fstat(fd)
         try:
             now = os.stat(path)  # replaced by a rename: the name now points elsewhere
@@ -102,9 +113,9 @@ def _read_once(path: str) -> tuple[bytes, tuple[int, ...] | None]:
         _identity(before) == _identity(after)
         and now is not None
         and _identity(now) == _identity(after)
-        and len(data) == after.st_size
+        and length == after.st_size
     )
-    return data, _identity(after) if stable else None
+    return data, digest.digest(), _identity(after) if stable else None
 
 
 def _settle_pause(ident: tuple[int, ...]) -> float:
@@ -112,8 +123,9 @@ def _settle_pause(ident: tuple[int, ...]) -> float:
     return min(SETTLE_NS, max(0, max(ident[3], ident[4]) + SETTLE_NS - time.time_ns())) / 1e9
 
 
-def _read_bytes(path: str) -> bytes:
-    """The whole file as one consistent snapshot: never half of an in-place rewrite.
+def _read_bytes(path: str, keep: bool = True) -> tuple[bytes, bytes]:
+    """The whole file as one consistent snapshot, never half of an in-place rewrite: (its bytes,
+    or b"" unless ``keep``; their sha256).
 
     A file whose size, mtime, ctime or inode changed during the read (or whose
     length differs from its size) is read again, up to READ_ATTEMPTS times. A file
@@ -122,9 +134,9 @@ def _read_bytes(path: str) -> bytes:
     """
     settling: tuple[int, ...] | None = None
     for attempt in range(1, READ_ATTEMPTS + 1):
-        data, ident = _read_once(path)
+        data, digest, ident = _read_once(path, keep)
         if ident is not None and (ident == settling or time.time_ns() - max(ident[3], ident[4]) >= SETTLE_NS):
-            return data
+            return data, digest
         settling = ident
         what = "just modified" if ident is not None else "changed while being read"
         log.debug("%s: %s (attempt %d); reading again", path, what, attempt)
@@ -200,8 +212,11 @@ def read(
         path = os.path.join(cfg.directory, fname)
         data: bytes | None = None
         try:
-            data = _read_bytes(path)
-            iface = _parse_cached(data, path, seen, parsed)
+            iface = _unchanged(path, seen, parsed)
+            if iface is None:
+                data, digest = _read_bytes(path)
+                iface = parse_conf(_decode(data, path), path)
+                parsed[path] = (digest, iface)
         except ConfParseError as exc:
             if exc.lineno is None and not os.path.lexists(path):
                 log.debug("%s: vanished while reading the directory", path)
@@ -218,23 +233,21 @@ def read(
     return result
 
 
-def _parse_cached(
-    data: bytes, path: str, seen: set[str], parsed: dict[str, tuple[bytes, Interface]]
-) -> Interface:
-    """parse_conf, reusing the last result for this path when the file is byte-identical.
+def _unchanged(path: str, seen: set[str], parsed: dict[str, tuple[bytes, Interface]]) -> Interface | None:
+    """The last parse of this path if the file is byte-identical to it, else None (and forgotten).
 
     ``parsed``: path -> (sha256 of the file's bytes, its parse), the caller's memo. A
     long-running daemon re-reads every file each cycle; an unchanged file (same bytes,
-    not merely the same mtime) is neither decoded nor parsed again (at 10,000 peers a
-    1.6 MiB text and its encoded copy less at the read's peak), so its warnings, like
-    its parse, come once per change. The cached Interface is shared (and sealed by the cycle).
+    not merely the same mtime) is hashed as it is read and neither kept, decoded nor
+    parsed (at 10,000 peers the read's traced peak 1.7 -> 0.1 MiB); a changed one is read
+    again, kept and parsed by the caller, so its warnings, like its parse, come once per
+    change. The cached Interface is shared (and sealed by the cycle).
     """
     seen.add(path)
-    digest = hashlib.sha256(data).digest()
     hit = parsed.get(path)
-    if hit is not None and hit[0] == digest:
-        return hit[1]
+    if hit is not None:
+        _none, digest = _read_bytes(path, keep=False)
+        if hit[0] == digest:
+            return hit[1]
     parsed.pop(path, None)
-    iface = parse_conf(_decode(data, path), path)
-    parsed[path] = (digest, iface)
-    return iface
+    return None
