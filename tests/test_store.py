@@ -593,16 +593,23 @@ def locked_mid_write(cluster: PgCluster, conn: psycopg.Connection[Any]) -> psyco
     return locker
 
 
-def test_a_lock_in_a_middle_chunk_rolls_back_every_chunk(
-    pg_cluster: PgCluster, db_config: DatabaseConfig, chunked: int
-) -> None:
-    db_config.statement_timeout = 2.0  # lock_timeout is half: 1 s
+def synced_then_locked(
+    cluster: PgCluster, db_config: DatabaseConfig, statement_timeout: float
+) -> tuple[psycopg.Connection[Any], str, set[str], psycopg.Connection[Any]]:
+    """A host with 100 peers written, then a peer row in the 9th chunk locked by another session:
+    (the host's connection, the database's DSN, the names stored, the locking session)."""
+    db_config.statement_timeout = statement_timeout  # lock_timeout is half
     c = store.connect(db_config)
     store.migrate(c)
     write(c, synthetic_state("host-a", peers=50))
-    dsn = pg_cluster.dsn(c.info.dbname)
-    before = names(dsn)
-    locker = locked_mid_write(pg_cluster, c)
+    dsn = cluster.dsn(c.info.dbname)
+    return c, dsn, names(dsn), locked_mid_write(cluster, c)
+
+
+def test_a_lock_in_a_middle_chunk_rolls_back_every_chunk(
+    pg_cluster: PgCluster, db_config: DatabaseConfig, chunked: int
+) -> None:
+    c, dsn, before, locker = synced_then_locked(pg_cluster, db_config, 2.0)
     with pytest.raises(store.StoreError, match="LockNotAvailable") as info:
         write(c, renamed(synthetic_state("host-a", peers=50), "x"))
     assert "peers" in str(info.value)  # the row lock's relation, from the server's error context
@@ -624,13 +631,8 @@ def test_a_stop_signal_mid_write_unwinds_at_once_and_commits_nothing(
 
     from wgsyncd.daemonkit import CycleAbandoned
 
-    db_config.statement_timeout = 60.0  # the lock wait would last 30 s: only the signal ends it
-    c = store.connect(db_config)
-    store.migrate(c)
-    write(c, synthetic_state("host-a", peers=50))
-    dsn = pg_cluster.dsn(c.info.dbname)
-    before = names(dsn)
-    locker = locked_mid_write(pg_cluster, c)
+    # the lock wait would last 30 s: only the signal ends it
+    c, dsn, before, locker = synced_then_locked(pg_cluster, db_config, 60.0)
     pid = c.info.backend_pid
     main = threading.get_ident()
 
