@@ -59,14 +59,21 @@ def serve() -> Iterator[Any]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
 
-    def page(body: bytes, per_page: int = 10000, *, length: int | None = None) -> Iterator[tuple[str, Any]]:
+    def page(
+        body: bytes,
+        per_page: int = 10000,
+        *,
+        length: int | str | None = None,
+        client: WgrestHttp | None = None,
+    ) -> Iterator[tuple[str, Any]]:
         """The page's elements as WgrestHttp.pages hands them to the wgrest source."""
         answer.update(body=body, length=length)
-        with WgrestHttp(base, None, timeout=10) as client:
-            for items, _where in client.pages(f"{base}/page?per_page={per_page}", per_page):
+        with client or WgrestHttp(base, None, timeout=10) as used:
+            for items, _where in used.pages(f"{base}/page?per_page={per_page}", per_page):
                 yield from items
 
     page.where = f"{base}/page?per_page="  # type: ignore[attr-defined]
+    page.base = base  # type: ignore[attr-defined]
     yield page
     server.shutdown()
 
@@ -235,3 +242,27 @@ def test_one_element_longer_than_many_chunks_is_read_in_linear_work(body: bytes,
 def test_a_number_cut_between_chunks_is_not_taken_short() -> None:
     assert walk(b"[12345, 6]", [3, 1, 1]) == [12345, 6]
     assert walk(b"[true,false,null]", [1]) == [True, False, None]
+
+
+def test_a_page_refused_for_its_content_still_counts_as_answered_and_its_bytes_as_read(serve: Any) -> None:
+    """wgrest answered (the optional-wgrest logic remembers it), and the bytes count toward max_total."""
+    client = WgrestHttp(serve.base, None, timeout=10)
+    with pytest.raises(WgrestProblem, match="more than 2 elements"):
+        list(serve(b"[1, 2, 3, 4]", 2, client=client))
+    assert client.answered and client.total > 0
+
+
+@pytest.mark.parametrize("declared", ["+12", "1_2", "\u00b2", "9" * 5000])
+def test_an_unreadable_content_length_is_one_wgrest_problem_never_a_crash(serve: Any, declared: str) -> None:
+    with pytest.raises(WgrestProblem):
+        list(serve(b"[1, 2, 3, 4, 5]", length=declared))
+
+
+def test_a_page_left_half_read_is_refused_when_the_next_is_asked_for(serve: Any) -> None:
+    with WgrestHttp(serve.base, None, timeout=10) as client:
+        serve_pages = client.pages(f"{serve.base}/page?per_page=10", 10)
+        list(serve(b"[1, 2, 3]"))  # sets the body
+        items, _where = next(serve_pages)
+        assert next(items) == ("1", 1)
+        with pytest.raises(WgrestProblem, match="page not read to its end"):
+            next(serve_pages)

@@ -91,15 +91,15 @@ def _read_once(path: str, keep: bool = True) -> tuple[bytes, bytes, tuple[int, .
         _after_stat(path)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             # one byte more than its size: a file that grew is seen (unstable, read again) without
-            # a MAX_CONF_BYTES buffer for every read (a 64 MiB allocation for a 1.5 MB file);
-            # hashed as it comes, and kept only if asked (an unchanged file need not be in memory)
-            digest, kept, length, left = hashlib.sha256(), bytearray(), 0, before.st_size + 1
-            while left > 0 and (chunk := fh.read(min(_CHUNK, left))):
-                digest.update(chunk)
-                length, left = length + len(chunk), left - len(chunk)
-                if keep:
-                    kept += chunk
-            data = bytes(kept)
+            # a MAX_CONF_BYTES buffer for every read (a 64 MiB allocation for a 1.5 MB file)
+            if keep:  # one buffer of the file's size, hashed once
+                data = fh.read(before.st_size + 1)
+                digest, length = hashlib.sha256(data), len(data)
+            else:  # hashed as it comes, never whole in memory (an unchanged file)
+                data, digest, length, left = b"", hashlib.sha256(), 0, before.st_size + 1
+                while left > 0 and (chunk := fh.read(min(_CHUNK, left))):
+                    digest.update(chunk)
+                    length, left = length + len(chunk), left - len(chunk)
         after = os.fstat(fd)
         try:
             now = os.stat(path)  # replaced by a rename: the name now points elsewhere
@@ -244,10 +244,8 @@ def _unchanged(path: str, seen: set[str], parsed: dict[str, tuple[bytes, Interfa
     change. The cached Interface is shared (and sealed by the cycle).
     """
     seen.add(path)
-    hit = parsed.get(path)
-    if hit is not None:
-        _none, digest = _read_bytes(path, keep=False)
-        if hit[0] == digest:
-            return hit[1]
-    parsed.pop(path, None)
+    hit = parsed.pop(path, None)  # back only if the file is still these bytes
+    if hit is not None and _read_bytes(path, keep=False)[1] == hit[0]:
+        parsed[path] = hit
+        return hit[1]
     return None

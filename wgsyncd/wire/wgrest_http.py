@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 10_000  # a Link chain longer than this is a broken server, not a big one
 DEFAULT_MAX_ANSWER = 16 * 2**20  # a 10,000-peer page is about 3 MiB
 MAX_SERVER_TEXT = 160  # server-supplied text we repeat is cut to this (untrusted input)
+_DIGITS = re.compile(r"[0-9]{1,19}")  # a Content-Length: plain ASCII digits, at most 19 (int64)
 _KEYLIKE = re.compile(r"[A-Za-z0-9+/_-]{42,43}=")
 _LINK_ENTRY = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 _REL_PARAM = re.compile(r"""rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.IGNORECASE)
@@ -238,15 +239,22 @@ class WgrestHttp:
         timer = threading.Timer(timeout, cut_connections, (self.connections, cut))
         timer.daemon = True
         timer.start()
+        answer: _Open | None = None
         try:
             with self.session.request(
                 method, url, json=body, headers=headers, timeout=timeout, stream=True, allow_redirects=False
             ) as resp:
-                yield _Open(self, method, url, where, resp, cut, timeout, self._limit(resp, where))
+                # urllib3 1.26 (Debian 12) hands a body shorter than its Content-Length over as
+                # complete unless told; 2.x enforces it by default
+                resp.raw.enforce_content_length = True
+                answer = _Open(self, method, url, where, resp, cut, timeout, self._limit(resp, where))
+                yield answer
         except requests.RequestException as exc:
             raise self._transport_problem(exc, where, cut.is_set(), timeout) from None
         finally:
             timer.cancel()
+            if answer is not None:  # every byte read counts against max_total, page kept or not
+                self.total += answer.size
 
     def _whole(self, answer: _Open) -> Answer:
         """The open answer read to its end into one buffer; a redirect is refused."""
@@ -282,8 +290,8 @@ class WgrestHttp:
         limit = self.max_answer
         if self.max_total is not None:
             limit = min(limit, self.max_total - self.total)
-        declared = resp.headers.get("Content-Length", "").strip()
-        if declared.isdigit() and int(declared) > limit:
+        declared = _content_length(resp, where)
+        if declared is not None and declared > limit:
             raise WgrestProblem(where, self._too_big(limit))
         return limit
 
@@ -345,6 +353,8 @@ class WgrestHttp:
                     raise WgrestProblem(where, self.status_message(self._whole(answer)))
                 nxt = parse_link_header(answer.resp.headers.get("Link", "")).get("next")
                 yield _page_items(answer, per_page), where
+                if not answer.completed:  # a caller that left a page half read accepts nothing of it
+                    raise WgrestProblem(where, "page not read to its end")
             if not nxt:
                 return
             nxt = urljoin(url, nxt)
@@ -372,10 +382,10 @@ def _page_items(answer: _Open, per_page: int) -> Iterator[tuple[str, Any]]:
         yield from jsonarray.items(answer.chunks(), max_items=per_page)
         answer.complete()
     except RecursionError:
-        answer.complete_if_read()
+        answer.refused_content()
         raise WgrestProblem(where, "response is not valid JSON (nested too deeply)") from None
     except ValueError as exc:
-        answer.complete_if_read()  # a body cut short reads as bad JSON: say what really happened
+        answer.refused_content()  # a body cut short reads as bad JSON: say what really happened
         if str(exc).startswith("not an array: "):
             raise WgrestProblem(where, f"expected a JSON array, got {str(exc)[14:]}") from None
         if str(exc).startswith("more than "):
@@ -408,6 +418,7 @@ class _Open:
     limit: int
     size: int = 0
     read: bool = False  # the body was read to its end
+    completed: bool = False  # and passed complete()
 
     def chunks(self) -> Iterator[bytes]:
         """The body, 64 KiB at a time."""
@@ -425,14 +436,29 @@ class _Open:
         """After the last chunk: not cut, as long as declared; then the server counts as answered."""
         if self.cut.is_set():
             raise self.client._transport_problem(requests.Timeout(), self.where, True, self.timeout)
-        declared = self.resp.headers.get("Content-Length")
-        if declared and declared.strip().isdigit() and int(declared) != self.size:
+        declared = _content_length(self.resp, self.where)
+        if declared is not None and declared != self.size:
             raise WgrestProblem(self.where, "answer cut short (fewer bytes than Content-Length)")
-        self.client.total += self.size
         self.client.answered = True
+        self.completed = True
         log.debug("wgrest %s %s -> %d (%d bytes)", self.method, self.where, self.resp.status_code, self.size)
 
-    def complete_if_read(self) -> None:
-        """complete(), if the body was read to its end (a failure there may have a truer cause)."""
+    def refused_content(self) -> None:
+        """Before a page is refused for what it holds: complete() if the body was read to its end
+        (a body cut short reads as bad JSON: the truer cause wins); else, unless the deadline
+        cut it, the server did answer (the optional-wgrest logic counts on that)."""
         if self.read:
             self.complete()
+        elif not self.cut.is_set():
+            self.client.answered = True
+
+
+def _content_length(resp: requests.Response, where: str) -> int | None:
+    """The declared Content-Length as a number, None when absent; a spelling that is not plain
+    digits (``+5``, ``1_0``, ``²``, 5,000 digits: http.client passes some) is not a length at all."""
+    declared = resp.headers.get("Content-Length")
+    if declared is None:
+        return None
+    if not _DIGITS.fullmatch(declared.strip()):
+        raise WgrestProblem(where, "answer with an unreadable Content-Length; refused")
+    return int(declared.strip())

@@ -8,6 +8,7 @@ Every text handed to the parser is recorded: it must always be a whole version.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -146,3 +147,46 @@ def test_a_file_replaced_by_rename_during_the_read_is_read_again(conf) -> None:
 
     writer.steps = [replace]
     assert not read(path).errors and parsed == [NEW]
+
+
+# ---------------------------------------------------------------- the memo's hashing pass (unchanged files)
+
+
+def test_a_rewrite_during_the_hashing_pass_is_read_again_and_parsed_whole(conf) -> None:
+    """The memo holds OLD; the file is rewritten in place while its hash is being read."""
+    path, writer, parsed = conf
+    memo: dict = {}
+    conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)  # no steps: OLD, parsed once
+    data = NEW.encode()
+    half = len(data) // 2
+    writer.steps = [writer.truncate_and_write(data[:half]), writer.append(data[half:])]
+    result = conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)
+    assert not result.errors and parsed == [OLD, NEW]
+    assert memo[str(path)][0] == hashlib.sha256(data).digest()
+
+
+def test_a_change_between_the_hashing_pass_and_the_keeping_read_keeps_what_was_read(conf) -> None:
+    """Changed (a miss), then back to OLD before the keeping read: OLD is parsed and remembered."""
+    path, writer, parsed = conf
+    memo: dict = {}
+    conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)
+    path.write_text(OLD + "\n# changed\n")
+    os.utime(path, ns=(1, 1))
+    nothing = lambda: None  # noqa: E731  (the hashing pass sees the changed file)
+    writer.steps = [nothing, writer.truncate_and_write(OLD.encode())]
+    result = conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)
+    assert not result.errors, result.errors
+    assert parsed[-1] == OLD and memo[str(path)][0] == hashlib.sha256(OLD.encode()).digest()
+
+
+def test_a_file_that_stops_being_readable_leaves_no_old_parse_in_the_memo(conf) -> None:
+    """The memo (and the sync cache written from it) must not keep a key the file no longer holds."""
+    path, _writer, _parsed = conf
+    memo: dict = {}
+    conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)
+    assert str(path) in memo
+    path.unlink()
+    os.mkfifo(path)
+    result = conffiles.read(ConfConfig(directory=str(path.parent)), None, memo)
+    assert [e.message for e in result.errors] == ["not a regular file"]
+    assert memo == {}
