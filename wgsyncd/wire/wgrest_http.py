@@ -226,7 +226,9 @@ class WgrestHttp:
 
         The token is attached here, after the URL was checked to be on the configured
         origin, and nowhere else (not as a session header a redirect could carry). The
-        answer's deadline (a timer that shuts the socket) runs until the block ends.
+        answer's deadline (a timer that shuts the socket) runs until the block ends: for a
+        page (``pages``) that includes the caller's work on its elements as they arrive,
+        ~0.1 s for 10,000 peers against wgrest.timeout's default 10 s.
         """
         where = redact_url(url).split("?")[0] if method != "GET" else redact_url(url)
         if origin(url) != self.origin:
