@@ -136,9 +136,8 @@ def _read_peers_once(
     with closing(client.pages(first, per_page)) as pages:  # a failure mid-page closes the answer now
         for page, where in pages:
             for text, raw in page:
-                digest = _fingerprint(
-                    text
-                )  # equal JSON text: the same peer (anything else: parse_peer says why)
+                # equal JSON text: the same peer (anything else: parse_peer says why)
+                digest = _fingerprint(text)
                 peer = seen.get(digest) or parse_peer(raw, f"{where} [{index}]")
                 if peer.public_key in peers:
                     raise _Shifted(redact_url(first), "a peer came twice")

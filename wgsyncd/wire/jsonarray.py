@@ -32,15 +32,14 @@ _DECODER = json.JSONDecoder()  # json.loads' own settings
 class _Text:
     """The decoded text not yet walked, refilled from the chunks on demand."""
 
-    def __init__(self, chunks: Iterable[bytes | memoryview], max_element: int) -> None:
+    def __init__(self, chunks: Iterable[bytes], max_element: int) -> None:
         self.chunks = iter(chunks)
         self.max_element = max_element
-        self.text = ""
         self.pos = 0
         self.final = False
         head = b""
         for chunk in self.chunks:  # json.detect_encoding looks at the first 4 bytes
-            head += bytes(chunk)
+            head += chunk
             if len(head) >= 4:
                 break
         else:
@@ -105,7 +104,7 @@ class _Text:
 
 
 def items(
-    chunks: Iterable[bytes | memoryview], *, max_items: int | None = None, max_element: int = MAX_ELEMENT
+    chunks: Iterable[bytes], *, max_items: int | None = None, max_element: int = MAX_ELEMENT
 ) -> Iterator[tuple[str, Any]]:
     """Each element of the JSON array the chunks spell: (its exact text, its value).
 

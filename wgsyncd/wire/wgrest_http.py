@@ -336,9 +336,10 @@ class WgrestHttp:
         """Each page of a paginated list with its URL (for errors), following ``Link: rel="next"``.
 
         A page is an iterator of its elements, each with its exact JSON text
-        (wire/jsonarray.py): the caller turns one element into a model object before
-        the next is decoded, so a 10,000-peer page never exists as text and 10,000
-        dicts at once (~13 MiB, the dicts fragmenting the heap for good). A body that is not
+        (wire/jsonarray.py), decoded as the body arrives: the caller turns one element
+        into a model object before the next is decoded, so a 10,000-peer page is never
+        whole in memory, as bytes, text or 10,000 dicts (~13 MiB, the dicts fragmenting
+        the heap for good). A body that is not
         valid JSON, or not an array, is a WgrestProblem, raised at the latest by the
         element it breaks at, and so is a page with more than ``per_page`` elements (the
         number the URLs ask for): callers keep nothing of a page until it is done. A next
