@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wgsyncd import canonical
 
@@ -63,3 +65,28 @@ def test_prefixes_networks_and_addresses() -> None:
     assert canonical.address_set(["10.0.0.5/24"]) == {"10.0.0.5/24"}  # an address keeps its host bits
     assert canonical.comparable_endpoint("[fd00:0::1]:5") == "[fd00::1]:5"
     assert canonical.comparable_endpoint("vpn.example:5") is None  # a name is not comparable
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_signed_chunks_join_to_the_signed_bytes(value) -> None:
+    """Hashing or buffering the pieces is hashing the one text: the signature's bytes cannot drift."""
+    assert b"".join(canonical.signed_chunks(value)) == canonical.signed_bytes(value)
+    assert canonical.signed_joined(value) == canonical.signed_bytes(value)
+
+
+def test_signed_chunks_take_self_encoding_parts_and_refuse_non_string_keys() -> None:
+    class Part:
+        def canonical_chunks(self):
+            yield b"[1"
+            yield b",2]"
+
+    assert canonical.signed_joined({"b": Part(), "a": {}}) == b'{"a":{},"b":[1,2]}'
+    with pytest.raises(TypeError, match="keys are strings"):
+        canonical.signed_joined({1: "x"})

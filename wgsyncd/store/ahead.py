@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from wgsyncd.canonical import signed_bytes
+from wgsyncd.canonical import signed_joined
 from wgsyncd.state import HostState
 from wgsyncd.store.versions import Content, build_content
 
@@ -40,7 +40,7 @@ def _pool() -> ThreadPoolExecutor:
 def _build(state: HostState, recovery_public: str | None) -> tuple[Content, bytes]:
     """The content and its canonical bytes (hashed for the signature and stored as the doc)."""
     content = build_content(state, recovery_public, None)
-    return content, signed_bytes(content.doc)
+    return content, signed_joined(content.doc)
 
 
 def start(state: HostState, recovery_public: str | None) -> Future[tuple[Content, bytes]] | None:

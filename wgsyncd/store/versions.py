@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,7 +43,7 @@ from psycopg.types.json import Jsonb
 
 from wgsyncd import secrets as sealing
 from wgsyncd import signing
-from wgsyncd.canonical import signed_bytes
+from wgsyncd.canonical import signed_bytes, signed_chunks, signed_joined
 from wgsyncd.state import HostState, Interface, Peer, Source, key_fingerprint, public_key_from_private
 from wgsyncd.store import signed
 from wgsyncd.store.history import (  # noqa: F401  (callers find the readers here too)
@@ -110,13 +111,19 @@ def secrets_sha256(secrets: dict[str, Any]) -> str:
     return hashlib.sha256(signed_bytes(secrets)).hexdigest()
 
 
-def _peer_doc(peer: Peer) -> dict[str, Any]:
-    """A peer's public fields; secrets appear only as "there is one"."""
+_KERNEL = str(Source.KERNEL)
+
+
+def _peer_doc(peer: Peer, hashed: bool = False) -> dict[str, Any]:
+    """A peer's public fields; secrets appear only as "there is one".
+
+    ``hashed``: as the version hash sees it, a kernel-learned endpoint left out (module doc).
+    """
     src = peer.provenance.get("endpoint")
     return {
         "public_key": peer.public_key,
         "allowed_ips": _list(peer.allowed_ips),
-        "endpoint": peer.endpoint,
+        "endpoint": None if hashed and src is not None and str(src) == _KERNEL else peer.endpoint,
         "endpoint_source": str(src) if src is not None else None,
         "persistent_keepalive": peer.persistent_keepalive,
         "name": peer.name,
@@ -125,6 +132,56 @@ def _peer_doc(peer: Peer) -> dict[str, Any]:
         "has_preshared_key": bool(peer.preshared_key),
         "has_private_key": bool(peer.private_key),
     }
+
+
+class PeerList(Sequence[dict[str, Any]]):
+    """An interface's ``peers`` in a version document built on this host: encoded peer by peer.
+
+    Why: at 10,000 peers a dict per peer, the whole document as text and the hash's
+    sorted view of it were ~12 MiB at once, the first write's memory peak. This keeps
+    the state's peers and makes each peer's dict only while it is encoded
+    (canonical.signed_chunks), once for the stored text and once for the hash.
+    Indexing and iterating give the same dicts a parsed document holds.
+    """
+
+    __slots__ = ("_peers",)
+
+    def __init__(self, peers: Sequence[Peer]) -> None:
+        self._peers = tuple(peers)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __getitem__(self, index):  # type: ignore[override]  # Sequence's int and slice forms
+        if isinstance(index, slice):
+            return [_peer_doc(p) for p in self._peers[index]]
+        return _peer_doc(self._peers[index])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # a list's stand-in: unhashable like one
+
+    def canonical_chunks(self, hashed: bool = False) -> Iterator[bytes]:
+        """The JSON array, one peer at a time; ``hashed``: the hash's view (content_sha256)."""
+        peers = sorted(self._peers, key=lambda p: p.public_key) if hashed else self._peers
+        sep = b"["
+        for peer in peers:
+            yield sep
+            yield signed_bytes(_peer_doc(peer, hashed))
+            sep = b","
+        yield b"]" if sep == b"," else b"[]"
+
+
+@dataclass(frozen=True, slots=True)
+class _HashedPeers:
+    """A PeerList as the version hash encodes it: sorted by key, kernel endpoints null."""
+
+    peers: PeerList
+
+    def canonical_chunks(self) -> Iterator[bytes]:
+        """See PeerList.canonical_chunks."""
+        return self.peers.canonical_chunks(hashed=True)
 
 
 def _public_key(iface: Interface) -> str | None:
@@ -156,26 +213,34 @@ def interface_doc(iface: Interface, secrets_ref: dict[str, Any]) -> dict[str, An
         "has_private_key": bool(iface.private_key),
         "has_conf_text": iface.conf_text is not None,
         "secrets": secrets_ref,
-        "peers": [_peer_doc(p) for p in iface.peers.values()],
+        "peers": PeerList(list(iface.peers.values())),
     }
 
 
 def content_sha256(doc: dict[str, Any]) -> str:
     """The version hash: the document minus kernel-learned endpoints (see the module doc).
 
-    Builds a shallow view instead of deep-copying the document (10k peers: 0.35 s -> ~0.02 s).
+    Builds a shallow view instead of deep-copying the document (10k peers: 0.35 s -> ~0.02 s),
+    and hashes it in pieces (canonical.signed_chunks): the view is never whole text.
     """
     kernel = str(Source.KERNEL)
     ifaces = {}
     for name, iface in doc["interfaces"].items():
         # wireguard-go lists peers in a different order on every read; a conf's order is
         # kept in its raw text (hashed with the secrets), so order is not identity here
-        peers = sorted(iface["peers"], key=lambda p: p["public_key"])
-        ifaces[name] = {
-            **iface,
-            "peers": [{**p, "endpoint": None} if p.get("endpoint_source") == kernel else p for p in peers],
-        }
-    return hashlib.sha256(signed_bytes({**doc, "interfaces": ifaces})).hexdigest()
+        peers = iface["peers"]
+        if isinstance(peers, PeerList):
+            view: Any = _HashedPeers(peers)
+        else:  # a document read back from the database, carried forward
+            view = [
+                {**p, "endpoint": None} if p.get("endpoint_source") == kernel else p
+                for p in sorted(peers, key=lambda p: p["public_key"])
+            ]
+        ifaces[name] = {**iface, "peers": view}
+    digest = hashlib.sha256()
+    for chunk in signed_chunks({**doc, "interfaces": ifaces}):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def interface_complete(state: HostState, name: str) -> bool:
@@ -337,7 +402,7 @@ def record(
         return None, Head(head.version, head.sha256, head.recovery_key_fp, status, head.link)
     version = floor + 1
     if doc_text is None:
-        doc_text = signed_bytes(content.doc)  # encoded once: hashed for the signature and stored
+        doc_text = signed_joined(content.doc)  # encoded once: hashed for the signature and stored
     _store_secrets(tx, state.host_id, now, content, recovery_public)
     ifaces = content.doc["interfaces"].values()
     refs = [i["secrets"]["sealed_to"] for i in ifaces]
@@ -350,7 +415,7 @@ def record(
             prev_link or signing.GENESIS,
             now,
             content.sha256,
-            hashlib.sha256(doc_text).hexdigest(),  # = signing.doc_sha256(content.doc)
+            hashlib.sha256(doc_text).hexdigest(),  # = signing.doc_sha256 of the document read back
             signed.blob_hashes(tx, state.host_id, content.doc),
             current_fp,
             signer.key.verify_key,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from wgsyncd import restore
-from wgsyncd.canonical import signed_bytes
+from wgsyncd.canonical import signed_joined
 from wgsyncd.sources.conffiles import parse_conf
 from wgsyncd.state import HostState, Interface, Peer, Secret, Source, SourceError, public_key_from_private
 from wgsyncd.store import versions
@@ -174,7 +174,7 @@ def test_doc_holds_no_secret_and_recovery_key_changes_the_hash():
     iface = sample()
     recovery = key()
     content = versions.build_content(state_of(iface), recovery, None)
-    text = signed_bytes(content.doc).decode()
+    text = signed_joined(content.doc).decode()
     assert iface.private_key.reveal() not in text
     assert all(p.preshared_key.reveal() not in text for p in iface.peers.values() if p.preshared_key)
     assert content.doc["interfaces"]["wg0"]["secrets"]["sealed_to"] is not None
