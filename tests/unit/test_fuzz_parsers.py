@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import itertools
 import socket
 import struct
 import tomllib
@@ -25,6 +26,7 @@ from wgsyncd import config
 from wgsyncd.sources import netlink, uapi
 from wgsyncd.sources.kernel import InterfaceReadError
 from wgsyncd.state import Interface, StateError
+from wgsyncd.wire import uapi as wire_uapi
 
 keys = st.binary(min_size=32, max_size=32)
 v4net = st.builds(
@@ -203,6 +205,38 @@ def test_uapi_mutated_reply_is_a_parse_or_a_named_error(dev: MDevice, data: st.D
         assert 0 <= (p.persistent_keepalive or 0) <= 65535
     assert 0 <= (iface.listen_port or 0) <= 65535 and 0 <= (iface.fwmark or 0) < 2**32
     count("uapi reply (mutated)", "accepted")
+
+
+def walk_in_pieces(raw: bytes, cuts: list[int], memo: dict, fresh: dict) -> Any:
+    """The reply fed to the block walk as a socket might deliver it (cut at ``cuts``); None = gave up."""
+    blocks = wire_uapi._Blocks("wgf", memo, fresh)
+    edges = [0, *sorted(c % (len(raw) + 1) for c in cuts), len(raw)]
+    for a, b in itertools.pairwise(edges):
+        if not blocks.feed(raw[a:b]):
+            return None
+    return blocks.finish() if blocks.ended() else None
+
+
+@FUZZ
+@given(devices, st.data(), st.lists(st.integers(0, 1 << 20), max_size=12), st.booleans())
+def test_uapi_reply_walked_as_it_arrives_equals_the_line_parser(
+    dev: MDevice, data: st.DataObject, cuts: list[int], mutated: bool
+) -> None:
+    """However the reply is cut into chunks, the streamed walk gives what the line parser gives,
+    or gives up (the caller then asks again and the line parser reads it): never another answer."""
+    raw = mutate(uapi_reply(dev), data.draw) if mutated else uapi_reply(dev)
+    memo: dict = {}
+    walked = walk_in_pieces(raw, cuts, memo, {})
+    if not mutated:
+        assert walked is not None  # a clean reply takes the fast path, whatever the chunks
+        check_equals_model(walked, dev)
+    if walked is not None:
+        assert walked == uapi.parse_uapi("wgf", raw.decode("ascii"))
+        fresh: dict = {}
+        once = walk_in_pieces(raw, cuts, {}, fresh)
+        again = walk_in_pieces(raw, [c + 7 for c in cuts], fresh, {})  # other cuts, the memo of the last read
+        assert again == walked and all(again.peers[k] is p for k, p in once.peers.items())
+    count("uapi reply (streamed)", "walked" if walked is not None else "gave up")
 
 
 # ---------------------------------------------------------------- netlink dump bytes

@@ -15,6 +15,7 @@ from wgsyncd.wire.uapi import (  # noqa: F401  (re-exported: the backend's names
     list_interfaces,
     parse_reply,
     parse_uapi,
+    read,
     socket_path,
 )
 
@@ -35,10 +36,9 @@ def read_interface(
     caller's memo (memo.Memo.uapi): socket path -> {blake2b-128 of a peer block: its Peer}, last read.
     """
     blocks = {} if blocks is None else blocks
-    data = get(path, timeout)
     memo = blocks.get(path, {})
     fresh: dict[bytes, Peer] = {}
     try:
-        return parse_reply(name, data, memo, fresh)
+        return read(name, path, timeout, memo, fresh)
     finally:
         blocks[path] = fresh  # only this read's blocks: the memo cannot outgrow the interface

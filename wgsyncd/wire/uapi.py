@@ -76,6 +76,35 @@ def exchange(path: str, request: bytes, timeout: float) -> bytearray:
     Raises StaleSocket when nobody listens (connection refused) and
     InterfaceReadError for everything else that stops a complete answer.
     """
+    whole = _Whole()
+    _exchange(path, request, timeout, whole)
+    return whole.buf  # not bytes(buf): a copy of a 10,000-peer reply is 2.5 MiB more at the read's peak
+
+
+def read(
+    name: str, path: str, timeout: float, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]
+) -> Interface:
+    """``get=1``, its reply parsed as it arrives (_Blocks: unchanged peers from ``memo``).
+
+    A reply the block walk gives up on (not a clean ``errno=0`` answer in ASCII) is
+    asked for once more, within the same deadline, and read whole by the line parser,
+    which names the bad line: the walk keeps no more of a reply than the block still
+    arriving, so the first one is gone by then. Errors as :func:`exchange`.
+    """
+    deadline = time.monotonic() + timeout
+    blocks = _Blocks(name, memo, fresh)
+    if _exchange(path, REQUEST, timeout, blocks):
+        iface = blocks.finish()
+        if iface is not None:
+            return iface
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise InterfaceReadError(f"no answer within {timeout:g} s")
+    return parse_uapi(name, _ascii(get(path, remaining)))
+
+
+def _exchange(path: str, request: bytes, timeout: float, reader: _Whole | _Blocks) -> bool:
+    """Connect, send ``request``, feed the answer to ``reader``; False when the reader gave up."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -89,7 +118,7 @@ def exchange(path: str, request: bytes, timeout: float) -> bytearray:
             raise InterfaceReadError(f"cannot connect: {exc.strerror or exc}") from None
         try:
             sock.sendall(request)
-            return _receive(sock, deadline, timeout)
+            return _receive(sock, deadline, reader)
         except TimeoutError:
             raise InterfaceReadError(f"no answer within {timeout:g} s") from None
         except OSError as exc:
@@ -113,14 +142,15 @@ def hex_key(key_b64: str) -> str:
     return base64.b64decode(key_b64).hex()
 
 
-def _receive(sock: socket.socket, deadline: float, timeout: float) -> bytearray:
-    """Collect chunks until the reply ends in ``\\n\\n``; EOF before that is a vanished daemon.
+def _receive(sock: socket.socket, deadline: float, reader: _Whole | _Blocks) -> bool:
+    """Feed chunks to ``reader`` until the reply ends in ``\\n\\n``; EOF before that is a vanished
+    daemon. False as soon as the reader gives up.
 
     A reply over MAX_REPLY bytes is refused: the read is bounded in memory as in time.
     """
-    buf = bytearray()
-    while not buf.endswith(b"\n\n"):
-        if len(buf) > MAX_REPLY:
+    total = 0
+    while not reader.ended():
+        if total > MAX_REPLY:
             raise InterfaceReadError(f"reply larger than {MAX_REPLY >> 20} MiB without its end: refused")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -128,11 +158,29 @@ def _receive(sock: socket.socket, deadline: float, timeout: float) -> bytearray:
         sock.settimeout(remaining)
         chunk = sock.recv(_CHUNK)
         if not chunk:
-            raise InterfaceReadError(
-                f"connection closed before the reply was complete ({len(buf)} bytes read)"
-            )
-        buf += chunk
-    return buf  # not bytes(buf): a copy of a 10,000-peer reply is 2.5 MiB more at the read's peak
+            raise InterfaceReadError(f"connection closed before the reply was complete ({total} bytes read)")
+        total += len(chunk)
+        if not reader.feed(chunk):
+            return False
+    return True
+
+
+class _Whole:
+    """The reply kept whole (a ``set`` answer, restore's read, the line parser's second ask)."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def ended(self) -> bool:
+        """The terminating empty line arrived."""
+        return self.buf.endswith(b"\n\n")
+
+    def feed(self, chunk: bytes) -> bool:
+        """Keep it all."""
+        self.buf += chunk
+        return True
 
 
 def _ascii(data: bytes | bytearray) -> str:
@@ -230,49 +278,118 @@ _PEER_SEP = b"\n" + _PEER_KEY
 def _parse_blocks(
     name: str, data: bytes | bytearray, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]
 ) -> Interface | None:
-    """The reply walked per-peer block of bytes, each looked up in ``memo`` first.
+    """The whole reply through the block walk (_Blocks), fed at once."""
+    blocks = _Blocks(name, memo, fresh)
+    return blocks.finish() if blocks.feed(data) else None
+
+
+class _Blocks:
+    """The reply walked per-peer block of bytes as it arrives, each block looked up in ``memo`` first.
 
     A peer whose block is byte-identical to the last read (same config, counters and
     handshake; compared by a 16-byte blake2b digest) is the same Peer object: not
     decoded or parsed again and, downstream, not merged or hashed again. ``fresh``
-    receives this read's blocks' digests. None when the reply is anything but a
-    clean ``errno=0`` answer in ASCII: the line parser then reads it and names the
-    bad line.
+    receives this read's blocks' digests. Only the block still arriving is kept
+    (at 10,000 peers the whole reply was ~2.5 MiB of each read's peak). The walk
+    gives up (``feed`` False, ``finish`` None) when the reply is anything but a clean
+    ``errno=0`` answer in ASCII: the line parser then reads the whole reply and
+    names the bad line.
     """
-    if not data.endswith(_TAIL):
-        return None
-    stop = len(data) - len(_TAIL)
-    if data.startswith(_PEER_KEY):  # no device lines at all: the reply starts with a peer
-        header_end, at = 0, len(_PEER_KEY)
-    else:
-        header_end = data.find(_PEER_SEP, 0, stop)
-        at = -1 if header_end < 0 else header_end + len(_PEER_SEP)
-        header_end = stop if header_end < 0 else header_end
-    device = _DeviceFields()
-    try:
-        header = data[:header_end].decode("ascii")
-        if header and _parse_lines(header.split("\n"), device, []) is not None:
+
+    __slots__ = ("buf", "fresh", "iface", "memo", "name")
+
+    def __init__(self, name: str, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]) -> None:
+        self.name, self.memo, self.fresh = name, memo, fresh
+        self.buf = bytearray()
+        self.iface: Interface | None = None  # made once the device lines are read
+
+    def ended(self) -> bool:
+        """The reply's terminating empty line arrived (the buffer's end is the reply's end)."""
+        return self.buf.endswith(b"\n\n")
+
+    def feed(self, chunk: bytes | bytearray) -> bool:
+        """Take the next bytes and walk every block they complete; False = give up."""
+        self.buf += chunk
+        try:
+            if self.iface is None and not self._header():
+                return True  # the device lines are not all here yet
+            return self._walk(final=False)
+        except (_LineError, StateError, UnicodeDecodeError):
+            return False
+
+    def finish(self) -> Interface | None:
+        """After the terminating empty line: the last block and ``errno=0``, or None (give up)."""
+        buf = self.buf
+        if not buf.endswith(_TAIL) and buf != _TAIL[1:]:
             return None
-        iface = make_interface(name, device.private, None, device.port, device.fwmark, "userspace")
-        with memoryview(data) as view:
-            while at >= 0:  # block by block in place: no list of 10,000 block copies
-                nxt = data.find(_PEER_SEP, at, stop)
+        try:
+            if self.iface is None:
+                if buf.startswith(_PEER_KEY):
+                    self._device("")
+                    del buf[: len(_PEER_KEY)]
+                else:
+                    self._device(buf[: len(buf) - len(_TAIL)].decode("ascii") if buf != _TAIL[1:] else "")
+                    return self.iface
+            if not self._walk(final=True):
+                return None
+        except (_LineError, StateError, UnicodeDecodeError):
+            return None
+        return self.iface
+
+    def _device(self, header: str) -> None:
+        """The interface from the device lines; any errno among them makes the walk give up."""
+        device = _DeviceFields()
+        if header and _parse_lines(header.split("\n"), device, []) is not None:
+            raise _LineError(0, "errno", None)
+        self.iface = make_interface(self.name, device.private, None, device.port, device.fwmark, "userspace")
+
+    def _header(self) -> bool:
+        """Read the device lines once the first peer's ``public_key=`` line began; True when done.
+
+        The buffer then starts with the first block's text after ``public_key=``.
+        """
+        buf = self.buf
+        if buf.startswith(_PEER_KEY):  # no device lines at all: the reply starts with a peer
+            self._device("")
+            del buf[: len(_PEER_KEY)]
+            return True
+        if len(buf) < len(_PEER_KEY) and _PEER_KEY.startswith(bytes(buf)):
+            return False
+        cut = buf.find(_PEER_SEP)
+        if cut < 0:
+            return False
+        self._device(buf[:cut].decode("ascii"))
+        del buf[: cut + len(_PEER_SEP)]
+        return True
+
+    def _walk(self, final: bool) -> bool:
+        """Every complete block in the buffer (and, when ``final``, the last one before errno)."""
+        buf, iface = self.buf, self.iface
+        assert iface is not None
+        stop = len(buf) - len(_TAIL) if final else len(buf)
+        at = 0
+        with memoryview(buf) as view:
+            while True:
+                nxt = buf.find(_PEER_SEP, at, stop)
+                if nxt < 0 and not final:
+                    break
                 end = stop if nxt < 0 else nxt
                 # the memo keeps a digest, not the block: a third of the block's memory, and no key bytes
                 digest = hashlib.blake2b(view[at:end], digest_size=16).digest()
-                peer = memo.get(digest)
+                peer = self.memo.get(digest)
                 if peer is None:
                     raw: list[RawPeer] = []
-                    lines = ("public_key=" + data[at:end].decode("ascii")).split("\n")
+                    lines = ("public_key=" + buf[at:end].decode("ascii")).split("\n")
                     if _parse_lines(lines, _DeviceFields(), raw) is not None:
-                        return None
+                        return False
                     peer = raw[0].build()
-                fresh[digest] = peer
+                self.fresh[digest] = peer
                 iface.peers[peer.public_key] = peer
-                at = -1 if nxt < 0 else nxt + len(_PEER_SEP)
-    except (_LineError, StateError, UnicodeDecodeError):
-        return None
-    return iface
+                if nxt < 0:
+                    break
+                at = nxt + len(_PEER_SEP)
+        del buf[:at]
+        return True
 
 
 class _LineError(Exception):

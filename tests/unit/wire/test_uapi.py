@@ -24,27 +24,31 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 class Daemon:
-    """Accepts one connection, records the request, answers ``reply`` and closes."""
+    """Accepts ``times`` connections, records each request, answers ``reply`` and closes."""
 
-    def __init__(self, path: Path, reply: bytes) -> None:
+    def __init__(self, path: Path, reply: bytes, times: int = 1) -> None:
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(1)
         self.reply = reply
         self.request = b""
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, args=(times,), daemon=True)
         self.thread.start()
 
-    def _serve(self) -> None:
-        conn, _ = self.server.accept()
-        with conn:
-            while not self.request.endswith(b"\n\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                self.request += chunk
-            with contextlib.suppress(BrokenPipeError):  # the client gave up first (the size cap test)
-                conn.sendall(self.reply)
+    def _serve(self, times: int) -> None:
+        for _ in range(times):
+            conn, _ = self.server.accept()
+            with conn:
+                self.request = b""
+                while not self.request.endswith(b"\n\n"):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    self.request += chunk
+                self.requests.append(self.request)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up first
+                    conn.sendall(self.reply)
 
     def close(self) -> None:
         self.thread.join(5)
@@ -55,9 +59,9 @@ class Daemon:
 def daemon(tmp_path: Path) -> Iterator[callable]:
     made: list[Daemon] = []
 
-    def start(reply: bytes) -> tuple[str, Daemon]:
+    def start(reply: bytes, times: int = 1) -> tuple[str, Daemon]:
         path = tmp_path / "wgu0.sock"
-        made.append(Daemon(path, reply))
+        made.append(Daemon(path, reply, times))
         return str(path), made[-1]
 
     yield start
@@ -72,6 +76,32 @@ def test_get_sends_the_get_request_and_parses_the_reply(daemon) -> None:
     assert d.request == b"get=1\n\n"
     assert iface.listen_port == 51820 and list(iface.peers) == [KEY]
     assert iface.peers[KEY].allowed_ips == ("10.0.0.1/32",)
+
+
+def test_read_walks_the_reply_as_it_arrives_and_keeps_unchanged_peers(daemon) -> None:
+    """The source's read: one exchange, the reply parsed block by block (a reply much larger
+    than one socket read), peers whose block did not change are last read's objects."""
+    peers = "".join(
+        f"public_key={bytes([i]).hex() * 32}\nallowed_ip=10.0.{i}.0/24\ntx_bytes={i}\n" for i in range(1, 250)
+    )
+    reply = f"listen_port=51820\n{peers}errno=0\n\n".encode()
+    path, d = daemon(reply, times=2)
+    fresh: dict = {}
+    first = uapi.read("wgu0", path, 5.0, {}, fresh)
+    assert first == uapi.parse_uapi("wgu0", reply.decode()) and len(first.peers) == 249
+    again = uapi.read("wgu0", path, 5.0, fresh, {})
+    assert all(again.peers[k] is p for k, p in first.peers.items())
+    assert d.requests == [b"get=1\n\n", b"get=1\n\n"]
+
+
+def test_read_of_a_bad_reply_asks_again_and_names_the_line(daemon) -> None:
+    """The walk keeps no more than the block arriving, so for the line parser's message (the
+    bad line's number) the reply is asked for once more and read whole."""
+    hex_key = bytes(range(32)).hex()
+    path, d = daemon(f"listen_port=1\npublic_key={hex_key}\nrx_bytes=lots\nerrno=0\n\n".encode(), times=2)
+    with pytest.raises(InterfaceReadError, match="line 3: bad value for rx_bytes"):
+        uapi.read("wgu0", path, 5.0, {}, {})
+    assert len(d.requests) == 2
 
 
 def test_set_sends_the_request_and_accepts_errno_0(daemon) -> None:
