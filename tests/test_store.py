@@ -220,6 +220,36 @@ def test_config_rows_in_chunks_equal_one_statement(
     assert write(conn, changed).tables["peers"].removed == 250
 
 
+def test_version_built_after_the_rows_equals_the_one_built_beside_them(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's write (build_ahead=False, no worker thread) records the very version the
+    one-shot sync builds on a thread while the server writes the rows."""
+    from wgsyncd.store import ahead
+
+    started: list[str] = []
+    real = ahead.start
+    monkeypatch.setattr(ahead, "start", lambda state, key: started.append(state.host_id) or real(state, key))
+    beside = synthetic_state("host-a", interfaces=2, peers=50)
+    after = synthetic_state("host-a", interfaces=2, peers=50)
+    after.host_id = "host-b"
+    for state, build_ahead in ((beside, True), (after, False)):
+        store.write_cycle(
+            conn,
+            state,
+            sync_id=uuid.uuid4(),
+            started_at=datetime.now(UTC),
+            agent_version="t",
+            build_ahead=build_ahead,
+        )
+    assert started == ["host-a"]  # only the write that asked for it started the thread
+    docs = {
+        h: conn.execute("SELECT content_sha256, doc FROM config_versions WHERE host_id = %s", (h,)).fetchall()
+        for h in ("host-a", "host-b")
+    }
+    assert len(docs["host-a"]) == 1 and docs["host-a"] == docs["host-b"]
+
+
 def test_same_state_again_writes_zero_config_rows(conn: psycopg.Connection[Any]) -> None:
     write(conn, synthetic_state("host-a"))
     before = snapshot(conn, "host-a")

@@ -267,11 +267,13 @@ def write_state(
     prune: bool = True,
     signer: Signer | None = None,
     memo: Memo | None = None,
+    build_ahead: bool = True,
 ) -> CycleReport:
     """Write one collected state (live, or replayed from the spool) within the DB deadline.
 
     A server that stops answering fails this with a StoreError after
     statement_timeout + a margin instead of hanging the loop (store/deadline.py).
+    ``build_ahead``: see store.write_cycle (the daemon passes False).
     """
     from wgsyncd import signing, store
     from wgsyncd.store import deadline
@@ -291,6 +293,7 @@ def write_state(
             recovery_public_key=key or None,
             signer=signer,
             machine_fp=cfg.machine_fp,
+            build_ahead=build_ahead,
             **({"as_of": as_of} if as_of is not None else {}),
         )
         if prune:

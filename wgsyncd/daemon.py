@@ -164,7 +164,9 @@ class Daemon:
         if self.conn is None:
             self.conn = self.connect(self.cfg)
         self.spool.replay(self.cfg, self.conn, self._phase, self._replay_progress, self.memo)
-        report = cycle.write_state(self.cfg, self.conn, state, sync_id, started, t0, memo=self.memo)
+        report = cycle.write_state(
+            self.cfg, self.conn, state, sync_id, started, t0, memo=self.memo, build_ahead=False
+        )
         self.spool.written()
         return report
 

@@ -85,7 +85,12 @@ def _write(conn: Any, tmpl: Template, host_id: str, cycle: int) -> dict[str, Any
     state = tmpl.for_host(host_id, cycle)
     t0 = time.monotonic()
     rep = store.write_cycle(
-        conn, state, sync_id=uuid.uuid4(), started_at=state.collected_at, agent_version=__version__
+        conn,
+        state,
+        sync_id=uuid.uuid4(),
+        started_at=state.collected_at,
+        agent_version=__version__,
+        build_ahead=False,  # the daemon's write (daemon.py)
     )
     return {
         "host": host_id,

@@ -33,8 +33,13 @@ def one_cycle(cfg, conn, memo) -> dict:
     with gcpolicy.daemon_cycle():  # the daemon's collector policy around each cycle
         state = cycle.collect(cfg, memo, in_turn=not memo.conf)  # as the daemon: its first read in turn
         t1 = time.monotonic()
-        report = store.write_cycle(
-            conn, state, sync_id=uuid.uuid4(), started_at=started, agent_version=__version__
+        report = store.write_cycle(  # as the daemon: no version content built beside the rows
+            conn,
+            state,
+            sync_id=uuid.uuid4(),
+            started_at=started,
+            agent_version=__version__,
+            build_ahead=False,
         )
     t2 = time.monotonic()  # with the cycle's one young collection (in write_s)
     return {
@@ -87,7 +92,12 @@ def _breakdown_parts(cfg, conn, memo, out: dict[str, float]) -> float:
     out["merge_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     store.write_cycle(
-        conn, state, sync_id=uuid.uuid4(), started_at=datetime.now(UTC), agent_version=__version__
+        conn,
+        state,
+        sync_id=uuid.uuid4(),
+        started_at=datetime.now(UTC),
+        agent_version=__version__,
+        build_ahead=False,  # the daemon's write (daemon.py)
     )
     return t0
 

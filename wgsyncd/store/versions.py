@@ -424,8 +424,8 @@ def record(
         sig = (fields.prev, fields.doc_sha256, Jsonb(fields.sealed), fields.signing_key)
         sig += (signer.key.sign(fields.message()),)
         signer.pending = signing.LastSigned(version, link)
-    tx.cur.adapters.register_dumper(_JsonText, _JsonTextDumper)
-    tx.execute(
+    tx.cur.connection.adapters.register_dumper(_JsonText, _JsonTextDumper)
+    tx.execute_large(
         "INSERT INTO config_versions (host_id, version, created_at, sync_id, content_sha256, doc, "
         "interfaces, peers, sealed, recovery_key_fp, prev_sha256, doc_sha256, sealed_sha256, signing_key, "
         "signature) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -466,7 +466,7 @@ def _store_secrets(
     # one statement per sealed blob, not executemany: psycopg runs that in pipeline mode,
     # which with parameters this large (a 10,000-peer conf sealed) can deadlock (writer.py)
     for row in rows:
-        tx.execute(
+        tx.execute_large(
             "INSERT INTO config_secrets (host_id, interface, secrets_sha256, recovery_key_fp, sealed, "
             "created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             row,
