@@ -197,15 +197,20 @@ def device_json(d: MDevice, version: str) -> dict[str, Any]:
 
 
 def page(items: list[Any]) -> list[Any]:
-    """Items through the page-level decode path (body -> wire/jsonarray.py), as read() gets them."""
-    return decode_page(json.dumps(items).encode())
+    """Items through the page-level decode path (body -> wire/jsonarray.py), as read() gets them.
+
+    Without the per-element size cap: a mutation may grow one element past 1 MiB, which the
+    page walk refuses before any parser sees it (tests/unit/test_json_array_walk.py); these
+    tests are about the parsers.
+    """
+    return decode_page(json.dumps(items).encode(), max_element=1 << 40)
 
 
-def decode_page(body: bytes) -> list[Any]:
+def decode_page(body: bytes, max_element: int = jsonarray.MAX_ELEMENT) -> list[Any]:
     """A page body element by element, as WgrestHttp.pages hands it to read(); ValueError if not JSON."""
     try:
         chunks = [body[at : at + 4096] for at in range(0, len(body), 4096)]  # as wgrest_http reads it
-        return [value for _text, value in jsonarray.items(chunks)]
+        return [value for _text, value in jsonarray.items(chunks, max_element=max_element)]
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
