@@ -110,6 +110,7 @@ class SpoolKeeper:
                 recovery_public_key=entry.recovery_key or "",
                 prune=False,
                 memo=memo,
+                build_ahead=False,  # a replay is not timed: one transient at a time (store.write_cycle)
             )
 
         phase("replaying")

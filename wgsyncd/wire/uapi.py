@@ -93,21 +93,30 @@ def read(
     """
     deadline = time.monotonic() + timeout
     blocks = _Blocks(name, memo, fresh)
-    if _exchange(path, REQUEST, timeout, blocks):
+    if _exchange(path, REQUEST, timeout, blocks, deadline):
         iface = blocks.finish()
         if iface is not None:
             return iface
+    del blocks  # what the walk kept goes before the whole reply comes
+    whole = _Whole()
+    _exchange(path, REQUEST, timeout, whole, deadline)
+    return parse_uapi(name, _ascii(whole.buf))
+
+
+def _exchange(
+    path: str, request: bytes, timeout: float, reader: _Whole | _Blocks, deadline: float | None = None
+) -> bool:
+    """Connect, send ``request``, feed the answer to ``reader``; False when the reader gave up.
+
+    ``deadline`` (monotonic): shared with an earlier exchange; errors still name ``timeout``,
+    the operator's setting, not what was left of it.
+    """
+    deadline = time.monotonic() + timeout if deadline is None else deadline
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise InterfaceReadError(f"no answer within {timeout:g} s")
-    return parse_uapi(name, _ascii(get(path, remaining)))
-
-
-def _exchange(path: str, request: bytes, timeout: float, reader: _Whole | _Blocks) -> bool:
-    """Connect, send ``request``, feed the answer to ``reader``; False when the reader gave up."""
-    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        sock.settimeout(remaining)
         try:
             sock.connect(path)
         except ConnectionRefusedError:
@@ -296,11 +305,12 @@ class _Blocks:
     names the bad line.
     """
 
-    __slots__ = ("buf", "fresh", "iface", "memo", "name")
+    __slots__ = ("buf", "fresh", "iface", "memo", "name", "scanned")
 
     def __init__(self, name: str, memo: dict[bytes, Peer], fresh: dict[bytes, Peer]) -> None:
         self.name, self.memo, self.fresh = name, memo, fresh
         self.buf = bytearray()
+        self.scanned = 0  # no separator starts before this offset of buf: each byte is searched once
         self.iface: Interface | None = None  # made once the device lines are read
 
     def ended(self) -> bool:
@@ -355,11 +365,13 @@ class _Blocks:
             return True
         if len(buf) < len(_PEER_KEY) and _PEER_KEY.startswith(bytes(buf)):
             return False
-        cut = buf.find(_PEER_SEP)
+        cut = buf.find(_PEER_SEP, self.scanned)
         if cut < 0:
+            self.scanned = max(0, len(buf) - len(_PEER_SEP) + 1)
             return False
         self._device(buf[:cut].decode("ascii"))
         del buf[: cut + len(_PEER_SEP)]
+        self.scanned = 0
         return True
 
     def _walk(self, final: bool) -> bool:
@@ -370,7 +382,7 @@ class _Blocks:
         at = 0
         with memoryview(buf) as view:
             while True:
-                nxt = buf.find(_PEER_SEP, at, stop)
+                nxt = buf.find(_PEER_SEP, max(at, self.scanned), stop)
                 if nxt < 0 and not final:
                     break
                 end = stop if nxt < 0 else nxt
@@ -389,6 +401,7 @@ class _Blocks:
                     break
                 at = nxt + len(_PEER_SEP)
         del buf[:at]
+        self.scanned = max(0, len(buf) - len(_PEER_SEP) + 1)
         return True
 
 

@@ -104,6 +104,38 @@ def test_read_of_a_bad_reply_asks_again_and_names_the_line(daemon) -> None:
     assert len(d.requests) == 2
 
 
+def test_the_second_ask_shares_the_deadline_and_the_error_names_the_setting(tmp_path: Path) -> None:
+    """The walk gives up on the first reply; the daemon then accepts the second ask and never
+    answers. The read ends at the one deadline, and says the configured timeout (0.5 s), not
+    what was left of it for the second ask."""
+    path = tmp_path / "wgu0.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(2)
+    release = threading.Event()
+    hex_key = bytes(range(32)).hex()
+
+    def serve() -> None:
+        first, _ = server.accept()
+        with first:
+            first.recv(64)
+            first.sendall(f"public_key={hex_key}\nrx_bytes=lots\nerrno=0\n\n".encode())
+        second, _ = server.accept()
+        with second:
+            second.recv(64)
+            release.wait(10)  # silent until the client gave up
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(InterfaceReadError, match=r"^no answer within 0\.5 s$"):
+            uapi.read("wgu0", str(path), 0.5, {}, {})
+    finally:
+        release.set()
+        thread.join(5)
+        server.close()
+
+
 def test_set_sends_the_request_and_accepts_errno_0(daemon) -> None:
     path, d = daemon(b"errno=0\n\n")
     request = f"set=1\npublic_key={uapi.hex_key(KEY)}\nremove=true\n\n".encode()
