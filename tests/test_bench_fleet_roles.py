@@ -144,7 +144,9 @@ def test_tiny_run_keep_holds_a_backend_per_host_and_churn_forks_one_per_cycle(tm
     keep, churn, cap = res["modes"]
     for m in (keep, churn, cap):
         assert m["cycles"] == 6 and m["keeps_up"], m
-        assert m["db_cpu_ms_per_cycle"] > 0 and m["wal_bytes_per_cycle"] > 0
+        # /proc counts CPU in 10 ms ticks: six tiny cycles of one mode can read 0 (CI did once)
+        assert m["db_cpu_ms_per_cycle"] >= 0 and m["wal_bytes_per_cycle"] > 0
+    assert sum(m["db_cpu_s"] for m in (res["populate"], keep, churn, cap)) > 0
     assert keep["backends_per_cycle"] == 0
     assert keep["server_connections_at_end"] == keep["backend_memory"]["backends"] == 6
     assert keep["backend_memory"]["private_mean"] > 0
