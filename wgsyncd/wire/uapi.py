@@ -333,13 +333,9 @@ class _Blocks:
         if not buf.endswith(_TAIL) and buf != _TAIL[1:]:
             return None
         try:
-            if self.iface is None:
-                if buf.startswith(_PEER_KEY):
-                    self._device("")
-                    del buf[: len(_PEER_KEY)]
-                else:
-                    self._device(buf[: len(buf) - len(_TAIL)].decode("ascii") if buf != _TAIL[1:] else "")
-                    return self.iface
+            if self.iface is None:  # no peer line came (feed's _header took any): device lines only
+                self._device(buf[: len(buf) - len(_TAIL)].decode("ascii") if buf != _TAIL[1:] else "")
+                return self.iface
             if not self._walk(final=True):
                 return None
         except (_LineError, StateError, UnicodeDecodeError):
