@@ -21,7 +21,7 @@ Modes (one pgbouncer each, the same database): ``keep`` (server_idle_timeout abo
 interval: one backend per host stays) and ``churn`` (below it: a backend per cycle).
 Per mode one paced run of ``--rounds`` intervals: PostgreSQL CPU per cycle (reaped
 backends included), pgbouncer CPU, latency, backends forked per cycle
-(pg_stat_database.sessions), server connections at the end and the memory of each
+(the server log's connection lines), server connections at the end and the memory of each
 host backend (/proc/PID/smaps_rollup), and whether every cycle was committed within
 ``--slack`` seconds of its slot. ``extrapolate`` scales the figures to 10,000 hosts.
 """
@@ -43,11 +43,12 @@ from tests.bench.fleet_roles_setup import (
     backend_memory,
     connect_only_cpu_ms,
     host_backends,
+    host_logins,
     host_password,
+    log_size,
     make_roles,
     raise_fd_limit,
     role_name,
-    sessions,
     start_bouncer,
     with_max_connections,
 )
@@ -135,7 +136,7 @@ def run_mode(ctx: dict[str, Any], name: str, args: argparse.Namespace, log: Any)
 
         def before_go() -> None:  # all hosts logged in: let login's backends go, then count
             marks["left_at_start"] = _settled(bouncer, dbname, mode, 3 * mode["server_idle_timeout"] + 30)
-            marks["sessions"], marks["pgb_cpu"] = sessions(admin, dbname), process_cpu_s(bouncer.proc.pid)
+            marks["log"], marks["pgb_cpu"] = log_size(cluster), process_cpu_s(bouncer.proc.pid)
 
         got = _run("paced", probe, bouncer.dsn(dbname), ctx["rec"], list(range(args.hosts)), args.workers,
                    before_go=before_go, role_secret=ctx["secret"], interval=args.interval, m=args.hosts,
@@ -148,7 +149,7 @@ def run_mode(ctx: dict[str, Any], name: str, args: argparse.Namespace, log: Any)
         out.update(mode, hosts=args.hosts, interval_s=args.interval)
         out["required_cycles_per_s"] = args.hosts / args.interval
         out.update(
-            backends_per_cycle=(sessions(admin, dbname) - marks["sessions"]) / len(recs),
+            backends_per_cycle=host_logins(cluster, marks["log"]) / len(recs),
             pooler_cpu_ms_per_cycle=1000 * (process_cpu_s(bouncer.proc.pid) - marks["pgb_cpu"]) / len(recs),
             server_connections_left_at_start=marks["left_at_start"],
             server_connections_at_end=len(pids),
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     os.chmod(base, 0o755)
     cluster = with_max_connections(args.hosts + 100).start(base / "db", durable=True, hba=POSTGRES_HBA)
     try:
-        settings = apply_settings(cluster, args.pg_set)
+        settings = apply_settings(cluster, [*args.pg_set, "log_connections=on"])  # host_logins
         owner_dsn, _owner = cluster.create_owned_database()
         dbname = str(psycopg.conninfo.conninfo_to_dict(owner_dsn)["dbname"])
         with psycopg.connect(owner_dsn) as conn:
