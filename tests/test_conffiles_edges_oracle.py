@@ -89,8 +89,17 @@ EDGES: dict[str, bytes] = {
     "spaces": (
         "[Interface]\nListen\vPort = 7\n\vMTU = 1300\n"
         f"[Peer]\nPublicKey\f= {P[0]}\r\nAllowedIPs = 10.0.0.1/32\v\n"
-        "\n[Interface]\nDNS = a\u00a0b.example, c.example\n"
+        "\n[Interface]\nDNS = a.example, c.example\nPostUp = echo x\u00a0\n"
     ).encode(),
+}
+
+# files wg-quick runs whose values wgsyncd's restore refuses (validate.py): refused when read,
+# naming file, line and field, so the operator learns it at sync time, not at restore time
+RESTORE_REFUSES: dict[str, tuple[bytes, str]] = {
+    "nbspdns": ("[Interface]\nDNS = a\u00a0b.example, c.example\n".encode(), ":2 DNS"),
+    "eschook": (b"[Interface]\nPostUp = echo \x1b[31mred\n", ":2 PostUp"),
+    "longhook": (b"[Interface]\nPostUp = echo " + b"y" * 5000 + b"\n", ":2 PostUp"),
+    "tableword": (b"[Interface]\nTable = 1;2\n", ":2 Table"),
 }
 
 REFUSED: dict[str, bytes] = {
@@ -187,6 +196,21 @@ def test_edge_file_wg_quick_options_equal_wg_quick_and_ip(tmp_path: Path, name: 
     if theirs["MTU"] != [""]:
         live.ip("link", "set", "mtu", theirs["MTU"][0], "dev", live.name)
         assert f" mtu {ours.mtu} " in live.ip("-o", "link", "show", "dev", live.name)
+
+
+@pytest.mark.parametrize("name", sorted(RESTORE_REFUSES))
+def test_values_restore_would_refuse_are_refused_when_read(tmp_path: Path, name: str) -> None:
+    data, where = RESTORE_REFUSES[name]
+    path = tmp_path / f"{name}.conf"
+    path.write_bytes(data)
+    code, _theirs = wg_quick_parse(path)
+    assert code == 0  # wg-quick itself parses the file
+    result = read(ConfConfig(directory=str(tmp_path)))
+    assert name not in result.interfaces and name in result.unparsed  # backed up as text only
+    (err,) = result.errors
+    text = f"{err.where}: {err.message}"
+    assert f"{path}{where}" in text and "restore refuses" in text, err
+    assert "\x1b" not in text and "yyy" not in text
 
 
 @pytest.mark.root

@@ -162,6 +162,43 @@ def test_round_trip_300_peers_files_byte_identical_and_dump_equal(rhost, recover
         assert running(rhost.ifaces[name]) == before[name]
 
 
+def test_conf_comments_restore_would_refuse_or_the_database_would_not_keep_still_sync_and_restore(
+    rhost, recovery, tmp_path
+):
+    """An escape sequence, a bidi override, a 5,000-character line, a 1,500-character name and
+    10,001 commented-out lines: wg-quick runs the file. Before, the database refused the name
+    or the comments (every cycle failed) and restore refused the escapes (the backup was
+    unrestorable). Now the rows hold an escaped, bounded copy and the file restores whole."""
+    key_file, public = recovery
+    name = rhost.add_interface(3)
+    conf = rhost.conf_dir / f"{name}.conf"
+    text = conf.read_text()
+    first = text.index("# Name = ")
+    odd = "# title \x1b]0;owned\x07 and \u202etxt.exe\n# " + "w" * 5000 + "\n# Name = " + "n" * 1500 + "\n"
+    text = text[:first] + odd + text[first:].split("\n", 1)[1] + "# old peer line\n" * 10_001
+    conf.write_text(text)
+    rhost.write_config(recovery_public=public)
+    out = rhost.wgsyncd("sync")
+    assert "stored escaped or cut" in out.stderr and "10,001" not in out.stderr, out.stderr
+    assert "comment lines past the database's bound left out" in out.stderr
+    with psycopg.connect(rhost.dsn) as conn:
+        rows = conn.execute(
+            "SELECT name, cardinality(comments), length(array_to_string(comments, '')) FROM peers "
+            "WHERE host_id = %s AND interface = %s ORDER BY length(name) DESC",
+            (rhost.host_id, name),
+        ).fetchall()
+        status = conn.execute("SELECT status FROM sync_status WHERE host_id = %s", (rhost.host_id,))
+        assert status.fetchall() == [("ok",)]
+    long_name = rows[0][0]
+    assert len(long_name) == 1024 and long_name.endswith("...")
+    assert all(n and len(n) <= 1024 for n, _c, _l in rows)
+    last = max(rows, key=lambda r: r[1])
+    assert last[1] == 10_000 and last[2] <= 1_048_576
+    target = tmp_path / "restored"
+    rhost.wgsyncd("restore", "--host", rhost.host_id, "--to-dir", str(target), "--recovery-key", key_file)
+    assert (target / f"{name}.conf").read_text() == text  # the file itself travels whole
+
+
 # ---------------------------------------------------------------- point in time
 
 

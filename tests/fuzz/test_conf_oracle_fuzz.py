@@ -14,7 +14,9 @@ at a low rate, a value the tools refuse. Each file is then run through:
 3. wg-quick's Address words and MTU given to the real ``ip`` on that interface.
 
 The verdicts must agree (wgsyncd refuses a file exactly when a tool does, naming the
-file and line), and for every accepted file every value must equal the tools'.
+file and line), and for every accepted file every value must equal the tools'. The one
+exception is not generated here: a DNS, Table or hook value wgsyncd's restore would refuse
+(tests/test_conffiles_edges_oracle.py RESTORE_REFUSES) is refused when read.
 Many files go through one interface; ``setconf`` replaces its whole configuration.
 """
 

@@ -7,6 +7,8 @@ import base64
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wgsyncd import validate
 from wgsyncd.validate import Invalid
@@ -177,3 +179,48 @@ def test_dry_run_diff_shows_bidi_and_zero_width_characters_escaped():
     line = redact_conf_line("PostUp = echo ok \u202e; rm -rf /\u202c\n")
     assert line == "PostUp = echo ok \\u202e; rm -rf /\\u202c\n"
     assert not any(c in line for c in "\u202e\u202c")
+
+
+# ---------------------------------------------------------------- what the database keeps
+
+
+def test_bounds_are_the_databases_own():
+    """The display bounds stop at what migration 0007's CHECK constraints allow: a value
+    past them fails the host's whole transaction, every cycle."""
+    from pathlib import Path
+
+    import wgsyncd.store
+
+    sql = (Path(wgsyncd.store.__file__).parent / "migrations" / "0007_fleet_hardening.sql").read_text()
+    peers = sql[sql.index("ADD CONSTRAINT peers_text_length") :].split(";")[0]
+    interfaces = sql[sql.index("ADD CONSTRAINT interfaces_text_length") :].split(";")[0]
+    assert f"length(name) <= {validate.MAX_PEER_NAME} " in peers
+    assert f"cardinality(allowed_ips), 0) <= {validate.MAX_ALLOWED_IPS}" in peers
+    for table in (peers, interfaces):
+        assert f"cardinality(comments), 0) <= {validate.MAX_COMMENT_LINES}" in table
+        assert f"array_to_string(comments, '')), 0) <= {validate.MAX_COMMENT_CHARS}" in table
+
+
+@given(st.text(), st.integers(4, 5000))
+def test_a_display_line_passes_restores_check_within_its_bound(value, max_len):
+    out = validate.display_line(value, max_len)
+    assert validate.text(out, "comment", max_len=max_len) == out
+    if value == out:
+        assert out is value  # unchanged text is the same object: no copy for 10,000 peers
+
+
+def test_display_lines_keep_the_leading_lines_within_the_databases_bounds():
+    kept, left_out = validate.display_lines(["x"] * (validate.MAX_COMMENT_LINES + 5))
+    assert (len(kept), left_out) == (validate.MAX_COMMENT_LINES, 5)
+    big = "y" * validate.MAX_TEXT
+    kept, left_out = validate.display_lines([big] * 300)
+    assert sum(map(len, kept)) <= validate.MAX_COMMENT_CHARS and len(kept) + left_out == 300
+    assert left_out == 300 - validate.MAX_COMMENT_CHARS // validate.MAX_TEXT
+    # a line past the bound ends the kept ones: no gap in the middle of the comments
+    kept, left_out = validate.display_lines(["a", "y" * 5000, "b"])
+    assert kept == ("a", "y" * 4093 + "...", "b") and left_out == 0
+    assert validate.display_lines(["tab\tok", "esc \x1b[2J", "bidi \u202e"])[0] == (
+        "tab\tok",
+        "esc \\x1b[2J",
+        "bidi \\u202e",
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wgsyncd import validate
 from wgsyncd.state import Peer, Secret, Source, shared
 from wgsyncd.valuepool import one, one_secret, one_tuple
 from wgsyncd.wire import conffields as cf
@@ -100,18 +101,23 @@ class _PeerDraft:
             if owner is not None:
                 owner[prefix] = self
 
-    def peer(self, disabled: bool, provenances: dict[tuple[bool, ...], dict[str, Source]]) -> Peer:
+    def peer(self, disabled: bool, provenances: dict[tuple[bool, ...], dict[str, Source]], ctx: File) -> Peer:
         """The Peer wg would run (or the disabled peer the file describes).
 
         ``provenances`` holds the few provenance maps a file's peers share, by which
         fields are set: hashing a map of enums is most of what building a peer costs.
         """
         if len(self.blocks) == 1:
-            comments = tuple(self.blocks[0].comments)
+            raw_comments: list[str] = self.blocks[0].comments
             name = peer_name(self.blocks[0])
         else:
-            comments = tuple(c for b in self.blocks for c in b.comments)
+            raw_comments = [c for b in self.blocks for c in b.comments]
             name = next((n for n in map(peer_name, self.blocks) if n), None)
+        short_name = name is None or len(name) <= validate.MAX_PEER_NAME
+        if ctx.plain and short_name and len(raw_comments) <= validate.MAX_PLAIN_LINES:
+            comments = tuple(raw_comments)  # nothing to escape or cut (validate.plain_text)
+        else:
+            comments, name = _display(ctx.path, self.blocks[0].header_no, raw_comments, name)
         which = (self.psk is not None, self.endpoint is not None, name is not None)
         provenance = provenances.get(which)
         if provenance is None:
@@ -127,6 +133,50 @@ class _PeerDraft:
             disabled=disabled,
             provenance=provenance,
         )
+
+
+def stored_comments(path: str, line: int | None, comments: list[str], whose: str) -> tuple[str, ...]:
+    """Comments as stored (validate.display_lines), warned about when changed: they must
+    pass restore's check of every loaded value and fit the database's bounds, or restore
+    would refuse the host's backup or every cycle would fail. The file's text keeps them."""
+    if not comments:
+        return ()
+    kept, left_out = validate.display_lines(comments)
+    if left_out:
+        warn(path, line, "comments", f"{left_out:,} {whose} comment lines past the database's bound left out")
+    elif any(a is not b for a, b in zip(kept, comments, strict=True)):
+        warn(path, line, "comments", f"{whose} comments stored escaped or cut (control character, long line)")
+    return kept
+
+
+def _display(
+    path: str, line: int, comments: list[str], name: str | None
+) -> tuple[tuple[str, ...], str | None]:
+    """A peer's comments and name as stored (see :func:`stored_comments`)."""
+    kept = stored_comments(path, line, comments, "peer")
+    if name is not None:
+        stored = validate.display_line(name, validate.MAX_PEER_NAME)
+        if stored is not name:
+            cut = f"over {validate.MAX_PEER_NAME:,} characters"
+            warn(path, line, "name", f"peer name stored escaped or cut (control characters, {cut})")
+        name = stored
+    return kept, name
+
+
+def _too_many_prefixes(path: str, live: _PeerDraft | None, disabled: _PeerDraft | None) -> bool:
+    """More AllowedIPs than the database keeps in one peer (wg takes them): its CHECK would
+    fail the host's every cycle. A live peer makes the file an error; a disabled one is
+    warned about and left to the raw text (True: skip it)."""
+    draft = live or disabled
+    assert draft is not None
+    if len(draft.allowed) <= validate.MAX_ALLOWED_IPS:
+        return False
+    line = draft.blocks[0].header_no
+    message = f"{len(draft.allowed):,} prefixes in one peer, over the database's {validate.MAX_ALLOWED_IPS:,}"
+    if live is not None:
+        raise ConfParseError(path, line, "AllowedIPs", message)
+    warn(path, line, "AllowedIPs", f"disabled peer not read ({message}); kept in the raw text")
+    return True
 
 
 def _provenance(psk: bool, endpoint: bool, name: bool) -> dict[str, Source]:
@@ -158,12 +208,21 @@ def _disabled_block(path: str, block: Block, disabled: dict[str, _PeerDraft]) ->
     return pb
 
 
-def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -> dict[str, Peer]:
+@dataclass(frozen=True, slots=True)
+class File:
+    """The file the peers come from: its path, and whether its text is plain (validate.plain_text)."""
+
+    path: str
+    plain: bool
+
+
+def build_peers(ctx: File, blocks: list[Block | None], own_public: str | None) -> dict[str, Peer]:
     """Every peer of the file in file order, read the way ``wg setconf`` runs the file.
 
     Each entry of ``blocks`` is set to None once read: its lines are garbage from then
     on (10,000 peers: ~15 MB), so the caller must hold no other reference to them.
     """
+    path = ctx.path
     live: dict[str, _PeerDraft] = {}
     disabled: dict[str, _PeerDraft] = {}
     order: dict[str, None] = {}  # first appearance of each key (a dict: 10k peers, no O(n^2))
@@ -198,8 +257,10 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
     out: dict[str, Peer] = {}
     provenances: dict[tuple[bool, ...], dict[str, Source]] = {}
     for key in order:  # keyed by the Peer's own (pooled) key string: no second copy of it
+        if _too_many_prefixes(path, live.get(key), disabled.get(key)):
+            continue
         if key in live:
-            peer = live[key].peer(False, provenances)
+            peer = live[key].peer(False, provenances, ctx)
             out[peer.public_key] = peer
             if key in disabled:
                 line = disabled[key].blocks[0].header_no
@@ -210,6 +271,6 @@ def build_peers(path: str, blocks: list[Block | None], own_public: str | None) -
                     "disabled copy of a live peer; wg runs the live one, the copy stays in the raw text",
                 )
         elif key in disabled:
-            peer = disabled[key].peer(True, provenances)
+            peer = disabled[key].peer(True, provenances, ctx)
             out[peer.public_key] = peer
     return out

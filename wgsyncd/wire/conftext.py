@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wgsyncd import validate
 from wgsyncd.state import Interface, Peer, Secret, Source, public_key_from_private
 from wgsyncd.wire import conffields as cf
 from wgsyncd.wire import confvalues as cv
@@ -43,11 +44,12 @@ from wgsyncd.wire.conflines import (
     read_blocks,
     safe_word,
 )
-from wgsyncd.wire.confpeers import build_peers
+from wgsyncd.wire.confpeers import File, build_peers, stored_comments
 from wgsyncd.wire.confvalues import ZERO_KEY_B64
 
 __all__ = ["ZERO_KEY_B64", "ConfParseError", "parse_conf", "render_conf", "render_running"]
 
+_RESTORE_REFUSES = "wgsyncd's restore refuses such a value, so only the file's text is backed up"
 _HOOKS = {"preup": "pre_up", "postup": "post_up", "predown": "pre_down", "postdown": "post_down"}
 
 
@@ -103,17 +105,19 @@ def _apply_interface_line(path: str, line: Line, vals: _IfaceValues, wgquick: bo
                 vals.addresses.append(address)
                 vals.address_keys.add(cf.address_key(address))
         elif key == "dns":
-            vals.dns.extend(cv.ifs_split(value.replace(",", " ")))
+            vals.dns.extend(validate.dns_entry(v) for v in cv.ifs_split(value.replace(",", " ")))
         elif key == "mtu":  # wg-quick: last wins, empty means "automatic"; `ip` reads it
             vals.mtu = (value, line) if value else None
         elif key == "table":
-            vals.table = value or None
+            vals.table = validate.table(value) if value else None
         elif key in _HOOKS:
-            vals.hooks[_HOOKS[key]].append(value)
+            vals.hooks[_HOOKS[key]].append(validate.text(value, canonical))
         else:
             vals.save_config = cf.boolean(value)
     except cf.FieldError as exc:
         raise ConfParseError(path, line.no, canonical, str(exc)) from None
+    except validate.Invalid as exc:  # wg-quick may run it; restore refuses it from the database
+        raise ConfParseError(path, line.no, canonical, f"{exc.message}; {_RESTORE_REFUSES}") from None
 
 
 def _interface_values(path: str, blocks: list[Block], preamble: list[str]) -> _IfaceValues:
@@ -161,7 +165,7 @@ def _interface(
         "save_config": vals.save_config,
         "conf_path": path,
         "conf_text": Secret(text),
-        "comments": tuple(vals.comments),
+        "comments": stored_comments(path, None, vals.comments, "interface"),
     }
 
 
@@ -203,7 +207,7 @@ def _parse(text: str, path: str) -> Interface:
     mtu = _mtu(path, vals)
     own = public_key_from_private(vals.private_key) if vals.private_key else None
     del builder  # from here on ``blocks`` holds the only reference to each block
-    peers = build_peers(path, blocks, own)
+    peers = build_peers(File(path, validate.plain_text(text)), blocks, own)
     values = _interface(text, path, vals, mtu, own)
     # every field this source set (not None) came from the conf file
     provenance = {k: Source.CONF for k in _IFACE_FIELDS if values[k] is not None}

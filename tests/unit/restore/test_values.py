@@ -173,7 +173,7 @@ def test_dry_run_diff_escapes_control_characters_and_redacts_every_key_form(tmp_
     new_text = (
         "[Interface]\n"
         f"PrivateKey = {key()}\n"
-        "PostUp = echo \x1b[31mred\n"
+        "# echo \x1b[31mred\n"
         f"\n[Peer]\nPublicKey = {peer_pub}\nPresharedKey = {psk}\n"
     )
     d = doc(name="wg0", peer_public_key=peer_pub)

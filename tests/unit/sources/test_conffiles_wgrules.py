@@ -172,8 +172,13 @@ def test_all_zero_keys_are_none_and_private_keys_are_clamped() -> None:
 def test_whitespace_and_case_are_ascii_only() -> None:
     vt = parse(f"[Peer]\nPublicKey\v= {A}\n\vAllowed\fIPs = 10.0.0.1/32\r\n")
     assert vt.peers[A].allowed_ips == ("10.0.0.1/32",)
-    # a no-break space inside a DNS value is not a separator to bash, nor a space to trim
-    assert parse("[Interface]\nDNS = a\u00a0b, c\n").dns == ("a\u00a0b", "c")
+    # a no-break space inside a DNS value is not a separator to bash, nor a space to trim;
+    # wg-quick would hand "a\u00a0b" to resolvconf, but restore refuses it: the file is refused
+    from tests.unit.sources.test_conffiles import parse_error
+    from wgsyncd.wire import confvalues as cv
+
+    assert cv.ifs_split("a\u00a0b  c") == ["a\u00a0b", "c"]
+    assert parse_error("[Interface]\nDNS = a\u00a0b, c\n").where.endswith(":2 DNS")
     assert parse("[Interface]\nPostUp = echo x\u00a0\n").post_up == ("echo x\u00a0",)
 
 
@@ -193,3 +198,19 @@ def test_an_address_ip_would_refuse_twice_is_an_error() -> None:
         "10.0.0.1/24",
         "10.0.0.1/32",
     )
+
+
+def test_a_peer_with_more_prefixes_than_the_database_keeps_is_refused_naming_its_block():
+    # wg takes it; the database's CHECK would refuse the host's every cycle (migration 0007)
+    from tests.unit.sources.test_conffiles import parse_error
+    from wgsyncd import validate
+
+    n = validate.MAX_ALLOWED_IPS + 1
+    prefixes = ", ".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(n))
+    err = parse_error(f"[Interface]\n\n[Peer]\nPublicKey = {A}\nAllowedIPs = {prefixes}\n")
+    assert err.where.endswith(":3 AllowedIPs") and f"{n:,} prefixes" in err.message
+    at_bound = parse(f"[Peer]\nPublicKey = {A}\nAllowedIPs = {prefixes.rpartition(',')[0]}\n")
+    assert len(at_bound.peers[A].allowed_ips) == n - 1
+    # a disabled block is only comments to wg-quick: warned about and left to the raw text
+    disabled = parse(f"[Interface]\n#! [Peer]\n#! PublicKey = {A}\n#! AllowedIPs = {prefixes}\n")
+    assert disabled.peers == {}
