@@ -28,6 +28,9 @@ ALLOWED_GLOBAL = {
     # role -> host_id bindings (migration 0003): written by the owner only, a handful of
     # rows, read through wgsyncd_bound_host() on every statement: a reference table on Citus
     "host_roles",
+    # per-host quotas (migration 0008): owner-written, a row per host with its own quota and
+    # the default row '*' every host's write trigger reads beside its own: a reference table
+    "host_quotas",
 }
 
 # every key-like constraint and unique index of the current schema's tables, with its columns

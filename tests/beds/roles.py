@@ -145,7 +145,13 @@ def owner_counts(fleet: Fleet, host_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def synced(fleet: Fleet) -> Fleet:
-    """Host A and host B each synced twice through their own roles (rows in every table)."""
+    """Host A and host B each synced twice through their own roles (rows in every table),
+    each with a quota of its own (migration 0008), as an operator sets one."""
+    from wgsyncd.store import quota
+
+    with psycopg.connect(fleet.dsn(fleet.owner), autocommit=True) as owner:
+        for host in (fleet.host_a, fleet.host_b):
+            quota.set_quota(owner, host, {"max_peers": 1000})
     for host, role in ((fleet.host_a, fleet.role_a), (fleet.host_b, fleet.role_b)):
         with fleet.connect(role) as conn:
             sync(conn, host_state(host), fleet)

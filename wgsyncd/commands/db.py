@@ -125,3 +125,58 @@ def db_add_reader(ctx: click.Context, role: str, password_file: str | None) -> N
     password = read_password(password_file)
     with database(load(ctx)) as conn:
         click.echo(roles.add_member(conn, role, roles.READER_GROUP, password))
+
+
+@db.command("quota")
+@click.argument("host_id", required=False)
+@click.option("--default", "default", is_flag=True, help="The default quota: hosts without their own.")
+@click.option("--max-interfaces", type=click.IntRange(0), default=None, help="Live interfaces it may hold.")
+@click.option("--max-peers", type=click.IntRange(0), default=None, help="Live peers it may hold.")
+@click.option("--max-bytes-per-day", default=None, help="Bytes of rows it may add per UTC day (16G, 512M).")
+@click.option("--clear", is_flag=True, help="Remove the host's own quota (the default applies).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_quota(
+    ctx: click.Context,
+    host_id: str | None,
+    default: bool,
+    max_interfaces: int | None,
+    max_peers: int | None,
+    max_bytes_per_day: str | None,
+    clear: bool,
+    as_json: bool,
+) -> None:
+    """Show every host's quota and use today, or set / --clear HOST_ID's (or --default's)."""
+    import dataclasses
+
+    from wgsyncd.commands.common import fail
+    from wgsyncd.store import StoreError, quota
+
+    target = quota.DEFAULT if default else host_id
+    if default and host_id:
+        fail("db quota: give HOST_ID or --default, not both", 2)
+    values = {"max_interfaces": max_interfaces, "max_peers": max_peers}
+    try:
+        if max_bytes_per_day is not None:
+            values["max_bytes_per_day"] = quota.parse_size(max_bytes_per_day, "--max-bytes-per-day")
+    except StoreError as exc:
+        fail(f"db quota: {exc}", 2)
+    values = {k: v for k, v in values.items() if v is not None}
+    if (values or clear) and target is None:
+        fail("db quota: name the HOST_ID (or --default) whose quota to change", 2)
+    with database(load(ctx)) as conn:
+        if clear:
+            click.echo(quota.clear_quota(conn, target))  # type: ignore[arg-type]
+        elif values:
+            click.echo(quota.set_quota(conn, target, values))  # type: ignore[arg-type]
+        else:
+            dflt, rows = quota.quotas(conn)
+            if target is not None:
+                rows = [r for r in rows if r.host_id == target]
+            if as_json:
+                emit({"default": dataclasses.asdict(dflt) if dflt else None,
+                      "hosts": [dataclasses.asdict(r) for r in rows]})  # fmt: skip
+                return
+            click.echo(quota.describe_default(dflt))
+            for r in rows:
+                click.echo(quota.describe(r))

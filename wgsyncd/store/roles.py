@@ -151,8 +151,8 @@ def add_host(conn: psycopg.Connection[Any], host_id: str, role: str, password: s
     A host_id bound to another role, or a role bound to another host_id, is refused:
     ``remove-host`` first. Returns a one-line summary.
     """
-    _check_name("host_id", host_id)
-    _check_name("role", role)
+    check_name("host_id", host_id)
+    check_name("role", role)
     with guarded(conn, f"add-host {host_id}"), conn.transaction():
         _check_host_role(conn, role)
         conn.execute("LOCK TABLE host_roles IN SHARE ROW EXCLUSIVE MODE")  # two operators at once
@@ -264,7 +264,7 @@ def _clear_machine_fp(conn: psycopg.Connection[Any], host_id: str, lock_wait: st
 
 def add_member(conn: psycopg.Connection[Any], role: str, group: str, password: str | None = None) -> str:
     """``add-operator`` / ``add-reader``: LOGIN role ``role`` (created if missing) joins ``group``."""
-    _check_name("role", role)
+    check_name("role", role)
     with guarded(conn, f"add {group} member {role}"), conn.transaction():
         created = _ensure_login_role(conn, role, group, password)
     return f"role {role} is in {group}" + (" (role created)" if created else "")
@@ -282,7 +282,7 @@ def hosts(conn: psycopg.Connection[Any]) -> list[HostBinding]:
     return [HostBinding(*r) for r in rows]
 
 
-def _check_name(what: str, value: str) -> None:
+def check_name(what: str, value: str) -> None:
     """Role names and host ids: 1-63 / 1-128 printable characters (PostgreSQL truncates at 63)."""
     limit = 63 if what == "role" else 128
     if not value or len(value.encode()) > limit or not value.isprintable():
