@@ -190,3 +190,38 @@ def test_db_quota_cli_lists_sets_and_clears(synced: Fleet, tmp_path: Path) -> No
     op.write_text(f'host_id = "operator-desk"\n[database]\ndsn = "{f.dsn(f.operator)}"\n')
     res = CliRunner().invoke(main, ["--config", str(op), "db", "quota", f.host_b, "--max-peers", "1"])
     assert res.exit_code == 1 and "permission denied" in res.output.lower()
+
+
+def test_removed_peers_brought_back_by_an_upsert_count_against_the_live_cap(synced: Fleet) -> None:
+    """The attack: fill the cap, let the peers be marked removed, fill it with others, then
+    upsert the first ones again (an UPDATE of removed rows, not an INSERT)."""
+    f = synced
+    set_quota(f, f.host_b, max_peers=25)
+    half = host_state(f.host_b, peers=50)
+    iface = next(iter(half.interfaces.values()))
+    for key in list(iface.peers)[:25]:
+        del iface.peers[key]
+    with f.connect(f.role_b) as b:
+        sync(b, host_state(f.host_b, peers=25), f)
+        sync(b, half, f)  # the first 25 removed, 25 others live: at the cap (removals go first)
+        with pytest.raises(StoreError, match="would hold 50 peers, over its quota of 25"):
+            sync(b, host_state(f.host_b, peers=50), f)  # the first 25 brought back
+
+
+def test_rows_a_host_rewrites_uncharged_every_cycle_are_bounded_in_size(synced: Fleet) -> None:
+    f = synced
+    with psycopg.connect(f.dsn(f.role_b)) as b:
+        for iface_id, total in (("x" * 100_000, 1), ("boot:ns:7", 10**40)):
+            with pytest.raises(psycopg.errors.CheckViolation, match="peer_stats_bounded"):
+                b.execute(
+                    "SELECT wgsyncd_put_stats(%s, ARRAY['wg0'], ARRAY['k'], ARRAY[now()], ARRAY[1::bigint], "
+                    "ARRAY[1::bigint], ARRAY[%s::numeric], ARRAY[1::numeric], ARRAY[now()], ARRAY[%s], "
+                    "'{}', '{}', '{}', '{}', '{}')",
+                    (f.host_b, total, iface_id),
+                )
+            b.rollback()
+        with pytest.raises(psycopg.errors.CheckViolation, match="hosts_fp_length"):
+            b.execute(
+                "SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), %s)",
+                (f.host_b, "f" * 1000),
+            )

@@ -201,16 +201,18 @@ _KTYPES = ("text", "text", "text", "timestamptz", "timestamptz", "timestamptz")
 def _write(tx: _Tx, host_id: str, plan: Plan, start: Callable[[], None]) -> None:
     """Write the plan, parents before children (interfaces before peers, for the foreign key).
 
-    ``start`` runs once, when the server is about to get the cycle's longest statement
-    (the peers, once encoded): work that can overlap it begins then (store/ahead.py).
+    Removals go first: a host at its live-row quota (migration 0008) that replaces peers
+    in one cycle never holds the old and the new ones at once. ``start`` runs once, when
+    the server is about to get the cycle's longest statement (the peers, once encoded):
+    work that can overlap it begins then (store/ahead.py).
     """
+    _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
+    _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     _put_config(tx, "interfaces", 1, plan.upserts["interfaces"])
     if plan.upserts["peers"]:
         _put_config(tx, "peers", 2, plan.upserts["peers"], start)
     else:
         start()
-    _mark_removed(tx, "interfaces", host_id, plan.removals["interfaces"])
-    _mark_removed(tx, "peers", host_id, plan.removals["peers"])
     if plan.server_keys:
         _put_columns(tx, "wgsyncd_put_server_keys", host_id, _KTYPES, plan.server_keys)
     if plan.stats or plan.traffic:

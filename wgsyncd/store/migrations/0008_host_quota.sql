@@ -52,7 +52,6 @@ DECLARE
     today date := (now() AT TIME ZONE 'UTC')::date;
     total bigint;
     first_today boolean;
-    live bigint;
 BEGIN
     FOR r IN SELECT n.host_id AS h, sum(pg_column_size(n.*))::bigint AS bytes FROM new_rows n GROUP BY 1 LOOP
         SELECT * INTO q FROM host_quotas WHERE host_id IN (r.h, '*') ORDER BY host_id = '*' LIMIT 1;
@@ -67,38 +66,61 @@ BEGIN
                 r.h, total, TG_TABLE_NAME, q.max_bytes_per_day USING ERRCODE = 'configuration_limit_exceeded',
                 HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-bytes-per-day N';
         END IF;
-        IF TG_OP = 'INSERT' AND TG_TABLE_NAME = 'peers' AND q.max_peers IS NOT NULL THEN
-            SELECT count(*) INTO live FROM peers WHERE host_id = r.h AND removed_at IS NULL;
-            IF live > q.max_peers THEN
-                RAISE EXCEPTION 'host % would hold % peers, over its quota of %', r.h, live, q.max_peers
-                    USING ERRCODE = 'configuration_limit_exceeded',
-                    HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-peers N';
-            END IF;
-        ELSIF TG_OP = 'INSERT' AND TG_TABLE_NAME = 'interfaces' AND q.max_interfaces IS NOT NULL THEN
-            SELECT count(*) INTO live FROM interfaces WHERE host_id = r.h AND removed_at IS NULL;
-            IF live > q.max_interfaces THEN
-                RAISE EXCEPTION 'host % would hold % interfaces, over its quota of %', r.h, live, q.max_interfaces
-                    USING ERRCODE = 'configuration_limit_exceeded',
-                    HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-interfaces N';
+        -- live rows: new ones (INSERT), or removed ones brought back (an upsert's UPDATE)
+        IF TG_TABLE_NAME IN ('peers', 'interfaces') AND q.max_peers IS NOT NULL THEN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, q.max_interfaces, q.max_peers);
+            ELSIF EXISTS (SELECT 1 FROM old_rows o WHERE o.host_id = r.h AND o.removed_at IS NOT NULL) THEN
+                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, q.max_interfaces, q.max_peers);
             END IF;
         END IF;
     END LOOP;
     RETURN NULL;
 END $$;
+
+-- A host's live (not removed) interfaces or peers against its quota (wgsyncd_charge).
+CREATE FUNCTION wgsyncd_check_live(p_table text, p_host text, p_max_interfaces integer, p_max_peers integer)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE live bigint;
+BEGIN
+    IF p_table = 'peers' THEN
+        SELECT count(*) INTO live FROM peers WHERE host_id = p_host AND removed_at IS NULL;
+        IF live > p_max_peers THEN
+            RAISE EXCEPTION 'host % would hold % peers, over its quota of %', p_host, live, p_max_peers
+                USING ERRCODE = 'configuration_limit_exceeded',
+                HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-peers N';
+        END IF;
+    ELSE
+        SELECT count(*) INTO live FROM interfaces WHERE host_id = p_host AND removed_at IS NULL;
+        IF live > p_max_interfaces THEN
+            RAISE EXCEPTION 'host % would hold % interfaces, over its quota of %', p_host, live, p_max_interfaces
+                USING ERRCODE = 'configuration_limit_exceeded',
+                HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-interfaces N';
+        END IF;
+    END IF;
+END $$;
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION wgsyncd_check_live(text, text, integer, integer) SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;
+REVOKE EXECUTE ON FUNCTION wgsyncd_check_live(text, text, integer, integer) FROM PUBLIC;
 DO $$ BEGIN
     EXECUTE format('ALTER FUNCTION wgsyncd_charge() SET search_path = %I, pg_temp', current_schema());
 END $$;
 REVOKE EXECUTE ON FUNCTION wgsyncd_charge() FROM PUBLIC;
 
 -- A transition table serves one event only: an insert trigger and an update trigger.
+-- Not charged: peer_stats and peer_traffic rewrites (counters, fixed size: vacuum bounds
+-- them; the CHECKs below bound their few text and numeric columns) and the hosts row
+-- begin_cycle rewrites (bounded by 0007's CHECK and the one below).
 CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON interfaces
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON interfaces
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON peers
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON peers
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON server_keys
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON server_keys
@@ -113,3 +135,15 @@ CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON config_versions
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON config_secrets
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
+
+-- Rows a host rewrites every cycle without a charge must stay bounded in size, or one
+-- rewrite could grow a row without limit: the machine fingerprint (32 hex characters),
+-- the counter identity (boot id : netns : ifindex) and the totals (numeric).
+UPDATE hosts SET machine_fp = NULL WHERE length(machine_fp) > 128;
+ALTER TABLE hosts ADD CONSTRAINT hosts_fp_length CHECK (length(machine_fp) <= 128) NOT VALID;
+ALTER TABLE hosts VALIDATE CONSTRAINT hosts_fp_length;
+UPDATE peer_stats SET iface_id = NULL WHERE length(iface_id) > 256;
+DELETE FROM peer_stats WHERE NOT (rx_total BETWEEN 0 AND 1e30 AND tx_total BETWEEN 0 AND 1e30);
+ALTER TABLE peer_stats ADD CONSTRAINT peer_stats_bounded
+    CHECK (length(iface_id) <= 256 AND rx_total BETWEEN 0 AND 1e30 AND tx_total BETWEEN 0 AND 1e30) NOT VALID;
+ALTER TABLE peer_stats VALIDATE CONSTRAINT peer_stats_bounded;
