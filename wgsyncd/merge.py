@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
+from wgsyncd import validate
 from wgsyncd.mergerow import Row, RowMerge
 from wgsyncd.mergerules import (  # noqa: F401  (re-exported: the tables are merge's public names)
     EMPTY_YIELDS,
@@ -24,7 +25,7 @@ from wgsyncd.mergerules import (  # noqa: F401  (re-exported: the tables are mer
     merge_object,
     presence_drift,
 )
-from wgsyncd.state import Drift, DriftKind, HostState, Interface, Peer, Source, SourceResult
+from wgsyncd.state import Drift, DriftKind, HostState, Interface, Peer, Source, SourceError, SourceResult
 
 # one interface's merge inputs: the sources reading it, and each source's Interface
 _IfaceInputs = tuple[tuple[Source, ...], tuple[tuple[Source, Interface], ...]]
@@ -151,11 +152,32 @@ def merge(
             everyone = [s for s in Source if s in complete or s in objs]
             state.drift.append(presence_drift(ifname, None, set(readers), everyone))
         entry = new[ifname] = _merge_interface(ifname, objs, old.get(ifname))
-        state.interfaces[ifname] = entry.merged
+        state.interfaces[ifname] = _within_bounds(state, entry.merged)
         state.drift.extend(entry.drift)
     if memo is not None:
         memo.interfaces = new
     return state
+
+
+def _within_bounds(state: HostState, iface: Interface) -> Interface:
+    """The interface without the peers whose allowed IPs pass what the database keeps per
+    peer (migration 0007; wg takes any number): one such row would fail the host's whole
+    transaction, every cycle. Each is an error confined to its interface, so the store
+    keeps that interface's rows as they were. A copy: merged objects are shared with the memo."""
+    over = [p for p in iface.peers.values() if len(p.allowed_ips or ()) > validate.MAX_ALLOWED_IPS]
+    if not over:
+        return iface
+    for p in over:
+        source = (p.provenance or {}).get("allowed_ips") or Source.KERNEL
+        message = (
+            f"{len(p.allowed_ips or ()):,} allowed IPs, over the {validate.MAX_ALLOWED_IPS:,} the "
+            "database keeps per peer: this peer is not stored"
+        )
+        state.errors.append(
+            SourceError(source, f"interface {iface.name} peer {p.public_key}", message, iface.name)
+        )
+    keep = {k: p for k, p in iface.peers.items() if p not in over}
+    return replace(iface, peers=keep)
 
 
 def _failed(state: HostState, source: Source, interface: str) -> bool:

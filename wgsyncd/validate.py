@@ -317,6 +317,12 @@ def display_line(value: str, max_len: int = MAX_TEXT) -> str:
     return out if len(out) <= max_len else out[: max_len - 3] + "..."
 
 
+def without_unshown(value: str) -> str | None:
+    """``value`` without the characters :func:`display_line` escapes, or None when it has
+    none (most values): a key split by a zero-width space is still a key to redact."""
+    return _UNSHOWN.sub("", value) if _UNSHOWN.search(value) else None
+
+
 def display_lines(lines: Iterable[str]) -> tuple[tuple[str, ...], int]:
     """Comment lines as stored (each through :func:`display_line`), the leading ones that
     fit the database's bounds per peer or interface; and how many were left out."""

@@ -307,3 +307,22 @@ def test_memo_reuses_an_unchanged_interface_whole_even_when_peers_come_reordered
     assert three.interfaces["wg0"].peers[b].rx_bytes == 9
     plain = merge("h", "h", [res(K, iface(peers=[ka, kb2])), conf], NOW)
     assert three.interfaces == plain.interfaces and three.drift == plain.drift
+
+
+def test_a_peer_with_more_allowed_ips_than_the_database_keeps_is_left_out_of_its_interface_only():
+    """wg takes any number of prefixes; migration 0007 keeps 100,000 per peer, and one row
+    over it failed the host's whole transaction every cycle. Whatever source reported it,
+    the peer is left out with an error confined to its interface (whose rows then stay)."""
+    from wgsyncd import validate
+
+    big, small = key(), key()
+    many = tuple(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(validate.MAX_ALLOWED_IPS + 1))
+    kernel = iface(
+        peers=[Peer(public_key=big, allowed_ips=many), Peer(public_key=small, allowed_ips=("10.9.0.1/32",))]
+    )
+    state = merge("h", "h", [res(K, kernel), res(C, iface("wg1"))], NOW)
+    assert set(state.interfaces["wg0"].peers) == {small} and state.interfaces["wg1"] is not None
+    (err,) = state.errors
+    assert err.interface == "wg0" and big in err.where and "100,001 allowed IPs" in err.message
+    assert state.incomplete("wg0") and not state.incomplete("wg1")
+    assert set(kernel.peers) == {big, small}  # the source's object is not changed

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from wgsyncd import validate
 from wgsyncd.restore import trust
 from wgsyncd.restore.errors import RestoreError
 from wgsyncd.state import Interface, Peer, Secret, StateError, key_fingerprint
@@ -202,7 +203,10 @@ def load(
     docs = _select(ver, interfaces)
     clear, missing = _open_secrets(conn, ver, docs, recovery_key_file, allow_missing_secrets, verified)
     label = f"host {ver.host_id} version {ver.version}"
-    built = {n: desired_interface(d, clear.get(n), f"{label}: interface {n}") for n, d in docs.items()}
+    built = {
+        n: desired_interface(d, clear.get(n), f"{label}: interface {validate.shown(str(n))}")
+        for n, d in docs.items()
+    }
     return Loaded(ver.host_id, ver.version, ver.created_at, built, missing, verified.warnings)
 
 
@@ -211,14 +215,19 @@ def _tuple(value: list[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
-def _conf_endpoints(text: str, path: str, where: str) -> dict[str, str | None]:
+def _conf_endpoints(text: str, where: str) -> dict[str, str | None]:
     """Each conf peer's configured Endpoint (None = none), from the raw conf text."""
     from wgsyncd.wire import conftext
+    from wgsyncd.wire.conflines import QUIET
 
+    quiet = QUIET.set(True)  # the host warned when it read the file; `path` is database text
     try:
-        parsed = conftext.parse_conf(text, path)
+        parsed = conftext.parse_conf(text, "conf_text")
     except conftext.ConfParseError as exc:
-        raise RestoreError(f"{where}: stored conf text does not parse: {exc.where}: {exc.message}") from None
+        line = f"line {exc.lineno} {exc.field_name}" if exc.lineno is not None else "the file"
+        raise RestoreError(f"{where}: stored conf text does not parse: {line}: {exc.message}") from None
+    finally:
+        QUIET.reset(quiet)
     return {k: p.endpoint for k, p in parsed.peers.items()}
 
 
@@ -233,11 +242,7 @@ def desired_interface(doc: dict[str, Any], clear: dict[str, Any] | None, where: 
     privs: dict[str, str] = clear.get("peer_private_keys") or {}
     conf_text = clear.get("conf_text")
     name = doc["name"]
-    conf_eps = (
-        _conf_endpoints(conf_text, doc.get("conf_path") or f"{name}.conf", where)
-        if conf_text is not None
-        else {}
-    )
+    conf_eps = _conf_endpoints(conf_text, where) if conf_text is not None else {}
     iface = Interface(
         name=name,
         private_key=Secret(clear["private_key"]) if clear.get("private_key") else None,

@@ -13,13 +13,18 @@ belong to it. Values are not read here (wire/conffields.py does that).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from dataclasses import dataclass, field
 
+from wgsyncd import validate
 from wgsyncd.wire import confvalues as cv
 
 _log = logging.getLogger(__name__)
+# set while text is parsed again for another purpose (restore reading a stored conf):
+# its warnings were given when the host read the file, and would repeat database text
+QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("wgsyncd_conf_quiet", default=False)
 
 # [Interface] keys wg-quick consumes itself (matched on the trimmed key, as bash does)
 WGQUICK_KEYS = {
@@ -101,6 +106,14 @@ def redact_comment(text: str) -> str:
     A value labelled PrivateKey/PresharedKey is always hidden; a bare 32-byte base64
     key is hidden unless the comment says it is a public key (the raw text keeps both).
     """
+    hidden = validate.without_unshown(text)
+    if hidden is not None and _redacted(hidden) != hidden:
+        return _redacted(hidden)  # a key split by invisible or control characters: they go too
+    return _redacted(text)
+
+
+def _redacted(text: str) -> str:
+    """redact_comment's two patterns over ``text`` as it is."""
     if not _KEYISH_RE.search(text):  # most comments: neither pattern can match
         return text
     text = _SECRET_IN_COMMENT_RE.sub(r"\1<redacted>", text)
@@ -356,5 +369,7 @@ def peer_name(block: Block) -> str | None:
 
 def warn(path: str, lineno: int | None, field_name: str, message: str) -> None:
     """A file wg-quick runs but a human should look at: one line naming file, line, field."""
+    if QUIET.get():
+        return
     where = path if lineno is None else f"{path}:{lineno} {field_name}"
     _log.warning("%s: %s", where, message)

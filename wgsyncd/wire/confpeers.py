@@ -114,7 +114,9 @@ class _PeerDraft:
             raw_comments = [c for b in self.blocks for c in b.comments]
             name = next((n for n in map(peer_name, self.blocks) if n), None)
         short_name = name is None or len(name) <= validate.MAX_PEER_NAME
-        if ctx.plain and short_name and len(raw_comments) <= validate.MAX_PLAIN_LINES:
+        # plain_text saw the file's lines; redact_comment may have made one longer since
+        short_lines = max(map(len, raw_comments), default=0) <= validate.MAX_TEXT
+        if ctx.plain and short_name and short_lines and len(raw_comments) <= validate.MAX_PLAIN_LINES:
             comments = tuple(raw_comments)  # nothing to escape or cut (validate.plain_text)
         else:
             comments, name = _display(ctx.path, self.blocks[0].header_no, raw_comments, name)
@@ -157,26 +159,19 @@ def _display(
     if name is not None:
         stored = validate.display_line(name, validate.MAX_PEER_NAME)
         if stored is not name:
-            cut = f"over {validate.MAX_PEER_NAME:,} characters"
-            warn(path, line, "name", f"peer name stored escaped or cut (control characters, {cut})")
+            why = (
+                f"over {validate.MAX_PEER_NAME:,} characters: cut"
+                if len(name) > validate.MAX_PEER_NAME
+                else ""
+            )
+            warn(
+                path,
+                line,
+                "name",
+                f"peer name stored {why or 'with control or invisible characters escaped'}",
+            )
         name = stored
     return kept, name
-
-
-def _too_many_prefixes(path: str, live: _PeerDraft | None, disabled: _PeerDraft | None) -> bool:
-    """More AllowedIPs than the database keeps in one peer (wg takes them): its CHECK would
-    fail the host's every cycle. A live peer makes the file an error; a disabled one is
-    warned about and left to the raw text (True: skip it)."""
-    draft = live or disabled
-    assert draft is not None
-    if len(draft.allowed) <= validate.MAX_ALLOWED_IPS:
-        return False
-    line = draft.blocks[0].header_no
-    message = f"{len(draft.allowed):,} prefixes in one peer, over the database's {validate.MAX_ALLOWED_IPS:,}"
-    if live is not None:
-        raise ConfParseError(path, line, "AllowedIPs", message)
-    warn(path, line, "AllowedIPs", f"disabled peer not read ({message}); kept in the raw text")
-    return True
 
 
 def _provenance(psk: bool, endpoint: bool, name: bool) -> dict[str, Source]:
@@ -257,8 +252,6 @@ def build_peers(ctx: File, blocks: list[Block | None], own_public: str | None) -
     out: dict[str, Peer] = {}
     provenances: dict[tuple[bool, ...], dict[str, Source]] = {}
     for key in order:  # keyed by the Peer's own (pooled) key string: no second copy of it
-        if _too_many_prefixes(path, live.get(key), disabled.get(key)):
-            continue
         if key in live:
             peer = live[key].peer(False, provenances, ctx)
             out[peer.public_key] = peer

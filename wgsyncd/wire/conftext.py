@@ -201,6 +201,11 @@ def _parse(text: str, path: str) -> Interface:
     name = Path(path).name.removesuffix(".conf")
     if text.startswith("\ufeff"):
         raise ConfParseError(path, 1, "encoding", "starts with a byte order mark, which wg-quick cannot read")
+    nul = text.find("\x00")
+    if nul >= 0:  # bash cannot hold one (what wg-quick runs is not this text); restore refuses it
+        raise ConfParseError(
+            path, text.count("\n", 0, nul) + 1, "encoding", f"a NUL byte; {_RESTORE_REFUSES}"
+        )
     builder = read_blocks(text, path)
     blocks: list[Block | None] = list(builder.blocks)
     vals = _interface_values(path, builder.blocks, builder.preamble)

@@ -198,19 +198,3 @@ def test_an_address_ip_would_refuse_twice_is_an_error() -> None:
         "10.0.0.1/24",
         "10.0.0.1/32",
     )
-
-
-def test_a_peer_with_more_prefixes_than_the_database_keeps_is_refused_naming_its_block():
-    # wg takes it; the database's CHECK would refuse the host's every cycle (migration 0007)
-    from tests.unit.sources.test_conffiles import parse_error
-    from wgsyncd import validate
-
-    n = validate.MAX_ALLOWED_IPS + 1
-    prefixes = ", ".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}/32" for i in range(n))
-    err = parse_error(f"[Interface]\n\n[Peer]\nPublicKey = {A}\nAllowedIPs = {prefixes}\n")
-    assert err.where.endswith(":3 AllowedIPs") and f"{n:,} prefixes" in err.message
-    at_bound = parse(f"[Peer]\nPublicKey = {A}\nAllowedIPs = {prefixes.rpartition(',')[0]}\n")
-    assert len(at_bound.peers[A].allowed_ips) == n - 1
-    # a disabled block is only comments to wg-quick: warned about and left to the raw text
-    disabled = parse(f"[Interface]\n#! [Peer]\n#! PublicKey = {A}\n#! AllowedIPs = {prefixes}\n")
-    assert disabled.peers == {}
