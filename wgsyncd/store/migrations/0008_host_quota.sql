@@ -113,27 +113,21 @@ REVOKE EXECUTE ON FUNCTION wgsyncd_charge() FROM PUBLIC;
 -- Not charged: peer_stats and peer_traffic rewrites (counters, fixed size: vacuum bounds
 -- them; the CHECKs below bound their few text and numeric columns) and the hosts row
 -- begin_cycle rewrites (bounded by 0007's CHECK and the one below).
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON interfaces
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON interfaces
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON peers
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON peers
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON server_keys
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['interfaces', 'peers', 'server_keys', 'peer_stats', 'peer_traffic',
+                             'sync_status', 'config_versions', 'config_secrets'] LOOP
+        EXECUTE format('CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON %I REFERENCING NEW TABLE '
+                       'AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge()', t);
+    END LOOP;
+    -- interfaces and peers: the old rows too, to see removed ones brought back
+    FOREACH t IN ARRAY ARRAY['interfaces', 'peers'] LOOP
+        EXECUTE format('CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON %I REFERENCING OLD TABLE '
+                       'AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge()', t);
+    END LOOP;
+END $$;
 CREATE TRIGGER wgsyncd_charge_update AFTER UPDATE ON server_keys
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON peer_stats
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON peer_traffic
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON sync_status
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON config_versions
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
-CREATE TRIGGER wgsyncd_charge_insert AFTER INSERT ON config_secrets
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION wgsyncd_charge();
 
 -- Rows a host rewrites every cycle without a charge must stay bounded in size, or one
