@@ -52,6 +52,7 @@ DECLARE
     today date := (now() AT TIME ZONE 'UTC')::date;
     total bigint;
     first_today boolean;
+    cap integer;
 BEGIN
     FOR r IN SELECT n.host_id AS h, sum(pg_column_size(n.*))::bigint AS bytes FROM new_rows n GROUP BY 1 LOOP
         SELECT * INTO q FROM host_quotas WHERE host_id IN (r.h, '*') ORDER BY host_id = '*' LIMIT 1;
@@ -67,11 +68,12 @@ BEGIN
                 HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-bytes-per-day N';
         END IF;
         -- live rows: new ones (INSERT), or removed ones brought back (an upsert's UPDATE)
-        IF TG_TABLE_NAME IN ('peers', 'interfaces') AND q.max_peers IS NOT NULL THEN
+        cap := CASE TG_TABLE_NAME WHEN 'peers' THEN q.max_peers WHEN 'interfaces' THEN q.max_interfaces END;
+        IF cap IS NOT NULL THEN
             IF TG_OP = 'INSERT' THEN
-                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, q.max_interfaces, q.max_peers);
+                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, cap);
             ELSIF EXISTS (SELECT 1 FROM old_rows o WHERE o.host_id = r.h AND o.removed_at IS NOT NULL) THEN
-                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, q.max_interfaces, q.max_peers);
+                PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, cap);
             END IF;
         END IF;
     END LOOP;
@@ -79,31 +81,23 @@ BEGIN
 END $$;
 
 -- A host's live (not removed) interfaces or peers against its quota (wgsyncd_charge).
-CREATE FUNCTION wgsyncd_check_live(p_table text, p_host text, p_max_interfaces integer, p_max_peers integer)
+CREATE FUNCTION wgsyncd_check_live(p_table text, p_host text, p_max integer)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE live bigint;
 BEGIN
-    IF p_table = 'peers' THEN
-        SELECT count(*) INTO live FROM peers WHERE host_id = p_host AND removed_at IS NULL;
-        IF live > p_max_peers THEN
-            RAISE EXCEPTION 'host % would hold % peers, over its quota of %', p_host, live, p_max_peers
-                USING ERRCODE = 'configuration_limit_exceeded',
-                HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-peers N';
-        END IF;
-    ELSE
-        SELECT count(*) INTO live FROM interfaces WHERE host_id = p_host AND removed_at IS NULL;
-        IF live > p_max_interfaces THEN
-            RAISE EXCEPTION 'host % would hold % interfaces, over its quota of %', p_host, live, p_max_interfaces
-                USING ERRCODE = 'configuration_limit_exceeded',
-                HINT = 'the operator raises it: wgsyncd db quota HOST_ID --max-interfaces N';
-        END IF;
+    EXECUTE format('SELECT count(*) FROM %I WHERE host_id = $1 AND removed_at IS NULL', p_table)
+        INTO live USING p_host;
+    IF live > p_max THEN
+        RAISE EXCEPTION 'host % would hold % %, over its quota of %', p_host, live, p_table, p_max
+            USING ERRCODE = 'configuration_limit_exceeded',
+            HINT = format('the operator raises it: wgsyncd db quota HOST_ID --max-%s N', p_table);
     END IF;
 END $$;
 DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION wgsyncd_check_live(text, text, integer, integer) SET search_path = %I, pg_temp',
+    EXECUTE format('ALTER FUNCTION wgsyncd_check_live(text, text, integer) SET search_path = %I, pg_temp',
                    current_schema());
 END $$;
-REVOKE EXECUTE ON FUNCTION wgsyncd_check_live(text, text, integer, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION wgsyncd_check_live(text, text, integer) FROM PUBLIC;
 DO $$ BEGIN
     EXECUTE format('ALTER FUNCTION wgsyncd_charge() SET search_path = %I, pg_temp', current_schema());
 END $$;
