@@ -54,7 +54,7 @@ def test_a_host_flooding_its_own_append_only_rows_stops_at_its_daily_quota(synce
     f = synced
     set_quota(f, f.host_b, max_bytes_per_day=usage(f, f.host_b) + 3 * MiB)
     # sync_status.errors has no length CHECK; random text, so TOAST cannot compress it away
-    # (the quota charges rows as stored: a compressible flood costs the disk little)
+    # (what an attacker fills a disk with: compressible text would be charged in full anyway)
     blob = [base64.b64encode(os.urandom(375_000)).decode()]
     written = 0
     with psycopg.connect(f.dsn(f.role_b), autocommit=True) as b:
@@ -62,7 +62,7 @@ def test_a_host_flooding_its_own_append_only_rows_stops_at_its_daily_quota(synce
             for _ in range(100):
                 b.execute(INSERT_STATUS, status_row(f.host_b, blob))
                 written += 1
-        assert 4 <= written <= 6  # ~500 kB each against 3 MiB (stored compressed: charged as sized)
+        assert 4 <= written <= 6  # ~500 kB each against 3 MiB (charged as sized before TOAST compression)
         msg = str(err.value).splitlines()[0]
         assert f"host {f.host_b} wrote" in msg and "over its quota" in msg and "sync_status" in msg
         assert "wgsyncd db quota" in (err.value.diag.message_hint or "")
@@ -225,3 +225,50 @@ def test_rows_a_host_rewrites_uncharged_every_cycle_are_bounded_in_size(synced: 
                 "SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), %s)",
                 (f.host_b, "f" * 1000),
             )
+
+
+def table_bytes(f: Fleet, table: str) -> int:
+    """Heap, TOAST and indexes of ``table`` on disk."""
+    with psycopg.connect(f.dsn(f.owner), autocommit=True) as c:
+        return c.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()[0]  # type: ignore[index]
+
+
+FLOOD = (
+    "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, errors, agent_version) "
+    "SELECT %s, gen_random_uuid(), now(), now(), 'failed', ARRAY[(SELECT string_agg(md5(random()::text "
+    "|| g || i), '') FROM generate_series(1, 32) i)], 'x' FROM generate_series(1, 40000) g"
+)
+
+
+def test_one_huge_statement_stops_at_the_quota_before_its_rows_reach_the_disk(synced: Fleet) -> None:
+    """The attack (review): one INSERT ... SELECT of 40,000 incompressible rows, or one
+    function call with huge arrays. A check after the statement fails it only once every
+    row, TOAST page, index entry and WAL record is written; the disk keeps the peak."""
+    f = synced
+    set_quota(f, f.host_b, max_bytes_per_day=usage(f, f.host_b) + MiB)
+    before = {t: table_bytes(f, t) for t in ("sync_status", "peers")}
+    with psycopg.connect(f.dsn(f.role_b), autocommit=True) as b:
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="over its quota"):
+            b.execute(FLOOD, (f.host_b,))
+        keys = [base64.b64encode(os.urandom(32)).decode() for _ in range(2000)]
+        names = [base64.b64encode(os.urandom(3000)).decode() for _ in keys]
+        cols = [["wg0"] * len(keys), keys, names] + [[None] * len(keys)] * 12
+        with pytest.raises(
+            psycopg.errors.ConfigurationLimitExceeded, match=r"would write .* wgsyncd_put_peers"
+        ):
+            b.execute(
+                "SELECT wgsyncd_put_peers(%s, " + ", ".join(["%s::text[]"] * 15) + ")", (f.host_b, *cols)
+            )
+    grew = {t: table_bytes(f, t) - n for t, n in before.items()}
+    assert grew["sync_status"] < 2 * MiB and grew["peers"] < 256 * 1024, grew
+
+
+def test_the_host_functions_run_only_through_their_checking_wrappers(synced: Fleet) -> None:
+    f = synced
+    with psycopg.connect(f.dsn(f.role_b)) as b:
+        for name in ("put_interfaces", "put_peers", "put_server_keys", "put_stats"):
+            held = b.execute(
+                "SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p WHERE proname = %s",
+                (f"wgsyncd_{name}_unchecked",),
+            ).fetchone()
+            assert held == (False,), name
