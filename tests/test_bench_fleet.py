@@ -139,9 +139,10 @@ def test_tiny_fleet_run(tmp_path: Path) -> None:
     # a first sync writes every row; a steady cycle only 10% of the counters
     assert fleet["populate"]["wal_bytes_per_cycle"] > fleet["capacity"]["wal_bytes_per_cycle"]
     assert set(fleet["sizes_after"]) >= {"peers", "peer_stats", "peer_traffic", "sync_status"}
-    assert (
-        fleet["sizes_after"]["peer_traffic"]["table"] > fleet["sizes_after_populate"]["peer_traffic"]["table"]
-    )
+    # the steady cycles added traffic rows: the index shows it (the heap may not: PostgreSQL
+    # extends a table by many pages at once when inserts contend, as 6 first syncs do)
+    grown, start = fleet["sizes_after"]["peer_traffic"], fleet["sizes_after_populate"]["peer_traffic"]
+    assert grown["table"] >= start["table"] and grown["index"] > start["index"]
     day = fleet["day"]
     assert day["total_bytes_at_90_day_retention"] > day["total_bytes_after_day"] > day["fixed_bytes"] > 0
     assert fleet["statements_per_cycle"]["steady"] >= 5
