@@ -176,8 +176,8 @@ def _within_bounds(state: HostState, iface: Interface) -> Interface:
         state.errors.append(
             SourceError(source, f"interface {iface.name} peer {p.public_key}", message, iface.name)
         )
-    keep = {k: p for k, p in iface.peers.items() if p not in over}
-    return replace(iface, peers=keep)
+    gone = {p.public_key for p in over}
+    return replace(iface, peers={k: p for k, p in iface.peers.items() if k not in gone})
 
 
 def _failed(state: HostState, source: Source, interface: str) -> bool:

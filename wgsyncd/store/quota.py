@@ -54,10 +54,8 @@ def set_quota(conn: psycopg.Connection[Any], host_id: str, values: dict[str, int
     if bad:
         raise StoreError(f"quota: {bad[0]} must be a whole number >= 0")
     with guarded(conn, f"set quota of {host_id}"), conn.transaction():
-        base = conn.execute(
-            "SELECT max_interfaces, max_peers, max_bytes_per_day FROM host_quotas "
-            "WHERE host_id IN (%s, '*') ORDER BY host_id = '*' LIMIT 1",
-            (host_id,),
+        base = conn.execute(  # the row the triggers apply now (migration 0008)
+            "SELECT max_interfaces, max_peers, max_bytes_per_day FROM wgsyncd_quota_of(%s)", (host_id,)
         ).fetchone()
         row = dict(zip(FIELDS, base or (None, None, None), strict=True)) | values
         if None in row.values():

@@ -159,17 +159,9 @@ def _display(
     if name is not None:
         stored = validate.display_line(name, validate.MAX_PEER_NAME)
         if stored is not name:
-            why = (
-                f"over {validate.MAX_PEER_NAME:,} characters: cut"
-                if len(name) > validate.MAX_PEER_NAME
-                else ""
-            )
-            warn(
-                path,
-                line,
-                "name",
-                f"peer name stored {why or 'with control or invisible characters escaped'}",
-            )
+            cut = len(name) > validate.MAX_PEER_NAME
+            why = f"cut at {validate.MAX_PEER_NAME:,} characters" if cut else "with control codes escaped"
+            warn(path, line, "name", f"peer name stored {why}")
         name = stored
     return kept, name
 

@@ -126,7 +126,7 @@ BEGIN
         q := wgsyncd_quota_of(r.h);
         -- live rows: new ones (INSERT), or removed ones brought back (an upsert's UPDATE)
         cap := CASE TG_TABLE_NAME WHEN 'peers' THEN q.max_peers WHEN 'interfaces' THEN q.max_interfaces END;
-        IF cap IS NOT NULL THEN
+        IF cap IS NOT NULL THEN  -- two branches: old_rows exists in the UPDATE triggers only
             IF TG_OP = 'INSERT' THEN
                 PERFORM wgsyncd_check_live(TG_TABLE_NAME, r.h, cap);
             ELSIF EXISTS (SELECT 1 FROM old_rows o WHERE o.host_id = r.h AND o.removed_at IS NOT NULL) THEN
