@@ -49,7 +49,7 @@ def no_loss(row: scenarios.Row) -> None:
     assert row.rows_equal_dump == "yes", row
     assert row.partial == 0, row
     assert row.totals_equal_deltas == "yes", row
-    assert row.crashes == 0, row
+    assert row.crashes == 0, (row.extra.get("bad_exits"), row)  # which run, and its exit code, first
 
 
 def test_postgres_killed_at_random_points(rig: Rig, show) -> None:
