@@ -269,12 +269,17 @@ def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
             aim = i % 2 == 1
             if aim:
                 rig.transient_peer()
+            # only this run's backend: the last run's may still be finishing the statement it was
+            # abandoned in, and signalling on it would hit the new daemon before its handlers exist
+            since = watcher.execute("SELECT clock_timestamp()").fetchone()[0]
             rig.start_daemon()
             if aim:
 
-                def busy() -> bool:
+                def busy(since: object = since) -> bool:
                     rows = watcher.execute(
                         "SELECT state FROM pg_stat_activity WHERE application_name = 'wgsyncd'"
+                        " AND backend_start > %s",
+                        (since,),
                     ).fetchall()
                     return bool(rows) and rows[0][0] in ("active", "idle in transaction")
 
@@ -284,8 +289,9 @@ def sigterm_cycles(rig: Rig, n: int, rng: random.Random) -> Row:
                 time.sleep(rng.uniform(0, rig.interval))  # a random point of the next cycle
             code, took = rig.stop_daemon(signal.SIGTERM)
             bad += code != 0
-            if code != 0:  # keep the evidence: which run, aimed or not, and its exit code
-                bad_exits.append(f"run {i} ({'aimed' if aim else 'random'}): exit {code}")
+            if code != 0:  # keep the evidence: which run, aimed or not, its exit code and last words
+                tail = rig.log_path.read_text()[-600:]
+                bad_exits.append(f"run {i} ({'aimed' if aim else 'random'}): exit {code}; log ends: {tail}")
             exits.append(took)
     rig.start_daemon()
     inside = rig.logs().count("during a cycle: abandoned it")
