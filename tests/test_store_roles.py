@@ -165,6 +165,7 @@ def test_host_b_cannot_read_or_change_host_a_rows_in_any_table(synced: Fleet) ->
             ("SELECT * FROM wgsyncd_begin_cycle(%s, 'x', 'x', gen_random_uuid(), NULL)", (f.host_a,)),
             ("SELECT wgsyncd_mark_removed(%s, ARRAY['wg0'], NULL)", (f.host_a,)),
             ("SELECT * FROM wgsyncd_prune(%s, now() + interval '1 day', 100000)", (f.host_a,)),
+            ("SELECT wgsyncd_put_head(%s, 99, repeat('f', 64), now() + interval '1 day', 'x')", (f.host_a,)),
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
                 b.execute(call, params)

@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,38 @@ class Signed:
         return verify(verify_key, self.message(), self.signature)
 
 
+# ---------------------------------------------------------------- the signed head (freshness)
+
+
+HEAD_DOMAIN = b"wgsyncd signed head v1\n"  # never a version's DOMAIN: neither signature passes as the other
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """The host says: at ``at``, my newest config version is ``version`` (``link``). Signed every cycle.
+
+    Why: versions chain backwards, so a database that withholds a host's newest versions
+    still shows a valid chain ending at an older one. The head (hosts row, migration 0009)
+    says which version was newest and when the host last said so; a database can show
+    an older head, never make a new one, so what it withholds shows as an old time.
+    """
+
+    host_id: str
+    version: int
+    link: str
+    at: datetime  # the host's clock when it signed
+    signature: str | None = None
+
+    def message(self) -> bytes:
+        """The exact bytes signed: the head domain tag, then canonical JSON of the fields."""
+        fields = {"host_id": self.host_id, "version": self.version, "link": self.link, "at": _time(self.at)}
+        return HEAD_DOMAIN + signed_bytes(fields)
+
+    def signed_by(self, verify_key: str) -> bool:
+        """Whether the stored signature is ``verify_key``'s over these fields."""
+        return verify(verify_key, self.message(), self.signature)
+
+
 # ---------------------------------------------------------------- the local record (item 2)
 
 
@@ -330,6 +362,11 @@ class Signer:
     def begin(self) -> None:
         """Forget what an earlier (maybe rolled back) cycle planned."""
         self.pending, self.problem = None, None
+
+    def head(self, version: int, link: str) -> SignedHead:
+        """This host's signed word, now, that ``version`` (``link``) is its newest."""
+        unsigned = SignedHead(self.host_id, version, link, datetime.now(UTC))
+        return replace(unsigned, signature=self.key.sign(unsigned.message()))
 
     def committed(self) -> None:
         """The transaction that wrote ``pending`` committed: remember it on disk."""

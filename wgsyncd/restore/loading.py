@@ -34,6 +34,7 @@ class Loaded:
     interfaces: dict[str, Interface]
     without_secrets: list[str] = field(default_factory=list)  # restored with --allow-missing-secrets
     warnings: list[str] = field(default_factory=list)  # e.g. an unsigned version restored on request
+    vouched: str | None = None  # the host's signed head, checked against this version (restore/trust.py)
 
     @property
     def label(self) -> str:
@@ -199,7 +200,14 @@ def load(
     if version is not None and at is not None:
         raise RestoreError("--version and --at: give one of them")
     ver = _pick_version(conn, host_id, version, at)
-    verified = trust.check(conn, ver, trusted_keys, allow_unsigned=allow_unsigned, picked=version is None)
+    verified = trust.check(
+        conn,
+        ver,
+        trusted_keys,
+        allow_unsigned=allow_unsigned,
+        picked=version is None,
+        latest=version is None and at is None,
+    )
     docs = _select(ver, interfaces)
     clear, missing = _open_secrets(conn, ver, docs, recovery_key_file, allow_missing_secrets, verified)
     label = f"host {ver.host_id} version {ver.version}"
@@ -207,7 +215,9 @@ def load(
         n: desired_interface(d, clear.get(n), f"{label}: interface {validate.shown(str(n))}")
         for n, d in docs.items()
     }
-    return Loaded(ver.host_id, ver.version, ver.created_at, built, missing, verified.warnings)
+    return Loaded(
+        ver.host_id, ver.version, ver.created_at, built, missing, verified.warnings, verified.vouched
+    )
 
 
 def _tuple(value: list[str] | None) -> tuple[str, ...] | None:

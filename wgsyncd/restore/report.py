@@ -71,6 +71,8 @@ def restore_text(out: dict[str, Any]) -> str:
     dry_run = out["dry_run"]
     verb = "would restore" if dry_run else "restored"
     lines = [f"{verb} host {out['host_id']} version {out['version']} ({out['created_at']})\n"]
+    if out.get("vouched"):
+        lines.append(f"  {out['vouched']}\n")
     for name in out["without_secrets"]:
         lines.append(f"  warning: {name}: restored without keys (they were never stored)\n")
     for f in out.get("files", []):

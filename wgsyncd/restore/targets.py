@@ -94,6 +94,7 @@ def outcome(loaded: Loaded, results: dict[str, Any], dry_run: bool) -> dict[str,
         "created_at": loaded.created_at.isoformat(),
         "without_secrets": loaded.without_secrets,
         "warnings": loaded.warnings,
+        "vouched": loaded.vouched,
         **results,
         "dry_run": dry_run,
     }

@@ -9,6 +9,7 @@ latest row is the host's own (:func:`judge_latest`) and what the next version ch
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -88,6 +89,29 @@ def load_chain(conn: psycopg.Connection[Any], host_id: str) -> list[Signed]:
             f"SELECT {SIGNED_COLS} FROM config_versions WHERE host_id = %s ORDER BY version", (host_id,)
         ).fetchall()
     return [from_row(r) for r in rows]
+
+
+def load_head(conn: psycopg.Connection[Any], host_id: str) -> signing.SignedHead | None:
+    """The host's signed head as its hosts row holds it (migration 0009); None when it has none.
+
+    Values are the database's and untrusted: the caller verifies the signature with a
+    pinned key; malformed ones (wrong types) are None here, like an absent head.
+    """
+    with guarded(conn, f"signed head of host {host_id}"):
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT head_version, head_link, head_at, head_signature FROM hosts WHERE host_id = %s",
+                    (host_id,),
+                ).fetchone()
+        except psycopg.errors.UndefinedColumn:
+            return None  # a schema before 0009: no host has signed a head there
+    if row is None or row[3] is None:
+        return None
+    version, link, at, signature = row
+    if not (isinstance(version, int) and isinstance(link, str) and isinstance(at, datetime)):
+        return None
+    return signing.SignedHead(host_id, version, link, at, str(signature))
 
 
 def pin_signing_key(

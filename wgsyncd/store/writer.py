@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 from wgsyncd.state import HostState
 from wgsyncd.store import ahead, copytext, current, versions
 from wgsyncd.store.db import StoreError, guarded, waited_in
-from wgsyncd.store.known import forget, memo_for
+from wgsyncd.store.known import Head, forget, memo_for
 from wgsyncd.store.plan import (
     Plan,
     TableCounts,
@@ -230,14 +230,35 @@ def _writes_config(plan: Plan) -> bool:
 
 _BEGIN = "SELECT prev_seen, prev_sync, tx_now FROM wgsyncd_begin_cycle(%s, %s, %s, %s, %s)"
 
-_STATUS_INSERT = """
+_STATUS_COLUMNS = """
 INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, errors, message,
     drift_count, drift, drift_sha256, interfaces, peers, config_rows_written, duration_ms, agent_version)
-VALUES (%(host_id)s, %(sync_id)s, %(started_at)s, clock_timestamp(), %(status)s, %(errors)s, %(message)s,
-    %(drift_count)s, %(drift)s, %(drift_sha256)s, %(interfaces)s, %(peers)s, %(written)s,
-    GREATEST(0, (extract(epoch FROM clock_timestamp() - %(started_at)s::timestamptz) * 1000))::int,
-    %(agent_version)s)
 """
+_STATUS_VALUES = """%(host_id)s, %(sync_id)s, %(started_at)s, clock_timestamp(), %(status)s, %(errors)s,
+    %(message)s, %(drift_count)s, %(drift)s, %(drift_sha256)s, %(interfaces)s, %(peers)s, %(written)s,
+    GREATEST(0, (extract(epoch FROM clock_timestamp() - %(started_at)s::timestamptz) * 1000))::int,
+    %(agent_version)s"""
+_STATUS_INSERT = f"{_STATUS_COLUMNS}VALUES ({_STATUS_VALUES})"
+# the same row, and the host's signed head (migration 0009) in the same round trip: the
+# function runs once, as the one row the insert selects from
+_STATUS_INSERT_HEAD = (
+    f"{_STATUS_COLUMNS}SELECT {_STATUS_VALUES} "
+    "FROM wgsyncd_put_head(%(host_id)s, %(head_version)s, %(head_link)s, %(head_at)s, %(head_signature)s)"
+)
+
+
+def _head_params(head: Head | None, signer: Signer | None) -> dict[str, Any]:
+    """The signed head's parameters; empty when there is nothing to vouch for (no signer,
+    no version, or an unsigned one: restore then says it has no head to check against)."""
+    if signer is None or head is None or head.link is None:
+        return {}
+    signed_head = signer.head(head.version, head.link)
+    return {
+        "head_version": signed_head.version,
+        "head_link": signed_head.link,
+        "head_at": signed_head.at,
+        "head_signature": signed_head.signature,
+    }
 
 
 def write_cycle(
@@ -338,9 +359,11 @@ def write_cycle(
         drift_value = Jsonb(drift_list) if drift_list is not None else None
         report.stats_rows_written = len(plan.stats)
         report.traffic_rows_written = len(plan.traffic)
+        head_params = _head_params(head, signer)
         tx.execute(
-            _STATUS_INSERT,
+            _STATUS_INSERT_HEAD if head_params else _STATUS_INSERT,
             {
+                **head_params,
                 "host_id": state.host_id,
                 "sync_id": sync_id,
                 "started_at": started_at,
