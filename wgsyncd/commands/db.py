@@ -127,6 +127,33 @@ def db_add_reader(ctx: click.Context, role: str, password_file: str | None) -> N
         click.echo(roles.add_member(conn, role, roles.READER_GROUP, password))
 
 
+@db.command("reap")
+# the defaults sit well above an honest agent: a host role's own server-side bounds are 60 s
+# idle in a transaction and 60 s a statement (roles.HOST_ROLE_SETTINGS); a first sync of
+# 10,000 peers takes about 2 s
+@click.option("--idle-after", type=click.FloatRange(0), default=120.0, show_default=True,
+              help="Seconds idle inside a transaction.")  # fmt: skip
+@click.option("--older-than", type=click.FloatRange(0), default=900.0, show_default=True,
+              help="Seconds since the transaction began, busy or not.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="List them; end nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def db_reap(ctx: click.Context, idle_after: float, older_than: float, dry_run: bool, as_json: bool) -> None:
+    """End host sessions holding a transaction open past a bound: one holds back vacuum for all."""
+    import dataclasses
+
+    from wgsyncd.store import reap
+
+    with database(load(ctx)) as conn:
+        found = reap.stuck(conn, idle_after, older_than)
+        lines = [f"would end {s.describe()}" for s in found] if dry_run else reap.end(conn, found)
+    if as_json:
+        emit([{**dataclasses.asdict(s), "xact_start": s.xact_start.isoformat(), "result": line}
+              for s, line in zip(found, lines, strict=True)])  # fmt: skip
+        return
+    click.echo("\n".join(lines) if lines else "no host session over the bounds")
+
+
 @db.command("quota")
 @click.argument("host_id", required=False)
 @click.option("--default", "default", is_flag=True, help="The default quota: hosts without their own.")
