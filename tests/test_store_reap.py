@@ -17,22 +17,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from tests.beds.roles import Fleet
+from tests.beds.roles import Fleet, hold_own_row
 from wgsyncd.cli import main
 from wgsyncd.store import reap
 from wgsyncd.store.db import StoreError
 
 pytestmark = pytest.mark.postgres
-
-
-def _hold_open(f: Fleet) -> psycopg.Connection[Any]:
-    """Host A, compromised: lifts its own timeouts and keeps a writing transaction open."""
-    a = psycopg.connect(f.dsn(f.role_a), autocommit=True)
-    a.execute("SET idle_in_transaction_session_timeout = 0")
-    a.execute("SET statement_timeout = 0")
-    a.execute("BEGIN")
-    a.execute("SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), 'fp-a')", (f.host_a,))
-    return a
 
 
 def _horizon_held_by(f: Fleet, role: str) -> bool:
@@ -57,7 +47,7 @@ def _alive(conn: psycopg.Connection[Any]) -> bool:
 
 def test_reap_ends_only_the_host_session_holding_a_transaction_open(synced: Fleet, tmp_path: Path) -> None:
     f = synced
-    a = _hold_open(f)
+    a = hold_own_row(f)
     b_idle = psycopg.connect(f.dsn(f.role_b), autocommit=True)  # host B, between cycles: no transaction
     op_tx = psycopg.connect(f.dsn(f.operator))  # an operator's long read: not a host, never ended
     op_tx.execute("SELECT count(*) FROM hosts")

@@ -8,14 +8,13 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from tests.beds.postgres import PgCluster
-from tests.beds.roles import Fleet, host_state, sync
+from tests.beds.roles import Fleet, hold_own_row, host_state, sync
 from wgsyncd import store
 from wgsyncd.config import DatabaseConfig
 from wgsyncd.state import Drift, DriftKind, Source
@@ -105,16 +104,6 @@ def test_add_host_creates_a_plain_role_and_a_role_changed_later_cannot_write(fle
         sync(a, host_state(f.host_a), f)
 
 
-def _hold_own_row(f: Fleet) -> psycopg.Connection[Any]:
-    """Host A, compromised: lifts its idle timeout and holds its hosts row lock open."""
-    a = psycopg.connect(f.dsn(f.role_a), autocommit=True)
-    a.execute("SET idle_in_transaction_session_timeout = 0")
-    a.execute("SET statement_timeout = 0")
-    a.execute("BEGIN")
-    a.execute("SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), 'fp-a')", (f.host_a,))
-    return a
-
-
 def _unbound(f: Fleet) -> None:
     """Host A's binding is gone, its role is NOLOGIN and out of wgsyncd_host."""
     with psycopg.connect(f.dsn(f.owner), autocommit=True) as o:
@@ -130,7 +119,7 @@ def _unbound(f: Fleet) -> None:
 
 def test_remove_host_is_not_blocked_by_the_host_holding_its_row_and_ends_its_sessions(synced: Fleet) -> None:
     f = synced
-    a = _hold_own_row(f)
+    a = hold_own_row(f)
     f.cluster.admin(f'GRANT pg_signal_backend TO "{f.owner}"')
     with f.connect(f.owner, statement_timeout=20.0) as o:
         out = roles.remove_host(o, f.host_a)
@@ -151,7 +140,7 @@ def test_remove_host_is_not_blocked_by_the_host_holding_its_row_and_ends_its_ses
 
 def test_remove_host_without_the_right_to_signal_unbinds_and_reports_the_rest(synced: Fleet) -> None:
     f = synced
-    a = _hold_own_row(f)
+    a = hold_own_row(f)
     try:
         with f.connect(f.owner, statement_timeout=20.0) as o:
             out = roles.remove_host(o, f.host_a, lock_wait="200ms").splitlines()

@@ -159,3 +159,14 @@ def synced(fleet: Fleet) -> Fleet:
             with conn.transaction():
                 assert conn.execute("SELECT wgsyncd_bound_host()").fetchone() == (host,)
     return fleet
+
+
+def hold_own_row(f: Fleet) -> psycopg.Connection[Any]:
+    """Host A, compromised: lifts its own idle and statement timeouts (any role may) and keeps
+    a writing transaction open, holding its hosts row lock and every host's vacuum back."""
+    a = psycopg.connect(f.dsn(f.role_a), autocommit=True)
+    a.execute("SET idle_in_transaction_session_timeout = 0")
+    a.execute("SET statement_timeout = 0")
+    a.execute("BEGIN")
+    a.execute("SELECT * FROM wgsyncd_begin_cycle(%s, 'h', 'v', gen_random_uuid(), 'fp-a')", (f.host_a,))
+    return a
