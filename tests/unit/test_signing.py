@@ -80,6 +80,21 @@ def test_every_signed_field_is_bound(key):
     assert not replace(base, signature="!!").signed_by(key.verify_key)
 
 
+def test_every_field_of_the_head_is_bound_and_its_domain_is_its_own(key, tmp_path):
+    signer = signing.Signer(key, str(tmp_path), "h1")
+    head = signer.head(3, "a" * 64)
+    assert head.signed_by(key.verify_key) and head.message().startswith(signing.HEAD_DOMAIN)
+    assert (head.host_id, head.version, head.link) == ("h1", 3, "a" * 64)
+    changes = {"host_id": "h2", "version": 4, "link": "b" * 64, "at": head.at + timedelta(microseconds=1)}
+    for name, value in changes.items():
+        assert not replace(head, **{name: value}).signed_by(key.verify_key), name
+    # a version's signature never passes as a head's, nor the other way round
+    version = _signed(key, 3, "a" * 64)
+    assert not signing.verify(key.verify_key, head.message(), version.signature)
+    assert not signing.verify(key.verify_key, version.message(), head.signature)
+    assert not replace(head, signature=None).signed_by(key.verify_key)
+
+
 def test_judge_the_latest_row(key, tmp_path):
     v1 = _signed(key, 1, signing.GENESIS)
     v2 = _signed(key, 2, v1.link())
