@@ -27,6 +27,7 @@ import gc
 import logging
 import random
 import signal
+import sys
 import time
 import uuid
 from typing import Any
@@ -92,6 +93,8 @@ class Daemon:
         self.reload_requested = False
         self._in_cycle = False
         self._abandoning = False
+        self._stop_signal = "SIGTERM"  # the name a retried abandon reports (see _on_unraisable)
+        self._previous_unraisable = sys.unraisablehook
         self._t0 = time.monotonic()
         self.db_failing_since: float | None = None  # unix time of the first failed DB cycle in a row
         self.last_beat: heartbeat.Heartbeat | None = None
@@ -104,9 +107,25 @@ class Daemon:
     def _on_stop(self, signum: int, _frame: object) -> None:
         """SIGTERM/SIGINT: stop; a running cycle is abandoned right now, not after it ends."""
         self.stop_requested = True
+        self._stop_signal = signal.Signals(signum).name
+        self._abandon()
+
+    def _abandon(self, *_args: object) -> None:
+        """Unwind a running cycle (once); also SIGALRM's handler when a first try was swallowed."""
         if self._in_cycle and not self._abandoning:
             self._abandoning = True
-            raise CycleAbandoned(signal.Signals(signum).name)
+            raise CycleAbandoned(self._stop_signal)
+
+    def _on_unraisable(self, what: Any) -> None:
+        """The abandon landed in a finalizer (a ``__del__``, a generator closed by the collector),
+        which swallows every exception: the cycle would run on to its end and the log would
+        show a traceback. Try again in a millisecond instead, from SIGALRM; other unraisable
+        exceptions go to the previous hook."""
+        if isinstance(what.exc_value, CycleAbandoned):
+            self._abandoning = False
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            return
+        self._previous_unraisable(what)
 
     def _on_hup(self, _signum: int, _frame: object) -> None:
         """SIGHUP: reload the config once the current cycle (if any) is done."""
@@ -117,6 +136,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGALRM, self._abandon)
+        self._previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._on_unraisable
 
     # -- one cycle ---------------------------------------------------------------
     def run_cycle(self) -> float:
@@ -338,6 +360,7 @@ class Daemon:
             self.conn = None
             self.spool.close()
             self.notify.send("STOPPING=1", "STATUS=stopping")
+            signal.setitimer(signal.ITIMER_REAL, 0)  # a retried abandon has nothing left to unwind
             wake.close()
         log.info("stopped after %d cycle(s)", self.cycles)
         return EXIT_OK

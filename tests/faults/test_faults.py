@@ -49,7 +49,8 @@ def no_loss(row: scenarios.Row) -> None:
     assert row.rows_equal_dump == "yes", row
     assert row.partial == 0, row
     assert row.totals_equal_deltas == "yes", row
-    assert row.crashes == 0, (row.extra.get("bad_exits"), row)  # which run, and its exit code, first
+    # first what pytest would cut off: bad exits (run, exit code, last words) and the first traceback
+    assert row.crashes == 0, (row.extra.get("bad_exits"), row.extra.get("traceback"), row)
 
 
 def test_postgres_killed_at_random_points(rig: Rig, show) -> None:
