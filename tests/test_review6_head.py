@@ -1,0 +1,59 @@
+"""review6: reproductions of findings on the signed head (cb3d761). Real PostgreSQL, real CLI.
+
+Each test asserts the CURRENT behaviour that the review reports as a weakness, so it
+passes today and shows exactly what the attacker gets; flip the asserts with the fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from tests.test_restore import history
+from tests.test_restore_signed import _head, _set_head, host, recovery  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.parametrize("edit", ["blank", "garbage signature"])
+def test_finding1_withheld_newest_plus_blanked_head_restores_the_old_version(host, recovery, tmp_path, edit):  # noqa: F811
+    """The DB owner deletes version 2 (which revoked a peer) AND blanks or garbles the head:
+    restore of the latest exits 0 and puts the revoked peer back; only a stderr warning."""
+    key_file, _public = recovery
+    revoked = host.specs[host.name].pop()
+    host.apply(host.name)
+    host.wgsyncd("sync")
+    assert [r["version"] for r in history(host)] == [2, 1]
+    with psycopg.connect(host.dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM config_versions WHERE host_id = %s AND version = 2", (host.host_id,))
+    version, link, at, _signature = _head(host.dsn, host.host_id)
+    assert version == 2
+    _set_head(host.dsn, host.host_id, (None, None, None, None) if edit == "blank" else (2, link, at, "AAAA"))
+    target = tmp_path / "t"
+    out = host.wgsyncd("restore", "--to-dir", str(target), "--recovery-key", key_file, "--json")
+    got = json.loads(out.stdout)
+    assert got["version"] == 1 and got["vouched"] is None  # the old version, exit 0
+    assert revoked.public_key in (target / f"{host.name}.conf").read_text()  # revoked peer is back
+    assert any("nothing shows that version 1 is not older" in w for w in got["warnings"])
+
+
+def test_finding3_head_older_than_restored_version_is_shown_as_vouching_for_the_old_one(
+    host,  # noqa: F811
+    recovery,  # noqa: F811
+    tmp_path,
+):
+    """An agent before 0009 (downgrade) or a replayed older head: the latest restored is 2,
+    the head names 1; the output says 'vouched ... that version 1 is its newest' while it
+    restores version 2 (contradictory, no warning)."""
+    key_file, _public = recovery
+    old = _head(host.dsn, host.host_id)
+    host.specs[host.name].pop()
+    host.apply(host.name)
+    host.wgsyncd("sync")
+    _set_head(host.dsn, host.host_id, old)  # what an old agent leaves: the head of version 1
+    out = host.wgsyncd("restore", "--to-dir", str(tmp_path / "t"), "--recovery-key", key_file, "--json")
+    got = json.loads(out.stdout)
+    assert got["version"] == 2
+    assert got["vouched"].endswith("that version 1 is its newest") and got["warnings"] == []
