@@ -45,8 +45,8 @@ def test_finding3_head_older_than_restored_version_is_shown_as_vouching_for_the_
     tmp_path,
 ):
     """An agent before 0009 (downgrade) or a replayed older head: the latest restored is 2,
-    the head names 1; the output says 'vouched ... that version 1 is its newest' while it
-    restores version 2 (contradictory, no warning)."""
+    the head names 1; the output said 'vouched ... that version 1 is its newest' while it
+    restored version 2. FIXED on this branch: the line says version 2 is newer than the head."""
     key_file, _public = recovery
     old = _head(host.dsn, host.host_id)
     host.specs[host.name].pop()
@@ -56,4 +56,35 @@ def test_finding3_head_older_than_restored_version_is_shown_as_vouching_for_the_
     out = host.wgsyncd("restore", "--to-dir", str(tmp_path / "t"), "--recovery-key", key_file, "--json")
     got = json.loads(out.stdout)
     assert got["version"] == 2
-    assert got["vouched"].endswith("that version 1 is its newest") and got["warnings"] == []
+    assert "that version 1 was its newest; version 2 is newer" in got["vouched"] and got["warnings"] == []
+
+
+def test_finding2_a_cycle_between_picking_the_latest_and_reading_the_head_is_called_withholding(
+    host,  # noqa: F811
+    recovery,  # noqa: F811
+):
+    """restore reads the latest version, then the chain and the head: a live host committing
+    version 2 in between (or a database answering the two reads differently) made restore
+    put back version 1 as "the latest" while showing that the host vouched for version 2.
+    FIXED on this branch (restore/trust.py head_check): refused, naming the way out."""
+    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.store import versions
+
+    with psycopg.connect(host.dsn) as conn:
+        ver = versions.load_version(conn, host.host_id)  # what _pick_version sees: version 1
+        assert ver is not None and ver.version == 1
+        host.specs[host.name].pop()
+        host.apply(host.name)
+        host.wgsyncd("sync")  # the host commits version 2 and its head meanwhile
+        # before the fix: no error, version 1 restored as "the latest" with the line "vouched
+        # ... that version 2 is its newest" and no warning
+        with pytest.raises(
+            RestoreError, match="picked as the newest, but host host-signed vouched at"
+        ) as err:
+            trust.check(conn, ver, str(host.trust_file()), picked=True, latest=True)
+        assert "version 2 (which the database holds) is its newest; try again, or `--version 2`" in str(
+            err.value
+        )
+        # asked for by number, version 1 is the operator's choice: no refusal, the head is shown
+        got = trust.check(conn, ver, str(host.trust_file()), picked=False, latest=False)
+        assert got.vouched is not None and got.vouched.endswith("that version 2 is its newest")

@@ -188,7 +188,21 @@ def head_check(
     now = datetime.now(UTC)
     when = f"{head.at.astimezone(UTC).isoformat(timespec='seconds')} ({_age(head.at, now)} ago)"
     row = next((r for r in rows if r.version == head.version), None)
-    if row is not None and row.link() == head.link:
+    held = row is not None and row.link() == head.link
+    if held and latest and head.version > version:
+        # picked as the latest, yet the chain holds the newer version the head names: the
+        # host wrote between restore's reads, or the database answers reads inconsistently
+        raise RestoreError(
+            f"{label} version {version}: refused: picked as the newest, but {label} vouched at {when} "
+            f"that version {head.version} (which the database holds) is its newest; try again, or "
+            f"`--version {head.version}`"
+        )
+    if held and head.version < version:
+        return (
+            f"{label} vouched at {when} that version {head.version} was its newest; version {version} "
+            "is newer (written since by an agent that signs no head, or the head was replayed)"
+        ), []
+    if held:
         return f"{label} vouched at {when} that version {head.version} is its newest", []
     what = "does not hold it" if row is None else "holds another version under that number"
     problem = (
