@@ -88,3 +88,29 @@ def test_finding2_a_cycle_between_picking_the_latest_and_reading_the_head_is_cal
         # asked for by number, version 1 is the operator's choice: no refusal, the head is shown
         got = trust.check(conn, ver, str(host.trust_file()), picked=False, latest=False)
         assert got.vouched is not None and got.vouched.endswith("that version 2 is its newest")
+
+
+def test_finding2_a_database_answering_the_latest_query_differently_cannot_pass_an_old_version(
+    host,  # noqa: F811
+    recovery,  # noqa: F811
+    tmp_path,
+):
+    """The attack behind finding 2: the owner makes the "newest version" query (it reads
+    ``doc``) see only version 1 while the chain query sees 1 and 2 with its true head.
+    Before the fix restore put back version 1 (the revoked peer) as the latest, exit 0, no
+    warning, and printed "vouched ... that version 2 is its newest". Now: refused."""
+    key_file, _public = recovery
+    host.specs[host.name].pop()  # the operator revokes a peer: version 2
+    host.apply(host.name)
+    host.wgsyncd("sync")
+    with psycopg.connect(host.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE config_versions RENAME TO config_versions_real")
+        conn.execute(
+            "CREATE VIEW config_versions AS SELECT * FROM config_versions_real "
+            "WHERE version < 2 OR position(', doc FROM' in current_query()) = 0"
+        )
+    target = tmp_path / "t"
+    fail = host.wgsyncd("restore", "--to-dir", str(target), "--recovery-key", key_file, check=False)
+    assert fail.returncode == 1 and not target.exists(), (fail.stdout, fail.stderr)
+    assert "host host-signed version 1: refused: picked as the newest, but" in fail.stderr
+    assert "`--version 2`" in fail.stderr
