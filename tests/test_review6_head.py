@@ -114,3 +114,19 @@ def test_finding2_a_database_answering_the_latest_query_differently_cannot_pass_
     assert fail.returncode == 1 and not target.exists(), (fail.stdout, fail.stderr)
     assert "host host-signed version 1: refused: picked as the newest, but" in fail.stderr
     assert "`--version 2`" in fail.stderr
+
+
+@pytest.mark.parametrize("at", ["infinity", "-infinity"])
+def test_finding4_an_unreadable_head_time_is_ignored_like_an_unsigned_head(host, recovery, tmp_path, at):  # noqa: F811
+    """The owner stores a head time psycopg cannot turn into a datetime. Before the fix:
+    "DataError: timestamp too large" for the latest AND for --version 1 (no way out).
+    FIXED (store/signed.py load_head): read as no head, the same warning as a blank one."""
+    key_file, _public = recovery
+    with psycopg.connect(host.dsn, autocommit=True) as conn:
+        conn.execute(f"UPDATE hosts SET head_at = '{at}' WHERE host_id = %s", (host.host_id,))
+    for extra in ((), ("--version", "1")):
+        target = tmp_path / f"t{len(extra)}"
+        out = host.wgsyncd("restore", *extra, "--to-dir", str(target), "--recovery-key", key_file, "--json")
+        got = json.loads(out.stdout)
+        assert got["version"] == 1 and got["vouched"] is None
+        assert any("has no signed head" in w for w in got["warnings"]), got["warnings"]

@@ -101,7 +101,9 @@ def load_head(conn: psycopg.Connection[Any], host_id: str) -> signing.SignedHead
         try:
             with conn.transaction():
                 row = conn.execute(
-                    "SELECT head_version, head_link, head_at, head_signature FROM hosts WHERE host_id = %s",
+                    # an infinite time is no datetime: psycopg would fail the read (and every restore)
+                    "SELECT head_version, head_link, CASE WHEN isfinite(head_at) THEN head_at END, "
+                    "head_signature FROM hosts WHERE host_id = %s",
                     (host_id,),
                 ).fetchone()
         except psycopg.errors.UndefinedColumn:
