@@ -153,13 +153,19 @@ class Verified:
 
 
 def _age(then: datetime, now: datetime) -> str:
-    """How long before ``now``, roughly, for a person deciding whether that is recent enough."""
-    seconds = max(0, int((now - then).total_seconds()))
+    """How long before ``now``, roughly, for a person deciding whether that is recent enough.
+
+    A time ahead of ``now`` is said so, not shown as "0 s ago": a host whose clock ran
+    ahead signed it, and a replay of it would otherwise look fresh."""
+    seconds = int((now - then).total_seconds())
+    if seconds < -60:
+        return f"{_age(now, then).removesuffix(' ago')} in the future: the host's clock was ahead"
+    seconds = max(0, seconds)
     for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             count = seconds // size
-            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''}"
-    return f"{seconds} s"
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return f"{seconds} s ago"
 
 
 def head_check(
@@ -186,7 +192,7 @@ def head_check(
         return None, [f"warning: {label}: its head in the database is not signed by a key pinned in "
                       f"{pins.path} (forged, or by an unpinned key): ignored; {unproven}"]  # fmt: skip
     now = datetime.now(UTC)
-    when = f"{head.at.astimezone(UTC).isoformat(timespec='seconds')} ({_age(head.at, now)} ago)"
+    when = f"{head.at.astimezone(UTC).isoformat(timespec='seconds')} ({_age(head.at, now)})"
     row = next((r for r in rows if r.version == head.version), None)
     held = row is not None and row.link() == head.link
     if held and latest and head.version > version:
