@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -284,119 +284,6 @@ def test_rolled_back_database_is_noticed_and_continued(host, recovery, tmp_path)
     assert (tmp_path / "t" / f"{host.name}.conf").read_bytes() == (
         host.conf_dir / f"{host.name}.conf"
     ).read_bytes()
-
-
-# ---------------------------------------------------------------- the signed head (freshness)
-
-
-def _head(dsn: str, host_id: str) -> tuple:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT head_version, head_link, head_at, head_signature FROM hosts WHERE host_id = %s",
-            (host_id,),
-        ).fetchone()
-
-
-def _set_head(dsn: str, host_id: str, head: tuple) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE hosts SET head_version = %s, head_link = %s, head_at = %s, head_signature = %s "
-            "WHERE host_id = %s",
-            (*head, host_id),
-        )
-
-
-def test_every_cycle_signs_the_head_and_restore_shows_it(host, recovery, tmp_path):
-    """The head names the newest version and is renewed by every cycle, idle ones too."""
-    key_file, _public = recovery
-    first = _head(host.dsn, host.host_id)
-    assert first[0] == 1 and first[3]
-    host.wgsyncd("sync")  # idle: no new version, a new head time
-    again = _head(host.dsn, host.host_id)
-    assert again[:2] == first[:2] and again[2] > first[2] and again[3] != first[3]
-    head = signing.SignedHead(host.host_id, *again)
-    assert head.signed_by(host.verify_key())
-    # domain-separated: neither a version's signature nor a head's passes as the other
-    with psycopg.connect(host.dsn) as conn:
-        v1 = signed.from_row(
-            tuple(_row(conn, host.host_id, 1)[c.strip()] for c in signed.SIGNED_COLS.split(","))
-        )
-    assert v1.link() == head.link
-    assert not signing.verify(host.verify_key(), v1.message(), head.signature)
-    assert not signing.verify(host.verify_key(), head.message(), v1.signature)
-    out = host.wgsyncd("restore", "--to-dir", str(tmp_path / "t"), "--recovery-key", key_file, "--json")
-    got = json.loads(out.stdout)
-    assert got["version"] == 1 and got["warnings"] == []
-    assert got["vouched"].startswith(
-        f"host {host.host_id} vouched at {again[2].isoformat(timespec='seconds')}"
-    )
-    assert got["vouched"].endswith("that version 1 is its newest")
-
-
-def test_withheld_newest_version_is_refused_by_the_signed_head(host, recovery, tmp_path):
-    """The attack: the host is wiped; the database hides its newest version, whose change
-    revoked a peer. The chain of what is left verifies; the head names the missing one."""
-    key_file, _public = recovery
-    revoked = host.specs[host.name].pop()  # the operator revokes a peer: version 2
-    host.apply(host.name)
-    host.wgsyncd("sync")
-    assert [r["version"] for r in history(host)] == [2, 1]
-    with psycopg.connect(host.dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM config_versions WHERE host_id = %s AND version = 2", (host.host_id,))
-    target = tmp_path / "t"
-    fail = host.wgsyncd("restore", "--to-dir", str(target), "--recovery-key", key_file, check=False)
-    assert fail.returncode == 1 and not target.exists(), fail.stderr
-    assert "host host-signed version 1: refused: host host-signed vouched at" in fail.stderr
-    assert "that its newest config version is 2; the database does not hold it" in fail.stderr
-    assert "`--version 1` restores this older version knowingly" in fail.stderr
-    # asked for by number, the older version restores, with the warning
-    out = host.wgsyncd("restore", "--version", "1", "--to-dir", str(target), "--recovery-key", key_file)
-    assert "warning: host host-signed vouched at" in out.stderr and "does not hold it" in out.stderr
-    assert revoked.public_key in (target / f"{host.name}.conf").read_text()
-    shutil.rmtree(target)
-
-    # the database also puts back a head of version 1 (genuine, signed by the host days
-    # earlier): restore goes on, and shows that time: the evidence the operator weighs
-    old_time = datetime.now(UTC) - timedelta(days=3)
-    with psycopg.connect(host.dsn) as conn:
-        v1 = signed.from_row(
-            tuple(_row(conn, host.host_id, 1)[c.strip()] for c in signed.SIGNED_COLS.split(","))
-        )
-    stale = signing.SignedHead(host.host_id, 1, v1.link(), old_time)
-    signature = signing.load_or_create(str(host.state_dir)).sign(stale.message())
-    _set_head(host.dsn, host.host_id, (1, stale.link, stale.at, signature))
-    out = host.wgsyncd("restore", "--to-dir", str(target), "--recovery-key", key_file)
-    assert "restored host host-signed version 1" in out.stdout
-    assert (
-        f"vouched at {old_time.isoformat(timespec='seconds')} (3 days ago) that version 1 is its newest"
-        in (out.stdout)
-    )
-
-
-@pytest.mark.parametrize("edit", ["moved forward", "attacker key", "blank"])
-def test_a_head_the_host_did_not_sign_proves_nothing(host, recovery, tmp_path, edit):
-    """The owner edits the head (a later time, a version of their own, or none): it is ignored
-    with a warning naming why; it can neither vouch for a version nor block a restore."""
-    key_file, _public = recovery
-    version, link, at, signature = _head(host.dsn, host.host_id)
-    if edit == "moved forward":
-        new = (version, link, at + timedelta(days=1), signature)
-    elif edit == "attacker key":
-        forged = signing.SignedHead(host.host_id, 7, "f" * 64, at)
-        sig = base64.b64encode(SigningKey.generate().sign(forged.message()).signature).decode()
-        new = (7, forged.link, forged.at, sig)
-    else:
-        new = (None, None, None, None)
-    _set_head(host.dsn, host.host_id, new)
-    out = host.wgsyncd("restore", "--to-dir", str(tmp_path / "t"), "--recovery-key", key_file, "--json")
-    got = json.loads(out.stdout)
-    assert got["version"] == 1 and got["vouched"] is None
-    why = (
-        "has no signed head" if edit == "blank" else "its head in the database is not signed by a key pinned"
-    )
-    assert any(why in w for w in got["warnings"]), got["warnings"]
-    host.wgsyncd("sync")  # the host's next cycle signs a true head again
-    assert signing.SignedHead(host.host_id, *_head(host.dsn, host.host_id)).signed_by(host.verify_key())
 
 
 # ---------------------------------------------------------------- key rotation, legacy versions

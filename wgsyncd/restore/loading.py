@@ -199,6 +199,9 @@ def load(
     """
     if version is not None and at is not None:
         raise RestoreError("--version and --at: give one of them")
+    from wgsyncd.store import signed
+
+    head = signed.load_head(conn, host_id)  # before the pick: see restore/freshness.py
     ver = _pick_version(conn, host_id, version, at)
     verified = trust.check(
         conn,
@@ -207,6 +210,8 @@ def load(
         allow_unsigned=allow_unsigned,
         picked=version is None,
         latest=version is None and at is None,
+        at=at,
+        head=head,
     )
     docs = _select(ver, interfaces)
     clear, missing = _open_secrets(conn, ver, docs, recovery_key_file, allow_missing_secrets, verified)

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wgsyncd.atomicfile import write_atomic
+from wgsyncd.restore import freshness
 from wgsyncd.restore.errors import RestoreError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from wgsyncd.signing import SignedHead
 
 UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
 TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
@@ -152,77 +157,6 @@ class Verified:
     vouched: str | None = None  # what the host's signed head says, when a pinned key signed it
 
 
-def _age(then: datetime, now: datetime) -> str:
-    """How long before ``now``, roughly, for a person deciding whether that is recent enough.
-
-    A time ahead of ``now`` is said so, not shown as "0 s ago": a host whose clock ran
-    ahead signed it, and a replay of it would otherwise look fresh."""
-    seconds = int((now - then).total_seconds())
-    if seconds < -60:
-        return f"{_age(now, then).removesuffix(' ago')} in the future: the host's clock was ahead"
-    seconds = max(0, seconds)
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
-    return f"{seconds} s ago"
-
-
-def head_check(
-    conn: Any, host_id: str, version: int, rows: list[Any], pins: Pins, *, latest: bool
-) -> tuple[str | None, list[str]]:
-    """What the host's signed head (migration 0009) says about ``version``: (vouched line, warnings).
-
-    Why: a database that withholds a host's newest versions leaves a valid chain ending
-    at an older one. The head is the host's signed word, renewed every cycle, on which
-    version was its newest and when. Refuses (RestoreError) when ``latest`` was asked
-    for and the database lacks the version the head names, or holds another under its
-    number; an explicit --version/--at gets a warning instead. A head that is missing
-    or not signed by a pinned key proves nothing: a warning, and the operator judges.
-    """
-    from wgsyncd.store import signed
-
-    label = f"host {host_id}"
-    head = signed.load_head(conn, host_id)
-    unproven = f"nothing shows that version {version} is not older than the host's newest"
-    if head is None:
-        return None, [f"warning: {label} has no signed head in the database (written by agents since "
-                      f"schema 9; or removed): {unproven}"]  # fmt: skip
-    if not any(head.signed_by(k) for k in pins.of(host_id)):
-        return None, [f"warning: {label}: its head in the database is not signed by a key pinned in "
-                      f"{pins.path} (forged, or by an unpinned key): ignored; {unproven}"]  # fmt: skip
-    now = datetime.now(UTC)
-    when = f"{head.at.astimezone(UTC).isoformat(timespec='seconds')} ({_age(head.at, now)})"
-    row = next((r for r in rows if r.version == head.version), None)
-    held = row is not None and row.link() == head.link
-    if held and latest and head.version > version:
-        # picked as the latest, yet the chain holds the newer version the head names: the
-        # host wrote between restore's reads, or the database answers reads inconsistently
-        raise RestoreError(
-            f"{label} version {version}: refused: picked as the newest, but {label} vouched at {when} "
-            f"that version {head.version} (which the database holds) is its newest; try again, or "
-            f"`--version {head.version}`"
-        )
-    if held and head.version < version:
-        return (
-            f"{label} vouched at {when} that version {head.version} was its newest; version {version} "
-            "is newer (written since by an agent that signs no head, or the head was replayed)"
-        ), []
-    if held:
-        return f"{label} vouched at {when} that version {head.version} is its newest", []
-    what = "does not hold it" if row is None else "holds another version under that number"
-    problem = (
-        f"{label} vouched at {when} that its newest config version is {head.version}; the database "
-        f"{what}: newer versions were withheld, deleted or replaced"
-    )
-    if latest:
-        raise RestoreError(
-            f"{label} version {version}: refused: {problem}; `--version {version}` restores this "
-            "older version knowingly"
-        )
-    return None, [f"warning: {problem}"]
-
-
 def check(
     conn: Any,
     ver: Any,
@@ -231,12 +165,15 @@ def check(
     allow_unsigned: bool = False,
     picked: bool = False,
     latest: bool = False,
+    at: datetime | None = None,
+    head: SignedHead | None = None,
 ) -> Verified:
     """Refuse ``ver`` (one line naming the version and why) unless a pinned key signed it in chain.
 
     ``picked``: the version was chosen as the latest or by ``--at``, not by number; a
-    refusal then names the newest version that would pass, if any. ``latest``: chosen
-    as the latest; it must then be the one the host's signed head names (:func:`head_check`).
+    refusal then names the newest version that would pass, if any. ``latest`` (chosen
+    as the latest) or ``at`` (chosen by --at): checked against ``head``, the host's signed
+    head as read before the version was picked (restore/freshness.py).
     """
     from wgsyncd.signing import doc_sha256, key_id
     from wgsyncd.store import signed
@@ -280,7 +217,8 @@ def check(
             f"warning: host {ver.host_id}: the database's pins do not list key {key_id(key)}, which "
             f"{pins.path} trusts and which signed this version; the database pin was changed or never updated"
         )
-    vouched, stale = head_check(conn, row.host_id, row.version, rows, pins, latest=latest)
+    asked = freshness.Asked(latest=latest, at=at)
+    vouched, stale = freshness.head_check(head, row.host_id, row.version, rows, pins, asked)
     return Verified(dict(row.sealed or {}), [*stale, *warnings], vouched)
 
 

@@ -1,10 +1,10 @@
-"""restore/trust.py pure helpers."""
+"""restore/freshness.py pure helpers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wgsyncd.restore.trust import _age
+from wgsyncd.restore.freshness import _age
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
