@@ -197,12 +197,12 @@ def test_a_cycle_committed_while_restore_reads_is_not_called_withholding(host, r
         _revoke_one_peer(host)  # the host commits version 2 and its head meanwhile
         ver = versions.load_version(conn, host.host_id)  # then restore picks: version 2
         assert ver is not None and ver.version == 2
-        got = trust.check(conn, ver, str(host.trust_file()), picked=True, latest=True, head=head)
+        got = trust.check(conn, ver, str(host.trust_file()), picked=True, head=head)
         assert got.vouched is not None and "that version 1 was its newest; version 2 is newer" in got.vouched
         # the other order, which restore no longer does, would look like withholding
         with pytest.raises(RestoreError, match="picked as the newest, but"):
             old = versions.load_version(conn, host.host_id, version=1)
-            trust.check(conn, old, str(host.trust_file()), picked=True, latest=True,
+            trust.check(conn, old, str(host.trust_file()), picked=True,
                         head=signed.load_head(conn, host.host_id))  # fmt: skip
 
 

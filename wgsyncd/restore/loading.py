@@ -34,7 +34,7 @@ class Loaded:
     interfaces: dict[str, Interface]
     without_secrets: list[str] = field(default_factory=list)  # restored with --allow-missing-secrets
     warnings: list[str] = field(default_factory=list)  # e.g. an unsigned version restored on request
-    vouched: str | None = None  # the host's signed head, checked against this version (restore/trust.py)
+    vouched: str | None = None  # the host's signed head, checked against this version (restore/freshness.py)
 
     @property
     def label(self) -> str:
@@ -209,7 +209,6 @@ def load(
         trusted_keys,
         allow_unsigned=allow_unsigned,
         picked=version is None,
-        latest=version is None and at is None,
         at=at,
         head=head,
     )

@@ -164,16 +164,15 @@ def check(
     *,
     allow_unsigned: bool = False,
     picked: bool = False,
-    latest: bool = False,
     at: datetime | None = None,
     head: SignedHead | None = None,
 ) -> Verified:
     """Refuse ``ver`` (one line naming the version and why) unless a pinned key signed it in chain.
 
     ``picked``: the version was chosen as the latest or by ``--at``, not by number; a
-    refusal then names the newest version that would pass, if any. ``latest`` (chosen
-    as the latest) or ``at`` (chosen by --at): checked against ``head``, the host's signed
-    head as read before the version was picked (restore/freshness.py).
+    refusal then names the newest version that would pass, if any. Picked as the latest
+    (no ``at``) or by ``at``: checked against ``head``, the host's signed head as read
+    before the version was picked (restore/freshness.py).
     """
     from wgsyncd.signing import doc_sha256, key_id
     from wgsyncd.store import signed
@@ -217,7 +216,7 @@ def check(
             f"warning: host {ver.host_id}: the database's pins do not list key {key_id(key)}, which "
             f"{pins.path} trusts and which signed this version; the database pin was changed or never updated"
         )
-    asked = freshness.Asked(latest=latest, at=at)
+    asked = freshness.Asked(latest=picked and at is None, at=at)
     vouched, stale = freshness.head_check(head, row.host_id, row.version, rows, pins, asked)
     return Verified(dict(row.sealed or {}), [*stale, *warnings], vouched)
 

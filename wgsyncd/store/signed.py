@@ -9,7 +9,6 @@ latest row is the host's own (:func:`judge_latest`) and what the next version ch
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -95,7 +94,7 @@ def load_head(conn: psycopg.Connection[Any], host_id: str) -> signing.SignedHead
     """The host's signed head as its hosts row holds it (migration 0009); None when it has none.
 
     Values are the database's and untrusted: the caller verifies the signature with a
-    pinned key; malformed ones (wrong types) are None here, like an absent head.
+    pinned key; a head with any field NULL is None here, like an absent one.
     """
     with guarded(conn, f"signed head of host {host_id}"):
         try:
@@ -108,12 +107,9 @@ def load_head(conn: psycopg.Connection[Any], host_id: str) -> signing.SignedHead
                 ).fetchone()
         except psycopg.errors.UndefinedColumn:
             return None  # a schema before 0009: no host has signed a head there
-    if row is None or row[3] is None:
+    if row is None or None in row:
         return None
-    version, link, at, signature = row
-    if not (isinstance(version, int) and isinstance(link, str) and isinstance(at, datetime)):
-        return None
-    return signing.SignedHead(host_id, version, link, at, str(signature))
+    return signing.SignedHead(host_id, *row)
 
 
 def pin_signing_key(
