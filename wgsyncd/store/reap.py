@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from wgsyncd.store.db import StoreError, guarded
-from wgsyncd.store.roles import HOST_GROUP
+from wgsyncd.store.roles import HOST_GROUP, terminate
 
 
 @dataclass(frozen=True)
@@ -88,16 +88,10 @@ def end(conn: psycopg.Connection[Any], sessions: list[Stuck]) -> list[str]:
     out = []
     with guarded(conn, "db reap: end host sessions"):
         for s in sessions:
-            try:
-                with conn.transaction():
-                    row = conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE pid = %s AND xact_start = %s",
-                        (s.pid, s.xact_start),
-                    ).fetchone()
-            except psycopg.errors.InsufficientPrivilege:
+            done = terminate(conn, s.pid, s.xact_start)
+            if done is None:
                 out.append(f"could not end {s.describe()}: this role lacks pg_signal_backend")
-                continue
-            verb = "ended" if row and row[0] else "left alone (its transaction ended meanwhile)"
-            out.append(f"{verb} {s.describe()}")
+            else:
+                verb = "ended" if done else "left alone (its transaction ended meanwhile)"
+                out.append(f"{verb} {s.describe()}")
     return out

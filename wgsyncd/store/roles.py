@@ -233,12 +233,9 @@ def _end_sessions(conn: psycopg.Connection[Any], role: str) -> str:
         ]
     ended = refused = 0
     for pid in pids:
-        try:
-            with conn.transaction():
-                res = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-            ended += bool(res and res[0])
-        except psycopg.errors.InsufficientPrivilege:
-            refused += 1
+        done = terminate(conn, pid)
+        ended += bool(done)
+        refused += done is None
     if refused:
         return (
             f"could not end {refused} open session(s) of role {role}: this role lacks the right to "
@@ -246,6 +243,21 @@ def _end_sessions(conn: psycopg.Connection[Any], role: str) -> str:
             "they can no longer read or write"
         )
     return f"ended {ended} open session(s) of role {role}"
+
+
+def terminate(conn: psycopg.Connection[Any], pid: int, xact_start: datetime | None = None) -> bool | None:
+    """pg_terminate_backend(pid): True if ended, False if gone (or, with ``xact_start``, no
+    longer in that transaction), None when this role may not signal it (pg_signal_backend)."""
+    where = "pid = %s" + (" AND xact_start = %s" if xact_start is not None else "")
+    params = (pid, xact_start) if xact_start is not None else (pid,)
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {where}", params
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return bool(row and row[0])
 
 
 def _clear_machine_fp(conn: psycopg.Connection[Any], host_id: str, lock_wait: str) -> str:
