@@ -69,12 +69,14 @@ def _insert(conn, row: dict) -> None:
     )
 
 
-def forge(dsn: str, host_id: str, name: str, public: str, mode: str, host_verify_key: str) -> int:
+def forge(
+    dsn: str, host_id: str, name: str, public: str, mode: str, host_verify_key: str, leaked=None
+) -> int:
     """What a database owner can do: a new latest version whose sealed conf runs PostUp as root.
 
     ``mode``: "unsigned", "own-key" (signed with the attacker's key, which is named in
     the row) or "claims-host-key" (signed with the attacker's key, the row names the
-    host's key).
+    host's key); ``leaked`` (a signing.HostKey the attacker stole): signed with it, named.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         latest = conn.execute(
@@ -98,6 +100,7 @@ def forge(dsn: str, host_id: str, name: str, public: str, mode: str, host_verify
             "INSERT INTO config_secrets VALUES (%s, %s, %s, %s, %s, now())",
             (host_id, name, iface["secrets"]["sha256"], fp, blob),
         )
+        prev_link = signed.from_row(tuple(row[c.strip()] for c in signed.SIGNED_COLS.split(","))).link()
         row.update(version=latest + 1, doc=doc, content_sha256=versions.content_sha256(doc))
         if mode == "unsigned":
             row.update(
@@ -105,10 +108,11 @@ def forge(dsn: str, host_id: str, name: str, public: str, mode: str, host_verify
             )
         else:
             attacker = SigningKey.generate()
+            sign = leaked.sign if leaked else lambda m: base64.b64encode(attacker.sign(m).signature).decode()
             fields = signing.Signed(
                 host_id,
                 latest + 1,
-                signed.from_row(tuple(row[c.strip()] for c in signed.SIGNED_COLS.split(","))).link(),
+                prev_link,  # chained onto the genuine latest
                 row["created_at"] + timedelta(seconds=1),
                 row["content_sha256"],
                 signing.doc_sha256(doc),
@@ -120,8 +124,10 @@ def forge(dsn: str, host_id: str, name: str, public: str, mode: str, host_verify
                 prev_sha256=fields.prev,
                 doc_sha256=fields.doc_sha256,
                 sealed_sha256=fields.sealed,
-                signature=base64.b64encode(attacker.sign(fields.message()).signature).decode(),
-                signing_key=host_verify_key
+                signature=sign(fields.message()),
+                signing_key=leaked.verify_key
+                if leaked
+                else host_verify_key
                 if mode == "claims-host-key"
                 else base64.b64encode(bytes(attacker.verify_key)).decode(),
             )

@@ -211,6 +211,56 @@ def test_chain_problems(key, tmp_path):
     assert "no key is pinned for host h2" in (trust.problems([replace(v1, host_id="h2")], pins)[1] or "")
 
 
+def test_a_retired_key_vouches_for_what_it_signed_up_to_its_bound_only(key, tmp_path):
+    """The old key leaked: versions 1..2 it signed stay trusted; a version 3 it signed
+    (the thief's, chained onto genuine 2) is refused, and so is what chains onto that."""
+    path = str(tmp_path / "trusted")
+    trust.add_pin(path, "h1", key.verify_key, "the old disk")
+    new = signing.load_or_create(str(tmp_path / "reinstalled"))
+    trust.add_pin(path, "h1", new.verify_key)
+    v1 = _signed(key, 1, signing.GENESIS)
+    v2 = _signed(key, 2, v1.link())
+    forged = _signed(key, 3, v2.link())
+    onto = _signed(new, 4, forged.link())
+    rows = [v1, v2, forged, onto]
+    assert trust.problems(rows, trust.read_pins(path)) == dict.fromkeys((1, 2, 3, 4))  # the attack, unretired
+    assert trust.retire_pin(path, "h1", key.verify_key, 2) is None
+    pins = trust.read_pins(path)
+    found = trust.problems(rows, pins)
+    assert found[1] is None and found[2] is None
+    assert f"which {path} retires after version 2" in (found[3] or "")
+    assert "off the chain" in (found[4] or "")
+    assert pins.of("h1") == (key.verify_key, new.verify_key) and pins.for_head("h1") == (new.verify_key,)
+    lines = (tmp_path / "trusted").read_text().splitlines()
+    assert lines[1] == f"h1 {key.verify_key} retired-after=2 the old disk"
+    assert trust.retire_pin(path, "h1", key.verify_key, 0) == 2  # the comment stays; the bound changes
+    assert (tmp_path / "trusted").read_text().splitlines()[
+        1
+    ] == f"h1 {key.verify_key} retired-after=0 the old disk"
+    assert "retires after version 0" in (trust.problems(rows, trust.read_pins(path))[1] or "")
+
+
+def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
+    path = tmp_path / "trusted"
+    other = _vk()
+    path.write_text(f"h1 {key.verify_key} retired-after=5\nh1 {key.verify_key} pinned again\n")
+    assert trust.read_pins(str(path)).retired_after("h1", key.verify_key) == 5  # not undone by line 2
+    path.write_text(f"h1 {key.verify_key} retired-after=9\nh1 {key.verify_key} retired-after=3 x\n")
+    assert trust.read_pins(str(path)).retired_after("h1", key.verify_key) == 3
+    for bad in ("-1", "", "x", "2.0", "１"):
+        path.write_text(f"h1 {key.verify_key} retired-after={bad} c\n")
+        with pytest.raises(RestoreError, match=rf"{path}:1: retired-after=.*expected a version number"):
+            trust.read_pins(str(path))
+    path.write_text(f"h1 {key.verify_key}\n")
+    with pytest.raises(RestoreError, match="is not pinned for host h2: nothing to retire"):
+        trust.retire_pin(str(path), "h2", key.verify_key, 1)
+    with pytest.raises(RestoreError, match="is not pinned for host h1"):
+        trust.retire_pin(str(path), "h1", other, 1)
+    with pytest.raises(RestoreError, match="expected a version number"):
+        trust.retire_pin(str(path), "h1", key.verify_key, -1)
+    assert path.read_text() == f"h1 {key.verify_key}\n"  # nothing written by a refusal
+
+
 def test_recovery_key_text_from_stdin_forms(tmp_path):
     made = secrets.init_recovery(str(tmp_path / "r.key"))
     text = (tmp_path / "r.key").read_text()

@@ -79,3 +79,33 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
     click.echo(
         f"{'pinned' if added else 'already pinned'}: host {host_id} key {verify_key} in {trusted_keys}"
     )
+
+
+@keys.command("retire")
+@click.argument("host_id")
+@click.argument("verify_key")
+@click.option(
+    "--after-version",
+    "after_version",
+    type=int,
+    required=True,
+    help="The last version this key signed before it may have leaked (see `wgsyncd history`).",
+)
+@click.option("--trusted-keys", "trusted_keys", required=True, help="The operator's trust file.")
+def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: str) -> None:
+    """Retire a pinned key: the versions it signed up to N stay restorable; nothing newer it signs is."""
+    from wgsyncd.restore import RestoreError, trust
+
+    try:
+        before = trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
+    except RestoreError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+    was = "" if before is None else f" (it was retired after version {before})"
+    click.echo(
+        f"retired: host {host_id} key {verify_key} after version {after_version}{was} in {trusted_keys}; "
+        "its heads no longer count, and a version above that number it signs is refused"
+    )

@@ -82,10 +82,10 @@ def head_check(
             f"schema 9): {unproven} can drop the head too)",
             asked.latest,
         )
-    if not any(head.signed_by(k) for k in pins.of(host_id)):
+    if not any(head.signed_by(k) for k in pins.for_head(host_id)):
         return refuse_or_warn(
-            f"{label}: its head in the database is not signed by a key pinned in {pins.path} "
-            f"(forged, or an unpinned key's): {unproven} can replace the head too)",
+            f"{label}: its head in the database is not signed by a key pinned (and not retired) in "
+            f"{pins.path} (forged, or an unpinned or retired key's): {unproven} can replace the head too)",
             asked.latest,
         )
     when = f"{head.at.astimezone(UTC).isoformat(timespec='seconds')} ({_age(head.at, datetime.now(UTC))})"

@@ -9,7 +9,14 @@ recovery key (``--trusted-keys FILE``), one pin per line::
     vpn-1  q2c1...=  pinned 2026-11-27 from `wgsyncd keys show-signing`
 
 Several lines for one host are several valid keys (a reinstalled host makes a new
-key; old versions stay restorable while the old key stays pinned). A version is
+key; old versions stay restorable while the old key stays pinned). A key that may
+have leaked is *retired* rather than unpinned (``wgsyncd keys retire``)::
+
+    vpn-1  q2c1...=  retired-after=41  pinned 2026-11-27; retired: the old disk was lost
+
+It still vouches for the versions it signed up to 41 (they stay restorable), but a
+version numbered above 41 that it signed is refused, and a head it signed counts for
+nothing: whoever holds the leaked key cannot make restore's "latest" theirs. A version is
 restored only when (:func:`check`): it is signed by a pinned key of its host over its
 own number, time, hashes and chain link; its document hashes to the signed value;
 and following ``prev`` links leads, through versions that are all validly signed by
@@ -21,7 +28,8 @@ signed version precedes them (an agent that signs never writes an unsigned versi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,20 +46,56 @@ UNSIGNED = "unsigned (written before versions were signed, or not by the host's 
 TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
 
 
+RETIRED = re.compile(r"retired-after=(\S*)")
+
+
 @dataclass(frozen=True)
 class Pins:
-    """host_id -> verify keys, read from the operator's trust file at ``path``."""
+    """host_id -> verify keys, read from the operator's trust file at ``path``.
+
+    ``retired``: (host_id, key) -> the last version number that key may sign.
+    """
 
     path: str
     keys: dict[str, tuple[str, ...]]
+    retired: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def of(self, host_id: str) -> tuple[str, ...]:
-        """The keys pinned for ``host_id`` (empty when none)."""
+        """The keys pinned for ``host_id`` (empty when none), retired ones included."""
         return self.keys.get(host_id, ())
+
+    def retired_after(self, host_id: str, key: str) -> int | None:
+        """The last version ``key`` may sign for ``host_id``; None when it is not retired."""
+        return self.retired.get((host_id, key))
+
+    def for_head(self, host_id: str) -> tuple[str, ...]:
+        """The keys whose signed head counts: pinned and not retired."""
+        return tuple(k for k in self.of(host_id) if (host_id, k) not in self.retired)
+
+
+def _split_pin_line(line: str) -> tuple[str, str, str | None, str]:
+    """(host_id, verify_key, retired-after value or None, comment) of a pin line with 2+ fields."""
+    host_id, key, *rest = line.split(None, 2)
+    tail = rest[0] if rest else ""
+    found = RETIRED.match(tail)
+    if found is None:
+        return host_id, key, None, tail
+    return host_id, key, found.group(1), tail[found.end() :].strip()
+
+
+def _retired_value(text: str, where: str) -> int:
+    """A ``retired-after=`` value: a version number (0: the key vouches for nothing)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise RestoreError(f"{where}: retired-after={text!r}: expected a version number (0 or more)")
+    return int(text)
 
 
 def read_pins(path: str) -> Pins:
-    """Parse a trust file; a bad line is an error naming FILE:LINE (keys are public, but unneeded)."""
+    """Parse a trust file; a bad line is an error naming FILE:LINE (keys are public, but unneeded).
+
+    A key pinned on several lines for one host keeps the strictest retirement: a line
+    that retires it is never undone by another that does not.
+    """
     from wgsyncd.signing import SigningError, parse_verify_key
 
     try:
@@ -61,18 +105,23 @@ def read_pins(path: str) -> Pins:
     except UnicodeDecodeError:
         raise RestoreError(f"{path}: trusted keys file is not text") from None
     keys: dict[str, list[str]] = {}
+    retired: dict[tuple[str, str], int] = {}
     for n, line in enumerate(lines, 1):
         fields = line.split(None, 2)
         if not fields or fields[0].startswith("#"):
             continue
         if len(fields) < 2:
-            raise RestoreError(f"{path}:{n}: expected 'host_id verify_key [comment]'")
+            raise RestoreError(f"{path}:{n}: expected 'host_id verify_key [retired-after=N] [comment]'")
+        host_id, text, after, _comment = _split_pin_line(line)
         try:
-            key = parse_verify_key(fields[1], f"{path}:{n}")
+            key = parse_verify_key(text, f"{path}:{n}")
         except SigningError as exc:
             raise RestoreError(str(exc)) from None
-        keys.setdefault(fields[0], []).append(key)
-    return Pins(path, {h: tuple(dict.fromkeys(k)) for h, k in keys.items()})
+        keys.setdefault(host_id, []).append(key)
+        if after is not None:
+            bound = _retired_value(after, f"{path}:{n}")
+            retired[(host_id, key)] = min(bound, retired.get((host_id, key), bound))
+    return Pins(path, {h: tuple(dict.fromkeys(k)) for h, k in keys.items()}, retired)
 
 
 def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool:
@@ -104,6 +153,37 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
     return True
 
 
+def retire_pin(path: str, host_id: str, verify_key: str, after_version: int) -> int | None:
+    """Mark ``verify_key``'s pin for ``host_id`` retired after ``after_version``; return the
+    bound it had before (None: it was not retired).
+
+    Every line pinning that key for that host is rewritten (its comment kept), the whole
+    file checked first and replaced atomically. A key that is not pinned is an error: a
+    retirement must not pin a key by mistake.
+    """
+    from wgsyncd.signing import SigningError, parse_verify_key
+
+    if after_version < 0:
+        raise RestoreError(f"--after-version {after_version}: expected a version number (0 or more)")
+    try:
+        key = parse_verify_key(verify_key, f"host {host_id}: verify key")
+    except SigningError as exc:
+        raise RestoreError(str(exc)) from None
+    pins = read_pins(path)  # a bad file is refused before anything is written
+    if key not in pins.of(host_id):
+        raise RestoreError(f"{path}: key {verify_key} is not pinned for host {host_id}: nothing to retire")
+    lines = Path(path).read_text().splitlines()
+    for n, line in enumerate(lines):
+        fields = line.split(None, 2)
+        if len(fields) < 2 or fields[0].startswith("#"):
+            continue
+        pin_host, text, _after, comment = _split_pin_line(line)
+        if pin_host == host_id and parse_verify_key(text, f"{path}:{n + 1}") == key:
+            lines[n] = f"{host_id} {key} retired-after={after_version}" + (f" {comment}" if comment else "")
+    write_atomic(Path(path), "\n".join(lines) + "\n", 0o644)
+    return pins.retired_after(host_id, key)
+
+
 # ---------------------------------------------------------------- checking one version
 
 
@@ -129,13 +209,18 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
             problem = UNSIGNED
         elif not keys:
             problem = f"no key is pinned for host {row.host_id} in {pins.path}"
-        elif _pinned_signer(row, keys) is None:
+        elif (signer := _pinned_signer(row, keys)) is None:
             problem = (
                 f"signed by key {key_id(row.signing_key)}, which is not pinned for host {row.host_id} "
                 f"in {pins.path}"
                 if row.signing_key not in keys
                 else "signature does not verify: the version was altered or replayed "
                 "(its number, time, hashes or chain link differ from what the host signed)"
+            )
+        elif (bound := pins.retired_after(row.host_id, signer)) is not None and row.version > bound:
+            problem = (
+                f"signed by key {key_id(signer)}, which {pins.path} retires after version {bound}: "
+                "a retired key (it may have leaked) vouches for nothing newer"
             )
         elif row.prev != GENESIS and not any(v < row.version for v in trusted_links.get(row.prev or "", [])):
             problem = (
