@@ -247,7 +247,7 @@ def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
     assert trust.read_pins(str(path)).retired_after("h1", key.verify_key) == 5  # not undone by line 2
     path.write_text(f"h1 {key.verify_key} retired-after=9\nh1 {key.verify_key} retired-after=3 x\n")
     assert trust.read_pins(str(path)).retired_after("h1", key.verify_key) == 3
-    for bad in ("-1", "", "x", "2.0", "１"):
+    for bad in ("-1", "", "x", "2.0", "\uff11"):
         path.write_text(f"h1 {key.verify_key} retired-after={bad} c\n")
         with pytest.raises(RestoreError, match=rf"{path}:1: retired-after=.*expected a version number"):
             trust.read_pins(str(path))
