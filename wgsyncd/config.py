@@ -97,6 +97,9 @@ class DatabaseConfig:
     # traffic history and sync_status rows older than this are pruned (this host's
     # own rows, a bounded batch per cycle); 0 keeps them forever
     history_days: float = 90.0
+    # traffic history past this age is folded into one row per peer per UTC hour (sums
+    # between hours unchanged, ~60x fewer rows at a 60 s interval); 0 keeps every cycle's row
+    traffic_detail_hours: float = 24.0
 
 
 @dataclass
@@ -272,6 +275,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be greater than 0")
     if cfg.database.history_days < 0:
         raise ConfigError("database.history_days: must be 0 (keep forever) or more")
+    if not 0 <= cfg.database.traffic_detail_hours <= MAX_HISTORY_DAYS * 24:
+        raise ConfigError(
+            f"database.traffic_detail_hours: must be 0 (never fold) to {MAX_HISTORY_DAYS * 24:g}"
+        )
     for key, value in {
         "kernel.timeout": cfg.kernel.timeout,
         "wgrest.timeout": cfg.wgrest.timeout,

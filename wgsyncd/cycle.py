@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from wgsyncd import __version__, valuepool
@@ -152,6 +152,8 @@ def collect(cfg: Config, memo: Memo | None = None, *, in_turn: bool = False) -> 
 
 # a long-running loop prunes at most this often (seconds), unless a backlog is left
 PRUNE_EVERY = 3600.0
+# seconds a windowed fold looks back beyond the spool's age (two prune intervals)
+FOLD_MARGIN = 2 * PRUNE_EVERY
 
 
 def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
@@ -159,26 +161,39 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
 
     Off the hot path: the daemon prunes once an hour (every cycle while a full batch
     comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
-    (its memo's next_prune starts empty).
+    (its memo's next_prune starts empty). Traffic past ``traffic_detail_hours`` is folded
+    into hour rows: the first time for a host over its whole history (rows from before
+    schema 10), then only over what can have arrived since (the spool's age, an hour).
     """
     from wgsyncd import store
-    from wgsyncd.store.retention import BATCH
 
     if not memo.prune_due(cfg.host_id):
         return
+    db = cfg.database
+    full = cfg.host_id not in memo.folded
+    lookback = timedelta(hours=db.traffic_detail_hours, seconds=cfg.daemon.spool_max_age + FOLD_MARGIN)
     try:
-        pruned = store.prune(conn, cfg.host_id, now, cfg.database.history_days)
+        pruned = store.prune(
+            conn, cfg.host_id, now, db.history_days, db.traffic_detail_hours, None if full else now - lookback
+        )
     except store.StoreError as exc:
         log.warning("history pruning skipped: %s", exc)
         return
-    backlog = max(pruned.traffic, pruned.status) >= BATCH
-    memo.next_prune[cfg.host_id] = 0.0 if backlog else time.monotonic() + PRUNE_EVERY
+    if full and not pruned.backlog():
+        memo.folded.add(cfg.host_id)
+    memo.next_prune[cfg.host_id] = 0.0 if pruned.backlog() else time.monotonic() + PRUNE_EVERY
     if pruned.traffic or pruned.status:
         log.info(
             "pruned %d traffic and %d status rows older than %g days",
             pruned.traffic,
             pruned.status,
-            cfg.database.history_days,
+            db.history_days,
+        )
+    if pruned.folded:
+        log.info(
+            "folded %d traffic rows older than %g hours into hour rows",
+            pruned.folded,
+            db.traffic_detail_hours,
         )
 
 

@@ -44,6 +44,9 @@ class Memo:
     signers: dict[tuple[str, str], Signer] = field(default_factory=dict)
     # cycle.py: host_id -> monotonic time of the next history prune (the daemon prunes hourly)
     next_prune: dict[str, float] = field(default_factory=dict)
+    # cycle.py: host_ids whose whole traffic history was folded once (migration 0010); kept
+    # in timer mode's memo file, so later runs look back over the spool's age only
+    folded: set[str] = field(default_factory=set)
 
     def for_host(self, host_id: str) -> Memo:
         """This memo, emptied first if it belonged to another host_id (never carried across)."""
@@ -56,7 +59,15 @@ class Memo:
         """Forget everything (a reload that changed the host, or a cache not to be trusted)."""
         self.host_id = None
         self.merge = MergeMemo()
-        for part in (self.conf, self.uapi, self.wgrest, self.wgrest_answered, self.signers, self.next_prune):
+        for part in (
+            self.conf,
+            self.uapi,
+            self.wgrest,
+            self.wgrest_answered,
+            self.signers,
+            self.next_prune,
+            self.folded,
+        ):
             part.clear()
 
     def prune_due(self, host_id: str) -> bool:

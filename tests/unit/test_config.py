@@ -105,6 +105,13 @@ def test_example_config_documents_every_key_and_loads():
         ("[daemon]\ninterval = inf\n", {}, "daemon.interval: expected a finite number"),
         ("", {"WGSYNCD_DATABASE_STATEMENT_TIMEOUT": "NaN"}, "database.statement_timeout: expected a finite"),
         ("[database]\nhistory_days = 1e6\n", {}, "database.history_days: must be at most 36500"),
+        (
+            "[database]\ntraffic_detail_hours = -1\n",
+            {},
+            "database.traffic_detail_hours: must be 0 (never fold) to",
+        ),
+        ("", {"WGSYNCD_DATABASE_TRAFFIC_DETAIL_HOURS": "1e9"}, "database.traffic_detail_hours: must be 0"),
+        ("[database]\ntraffic_detail_hours = nan\n", {}, "database.traffic_detail_hours: expected a finite"),
     ],
 )
 def test_non_finite_and_out_of_range_numbers_name_the_key(tmp_path, text, env, needle):

@@ -1,4 +1,5 @@
-"""Retention: traffic history and sync_status rows older than the configured age go away.
+"""Retention: traffic history and sync_status rows older than the configured age go away,
+and traffic older than the detail window is folded into one row per peer per hour.
 
 Both tables grow every cycle (a 10,000-peer host with 10% active peers adds about
 1,000 traffic rows a minute), so a shared database serving many hosts needs them
@@ -6,6 +7,11 @@ bounded. Each host prunes only its own rows, a bounded batch per cycle and in it
 own short transaction, so a large backlog is worked off over several cycles instead
 of one long delete holding locks. Config rows and config versions are never pruned:
 restore needs them.
+
+The fold (migration 0010): at a 60 s interval a peer's traffic past the first day
+(``traffic_detail_hours``) costs one row an hour instead of sixty; sums between hours
+stay exact. Without it one PostgreSQL cannot hold a large fleet's 90 days (README,
+fleet benchmark: 16 TB at 10,000 hosts).
 """
 
 from __future__ import annotations
@@ -27,19 +33,41 @@ class Pruned:
 
     traffic: int = 0
     status: int = 0
+    folded: int = 0  # per-cycle traffic rows folded into hour rows
+
+    def backlog(self) -> bool:
+        """A full batch came back somewhere: more is waiting, call again soon."""
+        return max(self.traffic, self.status, self.folded) >= BATCH
 
 
-def prune(conn: psycopg.Connection[Any], host_id: str, now: datetime, keep_days: float) -> Pruned:
-    """Delete up to BATCH rows per table older than ``keep_days`` for ``host_id``; 0 days = keep all."""
+def prune(
+    conn: psycopg.Connection[Any],
+    host_id: str,
+    now: datetime,
+    keep_days: float,
+    detail_hours: float = 0.0,
+    fold_since: datetime | None = None,
+) -> Pruned:
+    """Delete up to BATCH rows per table older than ``keep_days`` for ``host_id`` (0 days =
+    keep all), and fold up to BATCH traffic rows older than ``detail_hours`` into hour rows
+    (0 hours = keep every cycle's row), only rows since ``fold_since`` (None: all); one
+    transaction."""
     out = Pruned()
-    if keep_days <= 0:
+    if keep_days <= 0 and detail_hours <= 0:
         return out
-    cutoff = now - timedelta(days=keep_days)
     with guarded(conn, "prune history"), conn.transaction():
-        # the schema owner's function (migration 0003): a host role has no DELETE
-        row = conn.execute(
-            "SELECT traffic, status FROM wgsyncd_prune(%s, %s, %s)", (host_id, cutoff, BATCH)
-        ).fetchone()
-    if row is not None:
-        out.traffic, out.status = int(row[0]), int(row[1])
+        # the schema owner's functions (migrations 0003, 0010): a host role has no DELETE
+        if keep_days > 0:
+            row = conn.execute(
+                "SELECT traffic, status FROM wgsyncd_prune(%s, %s, %s)",
+                (host_id, now - timedelta(days=keep_days), BATCH),
+            ).fetchone()
+            if row is not None:
+                out.traffic, out.status = int(row[0]), int(row[1])
+        if detail_hours > 0:
+            row = conn.execute(
+                "SELECT wgsyncd_rollup_traffic(%s, %s, %s, %s)",
+                (host_id, fold_since, now - timedelta(hours=detail_hours), BATCH),
+            ).fetchone()
+            out.folded = int(row[0]) if row is not None else 0
     return out

@@ -1,0 +1,182 @@
+"""Traffic history folded into hour rows past the detail window (migration 0010).
+
+Real PostgreSQL, the hosts' own login roles (tests/beds/roles.py). A host's per-cycle
+traffic rows go in through its own `wgsyncd_put_stats`, as a cycle writes them; the fold
+runs through `store.prune` as the agent calls it. What must hold: every sum between two
+hours is unchanged, only rows past the window and only the caller's own rows are
+touched, a second call changes nothing, batches and late (replayed) rows add up the
+same, the buckets are UTC hours whatever the session's time zone, and a host's own
+absurd deltas cannot make its pruning fail for ever.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.beds.roles import Fleet, fleet, owner_counts  # noqa: F401 (fixture)
+from wgsyncd import config, cycle
+from wgsyncd.memo import Memo
+from wgsyncd.store import retention
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime.now(UTC).replace(minute=40, second=0, microsecond=0) - timedelta(hours=1)
+HOUR = NOW.replace(minute=0)
+MAX_DELTA = 2**62
+
+
+def _put(conn: psycopg.Connection[Any], host_id: str, rows: list[tuple[str, datetime, int, int]]) -> None:
+    """Per-cycle traffic rows (peer, observed_at, rx, tx) through the host's own function."""
+    with conn.transaction():
+        conn.execute(
+            "SELECT wgsyncd_put_stats(%s, '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', "
+            "%s::text[], %s::text[], %s::timestamptz[], %s::bigint[], %s::bigint[])",
+            (
+                host_id,
+                ["wg0"] * len(rows),
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+            ),
+        )
+
+
+def _rows(f: Fleet, host_id: str) -> list[tuple[str, datetime, int, int]]:
+    """The host's traffic rows as the owner sees them, oldest first."""
+    with psycopg.connect(f.dsn(f.owner)) as owner:
+        return owner.execute(
+            "SELECT public_key, observed_at, rx_delta, tx_delta FROM peer_traffic WHERE host_id = %s "
+            "ORDER BY observed_at, public_key",
+            (host_id,),
+        ).fetchall()
+
+
+def _hourly(rows: list[tuple[str, datetime, int, int]]) -> Counter[tuple[str, datetime, str]]:
+    """Sums per peer per UTC hour: what every question between two hours sees."""
+    out: Counter[tuple[str, datetime, str]] = Counter()
+    for key, at, rx, tx in rows:
+        hour = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        out[(key, hour, "rx")] += rx
+        out[(key, hour, "tx")] += tx
+    return out
+
+
+def _cycles(hours_ago: int, peers: tuple[str, ...], every: int = 7) -> list[tuple[str, datetime, int, int]]:
+    """One row per peer every ``every`` minutes through the hour ``hours_ago`` before HOUR."""
+    start = HOUR - timedelta(hours=hours_ago)
+    return [
+        (p, start + timedelta(minutes=m, seconds=13), 1000 + m, 10 * m + i)
+        for m in range(0, 60, every)
+        for i, p in enumerate(peers)
+    ]
+
+
+def test_fold_keeps_every_hour_sum_and_touches_only_old_own_rows(fleet: Fleet) -> None:  # noqa: F811
+    f = fleet
+    old = _cycles(3, ("P1", "P2")) + _cycles(2, ("P1",)) + [("P2", HOUR - timedelta(hours=2), 5, 6)]
+    recent = [("P1", NOW - timedelta(minutes=m), 7, 8) for m in (1, 12, 30)]  # inside the 1 h window
+    with f.connect(f.role_a) as a, f.connect(f.role_b) as b:
+        _put(a, f.host_a, old + recent)
+        _put(b, f.host_b, _cycles(3, ("P1",)))
+        before_a, before_b = _rows(f, f.host_a), owner_counts(f, f.host_b)
+        pruned = retention.prune(a, f.host_a, NOW, 90, detail_hours=1)
+        on_the_hour = 1  # P2's row at exactly HOUR - 2 h is already its bucket's row
+        assert pruned.folded == len(old) - on_the_hour and not pruned.backlog()
+        after = _rows(f, f.host_a)
+        assert _hourly(after) == _hourly(before_a)
+        cutoff = NOW - timedelta(hours=1)
+        assert all(at.minute == at.second == at.microsecond == 0 for _k, at, _r, _t in after if at < cutoff)
+        assert sorted(r for r in after if r[1] >= cutoff) == sorted(r for r in before_a if r[1] >= cutoff)
+        assert len([r for r in after if r[1] < cutoff]) == 4  # P1 and P2 at -3 h and at -2 h
+        assert owner_counts(f, f.host_b) == before_b  # the other host's rows: untouched
+        again = retention.prune(a, f.host_a, NOW, 90, detail_hours=1)
+        assert again.folded == 0 and _rows(f, f.host_a) == after
+        # host B's role cannot fold host A's rows, whatever host_id it names
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
+            b.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, now(), 1000)", (f.host_a,))
+
+
+def test_batches_late_rows_and_session_time_zone_add_up_the_same(
+    fleet: Fleet,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = fleet
+    rows = _cycles(5, ("P1", "P2", "P3"), every=4)
+    with f.connect(f.role_a) as a:
+        a.execute("SET TIME ZONE 'Asia/Kolkata'")  # +05:30: a local hour is not a UTC hour
+        a.commit()
+        _put(a, f.host_a, rows)
+        want = _hourly(_rows(f, f.host_a))
+        monkeypatch.setattr(retention, "BATCH", 7)  # a bucket split across calls adds up
+        calls = 0
+        while retention.prune(a, f.host_a, NOW, 90, detail_hours=1).backlog():
+            calls += 1
+        assert calls >= len(rows) // 7 - 1
+        folded = _rows(f, f.host_a)
+        assert _hourly(folded) == want and len(folded) == 3
+        assert all(at.astimezone(UTC).minute == 0 for _k, at, _r, _t in folded)
+        # a cycle replayed from the spool days later: its rows at their own old times
+        late = [("P1", HOUR - timedelta(hours=5, minutes=-31), 100, 200)]
+        _put(a, f.host_a, late)
+        assert retention.prune(a, f.host_a, NOW, 90, detail_hours=1).folded == 1
+        assert _hourly(_rows(f, f.host_a)) == want + _hourly(late) and len(_rows(f, f.host_a)) == 3
+
+
+def test_absurd_own_deltas_are_capped_not_a_stuck_prune(fleet: Fleet) -> None:  # noqa: F811
+    """A host's own poisoned rows (each within 0007's bound, their sum not): the hour row is
+    capped at the bound and pruning goes on."""
+    f = fleet
+    start = HOUR - timedelta(hours=3)
+    poison = [("P1", start + timedelta(minutes=m, seconds=1), MAX_DELTA, 1) for m in (1, 2, 3)]
+    with f.connect(f.role_a) as a:
+        _put(a, f.host_a, poison)
+        _put(a, f.host_a, [("P1", start, MAX_DELTA, 1)])  # the hour row already exists: added into
+        assert retention.prune(a, f.host_a, NOW, 90, detail_hours=1).folded == 3
+        assert _rows(f, f.host_a) == [("P1", start, MAX_DELTA, 4)]
+
+
+def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only(
+    fleet: Fleet,  # noqa: F811
+    tmp_path,
+) -> None:
+    """cycle._prune: the first prune of a host folds its whole history (rows from before
+    schema 10); later ones only what a spool replay or the last hour can have added."""
+    f = fleet
+    path = tmp_path / "wgsyncd.toml"
+    path.write_text(
+        f'host_id = "{f.host_a}"\n[database]\ndsn = "{f.dsn(f.role_a)}"\ntraffic_detail_hours = 1\n'
+        "[daemon]\nspool_max_age = 86400\n"
+    )
+    cfg = config.load(str(path))
+    month_old = [
+        ("P1", HOUR - timedelta(days=30, minutes=-5), 1, 2),
+        ("P1", HOUR - timedelta(days=30, minutes=-9), 3, 4),
+    ]
+    memo = Memo().for_host(f.host_a)
+    with f.connect(f.role_a) as a:
+        _put(a, f.host_a, month_old)
+        cycle._prune(a, cfg, NOW, memo)
+        assert f.host_a in memo.folded and len(_rows(f, f.host_a)) == 1  # the whole history, once
+        _put(a, f.host_a, month_old)  # older than the look-back: left for retention
+        replayed = [
+            ("P2", NOW - timedelta(hours=20), 5, 6),
+            ("P2", NOW - timedelta(hours=20, minutes=3), 7, 8),
+        ]
+        _put(a, f.host_a, replayed)
+        memo.next_prune.clear()  # an hour later
+        cycle._prune(a, cfg, NOW, memo)
+        rows = _rows(f, f.host_a)
+        assert [r for r in rows if r[0] == "P2"] == [
+            ("P2", (NOW - timedelta(hours=20)).replace(minute=0), 12, 14)
+        ]
+        assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
+        memo.clear()  # a new process (or another host_id): a whole pass again
+        memo.for_host(f.host_a)
+        cycle._prune(a, cfg, NOW, memo)
+        assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
