@@ -1,4 +1,4 @@
-"""Traffic history folded into hour rows past the detail window (migration 0010).
+"""History made hourly past the detail window (migration 0010): traffic folded, status thinned.
 
 Real PostgreSQL, the hosts' own login roles (tests/beds/roles.py). A host's per-cycle
 traffic rows go in through its own `wgsyncd_put_stats`, as a cycle writes them; the fold
@@ -6,7 +6,9 @@ runs through `store.prune` as the agent calls it. What must hold: every sum betw
 hours is unchanged, only rows past the window and only the caller's own rows are
 touched, a second call changes nothing, batches and late (replayed) rows add up the
 same, the buckets are UTC hours whatever the session's time zone, and a host's own
-absurd deltas cannot make its pruning fail for ever.
+absurd deltas cannot make its pruning fail for ever. sync_status keeps, per hour, its
+first row and every row that says something (not ok, config written, a drift list no
+newer row holds).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.beds.roles import Fleet, fleet, owner_counts  # noqa: F401 (fixture)
+from tests.beds.roles import Fleet, fleet, host_state, owner_counts, sync  # noqa: F401 (fixture)
 from wgsyncd import config, cycle
 from wgsyncd.memo import Memo
 from wgsyncd.store import retention
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.postgres
 NOW = datetime.now(UTC).replace(minute=40, second=0, microsecond=0) - timedelta(hours=1)
 HOUR = NOW.replace(minute=0)
 MAX_DELTA = 2**62
+HOURLY = retention.Hourly(traffic_after=timedelta(hours=1), status_after=timedelta(hours=1))
 
 
 def _put(conn: psycopg.Connection[Any], host_id: str, rows: list[tuple[str, datetime, int, int]]) -> None:
@@ -85,7 +88,7 @@ def test_fold_keeps_every_hour_sum_and_touches_only_old_own_rows(fleet: Fleet) -
         _put(a, f.host_a, old + recent)
         _put(b, f.host_b, _cycles(3, ("P1",)))
         before_a, before_b = _rows(f, f.host_a), owner_counts(f, f.host_b)
-        pruned = retention.prune(a, f.host_a, NOW, 90, detail_hours=1)
+        pruned = retention.prune(a, f.host_a, NOW, 90, HOURLY)
         on_the_hour = 1  # P2's row at exactly HOUR - 2 h is already its bucket's row
         assert pruned.folded == len(old) - on_the_hour and not pruned.backlog()
         after = _rows(f, f.host_a)
@@ -95,7 +98,7 @@ def test_fold_keeps_every_hour_sum_and_touches_only_old_own_rows(fleet: Fleet) -
         assert sorted(r for r in after if r[1] >= cutoff) == sorted(r for r in before_a if r[1] >= cutoff)
         assert len([r for r in after if r[1] < cutoff]) == 4  # P1 and P2 at -3 h and at -2 h
         assert owner_counts(f, f.host_b) == before_b  # the other host's rows: untouched
-        again = retention.prune(a, f.host_a, NOW, 90, detail_hours=1)
+        again = retention.prune(a, f.host_a, NOW, 90, HOURLY)
         assert again.folded == 0 and _rows(f, f.host_a) == after
         # host B's role cannot fold host A's rows, whatever host_id it names
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
@@ -115,7 +118,7 @@ def test_batches_late_rows_and_session_time_zone_add_up_the_same(
         want = _hourly(_rows(f, f.host_a))
         monkeypatch.setattr(retention, "BATCH", 7)  # a bucket split across calls adds up
         calls = 0
-        while retention.prune(a, f.host_a, NOW, 90, detail_hours=1).backlog():
+        while retention.prune(a, f.host_a, NOW, 90, HOURLY).backlog():
             calls += 1
         assert calls >= len(rows) // 7 - 1
         folded = _rows(f, f.host_a)
@@ -124,7 +127,7 @@ def test_batches_late_rows_and_session_time_zone_add_up_the_same(
         # a cycle replayed from the spool days later: its rows at their own old times
         late = [("P1", HOUR - timedelta(hours=5, minutes=-31), 100, 200)]
         _put(a, f.host_a, late)
-        assert retention.prune(a, f.host_a, NOW, 90, detail_hours=1).folded == 1
+        assert retention.prune(a, f.host_a, NOW, 90, HOURLY).folded == 1
         assert _hourly(_rows(f, f.host_a)) == want + _hourly(late) and len(_rows(f, f.host_a)) == 3
 
 
@@ -137,7 +140,7 @@ def test_absurd_own_deltas_are_capped_not_a_stuck_prune(fleet: Fleet) -> None:  
     with f.connect(f.role_a) as a:
         _put(a, f.host_a, poison)
         _put(a, f.host_a, [("P1", start, MAX_DELTA, 1)])  # the hour row already exists: added into
-        assert retention.prune(a, f.host_a, NOW, 90, detail_hours=1).folded == 3
+        assert retention.prune(a, f.host_a, NOW, 90, HOURLY).folded == 3
         assert _rows(f, f.host_a) == [("P1", start, MAX_DELTA, 4)]
 
 
@@ -180,3 +183,52 @@ def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only
         memo.for_host(f.host_a)
         cycle._prune(a, cfg, NOW, memo)
         assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
+
+
+def _status(f: Fleet, host_id: str) -> list[tuple]:
+    with psycopg.connect(f.dsn(f.owner)) as owner:
+        return owner.execute(
+            "SELECT started_at, status, config_rows_written, drift_sha256, drift IS NOT NULL "
+            "FROM sync_status WHERE host_id = %s ORDER BY started_at, id",
+            (host_id,),
+        ).fetchall()
+
+
+def test_status_keeps_an_hour_s_first_row_and_every_row_that_says_something(fleet: Fleet) -> None:  # noqa: F811
+    f = fleet
+    start = HOUR - timedelta(hours=3)
+    rows = [(start + timedelta(minutes=m, seconds=5), "ok", 0, None, None) for m in range(0, 120)]
+    rows[10] = (rows[10][0], "partial", 0, None, None)
+    rows[20] = (rows[20][0], "ok", 3, None, None)  # a config change
+    rows[30] = (rows[30][0], "ok", 0, "d1", '[{"older": 1}]')  # a newer row holds d1's list too
+    rows[40] = (rows[40][0], "ok", 0, "d1", '[{"newer": 1}]')
+    rows[50] = (rows[50][0], "ok", 0, "d1", None)  # refers to d1 by hash
+    rows[70] = (rows[70][0], "ok", 0, "d2", '[{"only": 1}]')
+    with f.connect(f.role_a) as a, f.connect(f.role_b) as b:
+        sync(a, host_state(f.host_a), f)  # the hosts row and this cycle's own status row
+        sync(b, host_state(f.host_b), f)
+        with a.transaction():
+            for at, status, written, sha, drift in rows:
+                a.execute(
+                    "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, "
+                    "config_rows_written, drift_sha256, drift, agent_version) "
+                    "VALUES (%s, gen_random_uuid(), %s, %s, %s, %s, %s, %s::jsonb, 'test')",
+                    (f.host_a, at, at, status, written, sha, drift),
+                )
+        before_b = owner_counts(f, f.host_b)
+        pruned = retention.prune(a, f.host_a, NOW, 90, HOURLY)
+        kept = [(r[0], r[1], r[2], r[3]) for r in _status(f, f.host_a) if r[0] < start + timedelta(hours=2)]
+        assert [r[0] for r in kept] == [rows[i][0] for i in (0, 10, 20, 40, 60, 70)]
+        assert pruned.thinned == 120 - 6
+        assert owner_counts(f, f.host_b) == before_b
+        # the row that kept only d1's hash still reads its list: from the newest row holding it
+        with a.transaction():
+            listed = a.execute(
+                "SELECT d.drift FROM sync_status d WHERE d.host_id = %s AND d.drift_sha256 = 'd1' "
+                "AND d.drift IS NOT NULL ORDER BY d.started_at DESC LIMIT 1",
+                (f.host_a,),
+            ).fetchone()
+        assert listed == ([{"newer": 1}],)
+        assert retention.prune(a, f.host_a, NOW, 90, HOURLY).thinned == 0  # nothing left to thin
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
+            b.execute("SELECT wgsyncd_thin_status(%s, NULL, now(), 1000)", (f.host_a,))

@@ -152,8 +152,10 @@ def collect(cfg: Config, memo: Memo | None = None, *, in_turn: bool = False) -> 
 
 # a long-running loop prunes at most this often (seconds), unless a backlog is left
 PRUNE_EVERY = 3600.0
-# seconds a windowed fold looks back beyond the spool's age (two prune intervals)
-FOLD_MARGIN = 2 * PRUNE_EVERY
+# how far a windowed fold looks back beyond the spool's age (two prune intervals)
+FOLD_MARGIN = timedelta(seconds=2 * PRUNE_EVERY)
+# sync_status rows are thinned this long after the spool could last replay their cycle
+STATUS_MARGIN = timedelta(days=1)
 
 
 def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
@@ -161,21 +163,29 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
 
     Off the hot path: the daemon prunes once an hour (every cycle while a full batch
     comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
-    (its memo's next_prune starts empty). Traffic past ``traffic_detail_hours`` is folded
-    into hour rows: the first time for a host over its whole history (rows from before
-    schema 10), then only over what can have arrived since (the spool's age, an hour).
+    (its memo's next_prune starts empty). Past ``traffic_detail_hours`` history becomes
+    hourly (store/retention.py): the first time for a host over its whole history (rows
+    from before schema 10), then only over what can have crossed the boundary since.
     """
     from wgsyncd import store
+    from wgsyncd.store.retention import Hourly
 
     if not memo.prune_due(cfg.host_id):
         return
     db = cfg.database
     full = cfg.host_id not in memo.folded
-    lookback = timedelta(hours=db.traffic_detail_hours, seconds=cfg.daemon.spool_max_age + FOLD_MARGIN)
-    try:
-        pruned = store.prune(
-            conn, cfg.host_id, now, db.history_days, db.traffic_detail_hours, None if full else now - lookback
+    hourly = None
+    if db.traffic_detail_hours > 0:
+        spool = timedelta(seconds=cfg.daemon.spool_max_age)
+        detail = timedelta(hours=db.traffic_detail_hours)
+        hourly = Hourly(
+            traffic_after=detail,
+            # a replayed cycle must still find its own status row: nothing written twice
+            status_after=max(detail, spool + STATUS_MARGIN),
+            lookback=None if full else spool + FOLD_MARGIN,
         )
+    try:
+        pruned = store.prune(conn, cfg.host_id, now, db.history_days, hourly)
     except store.StoreError as exc:
         log.warning("history pruning skipped: %s", exc)
         return
@@ -189,11 +199,11 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
             pruned.status,
             db.history_days,
         )
-    if pruned.folded:
+    if pruned.folded or pruned.thinned:
         log.info(
-            "folded %d traffic rows older than %g hours into hour rows",
+            "history made hourly: %d traffic rows folded, %d status rows thinned",
             pruned.folded,
-            db.traffic_detail_hours,
+            pruned.thinned,
         )
 
 

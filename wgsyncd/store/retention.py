@@ -34,10 +34,21 @@ class Pruned:
     traffic: int = 0
     status: int = 0
     folded: int = 0  # per-cycle traffic rows folded into hour rows
+    thinned: int = 0  # sync_status rows past the status window that said nothing new
 
     def backlog(self) -> bool:
         """A full batch came back somewhere: more is waiting, call again soon."""
-        return max(self.traffic, self.status, self.folded) >= BATCH
+        return max(self.traffic, self.status, self.folded, self.thinned) >= BATCH
+
+
+@dataclass(frozen=True)
+class Hourly:
+    """Where per-cycle history becomes hourly (migration 0010); ``lookback`` bounds the scan
+    back from each boundary (None: the whole history)."""
+
+    traffic_after: timedelta  # per-cycle traffic rows older than this are folded
+    status_after: timedelta  # sync_status rows older than this are thinned
+    lookback: timedelta | None = None
 
 
 def prune(
@@ -45,15 +56,12 @@ def prune(
     host_id: str,
     now: datetime,
     keep_days: float,
-    detail_hours: float = 0.0,
-    fold_since: datetime | None = None,
+    hourly: Hourly | None = None,
 ) -> Pruned:
     """Delete up to BATCH rows per table older than ``keep_days`` for ``host_id`` (0 days =
-    keep all), and fold up to BATCH traffic rows older than ``detail_hours`` into hour rows
-    (0 hours = keep every cycle's row), only rows since ``fold_since`` (None: all); one
-    transaction."""
+    keep all); with ``hourly``, fold and thin up to BATCH rows each; one transaction."""
     out = Pruned()
-    if keep_days <= 0 and detail_hours <= 0:
+    if keep_days <= 0 and hourly is None:
         return out
     with guarded(conn, "prune history"), conn.transaction():
         # the schema owner's functions (migrations 0003, 0010): a host role has no DELETE
@@ -64,10 +72,16 @@ def prune(
             ).fetchone()
             if row is not None:
                 out.traffic, out.status = int(row[0]), int(row[1])
-        if detail_hours > 0:
-            row = conn.execute(
-                "SELECT wgsyncd_rollup_traffic(%s, %s, %s, %s)",
-                (host_id, fold_since, now - timedelta(hours=detail_hours), BATCH),
-            ).fetchone()
-            out.folded = int(row[0]) if row is not None else 0
+        if hourly is not None:
+            out.folded = _call(conn, "wgsyncd_rollup_traffic", host_id, now - hourly.traffic_after, hourly)
+            out.thinned = _call(conn, "wgsyncd_thin_status", host_id, now - hourly.status_after, hourly)
     return out
+
+
+def _call(
+    conn: psycopg.Connection[Any], function: str, host_id: str, before: datetime, hourly: Hourly
+) -> int:
+    """One of 0010's functions over [before - lookback, before): the rows it changed."""
+    since = None if hourly.lookback is None else before - hourly.lookback
+    row = conn.execute(f"SELECT {function}(%s, %s, %s, %s)", (host_id, since, before, BATCH)).fetchone()
+    return int(row[0]) if row is not None else 0

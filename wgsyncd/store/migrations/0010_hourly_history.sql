@@ -1,4 +1,4 @@
--- wgsyncd schema, version 10: traffic history per cycle for a day, then per hour.
+-- wgsyncd schema, version 10: history per cycle for a while, then per hour.
 --
 -- peer_traffic holds one row per active peer per cycle: a 1,000-peer host with 10% of its
 -- peers active adds 100 rows a minute (~13 KB with the indexes), so 10,000 such hosts add
@@ -56,3 +56,42 @@ DO $$ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz, integer) TO wgsyncd_host;
+
+-- sync_status: one row a cycle (~0.4 KB), 5.5 GiB a day at 10,000 hosts. Past the agent's
+-- window (a day past its spool's age: a replayed cycle finds its row, so nothing is written
+-- twice) a host keeps, per UTC hour, its first row and every row that says something: not
+-- 'ok', wrote config rows, or holds the only stored copy of a drift list (a row keeps only
+-- the hash of a list a newer row holds, and readers look the list up by hash: rows.py).
+-- An idle, healthy host keeps 24 rows a day instead of 1,440.
+CREATE FUNCTION wgsyncd_thin_status(p_host_id text, p_since timestamptz, p_before timestamptz,
+                                    p_batch integer)
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
+DECLARE
+    h text := wgsyncd_writer_host(p_host_id);  -- a host role: its bound host_id only
+    n bigint;
+BEGIN
+    DELETE FROM sync_status WHERE ctid = ANY (ARRAY(
+        SELECT x.ctid FROM (
+            SELECT s.ctid, s.status, s.config_rows_written, s.drift, s.drift_sha256, s.started_at,
+                   row_number() OVER (PARTITION BY date_trunc('hour', s.started_at, 'UTC')
+                                      ORDER BY s.started_at, s.id) AS rn
+            FROM sync_status s
+            WHERE s.host_id = h AND s.started_at < p_before
+              AND (p_since IS NULL OR s.started_at >= date_trunc('hour', p_since, 'UTC'))
+        ) x
+        WHERE x.rn > 1 AND x.status = 'ok' AND x.config_rows_written = 0
+          AND (x.drift IS NULL OR EXISTS (
+              SELECT 1 FROM sync_status d
+              WHERE d.host_id = h AND d.drift_sha256 = x.drift_sha256 AND d.drift IS NOT NULL
+                AND d.started_at > x.started_at))
+        LIMIT p_batch));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) '
+                   'SET search_path = %I, pg_temp', current_schema());
+END $$;
+REVOKE EXECUTE ON FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) TO wgsyncd_host;
