@@ -333,7 +333,8 @@ def table(res: dict[str, Any]) -> str:
         f"size after populate: {_gib(_total(res['sizes_after_populate']))}; "
         f"after a simulated day: {_gib(day['total_bytes_after_day'])} "
         f"(+{_gib(day['append_bytes_per_day'])}/day of peer_traffic + sync_status); "
-        f"at 90-day retention: {_gib(day['total_bytes_at_90_day_retention'])}",
+        f"at 90-day retention: {_gib(day['total_bytes_at_90_day_retention'])} with hourly history "
+        f"({_gib(day['total_bytes_at_90_day_retention_per_cycle_rows'])} with a row per cycle)",
     ]
     return "\n".join(lines)
 

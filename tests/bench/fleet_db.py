@@ -11,6 +11,8 @@ TABLES = (
     "config_versions", "config_secrets", "host_signing_keys",
 )  # fmt: skip
 APPEND_ONLY = ("peer_traffic", "sync_status")  # what grows every cycle (pruned after history_days)
+# days each keeps a row per cycle by default (traffic_detail_hours 24; status: spool 7 days + 1)
+DETAIL_DAYS = {"peer_traffic": 1, "sync_status": 8}
 
 
 def sizes(dsn: str) -> dict[str, dict[str, Any]]:
@@ -74,15 +76,21 @@ def simulated_day(res: dict[str, Any], hosts: int) -> dict[str, Any]:
         for t in APPEND_ONLY
     }
     fixed = sum(v["table"] + v["index"] for t, v in after.items() if t not in APPEND_ONLY)
-    day_append = sum(per_cycle.values()) * (86400 / res["interval_s"]) * hosts
+    per_day = {t: b * (86400 / res["interval_s"]) * hosts for t, b in per_cycle.items()}
+    day_append = sum(per_day.values())
+    # schema 10: past its detail window a table keeps one row an hour per peer (traffic)
+    # or per host (status) instead of one a cycle; tests/test_store_rollup.py
+    hourly = res["interval_s"] / 3600
+    at_90 = fixed + sum(per_day[t] * (DETAIL_DAYS[t] + (90 - DETAIL_DAYS[t]) * hourly) for t in APPEND_ONLY)
     return {
         "how": "append-only tables: measured bytes per steady cycle x cycles a day (86,400 s / interval) "
-        "x hosts; "
-        "the others: their size after the run",
+        "x hosts; the others: their size after the run; at 90 days: each append-only table's "
+        "per-cycle rows for its detail window (traffic 1 day, status 8), one row an hour after",
         "steady_cycles_measured": steady_cycles,
         "append_bytes_per_cycle": per_cycle,
         "fixed_bytes": fixed,
         "append_bytes_per_day": day_append,
         "total_bytes_after_day": fixed + day_append,
-        "total_bytes_at_90_day_retention": fixed + 90 * day_append,
+        "total_bytes_at_90_day_retention": at_90,
+        "total_bytes_at_90_day_retention_per_cycle_rows": fixed + 90 * day_append,  # before schema 10
     }
