@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
 from wgsyncd.commands.common import emit, load
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -57,6 +61,19 @@ def show_signing(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+def _edit_trust_file(path: str, edit: Callable[[], T]) -> T:
+    """Run one edit of the operator's trust file; a refusal or a write error is one line, exit 1."""
+    from wgsyncd.restore import RestoreError
+
+    try:
+        return edit()
+    except RestoreError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+    except OSError as exc:
+        click.echo(f"wgsyncd: {path}: cannot write: {exc.strerror}", err=True)
+    sys.exit(1)
+
+
 @keys.command("trust")
 @click.argument("host_id")
 @click.argument("verify_key")
@@ -66,16 +83,9 @@ def show_signing(ctx: click.Context, as_json: bool) -> None:
 @click.option("--comment", default="", help="Kept on the line (e.g. when and how the key was checked).")
 def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) -> None:
     """Pin a host's signing verify key: restore accepts versions signed by any key pinned for it."""
-    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.restore import trust
 
-    try:
-        added = trust.add_pin(trusted_keys, host_id, verify_key, comment)
-    except RestoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
-        sys.exit(1)
+    added = _edit_trust_file(trusted_keys, lambda: trust.add_pin(trusted_keys, host_id, verify_key, comment))
     click.echo(
         f"{'pinned' if added else 'already pinned'}: host {host_id} key {verify_key} in {trusted_keys}"
     )
@@ -94,16 +104,11 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
 @click.option("--trusted-keys", "trusted_keys", required=True, help="The operator's trust file.")
 def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: str) -> None:
     """Retire a pinned key: the versions it signed up to N stay restorable; nothing newer it signs is."""
-    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.restore import trust
 
-    try:
-        before = trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
-    except RestoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
-        sys.exit(1)
+    before = _edit_trust_file(
+        trusted_keys, lambda: trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
+    )
     was = "" if before is None else f" (it was retired after version {before})"
     click.echo(
         f"retired: host {host_id} key {verify_key} after version {after_version}{was} in {trusted_keys}; "

@@ -50,13 +50,6 @@ BEGIN
     RETURN n;
 END $$;
 
-DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz, integer) '
-                   'SET search_path = %I, pg_temp', current_schema());
-END $$;
-REVOKE EXECUTE ON FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz, integer) TO wgsyncd_host;
-
 -- sync_status: one row a cycle (~0.4 KB), 5.5 GiB a day at 10,000 hosts. Past the agent's
 -- window (a day past its spool's age: a replayed cycle finds its row, so nothing is written
 -- twice) a host keeps, per UTC hour, its first row and every row that says something: not
@@ -89,9 +82,14 @@ BEGIN
     RETURN n;
 END $$;
 
-DO $$ BEGIN
-    EXECUTE format('ALTER FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) '
-                   'SET search_path = %I, pg_temp', current_schema());
+-- both: the schema's search path only; the host group runs them (bound to its own host_id)
+DO $$
+DECLARE f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['wgsyncd_rollup_traffic', 'wgsyncd_thin_status'] LOOP
+        EXECUTE format('ALTER FUNCTION %I(text, timestamptz, timestamptz, integer) SET search_path = %I, pg_temp',
+                       f, current_schema());
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %I(text, timestamptz, timestamptz, integer) FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %I(text, timestamptz, timestamptz, integer) TO wgsyncd_host', f);
+    END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION wgsyncd_thin_status(text, timestamptz, timestamptz, integer) TO wgsyncd_host;
