@@ -60,6 +60,8 @@ UNITS = (
     "wgsyncd-sync.timer",
     "wgsyncd-sync.path",
     "wgsyncd-persist.service",
+    "wgsyncd-reap.service",
+    "wgsyncd-reap.timer",
 )
 
 

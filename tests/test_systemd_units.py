@@ -24,6 +24,8 @@ UNITS = (
     "wgsyncd-sync.timer",
     "wgsyncd-sync.path",
     "wgsyncd-persist.service",
+    "wgsyncd-reap.service",
+    "wgsyncd-reap.timer",
 )
 SYSTEM_UNITS = Path("/lib/systemd/system")
 MAX_EXPOSURE = 2.0
@@ -213,3 +215,33 @@ def test_memory_is_bounded_above_the_measured_peak() -> None:
         (high,), (top,) = service["MemoryHigh"], service["MemoryMax"]
         high_b, top_b = (int(v[:-1]) * sizes[v[-1]] for v in (high, top))
         assert measured * 2**20 < high_b < top_b, (name, high, top, measured)
+
+
+def test_reap_unit_runs_db_reap_with_nothing_of_the_host(tmp_path: Path) -> None:
+    """The operator's reaper: a dynamic user, no capability, only the database's network, its
+    own configuration file; the command line it runs is one wgsyncd accepts."""
+    from click.testing import CliRunner
+
+    from wgsyncd.cli import main
+
+    service = parse_unit("wgsyncd-reap.service")
+    svc = service["Service"]
+    assert svc["Type"] == ["oneshot"] and svc["DynamicUser"] == ["yes"]
+    assert svc["CapabilityBoundingSet"] == [""] and "AF_NETLINK" not in svc["RestrictAddressFamilies"][0]
+    assert service["Unit"]["ConditionPathExists"] == ["/etc/wgsyncd/reap.toml"]
+    argv = svc["ExecStart"][0].split()
+    assert argv[:3] == ["/usr/bin/wgsyncd", "--config", "/etc/wgsyncd/reap.toml"] and argv[3:] == [
+        "db",
+        "reap",
+    ]
+    assert any(c.startswith("db-password:") for c in svc["LoadCredential"])
+    conf = tmp_path / "reap.toml"
+    conf.write_text(
+        '[database]\ndsn = "host=db.example.org dbname=wgsyncd user=reaper sslmode=verify-full"\n'
+    )
+    res = CliRunner().invoke(main, ["--config", str(conf), *argv[3:], "--help"])
+    assert res.exit_code == 0 and "--idle-after" in res.output
+    timer = parse_unit("wgsyncd-reap.timer")
+    assert timer["Timer"]["Unit"] == ["wgsyncd-reap.service"] and timer["Timer"]["OnUnitInactiveSec"] == [
+        "1min"
+    ]
