@@ -35,3 +35,6 @@ def test_the_next_run_trusts_the_memo_file_the_child_wrote(tmp_path, wg_bed, pg_
 
     again = host.wgsyncd("sync")  # timer mode: an unchanged host
     assert "synced 1 interface, 20 peers" in again.stdout and "rows written" not in again.stdout
+    # its whole history was made hourly once (cycle._prune): later runs look back a window only;
+    # the first run's memo file was written before its prune, so the second one keeps that
+    assert synccache.load(cfg).memo.folded == {cfg.host_id}
