@@ -240,6 +240,26 @@ def test_a_retired_key_vouches_for_what_it_signed_up_to_its_bound_only(key, tmp_
     assert "retires after version 0" in (trust.problems(rows, trust.read_pins(path))[1] or "")
 
 
+def test_a_retired_key_signs_nothing_after_its_successor_started(key, tmp_path):
+    """The new key's chain numbered inside 1..N: what the old key signs above the new key's
+    first version is refused whatever N says; below it, N still rules."""
+    path = str(tmp_path / "trusted")
+    new = signing.load_or_create(str(tmp_path / "reinstalled"))
+    trust.add_pin(path, "h1", key.verify_key)
+    trust.add_pin(path, "h1", new.verify_key)
+    trust.retire_pin(path, "h1", key.verify_key, 9)
+    old1 = _signed(key, 1, signing.GENESIS)
+    new2 = _signed(new, 2, signing.GENESIS)
+    old3 = _signed(key, 3, new2.link())
+    found = trust.problems([old1, new2, old3], trust.read_pins(path))
+    assert found[1] is None and found[2] is None
+    assert "already signed version 2: a retired key" in (found[3] or "")
+    # another host's current key does not count against h1's retired key
+    trust.add_pin(path, "h2", new.verify_key)
+    rows = [_signed(new, 1, signing.GENESIS, host_id="h2"), _signed(key, 3, signing.GENESIS)]
+    assert trust.problems(rows, trust.read_pins(path))[3] is None
+
+
 def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
     path = tmp_path / "trusted"
     other = _vk()

@@ -192,6 +192,33 @@ def _pinned_signer(row: Any, pins: tuple[str, ...]) -> str | None:
     return next((k for k in pins if row.signed_by(k)), None)
 
 
+def _retired_problem(row: Any, signer: str, pins: Pins, successor: int | None) -> str | None:
+    """Why a version ``signer`` signed is refused because the operator retired that key, or None.
+
+    Its bound N is the operator's word; a version its successor (a key pinned and not
+    retired) signed with a lower number is the host's: the old key stopped signing when
+    the new one started, whatever N says (N set too high, or the new chain numbered from
+    1 because the database owner deleted the host's versions before the reinstall).
+    """
+    from wgsyncd.signing import key_id
+
+    bound = pins.retired_after(row.host_id, signer)
+    if bound is None:
+        return None
+    if row.version > bound:
+        return (
+            f"signed by key {key_id(signer)}, which {pins.path} retires after version {bound}: "
+            "a retired key (it may have leaked) vouches for nothing newer"
+        )
+    if successor is not None and successor < row.version:
+        return (
+            f"signed by key {key_id(signer)}, which {pins.path} retires, but a key pinned (and not "
+            f"retired) for host {row.host_id} already signed version {successor}: a retired key "
+            "(it may have leaked) vouches for nothing after its successor started"
+        )
+    return None
+
+
 def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
     """version -> why it cannot be trusted (signature, pin, chain), or None; one pass, oldest first.
 
@@ -202,14 +229,18 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
 
     out: dict[int, str | None] = {}
     trusted_links: dict[str, list[int]] = {}
+    successor: dict[str, int] = {}  # host_id -> first version a pinned, not retired key signed
     for row in rows:
         keys = pins.of(row.host_id)
+        signer = _pinned_signer(row, keys) if row.signature else None
+        if signer is not None and pins.retired_after(row.host_id, signer) is None:
+            successor.setdefault(row.host_id, row.version)
         problem: str | None = None
         if not row.signature:
             problem = UNSIGNED
         elif not keys:
             problem = f"no key is pinned for host {row.host_id} in {pins.path}"
-        elif (signer := _pinned_signer(row, keys)) is None:
+        elif signer is None:
             problem = (
                 f"signed by key {key_id(row.signing_key)}, which is not pinned for host {row.host_id} "
                 f"in {pins.path}"
@@ -217,11 +248,8 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
                 else "signature does not verify: the version was altered or replayed "
                 "(its number, time, hashes or chain link differ from what the host signed)"
             )
-        elif (bound := pins.retired_after(row.host_id, signer)) is not None and row.version > bound:
-            problem = (
-                f"signed by key {key_id(signer)}, which {pins.path} retires after version {bound}: "
-                "a retired key (it may have leaked) vouches for nothing newer"
-            )
+        elif (retired := _retired_problem(row, signer, pins, successor.get(row.host_id))) is not None:
+            problem = retired
         elif row.prev != GENESIS and not any(v < row.version for v in trusted_links.get(row.prev or "", [])):
             problem = (
                 f"off the chain: its previous version (link {str(row.prev)[:12]}) is missing, "
