@@ -276,9 +276,65 @@ def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
         trust.retire_pin(str(path), "h2", key.verify_key, 1)
     with pytest.raises(RestoreError, match="is not pinned for host h1"):
         trust.retire_pin(str(path), "h1", other, 1)
-    with pytest.raises(RestoreError, match="expected a version number"):
-        trust.retire_pin(str(path), "h1", key.verify_key, -1)
+    for bad in (-1, 10**10):  # 10**10 was written, then refused by every later read
+        with pytest.raises(RestoreError, match=rf"--after-version {bad}: expected a version number"):
+            trust.retire_pin(str(path), "h1", key.verify_key, bad)
     assert path.read_text() == f"h1 {key.verify_key}\n"  # nothing written by a refusal
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "pinned 2026-11-27; retired-after=3",
+        "Retired-After=3",
+        "retired_after=3",
+        "retired-after: 3",
+        "retired-after 3",
+        "# retired-after=3",
+        "retired\u2011after=3",
+        "retired-after=5 retired-after=2",
+    ],
+)
+def test_a_retirement_the_parser_would_read_as_a_comment_is_an_error(key, tmp_path, tail):
+    """Review finding: each of these was read as a comment, so the key stayed fully trusted."""
+    path = tmp_path / "trusted"
+    path.write_text(f"# header\nh1 {key.verify_key} {tail}\n")
+    with pytest.raises(
+        RestoreError, match=rf"{path}:2: .* in the comment retires nothing: write 'retired-after=N'"
+    ):
+        trust.read_pins(str(path))
+    # what the operator may still write in a comment
+    for fine in ("retired: the old disk was lost", "to be retired after the migration", "retire 2027"):
+        path.write_text(f"h1 {key.verify_key} retired-after=4 {fine}\nh2 {key.verify_key} {fine}\n")
+        pins = trust.read_pins(str(path))
+        assert (
+            pins.retired_after("h1", key.verify_key) == 4 and pins.retired_after("h2", key.verify_key) is None
+        )
+    for comment in ("retired-after=3", "old; Retired after 3"):
+        with pytest.raises(RestoreError, match="comment: must not look like a retirement"):
+            trust.add_pin(str(tmp_path / "new"), "h1", key.verify_key, comment)
+    assert not (tmp_path / "new").exists()
+
+
+def test_retire_pin_keeps_every_other_line(key, tmp_path):
+    """Header, blank lines, other hosts, CRLF line ends, a second line of the same pin."""
+    path = tmp_path / "trusted"
+    other = _vk()
+    path.write_bytes(
+        f"# header\r\n\r\nh2 {key.verify_key} other host\r\nh1 {key.verify_key}  old disk\r\n"
+        f"h1 {other}\r\n\th1 {key.verify_key}\r\n".encode()
+    )
+    assert trust.retire_pin(str(path), "h1", key.verify_key, 7) is None
+    assert path.read_text().splitlines() == [
+        "# header",
+        "",
+        f"h2 {key.verify_key} other host",
+        f"h1 {key.verify_key} retired-after=7 old disk",
+        f"h1 {other}",
+        f"h1 {key.verify_key} retired-after=7",
+    ]
+    pins = trust.read_pins(str(path))
+    assert pins.retired_after("h2", key.verify_key) is None and pins.for_head("h1") == (other,)
 
 
 def test_recovery_key_text_from_stdin_forms(tmp_path):

@@ -47,6 +47,9 @@ TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment
 
 
 RETIRED = re.compile(r"retired-after=(\S*)")
+# a retirement mis-spelled or misplaced (in the comment) would be read as a comment and
+# silently not apply: "Retired-After=3", "retired_after: 3", "; retired-after=3", a second one
+MISPLACED = re.compile(r"retire\w*[\W_]{0,3}after\W{0,3}\d", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,17 @@ def _split_pin_line(line: str) -> tuple[str, str, str | None, str]:
     return host_id, key, found.group(1), tail[found.end() :].strip()
 
 
+def _comment_problem(comment: str) -> str | None:
+    """Why a pin line's comment would hide a retirement the operator meant, or None."""
+    wrong = MISPLACED.search(comment)
+    if wrong is None:
+        return None
+    return (
+        f"{wrong.group(0)!r} in the comment retires nothing: write 'retired-after=N' once, right after "
+        "the key (or `wgsyncd keys retire`)"
+    )
+
+
 def _retired_value(text: str, where: str) -> int:
     """A ``retired-after=`` value: a version number (0: the key vouches for nothing)."""
     if not text.isascii() or not text.isdigit() or len(text) > 10:
@@ -112,11 +126,13 @@ def read_pins(path: str) -> Pins:
             continue
         if len(fields) < 2:
             raise RestoreError(f"{path}:{n}: expected 'host_id verify_key [retired-after=N] [comment]'")
-        host_id, text, after, _comment = _split_pin_line(line)
+        host_id, text, after, comment = _split_pin_line(line)
         try:
             key = parse_verify_key(text, f"{path}:{n}")
         except SigningError as exc:
             raise RestoreError(str(exc)) from None
+        if (problem := _comment_problem(comment)) is not None:
+            raise RestoreError(f"{path}:{n}: {problem}")
         keys.setdefault(host_id, []).append(key)
         if after is not None:
             bound = _retired_value(after, f"{path}:{n}")
@@ -140,6 +156,8 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
         raise RestoreError(str(exc)) from None
     if any(c in comment for c in "\r\n\0"):
         raise RestoreError("comment: must be one line")
+    if RETIRED.match(comment.strip()) or _comment_problem(comment):
+        raise RestoreError("comment: must not look like a retirement (`wgsyncd keys retire` retires a key)")
     target = Path(path)
     old = ""
     if target.exists():
@@ -163,8 +181,8 @@ def retire_pin(path: str, host_id: str, verify_key: str, after_version: int) -> 
     """
     from wgsyncd.signing import SigningError, parse_verify_key
 
-    if after_version < 0:
-        raise RestoreError(f"--after-version {after_version}: expected a version number (0 or more)")
+    if not 0 <= after_version < 10**10:  # what read_pins accepts: never write a file it refuses
+        raise RestoreError(f"--after-version {after_version}: expected a version number (0 to 9999999999)")
     try:
         key = parse_verify_key(verify_key, f"host {host_id}: verify key")
     except SigningError as exc:
