@@ -79,6 +79,10 @@ def test_a_leaked_retired_key_cannot_make_the_latest_theirs(host, recovery, tmp_
     out = _restore(host, key_file, tmp_path / "v1", "--version", "1")
     assert PWN not in (tmp_path / "v1" / f"{host.name}.conf").read_text()
     assert "warning: host host-signed: its head in the database is not signed by a key pinned" in out.stderr
+    assert (
+        f"warning: host host-signed version 1 is signed by key {signing.key_id(leaked.verify_key)}, which "
+        f"{host.trust_file()} retires after version 1: if that key leaked before" in out.stderr
+    )
     # and the host's next cycle signs a head with its current key: the latest restores again
     host.wgsyncd("sync")
     out = _restore(host, key_file, tmp_path / "latest", "--json")

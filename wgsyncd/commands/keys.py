@@ -76,9 +76,10 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
     except OSError as exc:
         click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
         sys.exit(1)
-    click.echo(
-        f"{'pinned' if added else 'already pinned'}: host {host_id} key {verify_key} in {trusted_keys}"
-    )
+    bound = None if added else trust.read_pins(trusted_keys).retired_after(host_id, verify_key.strip())
+    retired = "" if bound is None else f" (retired after version {bound}: `keys retire` changes that)"
+    done = "pinned" if added else "already pinned"
+    click.echo(f"{done}: host {host_id} key {verify_key} in {trusted_keys}{retired}")
 
 
 @keys.command("retire")
@@ -109,3 +110,9 @@ def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: 
         f"retired: host {host_id} key {verify_key} after version {after_version}{was} in {trusted_keys}; "
         "its heads no longer count, and a version above that number it signs is refused"
     )
+    for other in trust.read_pins(trusted_keys).trusted_elsewhere(host_id, verify_key.strip()):
+        click.echo(
+            f"wgsyncd: warning: key {verify_key} is also pinned, not retired, for host {other}: "
+            f"if it leaked, retire it there too (wgsyncd keys retire {other} {verify_key} ...)",
+            err=True,
+        )

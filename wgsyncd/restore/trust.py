@@ -75,6 +75,13 @@ class Pins:
         """The keys whose signed head counts: pinned and not retired."""
         return tuple(k for k in self.of(host_id) if (host_id, k) not in self.retired)
 
+    def trusted_elsewhere(self, host_id: str, key: str) -> list[str]:
+        """The other hosts that pin ``key`` unretired: one state directory can sign for several
+        host_ids (a renamed host), and retiring a leaked key for one leaves it trusted there."""
+        return sorted(
+            h for h, ks in self.keys.items() if h != host_id and key in ks and (h, key) not in self.retired
+        )
+
 
 def _split_pin_line(line: str) -> tuple[str, str, str | None, str]:
     """(host_id, verify_key, retired-after value or None, comment) of a pin line with 2+ fields."""
@@ -341,6 +348,11 @@ def check(
         raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
     key = _pinned_signer(row, pins.of(row.host_id))
     warnings = []
+    if (bound := pins.retired_after(row.host_id, key or "")) is not None:
+        warnings.append(
+            f"warning: {label} is signed by key {key_id(key)}, which {pins.path} retires after version "
+            f"{bound}: if that key leaked before this version was written, this version may be the thief's"
+        )
     db_pins = signed.pinned_keys(conn, ver.host_id)
     if db_pins and key not in db_pins:
         warnings.append(
