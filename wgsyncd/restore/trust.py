@@ -5,7 +5,7 @@ Why: everything in the database can be written by whoever owns it, including the
 ``host_signing_keys``. The only trust anchor is a file the operator keeps with the
 recovery key (``--trusted-keys FILE``), one pin per line::
 
-    # host_id  verify_key (base64 Ed25519)  [comment]
+    # host_id  verify_key (base64 Ed25519)  [retired-after=N]  [comment]
     vpn-1  q2c1...=  pinned 2026-11-27 from `wgsyncd keys show-signing`
 
 Several lines for one host are several valid keys (a reinstalled host makes a new
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from wgsyncd.signing import SignedHead
 
 UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
-TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
+TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [retired-after=N] [comment]\n"
 
 
 RETIRED = re.compile(r"retired-after=(\S*)")
