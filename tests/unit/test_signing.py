@@ -337,6 +337,22 @@ def test_retire_pin_keeps_every_other_line(key, tmp_path):
     assert pins.retired_after("h2", key.verify_key) is None and pins.for_head("h1") == (other,)
 
 
+def test_retire_pin_writes_through_a_link_and_keeps_the_mode(key, tmp_path):
+    """Review finding: the file kept on an offline medium, linked from where the operator works:
+    the retirement replaced the link with a copy and the real file still trusted the key."""
+    real = tmp_path / "usb" / "trusted-keys"
+    real.parent.mkdir()
+    real.write_text(f"h1 {key.verify_key}\n")
+    real.chmod(0o600)
+    link = tmp_path / "trusted-keys"
+    link.symlink_to(real)
+    trust.retire_pin(str(link), "h1", key.verify_key, 1)
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert trust.read_pins(str(real)).retired_after("h1", key.verify_key) == 1
+    assert trust.add_pin(str(link), "h2", key.verify_key)
+    assert link.is_symlink() and trust.read_pins(str(real)).of("h2") == (key.verify_key,)
+
+
 def test_recovery_key_text_from_stdin_forms(tmp_path):
     made = secrets.init_recovery(str(tmp_path / "r.key"))
     text = (tmp_path / "r.key").read_text()

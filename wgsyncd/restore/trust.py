@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,21 @@ def read_pins(path: str) -> Pins:
     return Pins(path, {h: tuple(dict.fromkeys(k)) for h, k in keys.items()}, retired)
 
 
+def _replace(path: Path, text: str) -> None:
+    """Replace the trust file atomically where it really is, keeping its mode (new: 0644).
+
+    Why: the operator may keep the file beside the recovery key (an offline medium) and
+    link to it; replacing the link would leave the real file unchanged, so a retirement
+    would silently not apply to the next restore that names the real file.
+    """
+    real = path.resolve()
+    try:
+        mode = stat.S_IMODE(real.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644  # public keys; what matters is who may write it
+    write_atomic(real, text, mode)
+
+
 def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool:
     """Pin ``verify_key`` for ``host_id`` in the trust file (made if missing); False if already there.
 
@@ -174,7 +190,7 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
         if old and not old.endswith("\n"):
             old += "\n"
     text = (old or TRUST_HEADER) + f"{host_id} {key}" + (f" {comment}" if comment else "") + "\n"
-    write_atomic(target, text, 0o644)  # public keys; what matters is who may write it
+    _replace(target, text)
     return True
 
 
@@ -205,7 +221,7 @@ def retire_pin(path: str, host_id: str, verify_key: str, after_version: int) -> 
         pin_host, text, _after, comment = _split_pin_line(line)
         if pin_host == host_id and parse_verify_key(text, f"{path}:{n + 1}") == key:
             lines[n] = f"{host_id} {key} retired-after={after_version}" + (f" {comment}" if comment else "")
-    write_atomic(Path(path), "\n".join(lines) + "\n", 0o644)
+    _replace(Path(path), "\n".join(lines) + "\n")
     return pins.retired_after(host_id, key)
 
 
