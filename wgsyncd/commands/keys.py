@@ -94,10 +94,12 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
 )
 @click.option("--trusted-keys", "trusted_keys", required=True, help="The operator's trust file.")
 def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: str) -> None:
-    """Retire a pinned key: the versions it signed up to N stay restorable; nothing newer it signs is."""
+    """Retire a pinned key (KEY: the verify key, or its key id as `history` prints it): the
+    versions it signed up to N stay restorable; nothing newer it signs is."""
     from wgsyncd.restore import RestoreError, trust
 
     try:
+        verify_key = trust.pinned_key(trusted_keys, host_id, verify_key)
         before = trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
     except RestoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)

@@ -194,6 +194,20 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
     return True
 
 
+def pinned_key(path: str, host_id: str, text: str) -> str:
+    """The key ``text`` names for ``host_id``: a verify key as given, or the key id (16 hex)
+    of one pinned for it, the way `history` and restore's refusals name a signer."""
+    from wgsyncd.signing import key_id
+
+    value = text.strip()
+    if re.fullmatch(r"[0-9a-f]{16}", value) is None:
+        return value  # a verify key (44 base64 characters): checked by its user
+    found = [k for k in read_pins(path).of(host_id) if key_id(k) == value]
+    if len(found) != 1:
+        raise RestoreError(f"{path}: no key with id {value} is pinned for host {host_id}")
+    return found[0]
+
+
 def retire_pin(path: str, host_id: str, verify_key: str, after_version: int) -> int | None:
     """Mark ``verify_key``'s pin for ``host_id`` retired after ``after_version``; return the
     bound it had before (None: it was not retired).

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from nacl.signing import SigningKey
 
 from wgsyncd.cli import main
+from wgsyncd.signing import key_id
 
 
 def _vk() -> str:
@@ -49,3 +50,14 @@ def test_retire_names_the_way_out_and_other_hosts_that_still_trust_the_key(tmp_p
     )
     zero = _run("retire", "vpn-1", old, "--after-version", "0", "--trusted-keys", path)
     assert zero.exit_code == 0 and "after version 0 (it was retired after version 3)" in zero.output
+
+
+def test_retire_takes_the_key_id_history_prints(tmp_path):
+    path, old, new = str(tmp_path / "trusted"), _vk(), _vk()
+    for key in (old, new):
+        assert _run("trust", "vpn-1", key, "--trusted-keys", path).exit_code == 0
+    result = _run("retire", "vpn-1", key_id(old), "--after-version", "4", "--trusted-keys", path)
+    assert result.exit_code == 0 and f"retired: host vpn-1 key {old} after version 4" in result.output
+    assert f"vpn-1 {old} retired-after=4" in (tmp_path / "trusted").read_text()
+    result = _run("retire", "vpn-2", key_id(old), "--after-version", "4", "--trusted-keys", path)
+    assert result.exit_code == 1 and f"no key with id {key_id(old)} is pinned for host vpn-2" in result.output
