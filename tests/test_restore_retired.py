@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from tests.test_restore import running
 from tests.test_restore_head import _head, _restore, _set_head
 from tests.test_restore_signed import PWN, _signed, forge, host, recovery  # noqa: F401 (fixtures)
 from wgsyncd import signing
@@ -119,6 +120,10 @@ def test_a_retired_key_cannot_sign_above_a_version_the_current_key_signed(host, 
     assert "--version 1" in fail.stderr
     fail = _restore(host, key_file, target, "--version", "2", check=False)
     assert fail.returncode == 1 and not target.exists(), fail.stdout
+    before = running(host.ifaces[host.name])
+    fail = host.wgsyncd("restore", "--apply", "--recovery-key", key_file, check=False)
+    assert fail.returncode == 1 and "already signed version 1" in fail.stderr
+    assert running(host.ifaces[host.name]) == before
     listed = host.wgsyncd("history", "--json", "--trusted-keys", str(host.trust_file()))
     trust_of = {r["version"]: r["trust"] for r in json.loads(listed.stdout)}
     assert trust_of[1] == "ok" and "already signed version 1" in trust_of[2]
