@@ -310,6 +310,12 @@ def test_a_retirement_the_parser_would_read_as_a_comment_is_an_error(key, tmp_pa
         assert (
             pins.retired_after("h1", key.verify_key) == 4 and pins.retired_after("h2", key.verify_key) is None
         )
+    for fine in ("retired after the 2026-11-27 theft", "Retired After 1 leak"):  # the field is there
+        path.write_text(f"h1 {key.verify_key} retired-after=4 {fine}\nh2 {key.verify_key}\n")
+        pins = trust.read_pins(str(path))
+        assert (
+            pins.retired_after("h1", key.verify_key) == 4 and pins.retired_after("h2", key.verify_key) is None
+        )
     for comment in ("retired-after=3", "old; Retired after 3"):
         with pytest.raises(RestoreError, match="comment: must not look like a retirement"):
             trust.add_pin(str(tmp_path / "new"), "h1", key.verify_key, comment)

@@ -94,9 +94,12 @@ def _split_pin_line(line: str) -> tuple[str, str, str | None, str]:
     return host_id, key, found.group(1), tail[found.end() :].strip()
 
 
-def _comment_problem(comment: str) -> str | None:
-    """Why a pin line's comment would hide a retirement the operator meant, or None."""
-    wrong = MISPLACED.search(comment)
+def _comment_problem(comment: str, retired: bool = False) -> str | None:
+    """Why a pin line's comment would hide a retirement the operator meant, or None.
+
+    ``retired``: the line has its retired-after field; then only a second one is an error
+    (the comment may say "retired after 2026-11-27 theft")."""
+    wrong = re.search(r"retired-after=\S*", comment, re.IGNORECASE) if retired else MISPLACED.search(comment)
     if wrong is None:
         return None
     return (
@@ -139,7 +142,7 @@ def read_pins(path: str) -> Pins:
             key = parse_verify_key(text, f"{path}:{n}")
         except SigningError as exc:
             raise RestoreError(str(exc)) from None
-        if (problem := _comment_problem(comment)) is not None:
+        if (problem := _comment_problem(comment, after is not None)) is not None:
             raise RestoreError(f"{path}:{n}: {problem}")
         keys.setdefault(host_id, []).append(key)
         if after is not None:
