@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -57,6 +59,21 @@ def show_signing(ctx: click.Context, as_json: bool) -> None:
     )
 
 
+@contextmanager
+def _editing(trusted_keys: str) -> Iterator[None]:
+    """An edit of the operator's trust file: a refusal or a write error is one line and exit 1."""
+    from wgsyncd.restore import RestoreError
+
+    try:
+        yield
+    except RestoreError as exc:
+        click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+
+
 @keys.command("trust")
 @click.argument("host_id")
 @click.argument("verify_key")
@@ -66,17 +83,11 @@ def show_signing(ctx: click.Context, as_json: bool) -> None:
 @click.option("--comment", default="", help="Kept on the line (e.g. when and how the key was checked).")
 def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) -> None:
     """Pin a host's signing verify key: restore accepts versions signed by any key pinned for it."""
-    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.restore import trust
 
-    try:
+    with _editing(trusted_keys):
         added = trust.add_pin(trusted_keys, host_id, verify_key, comment)
-    except RestoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
-        sys.exit(1)
-    bound = None if added else trust.read_pins(trusted_keys).retired_after(host_id, verify_key.strip())
+        bound = None if added else trust.read_pins(trusted_keys).retired_after(host_id, verify_key.strip())
     retired = "" if bound is None else f" (retired after version {bound}: `keys retire` changes that)"
     done = "pinned" if added else "already pinned"
     click.echo(f"{done}: host {host_id} key {verify_key} in {trusted_keys}{retired}")
@@ -96,17 +107,11 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
 def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: str) -> None:
     """Retire a pinned key (KEY: the verify key, or its key id as `history` prints it): the
     versions it signed up to N stay restorable; nothing newer it signs is."""
-    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.restore import trust
 
-    try:
+    with _editing(trusted_keys):
         verify_key = trust.pinned_key(trusted_keys, host_id, verify_key)
         before = trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
-    except RestoreError as exc:
-        click.echo(f"wgsyncd: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
-        sys.exit(1)
     was = "" if before is None else f" (it was retired after version {before})"
     click.echo(
         f"retired: host {host_id} key {verify_key} after version {after_version}{was} in {trusted_keys}; "
