@@ -11,12 +11,14 @@ key still vouches for its own old versions and for nothing newer.
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from tests.test_restore import running
 from tests.test_restore_head import _head, _restore, _set_head
 from tests.test_restore_signed import PWN, _signed, forge, host, recovery  # noqa: F401 (fixtures)
 from wgsyncd import signing
@@ -78,7 +80,50 @@ def test_a_leaked_retired_key_cannot_make_the_latest_theirs(host, recovery, tmp_
     out = _restore(host, key_file, tmp_path / "v1", "--version", "1")
     assert PWN not in (tmp_path / "v1" / f"{host.name}.conf").read_text()
     assert "warning: host host-signed: its head in the database is not signed by a key pinned" in out.stderr
+    assert (
+        f"warning: host host-signed version 1 is signed by key {signing.key_id(leaked.verify_key)}, which "
+        f"{host.trust_file()} retires after version 1: if that key leaked before" in out.stderr
+    )
     # and the host's next cycle signs a head with its current key: the latest restores again
     host.wgsyncd("sync")
     out = _restore(host, key_file, tmp_path / "latest", "--json")
     assert '"version": 2' in out.stdout and "vouched at" in out.stdout
+
+
+def test_a_retired_key_cannot_sign_above_a_version_the_current_key_signed(host, recovery, tmp_path):  # noqa: F811
+    """Review finding 1: the new key's chain numbered inside 1..N (the database owner deleted the
+    host's versions before the reinstalled host's first cycle, or the operator retired the old key
+    at too high an N). The thief signs version 2 with the old key, chained onto the new key's
+    version 1: 2 <= N, and "newer than the head" was only a note, so it was restored."""
+    key_file, public = recovery
+    from tests.test_restore_head import _revoke_one_peer
+
+    _revoke_one_peer(host)  # the old key signs versions 1 and 2 (N = 2)
+    leaked = signing.load_or_create(str(host.state_dir))
+    with psycopg.connect(host.dsn, autocommit=True) as conn:  # the owner deletes them before the reinstall
+        conn.execute("DELETE FROM config_versions WHERE host_id = %s", (host.host_id,))
+    shutil.rmtree(host.state_dir)
+    host.wgsyncd("sync")
+    fresh = host.verify_key()
+    assert _head(host.dsn, host.host_id)[0] == 1  # the new key's chain starts at version 1
+    host.wgsyncd(
+        "keys", "retire", host.host_id, leaked.verify_key, "--after-version", "2",
+        "--trusted-keys", str(host.trust_file()),
+    )  # fmt: skip
+
+    assert forge(host.dsn, host.host_id, host.name, public, "leaked", fresh, leaked) == 2
+    target = tmp_path / "latest"
+    fail = _restore(host, key_file, target, check=False)
+    assert fail.returncode == 1 and not target.exists(), fail.stdout
+    assert "version 2: refused: signed by key" in fail.stderr
+    assert "a key pinned (and not retired) for host host-signed already signed version 1" in fail.stderr
+    assert "--version 1" in fail.stderr
+    fail = _restore(host, key_file, target, "--version", "2", check=False)
+    assert fail.returncode == 1 and not target.exists(), fail.stdout
+    before = running(host.ifaces[host.name])
+    fail = host.wgsyncd("restore", "--apply", "--recovery-key", key_file, check=False)
+    assert fail.returncode == 1 and "already signed version 1" in fail.stderr
+    assert running(host.ifaces[host.name]) == before
+    listed = host.wgsyncd("history", "--json", "--trusted-keys", str(host.trust_file()))
+    trust_of = {r["version"]: r["trust"] for r in json.loads(listed.stdout)}
+    assert trust_of[1] == "ok" and "already signed version 1" in trust_of[2]

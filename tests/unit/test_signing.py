@@ -240,6 +240,26 @@ def test_a_retired_key_vouches_for_what_it_signed_up_to_its_bound_only(key, tmp_
     assert "retires after version 0" in (trust.problems(rows, trust.read_pins(path))[1] or "")
 
 
+def test_a_retired_key_signs_nothing_after_its_successor_started(key, tmp_path):
+    """The new key's chain numbered inside 1..N: what the old key signs above the new key's
+    first version is refused whatever N says; below it, N still rules."""
+    path = str(tmp_path / "trusted")
+    new = signing.load_or_create(str(tmp_path / "reinstalled"))
+    trust.add_pin(path, "h1", key.verify_key)
+    trust.add_pin(path, "h1", new.verify_key)
+    trust.retire_pin(path, "h1", key.verify_key, 9)
+    old1 = _signed(key, 1, signing.GENESIS)
+    new2 = _signed(new, 2, signing.GENESIS)
+    old3 = _signed(key, 3, new2.link())
+    found = trust.problems([old1, new2, old3], trust.read_pins(path))
+    assert found[1] is None and found[2] is None
+    assert "already signed version 2: a retired key" in (found[3] or "")
+    # another host's current key does not count against h1's retired key
+    trust.add_pin(path, "h2", new.verify_key)
+    rows = [_signed(new, 1, signing.GENESIS, host_id="h2"), _signed(key, 3, signing.GENESIS)]
+    assert trust.problems(rows, trust.read_pins(path))[3] is None
+
+
 def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
     path = tmp_path / "trusted"
     other = _vk()
@@ -256,9 +276,87 @@ def test_retirement_errors_and_the_strictest_line_wins(key, tmp_path):
         trust.retire_pin(str(path), "h2", key.verify_key, 1)
     with pytest.raises(RestoreError, match="is not pinned for host h1"):
         trust.retire_pin(str(path), "h1", other, 1)
-    with pytest.raises(RestoreError, match="expected a version number"):
-        trust.retire_pin(str(path), "h1", key.verify_key, -1)
+    for bad in (-1, 10**10):  # 10**10 was written, then refused by every later read
+        with pytest.raises(RestoreError, match=rf"--after-version {bad}: expected a version number"):
+            trust.retire_pin(str(path), "h1", key.verify_key, bad)
     assert path.read_text() == f"h1 {key.verify_key}\n"  # nothing written by a refusal
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "pinned 2026-11-27; retired-after=3",
+        "Retired-After=3",
+        "retired_after=3",
+        "retired-after: 3",
+        "retired-after 3",
+        "# retired-after=3",
+        "retired\u2011after=3",
+        "retired-after=5 retired-after=2",
+    ],
+)
+def test_a_retirement_the_parser_would_read_as_a_comment_is_an_error(key, tmp_path, tail):
+    """Review finding: each of these was read as a comment, so the key stayed fully trusted."""
+    path = tmp_path / "trusted"
+    path.write_text(f"# header\nh1 {key.verify_key} {tail}\n")
+    with pytest.raises(
+        RestoreError, match=rf"{path}:2: .* in the comment retires nothing: write 'retired-after=N'"
+    ):
+        trust.read_pins(str(path))
+    # what the operator may still write in a comment
+    for fine in ("retired: the old disk was lost", "to be retired after the migration", "retire 2027"):
+        path.write_text(f"h1 {key.verify_key} retired-after=4 {fine}\nh2 {key.verify_key} {fine}\n")
+        pins = trust.read_pins(str(path))
+        assert (
+            pins.retired_after("h1", key.verify_key) == 4 and pins.retired_after("h2", key.verify_key) is None
+        )
+    for fine in ("retired after the 2026-11-27 theft", "Retired After 1 leak"):  # the field is there
+        path.write_text(f"h1 {key.verify_key} retired-after=4 {fine}\nh2 {key.verify_key}\n")
+        pins = trust.read_pins(str(path))
+        assert (
+            pins.retired_after("h1", key.verify_key) == 4 and pins.retired_after("h2", key.verify_key) is None
+        )
+    for comment in ("retired-after=3", "old; Retired after 3"):
+        with pytest.raises(RestoreError, match="comment: must not look like a retirement"):
+            trust.add_pin(str(tmp_path / "new"), "h1", key.verify_key, comment)
+    assert not (tmp_path / "new").exists()
+
+
+def test_retire_pin_keeps_every_other_line(key, tmp_path):
+    """Header, blank lines, other hosts, CRLF line ends, a second line of the same pin."""
+    path = tmp_path / "trusted"
+    other = _vk()
+    path.write_bytes(
+        f"# header\r\n\r\nh2 {key.verify_key} other host\r\nh1 {key.verify_key}  old disk\r\n"
+        f"h1 {other}\r\n\th1 {key.verify_key}\r\n".encode()
+    )
+    assert trust.retire_pin(str(path), "h1", key.verify_key, 7) is None
+    assert path.read_text().splitlines() == [
+        "# header",
+        "",
+        f"h2 {key.verify_key} other host",
+        f"h1 {key.verify_key} retired-after=7 old disk",
+        f"h1 {other}",
+        f"h1 {key.verify_key} retired-after=7",
+    ]
+    pins = trust.read_pins(str(path))
+    assert pins.retired_after("h2", key.verify_key) is None and pins.for_head("h1") == (other,)
+
+
+def test_retire_pin_writes_through_a_link_and_keeps_the_mode(key, tmp_path):
+    """Review finding: the file kept on an offline medium, linked from where the operator works:
+    the retirement replaced the link with a copy and the real file still trusted the key."""
+    real = tmp_path / "usb" / "trusted-keys"
+    real.parent.mkdir()
+    real.write_text(f"h1 {key.verify_key}\n")
+    real.chmod(0o600)
+    link = tmp_path / "trusted-keys"
+    link.symlink_to(real)
+    trust.retire_pin(str(link), "h1", key.verify_key, 1)
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert trust.read_pins(str(real)).retired_after("h1", key.verify_key) == 1
+    assert trust.add_pin(str(link), "h2", key.verify_key)
+    assert link.is_symlink() and trust.read_pins(str(real)).of("h2") == (key.verify_key,)
 
 
 def test_recovery_key_text_from_stdin_forms(tmp_path):

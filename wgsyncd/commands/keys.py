@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from wgsyncd.commands.common import emit, load
-
-T = TypeVar("T")
 
 
 @click.group()
@@ -61,17 +59,19 @@ def show_signing(ctx: click.Context, as_json: bool) -> None:
     )
 
 
-def _edit_trust_file(path: str, edit: Callable[[], T]) -> T:
-    """Run one edit of the operator's trust file; a refusal or a write error is one line, exit 1."""
+@contextmanager
+def _editing(trusted_keys: str) -> Iterator[None]:
+    """An edit of the operator's trust file: a refusal or a write error is one line and exit 1."""
     from wgsyncd.restore import RestoreError
 
     try:
-        return edit()
+        yield
     except RestoreError as exc:
         click.echo(f"wgsyncd: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
-        click.echo(f"wgsyncd: {path}: cannot write: {exc.strerror}", err=True)
-    sys.exit(1)
+        click.echo(f"wgsyncd: {trusted_keys}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
 
 
 @keys.command("trust")
@@ -85,10 +85,12 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
     """Pin a host's signing verify key: restore accepts versions signed by any key pinned for it."""
     from wgsyncd.restore import trust
 
-    added = _edit_trust_file(trusted_keys, lambda: trust.add_pin(trusted_keys, host_id, verify_key, comment))
-    click.echo(
-        f"{'pinned' if added else 'already pinned'}: host {host_id} key {verify_key} in {trusted_keys}"
-    )
+    with _editing(trusted_keys):
+        added = trust.add_pin(trusted_keys, host_id, verify_key, comment)
+        bound = None if added else trust.read_pins(trusted_keys).retired_after(host_id, verify_key.strip())
+    retired = "" if bound is None else f" (retired after version {bound}: `keys retire` changes that)"
+    done = "pinned" if added else "already pinned"
+    click.echo(f"{done}: host {host_id} key {verify_key} in {trusted_keys}{retired}")
 
 
 @keys.command("retire")
@@ -103,14 +105,21 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
 )
 @click.option("--trusted-keys", "trusted_keys", required=True, help="The operator's trust file.")
 def retire_key(host_id: str, verify_key: str, after_version: int, trusted_keys: str) -> None:
-    """Retire a pinned key: the versions it signed up to N stay restorable; nothing newer it signs is."""
+    """Retire a pinned key (KEY: the verify key, or its key id as `history` prints it): the
+    versions it signed up to N stay restorable; nothing newer it signs is."""
     from wgsyncd.restore import trust
 
-    before = _edit_trust_file(
-        trusted_keys, lambda: trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
-    )
+    with _editing(trusted_keys):
+        verify_key = trust.pinned_key(trusted_keys, host_id, verify_key)
+        before = trust.retire_pin(trusted_keys, host_id, verify_key, after_version)
     was = "" if before is None else f" (it was retired after version {before})"
     click.echo(
         f"retired: host {host_id} key {verify_key} after version {after_version}{was} in {trusted_keys}; "
         "its heads no longer count, and a version above that number it signs is refused"
     )
+    for other in trust.read_pins(trusted_keys).trusted_elsewhere(host_id, verify_key.strip()):
+        click.echo(
+            f"wgsyncd: warning: key {verify_key} is also pinned, not retired, for host {other}: "
+            f"if it leaked, retire it there too (wgsyncd keys retire {other} {verify_key} ...)",
+            err=True,
+        )

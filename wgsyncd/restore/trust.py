@@ -5,7 +5,7 @@ Why: everything in the database can be written by whoever owns it, including the
 ``host_signing_keys``. The only trust anchor is a file the operator keeps with the
 recovery key (``--trusted-keys FILE``), one pin per line::
 
-    # host_id  verify_key (base64 Ed25519)  [comment]
+    # host_id  verify_key (base64 Ed25519)  [retired-after=N]  [comment]
     vpn-1  q2c1...=  pinned 2026-11-27 from `wgsyncd keys show-signing`
 
 Several lines for one host are several valid keys (a reinstalled host makes a new
@@ -28,14 +28,19 @@ signed version precedes them (an agent that signs never writes an unsigned versi
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wgsyncd.atomicfile import write_atomic
 from wgsyncd.restore import freshness
 from wgsyncd.restore.errors import RestoreError
+from wgsyncd.restore.pins import (  # noqa: F401 (re-exported: callers write trust.read_pins)
+    TRUST_HEADER,
+    Pins,
+    add_pin,
+    pinned_key,
+    read_pins,
+    retire_pin,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -43,153 +48,39 @@ if TYPE_CHECKING:
     from wgsyncd.signing import SignedHead
 
 UNSIGNED = "unsigned (written before versions were signed, or not by the host's agent)"
-TRUST_HEADER = "# wgsyncd trusted host signing keys: host_id verify_key [comment]\n"
-
-
-RETIRED = re.compile(r"retired-after=(\S*)")
-
-
-@dataclass(frozen=True)
-class Pins:
-    """host_id -> verify keys, read from the operator's trust file at ``path``.
-
-    ``retired``: (host_id, key) -> the last version number that key may sign.
-    """
-
-    path: str
-    keys: dict[str, tuple[str, ...]]
-    retired: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def of(self, host_id: str) -> tuple[str, ...]:
-        """The keys pinned for ``host_id`` (empty when none), retired ones included."""
-        return self.keys.get(host_id, ())
-
-    def retired_after(self, host_id: str, key: str) -> int | None:
-        """The last version ``key`` may sign for ``host_id``; None when it is not retired."""
-        return self.retired.get((host_id, key))
-
-    def for_head(self, host_id: str) -> tuple[str, ...]:
-        """The keys whose signed head counts: pinned and not retired."""
-        return tuple(k for k in self.of(host_id) if (host_id, k) not in self.retired)
-
-
-def _split_pin_line(line: str) -> tuple[str, str, str | None, str]:
-    """(host_id, verify_key, retired-after value or None, comment) of a pin line with 2+ fields."""
-    host_id, key, *rest = line.split(None, 2)
-    tail = rest[0] if rest else ""
-    found = RETIRED.match(tail)
-    if found is None:
-        return host_id, key, None, tail
-    return host_id, key, found.group(1), tail[found.end() :].strip()
-
-
-def _retired_value(text: str, where: str) -> int:
-    """A ``retired-after=`` value: a version number (0: the key vouches for nothing)."""
-    if not text.isascii() or not text.isdigit() or len(text) > 10:
-        raise RestoreError(f"{where}: retired-after={text!r}: expected a version number (0 or more)")
-    return int(text)
-
-
-def read_pins(path: str) -> Pins:
-    """Parse a trust file; a bad line is an error naming FILE:LINE (keys are public, but unneeded).
-
-    A key pinned on several lines for one host keeps the strictest retirement: a line
-    that retires it is never undone by another that does not.
-    """
-    from wgsyncd.signing import SigningError, parse_verify_key
-
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise RestoreError(f"{path}: cannot read the trusted keys file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise RestoreError(f"{path}: trusted keys file is not text") from None
-    keys: dict[str, list[str]] = {}
-    retired: dict[tuple[str, str], int] = {}
-    for n, line in enumerate(lines, 1):
-        fields = line.split(None, 2)
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) < 2:
-            raise RestoreError(f"{path}:{n}: expected 'host_id verify_key [retired-after=N] [comment]'")
-        host_id, text, after, _comment = _split_pin_line(line)
-        try:
-            key = parse_verify_key(text, f"{path}:{n}")
-        except SigningError as exc:
-            raise RestoreError(str(exc)) from None
-        keys.setdefault(host_id, []).append(key)
-        if after is not None:
-            bound = _retired_value(after, f"{path}:{n}")
-            retired[(host_id, key)] = min(bound, retired.get((host_id, key), bound))
-    return Pins(path, {h: tuple(dict.fromkeys(k)) for h, k in keys.items()}, retired)
-
-
-def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool:
-    """Pin ``verify_key`` for ``host_id`` in the trust file (made if missing); False if already there.
-
-    The whole file is checked first and replaced atomically, so a bad file is never
-    half-appended to.
-    """
-    from wgsyncd.signing import SigningError, parse_verify_key
-
-    if not host_id or any(c.isspace() for c in host_id) or host_id.startswith("#"):
-        raise RestoreError(f"host_id {host_id!r}: cannot be pinned (empty, whitespace or '#')")
-    try:
-        key = parse_verify_key(verify_key, f"host {host_id}: verify key")
-    except SigningError as exc:
-        raise RestoreError(str(exc)) from None
-    if any(c in comment for c in "\r\n\0"):
-        raise RestoreError("comment: must be one line")
-    target = Path(path)
-    old = ""
-    if target.exists():
-        if key in read_pins(path).of(host_id):
-            return False
-        old = target.read_text()
-        if old and not old.endswith("\n"):
-            old += "\n"
-    text = (old or TRUST_HEADER) + f"{host_id} {key}" + (f" {comment}" if comment else "") + "\n"
-    write_atomic(target, text, 0o644)  # public keys; what matters is who may write it
-    return True
-
-
-def retire_pin(path: str, host_id: str, verify_key: str, after_version: int) -> int | None:
-    """Mark ``verify_key``'s pin for ``host_id`` retired after ``after_version``; return the
-    bound it had before (None: it was not retired).
-
-    Every line pinning that key for that host is rewritten (its comment kept), the whole
-    file checked first and replaced atomically. A key that is not pinned is an error: a
-    retirement must not pin a key by mistake.
-    """
-    from wgsyncd.signing import SigningError, parse_verify_key
-
-    if after_version < 0:
-        raise RestoreError(f"--after-version {after_version}: expected a version number (0 or more)")
-    try:
-        key = parse_verify_key(verify_key, f"host {host_id}: verify key")
-    except SigningError as exc:
-        raise RestoreError(str(exc)) from None
-    pins = read_pins(path)  # a bad file is refused before anything is written
-    if key not in pins.of(host_id):
-        raise RestoreError(f"{path}: key {verify_key} is not pinned for host {host_id}: nothing to retire")
-    lines = Path(path).read_text().splitlines()
-    for n, line in enumerate(lines):
-        fields = line.split(None, 2)
-        if len(fields) < 2 or fields[0].startswith("#"):
-            continue
-        pin_host, text, _after, comment = _split_pin_line(line)
-        if pin_host == host_id and parse_verify_key(text, f"{path}:{n + 1}") == key:
-            lines[n] = f"{host_id} {key} retired-after={after_version}" + (f" {comment}" if comment else "")
-    write_atomic(Path(path), "\n".join(lines) + "\n", 0o644)
-    return pins.retired_after(host_id, key)
-
-
 # ---------------------------------------------------------------- checking one version
 
 
 def _pinned_signer(row: Any, pins: tuple[str, ...]) -> str | None:
     """The pinned key whose signature ``row`` carries, or None."""
     return next((k for k in pins if row.signed_by(k)), None)
+
+
+def _retired_problem(row: Any, signer: str, pins: Pins, successor: int | None) -> str | None:
+    """Why a version ``signer`` signed is refused because the operator retired that key, or None.
+
+    Its bound N is the operator's word; a version its successor (a key pinned and not
+    retired) signed with a lower number is the host's: the old key stopped signing when
+    the new one started, whatever N says (N set too high, or the new chain numbered from
+    1 because the database owner deleted the host's versions before the reinstall).
+    """
+    from wgsyncd.signing import key_id
+
+    bound = pins.retired_after(row.host_id, signer)
+    if bound is None:
+        return None
+    if row.version > bound:
+        return (
+            f"signed by key {key_id(signer)}, which {pins.path} retires after version {bound}: "
+            "a retired key (it may have leaked) vouches for nothing newer"
+        )
+    if successor is not None and successor < row.version:
+        return (
+            f"signed by key {key_id(signer)}, which {pins.path} retires, but a key pinned (and not "
+            f"retired) for host {row.host_id} already signed version {successor}: a retired key "
+            "(it may have leaked) vouches for nothing after its successor started"
+        )
+    return None
 
 
 def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
@@ -202,14 +93,18 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
 
     out: dict[int, str | None] = {}
     trusted_links: dict[str, list[int]] = {}
+    successor: dict[str, int] = {}  # host_id -> first version a pinned, not retired key signed
     for row in rows:
         keys = pins.of(row.host_id)
+        signer = _pinned_signer(row, keys) if row.signature else None
+        if signer is not None and pins.retired_after(row.host_id, signer) is None:
+            successor.setdefault(row.host_id, row.version)
         problem: str | None = None
         if not row.signature:
             problem = UNSIGNED
         elif not keys:
             problem = f"no key is pinned for host {row.host_id} in {pins.path}"
-        elif (signer := _pinned_signer(row, keys)) is None:
+        elif signer is None:
             problem = (
                 f"signed by key {key_id(row.signing_key)}, which is not pinned for host {row.host_id} "
                 f"in {pins.path}"
@@ -217,11 +112,8 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
                 else "signature does not verify: the version was altered or replayed "
                 "(its number, time, hashes or chain link differ from what the host signed)"
             )
-        elif (bound := pins.retired_after(row.host_id, signer)) is not None and row.version > bound:
-            problem = (
-                f"signed by key {key_id(signer)}, which {pins.path} retires after version {bound}: "
-                "a retired key (it may have leaked) vouches for nothing newer"
-            )
+        elif (retired := _retired_problem(row, signer, pins, successor.get(row.host_id))) is not None:
+            problem = retired
         elif row.prev != GENESIS and not any(v < row.version for v in trusted_links.get(row.prev or "", [])):
             problem = (
                 f"off the chain: its previous version (link {str(row.prev)[:12]}) is missing, "
@@ -295,6 +187,11 @@ def check(
         raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
     key = _pinned_signer(row, pins.of(row.host_id))
     warnings = []
+    if (bound := pins.retired_after(row.host_id, key or "")) is not None:
+        warnings.append(
+            f"warning: {label} is signed by key {key_id(key)}, which {pins.path} retires after version "
+            f"{bound}: if that key leaked before this version was written, this version may be the thief's"
+        )
     db_pins = signed.pinned_keys(conn, ver.host_id)
     if db_pins and key not in db_pins:
         warnings.append(
