@@ -342,3 +342,17 @@ def test_a_child_killed_mid_write_leaves_no_temp_file_with_the_memos_keys(
     assert "no answer within 1 s" in caplog.text
     assert list(Path(cfg.daemon.state_dir).glob(temp)) == []
     assert not cache_file(cfg).exists() and cached.memo_sum is None
+
+
+def test_a_host_folded_once_is_kept_though_no_source_changed(tmp_path: Path) -> None:
+    """memo.folded (cycle._prune: the whole history was folded once) must reach the file even
+    when the sources are unchanged, or every timer run of an idle host folds its whole history."""
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cached = synccache.load(cfg)
+    assert not synccache.changed(cached)
+    cached.memo.folded.add(cfg.host_id)  # what cycle._prune does after a whole pass
+    assert synccache.changed(cached)
+    synccache.save(cfg, cached)
+    again = synccache.load(cfg)
+    assert cfg.host_id in again.memo.folded and not synccache.changed(again)
