@@ -232,3 +232,60 @@ def test_status_keeps_an_hour_s_first_row_and_every_row_that_says_something(flee
         assert retention.prune(a, f.host_a, NOW, 90, HOURLY).thinned == 0  # nothing left to thin
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
             b.execute("SELECT wgsyncd_thin_status(%s, NULL, now(), 1000)", (f.host_a,))
+
+
+MAX_BATCH = 100_000  # 0010's bound on p_batch
+
+
+def test_a_host_s_batch_is_bounded_whatever_it_asks(fleet: Fleet) -> None:  # noqa: F811
+    """A host may call the functions with any p_batch: NULL (LIMIT NULL is no limit) or 2^31-1
+    would build an array of every ctid of its history in one backend (GBs: the OOM killer
+    restarts every backend of the cluster). Each call folds or thins at most MAX_BATCH rows."""
+    f = fleet
+    start = HOUR - timedelta(days=3)
+    with psycopg.connect(f.dsn(f.owner)) as owner:
+        owner.execute("DELETE FROM host_quotas")
+        owner.execute(
+            "INSERT INTO peer_traffic (host_id, interface, public_key, observed_at, rx_delta, tx_delta) "
+            "SELECT %s, 'wg0', 'P' || (i %% 50), %s + i * interval '1 second' + interval '1 ms', 1, 1 "
+            "FROM generate_series(1, %s) i",
+            (f.host_a, start, MAX_BATCH + 10),
+        )
+    with f.connect(f.role_a) as a:
+        for batch in (None, 2**31 - 1, -5):
+            with a.transaction():
+                n = a.execute(
+                    "SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, batch)
+                ).fetchone()
+            assert n is not None and n[0] <= MAX_BATCH, batch
+            with a.transaction():
+                t = a.execute("SELECT wgsyncd_thin_status(%s, NULL, %s, %s)", (f.host_a, NOW, batch)).fetchone()
+            assert t is not None and t[0] <= MAX_BATCH
+        with a.transaction():
+            a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, MAX_BATCH))
+        assert sum(r[2] for r in _rows(f, f.host_a)) == MAX_BATCH + 10  # every byte still there
+
+
+def test_a_fold_held_open_with_crafted_settings_blocks_no_other_host(fleet: Fleet) -> None:  # noqa: F811
+    """Host A folds and thins with its own TimeZone and timezone_abbreviations and keeps the
+    transaction open; host B's whole cycle, fold and thin go through under a 1 s lock_timeout."""
+    f = fleet
+    with f.connect(f.role_a) as a, f.connect(f.role_b) as b:
+        _put(a, f.host_a, _cycles(3, ("P1", "P2")))
+        _put(b, f.host_b, _cycles(3, ("P1", "P2")))
+        sync(b, host_state(f.host_b), f)
+        a.execute("SET TimeZone = 'Asia/Kathmandu'")  # +05:45
+        a.execute("SET timezone_abbreviations = 'India'")
+        a.commit()
+        a.execute("BEGIN")
+        assert a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, 100000)", (f.host_a, NOW)).fetchone()[0] > 0
+        a.execute("SELECT wgsyncd_thin_status(%s, NULL, %s, 100000)", (f.host_a, NOW + timedelta(days=1)))
+        try:
+            b.execute("SET lock_timeout = '1s'")
+            b.commit()
+            sync(b, host_state(f.host_b), f)
+            _put(b, f.host_b, [("P1", HOUR - timedelta(hours=3), 1, 1)])  # on the hour A also folds into
+            assert retention.prune(b, f.host_b, NOW, 90, HOURLY).folded > 0
+        finally:
+            a.execute("COMMIT")
+        assert all(at.astimezone(UTC).minute == 0 for _k, at, _r, _t in _rows(f, f.host_a))

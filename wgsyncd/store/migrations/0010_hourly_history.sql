@@ -18,12 +18,17 @@
 -- real hour reaches, so a host's own poisoned rows cannot make its pruning fail forever.
 -- The hour rows a fold inserts are charged to the host's daily quota (0008's insert
 -- trigger) like any row it adds: at most 1/60 of what it wrote.
+-- ``p_batch`` is bounded here (0 to 100,000; NULL: 0): a host may pass anything, and
+-- LIMIT NULL is no limit, so one call could collect every ctid of its history in one
+-- backend's memory (GBs at hundreds of millions of rows: the OOM killer, then a restart
+-- of every backend of the cluster). The agent asks for 20,000 (store/retention.py).
 
 CREATE FUNCTION wgsyncd_rollup_traffic(p_host_id text, p_since timestamptz, p_before timestamptz,
                                        p_batch integer)
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
 DECLARE
     h text := wgsyncd_writer_host(p_host_id);  -- a host role: its bound host_id only
+    k integer := least(greatest(p_batch, 0), 100000);  -- whatever the caller asks (above)
     n bigint;
 BEGIN
     WITH gone AS (
@@ -31,7 +36,7 @@ BEGIN
             SELECT ctid FROM peer_traffic
             WHERE host_id = h AND observed_at < p_before AND (p_since IS NULL OR observed_at >= p_since)
               AND observed_at <> date_trunc('hour', observed_at, 'UTC')
-            LIMIT p_batch))
+            LIMIT k))
         RETURNING interface, public_key, date_trunc('hour', observed_at, 'UTC') AS hour, rx_delta, tx_delta
     ), folded AS (
         INSERT INTO peer_traffic AS p (host_id, interface, public_key, observed_at, rx_delta, tx_delta)
@@ -68,6 +73,7 @@ CREATE FUNCTION wgsyncd_thin_status(p_host_id text, p_since timestamptz, p_befor
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
 DECLARE
     h text := wgsyncd_writer_host(p_host_id);  -- a host role: its bound host_id only
+    k integer := least(greatest(p_batch, 0), 100000);  -- whatever the caller asks (above)
     n bigint;
 BEGIN
     DELETE FROM sync_status WHERE ctid = ANY (ARRAY(
@@ -84,7 +90,7 @@ BEGIN
               SELECT 1 FROM sync_status d
               WHERE d.host_id = h AND d.drift_sha256 = x.drift_sha256 AND d.drift IS NOT NULL
                 AND d.started_at > x.started_at))
-        LIMIT p_batch));
+        LIMIT k));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
