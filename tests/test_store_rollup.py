@@ -218,8 +218,9 @@ def test_status_keeps_an_hour_s_first_row_and_every_row_that_says_something(flee
         before_b = owner_counts(f, f.host_b)
         pruned = retention.prune(a, f.host_a, NOW, 90, HOURLY)
         kept = [(r[0], r[1], r[2], r[3]) for r in _status(f, f.host_a) if r[0] < start + timedelta(hours=2)]
-        assert [r[0] for r in kept] == [rows[i][0] for i in (0, 10, 20, 40, 60, 70)]
-        assert pruned.thinned == 120 - 6
+        # 9 and 11: the ok rows around the partial one; 119: the newest this call sees (no next row yet)
+        assert [r[0] for r in kept] == [rows[i][0] for i in (0, 9, 10, 11, 20, 40, 60, 70, 119)]
+        assert pruned.thinned == 120 - 9
         assert owner_counts(f, f.host_b) == before_b
         # the row that kept only d1's hash still reads its list: from the newest row holding it
         with a.transaction():
@@ -289,3 +290,33 @@ def test_a_fold_held_open_with_crafted_settings_blocks_no_other_host(fleet: Flee
         finally:
             a.execute("COMMIT")
         assert all(at.astimezone(UTC).minute == 0 for _k, at, _r, _t in _rows(f, f.host_a))
+
+
+def test_thinning_keeps_the_last_ok_cycle_before_a_failure_and_the_first_after(fleet: Fleet) -> None:  # noqa: F811
+    """fleet_hosts.last_ok_at of a host that stopped succeeding (and `wgsyncd status` history) must
+    not move back by up to an hour once its rows are thinned: an ok row next to a non-ok one stays."""
+    f = fleet
+    start = HOUR - timedelta(hours=4)
+    status = ["ok"] * 31 + ["failed"] * 60 + ["ok"] * 29  # ok to :30, failing an hour, ok again
+    rows = [(start + timedelta(minutes=m, seconds=5), s) for m, s in enumerate(status)]
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+        with a.transaction():
+            for at, s in rows:
+                a.execute(
+                    "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, "
+                    "config_rows_written, agent_version) VALUES (%s, gen_random_uuid(), %s, %s, %s, 0, 'test')",
+                    (f.host_a, at, at, s),
+                )
+        retention.prune(a, f.host_a, NOW, 90, HOURLY)
+    kept = {r[0] for r in _status(f, f.host_a)}
+    assert rows[30][0] in kept, "the last ok cycle before the failures"
+    assert rows[91][0] in kept, "the first ok cycle after them"
+    assert all(at in kept for at, s in rows if s != "ok")
+    assert rows[29][0] not in kept and rows[100][0] not in kept  # plain ok rows inside a run: thinned
+    with psycopg.connect(f.dsn(f.operator)) as op:
+        last_ok = op.execute(
+            "SELECT max(finished_at) FROM sync_status WHERE host_id = %s AND status = 'ok' AND started_at < %s",
+            (f.host_a, rows[60][0]),
+        ).fetchone()
+    assert last_ok == (rows[30][0],)

@@ -66,7 +66,10 @@ GRANT EXECUTE ON FUNCTION wgsyncd_rollup_traffic(text, timestamptz, timestamptz,
 -- window (a day past its spool's age: a replayed cycle finds its row, so nothing is written
 -- twice) a host keeps, per UTC hour, its first row and every row that says something: not
 -- 'ok', wrote config rows, or holds the only stored copy of a drift list (a row keeps only
--- the hash of a list a newer row holds, and readers look the list up by hash: rows.py).
+-- the hash of a list a newer row holds, and readers look the list up by hash: rows.py),
+-- and every ok row next to a row that is not ok (the last ok cycle before a failure and
+-- the first after: fleet_hosts.last_ok_at and `wgsyncd status` keep their minute; the
+-- newest row a call sees has no next one and stays until a later call sees past it).
 -- An idle, healthy host keeps 24 rows a day instead of 1,440.
 CREATE FUNCTION wgsyncd_thin_status(p_host_id text, p_since timestamptz, p_before timestamptz,
                                     p_batch integer)
@@ -80,12 +83,14 @@ BEGIN
         SELECT x.ctid FROM (
             SELECT s.ctid, s.status, s.config_rows_written, s.drift, s.drift_sha256, s.started_at,
                    row_number() OVER (PARTITION BY date_trunc('hour', s.started_at, 'UTC')
-                                      ORDER BY s.started_at, s.id) AS rn
+                                      ORDER BY s.started_at, s.id) AS rn,
+                   lag(s.status) OVER w AS prev, lead(s.status) OVER w AS next
             FROM sync_status s
             WHERE s.host_id = h AND s.started_at < p_before
               AND (p_since IS NULL OR s.started_at >= date_trunc('hour', p_since, 'UTC'))
+            WINDOW w AS (ORDER BY s.started_at, s.id)
         ) x
-        WHERE x.rn > 1 AND x.status = 'ok' AND x.config_rows_written = 0
+        WHERE x.rn > 1 AND x.status = 'ok' AND x.prev = 'ok' AND x.next = 'ok' AND x.config_rows_written = 0
           AND (x.drift IS NULL OR EXISTS (
               SELECT 1 FROM sync_status d
               WHERE d.host_id = h AND d.drift_sha256 = x.drift_sha256 AND d.drift IS NOT NULL
