@@ -179,6 +179,15 @@ def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only
             ("P2", (NOW - timedelta(hours=20)).replace(minute=0), 12, 14)
         ]
         assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
+        # a timer-mode host down for two days (its memo file says when it last folded
+        # everything): what crossed the boundary meanwhile is older than the look-back,
+        # so the daily whole pass folds it
+        memo.next_prune.clear()
+        memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
+        cycle._prune(a, cfg, NOW, memo)
+        assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
+        assert memo.folded[f.host_a] == NOW.timestamp()
+        _put(a, f.host_a, month_old)
         memo.clear()  # a new process (or another host_id): a whole pass again
         memo.for_host(f.host_a)
         cycle._prune(a, cfg, NOW, memo)
@@ -260,7 +269,8 @@ def test_a_host_s_batch_is_bounded_whatever_it_asks(fleet: Fleet) -> None:  # no
                 ).fetchone()
             assert n is not None and n[0] <= MAX_BATCH, batch
             with a.transaction():
-                t = a.execute("SELECT wgsyncd_thin_status(%s, NULL, %s, %s)", (f.host_a, NOW, batch)).fetchone()
+                thin = "SELECT wgsyncd_thin_status(%s, NULL, %s, %s)"
+                t = a.execute(thin, (f.host_a, NOW, batch)).fetchone()
             assert t is not None and t[0] <= MAX_BATCH
         with a.transaction():
             a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, MAX_BATCH))
@@ -279,7 +289,8 @@ def test_a_fold_held_open_with_crafted_settings_blocks_no_other_host(fleet: Flee
         a.execute("SET timezone_abbreviations = 'India'")
         a.commit()
         a.execute("BEGIN")
-        assert a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, 100000)", (f.host_a, NOW)).fetchone()[0] > 0
+        fold = "SELECT wgsyncd_rollup_traffic(%s, NULL, %s, 100000)"
+        assert a.execute(fold, (f.host_a, NOW)).fetchone()[0] > 0
         a.execute("SELECT wgsyncd_thin_status(%s, NULL, %s, 100000)", (f.host_a, NOW + timedelta(days=1)))
         try:
             b.execute("SET lock_timeout = '1s'")
@@ -305,7 +316,8 @@ def test_thinning_keeps_the_last_ok_cycle_before_a_failure_and_the_first_after(f
             for at, s in rows:
                 a.execute(
                     "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, "
-                    "config_rows_written, agent_version) VALUES (%s, gen_random_uuid(), %s, %s, %s, 0, 'test')",
+                    "config_rows_written, agent_version) "
+                    "VALUES (%s, gen_random_uuid(), %s, %s, %s, 0, 'test')",
                     (f.host_a, at, at, s),
                 )
         retention.prune(a, f.host_a, NOW, 90, HOURLY)
@@ -316,7 +328,8 @@ def test_thinning_keeps_the_last_ok_cycle_before_a_failure_and_the_first_after(f
     assert rows[29][0] not in kept and rows[100][0] not in kept  # plain ok rows inside a run: thinned
     with psycopg.connect(f.dsn(f.operator)) as op:
         last_ok = op.execute(
-            "SELECT max(finished_at) FROM sync_status WHERE host_id = %s AND status = 'ok' AND started_at < %s",
+            "SELECT max(finished_at) FROM sync_status "
+            "WHERE host_id = %s AND status = 'ok' AND started_at < %s",
             (f.host_a, rows[60][0]),
         ).fetchone()
     assert last_ok == (rows[30][0],)

@@ -284,7 +284,7 @@ def _entries(memo: Memo) -> dict[str, Any]:
         "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
         "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
         # cycle._prune's whole-history fold, done once: kept even when no source changed
-        "folded": dict.fromkeys(memo.folded, True),
+        "folded": dict(memo.folded),
     }
 
 

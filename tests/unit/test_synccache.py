@@ -351,7 +351,7 @@ def test_a_host_folded_once_is_kept_though_no_source_changed(tmp_path: Path) -> 
     synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
     cached = synccache.load(cfg)
     assert not synccache.changed(cached)
-    cached.memo.folded.add(cfg.host_id)  # what cycle._prune does after a whole pass
+    cached.memo.folded[cfg.host_id] = time.time()  # what cycle._prune does after a whole pass
     assert synccache.changed(cached)
     synccache.save(cfg, cached)
     again = synccache.load(cfg)
