@@ -225,9 +225,11 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
     """
     memo = cached.memo
     try:
-        if cached.pending is not None:
+        forked = cached.pending is not None
+        if forked:
             finish(cfg, cached)
-        elif changed(cached):
+        # the child wrote the memo as merged; cycle._prune may record a whole fold after it
+        if changed(cached) and not (forked and cached.loaded.get("folded", {}) == memo.folded):
             cached.memo_sum = None  # until the new file is written: no view may name the old one
             cached.memo_sum = _write_memo(cfg, memo)
             cached.loaded = _entries(memo)
