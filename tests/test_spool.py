@@ -241,3 +241,58 @@ def test_a_dataclass_field_added_to_state_is_spooled() -> None:
 
 
 del os, tempfile
+
+
+@pytest.mark.postgres
+def test_a_committed_cycle_replayed_past_the_status_window_adds_no_traffic(
+    tmp_path: Path, conn: Any, keys
+) -> None:
+    """A cycle committed but not forgotten (crash between COMMIT and forget), then the host off
+    longer than the spool's age + 1 day: the spool still replays its newest entry (bounds are
+    enforced on append only, and the newest entry is always kept), and thinning (migration 0010)
+    may have removed the status row that tells the replay it is in. The replay then writes the
+    cycle again, but its deltas are taken against the stored counters: no traffic twice, one
+    status row for the cycle."""
+    from wgsyncd.store import retention
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour = now.replace(minute=0, second=0) - timedelta(days=10)
+    first = synthetic_state("host-sp", interfaces=1, peers=5, collected_at=hour + timedelta(minutes=1))
+    late = synthetic_state("host-sp", interfaces=1, peers=5, collected_at=hour + timedelta(minutes=2))
+    for p in late.interfaces["wg0"].peers.values():
+        p.rx_bytes, p.tx_bytes = p.rx_bytes + 500, p.tx_bytes + 700
+    sp = spool.Spool(str(tmp_path), 10**8, 3600.0)  # spool_max_age: an hour
+    sid = uuid.uuid4()
+    for st, s in ((first, uuid.uuid4()), (late, sid)):
+        store.write_cycle(
+            conn,
+            st,
+            sync_id=s,
+            started_at=st.collected_at,
+            agent_version="t",
+            recovery_public_key=keys.public,
+            as_of=st.collected_at,
+        )
+    sp.append(late, sid, late.collected_at, keys.public)  # committed, never forgotten
+    assert sp.depth().cycles == 1, "the newest entry is kept whatever its age"
+
+    def traffic() -> int:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT sum(rx_delta + tx_delta) FROM peer_traffic WHERE host_id = 'host-sp'"
+            ).fetchone()
+        return int(row[0] or 0)
+
+    before = traffic()
+    spool_age = timedelta(seconds=3600)
+    hourly = retention.Hourly(traffic_after=timedelta(hours=24), status_after=spool_age + timedelta(days=1))
+    while retention.prune(conn, "host-sp", now, 90, hourly).backlog():
+        pass
+    with conn.transaction():
+        kept = conn.execute("SELECT count(*) FROM sync_status WHERE sync_id = %s", (sid,)).fetchone()
+    assert kept == (1,), "the host's newest row is never thinned (it has no next row)"
+    replay_all(sp, conn, keys.public)
+    assert traffic() == before, "the replayed cycle's deltas were added a second time"
+    with conn.transaction():
+        again = conn.execute("SELECT count(*) FROM sync_status WHERE sync_id = %s", (sid,)).fetchone()
+    assert again == (1,)

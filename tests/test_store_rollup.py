@@ -185,6 +185,15 @@ def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only
             ("P2", (NOW - timedelta(hours=20)).replace(minute=0), 12, 14)
         ]
         assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
+        # a timer-mode host down for two days (its memo file says when it last folded
+        # everything): what crossed the boundary meanwhile is older than the look-back,
+        # so the daily whole pass folds it
+        memo.next_prune.clear()
+        memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
+        cycle._prune(a, cfg, NOW, memo)
+        assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
+        assert memo.folded[f.host_a] == NOW.timestamp()
+        _put(a, f.host_a, month_old)
         memo.clear()  # a new process (or another host_id): a whole pass again
         memo.for_host(f.host_a)
         cycle._prune(a, cfg, NOW, memo)
@@ -222,8 +231,9 @@ def test_status_keeps_an_hour_s_first_row_and_every_row_that_says_something(flee
         before_b = owner_counts(f, f.host_b)
         pruned = retention.prune(a, f.host_a, NOW, 90, HOURLY)
         kept = [r[0] for r in _status(f, f.host_a) if r[0] < start + timedelta(hours=2)]
-        assert kept == [rows[i][0] for i in (0, 10, 20, 40, 60, 70)]
-        assert pruned.thinned == 120 - 6
+        # 9 and 11: the ok rows around the partial one; 119: the newest this call sees (no next row yet)
+        assert kept == [rows[i][0] for i in (0, 9, 10, 11, 20, 40, 60, 70, 119)]
+        assert pruned.thinned == 120 - 9
         assert owner_counts(f, f.host_b) == before_b
         # the row that kept only d1's hash still reads its list: from the newest row holding it
         with a.transaction():
@@ -236,3 +246,94 @@ def test_status_keeps_an_hour_s_first_row_and_every_row_that_says_something(flee
         assert retention.prune(a, f.host_a, NOW, 90, HOURLY).thinned == 0  # nothing left to thin
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"bound to host_id {f.host_b}"):
             b.execute("SELECT wgsyncd_thin_status(%s, NULL, now(), 1000)", (f.host_a,))
+
+
+MAX_BATCH = 100_000  # 0010's bound on p_batch
+
+
+def test_a_host_s_batch_is_bounded_whatever_it_asks(fleet: Fleet) -> None:  # noqa: F811
+    """A host may call the functions with any p_batch: NULL (LIMIT NULL is no limit) or 2^31-1
+    would build an array of every ctid of its history in one backend (GBs: the OOM killer
+    restarts every backend of the cluster). Each call folds or thins at most MAX_BATCH rows."""
+    f = fleet
+    start = HOUR - timedelta(days=3)
+    with psycopg.connect(f.dsn(f.owner)) as owner:
+        owner.execute("DELETE FROM host_quotas")
+        owner.execute(
+            "INSERT INTO peer_traffic (host_id, interface, public_key, observed_at, rx_delta, tx_delta) "
+            "SELECT %s, 'wg0', 'P' || (i %% 50), %s + i * interval '1 second' + interval '1 ms', 1, 1 "
+            "FROM generate_series(1, %s) i",
+            (f.host_a, start, MAX_BATCH + 10),
+        )
+    with f.connect(f.role_a) as a:
+        for batch in (None, 2**31 - 1, -5):
+            with a.transaction():
+                n = a.execute(
+                    "SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, batch)
+                ).fetchone()
+            assert n is not None and n[0] <= MAX_BATCH, batch
+            with a.transaction():
+                thin = "SELECT wgsyncd_thin_status(%s, NULL, %s, %s)"
+                t = a.execute(thin, (f.host_a, NOW, batch)).fetchone()
+            assert t is not None and t[0] <= MAX_BATCH
+        with a.transaction():
+            a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, MAX_BATCH))
+        assert sum(r[2] for r in _rows(f, f.host_a)) == MAX_BATCH + 10  # every byte still there
+
+
+def test_a_fold_held_open_with_crafted_settings_blocks_no_other_host(fleet: Fleet) -> None:  # noqa: F811
+    """Host A folds and thins with its own TimeZone and timezone_abbreviations and keeps the
+    transaction open; host B's whole cycle, fold and thin go through under a 1 s lock_timeout."""
+    f = fleet
+    with f.connect(f.role_a) as a, f.connect(f.role_b) as b:
+        _put(a, f.host_a, _cycles(3, ("P1", "P2")))
+        _put(b, f.host_b, _cycles(3, ("P1", "P2")))
+        sync(b, host_state(f.host_b), f)
+        a.execute("SET TimeZone = 'Asia/Kathmandu'")  # +05:45
+        a.execute("SET timezone_abbreviations = 'India'")
+        a.commit()
+        a.execute("BEGIN")
+        fold = "SELECT wgsyncd_rollup_traffic(%s, NULL, %s, 100000)"
+        assert a.execute(fold, (f.host_a, NOW)).fetchone()[0] > 0
+        a.execute("SELECT wgsyncd_thin_status(%s, NULL, %s, 100000)", (f.host_a, NOW + timedelta(days=1)))
+        try:
+            b.execute("SET lock_timeout = '1s'")
+            b.commit()
+            sync(b, host_state(f.host_b), f)
+            _put(b, f.host_b, [("P1", HOUR - timedelta(hours=3), 1, 1)])  # on the hour A also folds into
+            assert retention.prune(b, f.host_b, NOW, 90, HOURLY).folded > 0
+        finally:
+            a.execute("COMMIT")
+        assert all(at.astimezone(UTC).minute == 0 for _k, at, _r, _t in _rows(f, f.host_a))
+
+
+def test_thinning_keeps_the_last_ok_cycle_before_a_failure_and_the_first_after(fleet: Fleet) -> None:  # noqa: F811
+    """fleet_hosts.last_ok_at of a host that stopped succeeding (and `wgsyncd status` history) must
+    not move back by up to an hour once its rows are thinned: an ok row next to a non-ok one stays."""
+    f = fleet
+    start = HOUR - timedelta(hours=4)
+    status = ["ok"] * 31 + ["failed"] * 60 + ["ok"] * 29  # ok to :30, failing an hour, ok again
+    rows = [(start + timedelta(minutes=m, seconds=5), s) for m, s in enumerate(status)]
+    with f.connect(f.role_a) as a:
+        sync(a, host_state(f.host_a), f)
+        with a.transaction():
+            for at, s in rows:
+                a.execute(
+                    "INSERT INTO sync_status (host_id, sync_id, started_at, finished_at, status, "
+                    "config_rows_written, agent_version) "
+                    "VALUES (%s, gen_random_uuid(), %s, %s, %s, 0, 'test')",
+                    (f.host_a, at, at, s),
+                )
+        retention.prune(a, f.host_a, NOW, 90, HOURLY)
+    kept = {r[0] for r in _status(f, f.host_a)}
+    assert rows[30][0] in kept, "the last ok cycle before the failures"
+    assert rows[91][0] in kept, "the first ok cycle after them"
+    assert all(at in kept for at, s in rows if s != "ok")
+    assert rows[29][0] not in kept and rows[100][0] not in kept  # plain ok rows inside a run: thinned
+    with psycopg.connect(f.dsn(f.operator)) as op:
+        last_ok = op.execute(
+            "SELECT max(finished_at) FROM sync_status "
+            "WHERE host_id = %s AND status = 'ok' AND started_at < %s",
+            (f.host_a, rows[60][0]),
+        ).fetchone()
+    assert last_ok == (rows[30][0],)

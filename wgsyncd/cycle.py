@@ -156,6 +156,9 @@ PRUNE_EVERY = 3600.0
 FOLD_MARGIN = timedelta(seconds=2 * PRUNE_EVERY)
 # sync_status rows are thinned this long after the spool could last replay their cycle
 STATUS_MARGIN = timedelta(days=1)
+# a whole-history pass at least this often: what a windowed one cannot see (a host down
+# longer than its look-back, a database switched under the same DSN) is made hourly too
+FULL_FOLD_EVERY = timedelta(days=1)
 
 
 def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
@@ -165,7 +168,8 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
     (its memo's next_prune starts empty). Past ``traffic_detail_hours`` history becomes
     hourly (store/retention.py): the first time for a host over its whole history (rows
-    from before schema 10), then only over what can have crossed the boundary since.
+    from before schema 10), then only over what can have crossed the boundary since, and
+    over the whole history again once a day (FULL_FOLD_EVERY).
     """
     from wgsyncd import store
     from wgsyncd.store.retention import Hourly
@@ -173,7 +177,8 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     if not memo.prune_due(cfg.host_id):
         return
     db = cfg.database
-    full = cfg.host_id not in memo.folded
+    last_full = memo.folded.get(cfg.host_id)
+    full = last_full is None or now.timestamp() - last_full >= FULL_FOLD_EVERY.total_seconds()
     hourly = None
     if db.traffic_detail_hours > 0:
         spool = timedelta(seconds=cfg.daemon.spool_max_age)
@@ -190,7 +195,7 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
         log.warning("history pruning skipped: %s", exc)
         return
     if full and not pruned.backlog():
-        memo.folded.add(cfg.host_id)
+        memo.folded[cfg.host_id] = now.timestamp()
     memo.next_prune[cfg.host_id] = 0.0 if pruned.backlog() else time.monotonic() + PRUNE_EVERY
     if pruned.traffic or pruned.status:
         log.info(

@@ -44,9 +44,10 @@ class Memo:
     signers: dict[tuple[str, str], Signer] = field(default_factory=dict)
     # cycle.py: host_id -> monotonic time of the next history prune (the daemon prunes hourly)
     next_prune: dict[str, float] = field(default_factory=dict)
-    # cycle.py: host_ids whose whole traffic history was folded once (migration 0010); kept
-    # in timer mode's memo file, so later runs look back over the spool's age only
-    folded: set[str] = field(default_factory=set)
+    # cycle.py: host_id -> wall time (epoch s) its whole history was last made hourly
+    # (migration 0010); kept in timer mode's memo file, so runs in between look back over
+    # the spool's age only
+    folded: dict[str, float] = field(default_factory=dict)
 
     def for_host(self, host_id: str) -> Memo:
         """This memo, emptied first if it belonged to another host_id (never carried across)."""

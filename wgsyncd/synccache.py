@@ -226,9 +226,11 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
     """
     memo = cached.memo
     try:
-        if cached.pending is not None:
+        forked = cached.pending is not None
+        if forked:
             finish(cfg, cached)
-        elif changed(cached):
+        # the child wrote the memo as merged; cycle._prune may record a whole fold after it
+        if changed(cached) and not (forked and cached.loaded.get("folded", {}) == memo.folded):
             cached.memo_sum = None  # until the new file is written: no view may name the old one
             cached.memo_sum = _write_memo(cfg, memo)
             cached.loaded = _entries(memo)
@@ -284,7 +286,8 @@ def _entries(memo: Memo) -> dict[str, Any]:
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
         "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
         "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
-        "folded": dict.fromkeys(memo.folded, True),  # a host folded for the first time: keep it
+        # cycle._prune's whole-history fold, done once: kept even when no source changed
+        "folded": dict(memo.folded),
     }
 
 

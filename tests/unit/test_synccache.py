@@ -342,3 +342,31 @@ def test_a_child_killed_mid_write_leaves_no_temp_file_with_the_memos_keys(
     assert "no answer within 1 s" in caplog.text
     assert list(Path(cfg.daemon.state_dir).glob(temp)) == []
     assert not cache_file(cfg).exists() and cached.memo_sum is None
+
+
+def test_a_host_folded_once_is_kept_though_no_source_changed(tmp_path: Path) -> None:
+    """memo.folded (cycle._prune: the whole history was folded once) must reach the file even
+    when the sources are unchanged, or every timer run of an idle host folds its whole history."""
+    cfg = make_cfg(tmp_path)
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    cached = synccache.load(cfg)
+    assert not synccache.changed(cached)
+    cached.memo.folded[cfg.host_id] = time.time()  # what cycle._prune does after a whole pass
+    assert synccache.changed(cached)
+    synccache.save(cfg, cached)
+    again = synccache.load(cfg)
+    assert cfg.host_id in again.memo.folded and not synccache.changed(again)
+
+
+def test_a_whole_fold_recorded_after_the_child_started_is_kept_too(tmp_path: Path) -> None:
+    """cli sync: the memo file's child is forked once the sources are merged, cycle._prune runs
+    after the commit. A whole-history pass it records must still reach the file, or an active
+    timer-mode host (its sources change every run) folds its whole history on every run."""
+    cfg = make_cfg(tmp_path)
+    cached = synccache.Cached(filled_memo(cfg))
+    synccache.start_save(cfg, cached)
+    assert cached.pending is not None
+    cached.memo.folded[cfg.host_id] = time.time()  # cycle._prune, after the fork
+    synccache.save(cfg, cached)
+    again = synccache.load(cfg)
+    assert again.memo.folded == cached.memo.folded and not synccache.changed(again)

@@ -18,12 +18,17 @@
 -- real hour reaches, so a host's own poisoned rows cannot make its pruning fail forever.
 -- The hour rows a fold inserts are charged to the host's daily quota (0008's insert
 -- trigger) like any row it adds: at most 1/60 of what it wrote.
+-- ``p_batch`` is bounded here (0 to 100,000; NULL: 0): a host may pass anything, and
+-- LIMIT NULL is no limit, so one call could collect every ctid of its history in one
+-- backend's memory (GBs at hundreds of millions of rows: the OOM killer, then a restart
+-- of every backend of the cluster). The agent asks for 20,000 (store/retention.py).
 
 CREATE FUNCTION wgsyncd_rollup_traffic(p_host_id text, p_since timestamptz, p_before timestamptz,
                                        p_batch integer)
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
 DECLARE
     h text := wgsyncd_writer_host(p_host_id);  -- a host role: its bound host_id only
+    k integer := least(greatest(p_batch, 0), 100000);  -- whatever the caller asks (above)
     n bigint;
 BEGIN
     WITH gone AS (
@@ -31,7 +36,7 @@ BEGIN
             SELECT ctid FROM peer_traffic
             WHERE host_id = h AND observed_at < p_before AND (p_since IS NULL OR observed_at >= p_since)
               AND observed_at <> date_trunc('hour', observed_at, 'UTC')
-            LIMIT p_batch))
+            LIMIT k))
         RETURNING interface, public_key, date_trunc('hour', observed_at, 'UTC') AS hour, rx_delta, tx_delta
     ), folded AS (
         INSERT INTO peer_traffic AS p (host_id, interface, public_key, observed_at, rx_delta, tx_delta)
@@ -54,30 +59,36 @@ END $$;
 -- window (a day past its spool's age: a replayed cycle finds its row, so nothing is written
 -- twice) a host keeps, per UTC hour, its first row and every row that says something: not
 -- 'ok', wrote config rows, or holds the only stored copy of a drift list (a row keeps only
--- the hash of a list a newer row holds, and readers look the list up by hash: rows.py).
+-- the hash of a list a newer row holds, and readers look the list up by hash: rows.py),
+-- and every ok row next to a row that is not ok (the last ok cycle before a failure and
+-- the first after: fleet_hosts.last_ok_at and `wgsyncd status` keep their minute; the
+-- newest row a call sees has no next one and stays until a later call sees past it).
 -- An idle, healthy host keeps 24 rows a day instead of 1,440.
 CREATE FUNCTION wgsyncd_thin_status(p_host_id text, p_since timestamptz, p_before timestamptz,
                                     p_batch integer)
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
 DECLARE
     h text := wgsyncd_writer_host(p_host_id);  -- a host role: its bound host_id only
+    k integer := least(greatest(p_batch, 0), 100000);  -- whatever the caller asks (above)
     n bigint;
 BEGIN
     DELETE FROM sync_status WHERE ctid = ANY (ARRAY(
         SELECT x.ctid FROM (
             SELECT s.ctid, s.status, s.config_rows_written, s.drift, s.drift_sha256, s.started_at,
                    row_number() OVER (PARTITION BY date_trunc('hour', s.started_at, 'UTC')
-                                      ORDER BY s.started_at, s.id) AS rn
+                                      ORDER BY s.started_at, s.id) AS rn,
+                   lag(s.status) OVER w AS prev, lead(s.status) OVER w AS next
             FROM sync_status s
             WHERE s.host_id = h AND s.started_at < p_before
               AND (p_since IS NULL OR s.started_at >= date_trunc('hour', p_since, 'UTC'))
+            WINDOW w AS (ORDER BY s.started_at, s.id)
         ) x
-        WHERE x.rn > 1 AND x.status = 'ok' AND x.config_rows_written = 0
+        WHERE x.rn > 1 AND x.status = 'ok' AND x.prev = 'ok' AND x.next = 'ok' AND x.config_rows_written = 0
           AND (x.drift IS NULL OR EXISTS (
               SELECT 1 FROM sync_status d
               WHERE d.host_id = h AND d.drift_sha256 = x.drift_sha256 AND d.drift IS NOT NULL
                 AND d.started_at > x.started_at))
-        LIMIT p_batch));
+        LIMIT k));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
