@@ -150,17 +150,17 @@ def test_absurd_own_deltas_are_capped_not_a_stuck_prune(fleet: Fleet) -> None:  
         assert _rows(f, f.host_a) == [("P1", start, MAX_DELTA, 4)]
 
 
-def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only(
+def test_the_agent_folds_everything_once_a_day_and_the_last_two_hours_between(
     fleet: Fleet,  # noqa: F811
     tmp_path,
 ) -> None:
-    """cycle._prune: the first prune of a host folds its whole history (rows from before
-    schema 10); later ones only what a spool replay or the last hour can have added."""
+    """cycle._prune: the first prune of a host, and one a day after, folds its whole history
+    (rows from before schema 10, a spool replay's old rows, what crossed the boundary while
+    a timer-mode host was off); the hourly ones between only what crossed it lately."""
     f = fleet
     path = tmp_path / "wgsyncd.toml"
     path.write_text(
         f'host_id = "{f.host_a}"\n[database]\ndsn = "{f.dsn(f.role_a)}"\ntraffic_detail_hours = 1\n'
-        "[daemon]\nspool_max_age = 86400\n"
     )
     cfg = config.load(str(path))
     month_old = [
@@ -172,26 +172,32 @@ def test_the_agent_folds_everything_once_then_looks_back_over_the_spool_age_only
         _put(a, f.host_a, month_old)
         cycle._prune(a, cfg, NOW, memo)
         assert f.host_a in memo.folded and len(_rows(f, f.host_a)) == 1  # the whole history, once
-        _put(a, f.host_a, month_old)  # older than the look-back: left for retention
+        _put(a, f.host_a, month_old)  # older than the look-back
         replayed = [
             ("P2", NOW - timedelta(hours=20), 5, 6),
             ("P2", NOW - timedelta(hours=20, minutes=3), 7, 8),
         ]
-        _put(a, f.host_a, replayed)
+        lately = [
+            ("P3", NOW - timedelta(hours=1, minutes=10), 1, 1),
+            ("P3", NOW - timedelta(hours=1, minutes=12), 2, 2),
+        ]
+        _put(a, f.host_a, replayed + lately)
         memo.next_prune.clear()  # an hour later
+        cycle._prune(a, cfg, NOW, memo)
+        rows = _rows(f, f.host_a)
+        assert [r for r in rows if r[0] == "P3"] == [("P3", lately[0][1].replace(minute=0, second=0), 3, 3)]
+        assert sorted(r for r in rows if r[0] == "P2") == sorted(replayed)  # older than two hours: later
+        assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
+        # a day later (or a timer-mode host back after two days: its memo file says when it
+        # last folded everything): the whole pass takes in what the look-back missed
+        memo.next_prune.clear()
+        memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
         cycle._prune(a, cfg, NOW, memo)
         rows = _rows(f, f.host_a)
         assert [r for r in rows if r[0] == "P2"] == [
             ("P2", (NOW - timedelta(hours=20)).replace(minute=0), 12, 14)
         ]
-        assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
-        # a timer-mode host down for two days (its memo file says when it last folded
-        # everything): what crossed the boundary meanwhile is older than the look-back,
-        # so the daily whole pass folds it
-        memo.next_prune.clear()
-        memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
-        cycle._prune(a, cfg, NOW, memo)
-        assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
+        assert len([r for r in rows if r[0] == "P1"]) == 1
         assert memo.folded[f.host_a] == NOW.timestamp()
         _put(a, f.host_a, month_old)
         memo.clear()  # a new process (or another host_id): a whole pass again
@@ -279,6 +285,18 @@ def test_a_host_s_batch_is_bounded_whatever_it_asks(fleet: Fleet) -> None:  # no
         with a.transaction():
             a.execute("SELECT wgsyncd_rollup_traffic(%s, NULL, %s, %s)", (f.host_a, NOW, MAX_BATCH))
         assert sum(r[2] for r in _rows(f, f.host_a)) == MAX_BATCH + 10  # every byte still there
+        # 0003's retention function: the same bound now (it deleted every old row at once)
+        with psycopg.connect(f.dsn(f.owner)) as owner:  # back to one row per second, old
+            owner.execute("DELETE FROM peer_traffic WHERE host_id = %s", (f.host_a,))
+            owner.execute(
+                "INSERT INTO peer_traffic (host_id, interface, public_key, observed_at, rx_delta, tx_delta) "
+                "SELECT %s, 'wg0', 'P', %s + i * interval '1 second', 1, 1 FROM generate_series(1, %s) i",
+                (f.host_a, start, MAX_BATCH + 10),
+            )
+        prune = "SELECT traffic FROM wgsyncd_prune(%s, %s, %s)"
+        for batch, want in ((None, 0), (2**31 - 1, MAX_BATCH), (2**31 - 1, 10)):  # NULL asks for none
+            with a.transaction():
+                assert a.execute(prune, (f.host_a, NOW, batch)).fetchone() == (want,), batch
 
 
 def test_a_fold_held_open_with_crafted_settings_blocks_no_other_host(fleet: Fleet) -> None:  # noqa: F811

@@ -152,7 +152,8 @@ def collect(cfg: Config, memo: Memo | None = None, *, in_turn: bool = False) -> 
 
 # a long-running loop prunes at most this often (seconds), unless a backlog is left
 PRUNE_EVERY = 3600.0
-# how far a windowed fold looks back beyond the spool's age (two prune intervals)
+# how far before each boundary an hourly prune looks (two prune intervals; the daily whole
+# pass takes in the rest)
 FOLD_MARGIN = timedelta(seconds=2 * PRUNE_EVERY)
 # sync_status rows are thinned this long after the spool could last replay their cycle
 STATUS_MARGIN = timedelta(days=1)
@@ -168,8 +169,11 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
     (its memo's next_prune starts empty). Past ``traffic_detail_hours`` history becomes
     hourly (store/retention.py): the first time for a host over its whole history (rows
-    from before schema 10), then only over what can have crossed the boundary since, and
-    over the whole history again once a day (FULL_FOLD_EVERY).
+    from before schema 10), then over the last FOLD_MARGIN before the boundary (what an
+    hourly prune has not seen yet), and over the whole history again once a day
+    (FULL_FOLD_EVERY), which takes in what the short look-back cannot: a spool replay's
+    old rows, what crossed the boundary while a timer-mode host was off. The short one
+    keeps a timer's every-run prune cheap (a few hour rows a peer, not a week of them).
     """
     from wgsyncd import store
     from wgsyncd.store.retention import Hourly
@@ -187,7 +191,7 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
             traffic_after=detail,
             # a replayed cycle must still find its own status row: nothing written twice
             status_after=max(detail, spool + STATUS_MARGIN),
-            lookback=None if full else spool + FOLD_MARGIN,
+            lookback=None if full else FOLD_MARGIN,
         )
     try:
         pruned = store.prune(conn, cfg.host_id, now, db.history_days, hourly)

@@ -104,3 +104,27 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %I(text, timestamptz, timestamptz, integer) TO wgsyncd_host', f);
     END LOOP;
 END $$;
+
+-- 0003's retention function had the same unbounded p_batch (above): the same bound. Its
+-- grants stay; its settings are set again (CREATE OR REPLACE drops them).
+CREATE OR REPLACE FUNCTION wgsyncd_prune(p_host_id text, p_cutoff timestamptz, p_batch integer)
+RETURNS TABLE (traffic bigint, status bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS $$
+DECLARE
+    h text := wgsyncd_writer_host(p_host_id);
+    k integer := least(greatest(p_batch, 0), 100000);
+    a bigint;
+    b bigint;
+BEGIN
+    DELETE FROM peer_traffic WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM peer_traffic WHERE host_id = h AND observed_at < p_cutoff LIMIT k));
+    GET DIAGNOSTICS a = ROW_COUNT;
+    DELETE FROM sync_status WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM sync_status WHERE host_id = h AND started_at < p_cutoff LIMIT k));
+    GET DIAGNOSTICS b = ROW_COUNT;
+    RETURN QUERY SELECT a, b;
+END $$;
+DO $$ BEGIN
+    EXECUTE format('ALTER FUNCTION wgsyncd_prune(text, timestamptz, integer) SET search_path = %I, pg_temp',
+                   current_schema());
+END $$;
