@@ -25,6 +25,37 @@ from wgsyncd.store.migrate import check_schema
 pytestmark = pytest.mark.postgres
 
 
+def test_add_host_pins_in_the_trust_file_and_says_what_it_holds(fleet: Fleet, tmp_path: Path) -> None:
+    """`db add-host --signing-key K --trusted-keys FILE`: pinned, already pinned, and a key the
+    operator retired stays retired (and is named so); a file it cannot write is one line."""
+    from click.testing import CliRunner
+
+    from wgsyncd import signing
+    from wgsyncd.cli import main
+    from wgsyncd.restore import trust
+
+    f = fleet
+    cfg = tmp_path / "owner.toml"
+    cfg.write_text(f'[database]\ndsn = "{f.dsn(f.owner)}"\n')
+    key = signing.load_or_create(str(tmp_path / "host-c-state")).verify_key
+    path = str(tmp_path / "trusted")
+    args = ["--config", str(cfg), "db", "add-host", "host-c", "--role", f"wgs_c_{uuid.uuid4().hex[:8]}"]
+    args += ["--signing-key", key, "--trusted-keys", path]
+
+    def run(*extra: str) -> str:
+        res = CliRunner().invoke(main, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert f"host host-c: signing key {key} pinned in {path}" in run()
+    assert f"host host-c: signing key {key} already pinned in {path}\n" in run()
+    trust.retire_pin(path, "host-c", key, 3)
+    assert f"already pinned in {path}, retired after version 3" in run()
+    assert trust.read_pins(path).retired_after("host-c", key) == 3  # not undone
+    res = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "missing-dir" / "trusted")])
+    assert res.exit_code == 1 and "cannot write" in res.output and "Traceback" not in res.output
+
+
 def test_add_host_is_idempotent_and_refuses_rebinding(fleet: Fleet) -> None:
     f = fleet
     with f.connect(f.owner) as o:

@@ -52,7 +52,7 @@ def db_add_host(
 ) -> None:
     """Bind a host's LOGIN role to HOST_ID (owner DSN; re-running is harmless)."""
     from wgsyncd import signing
-    from wgsyncd.restore import RestoreError, trust
+    from wgsyncd.restore import RestoreError
     from wgsyncd.store import roles, signed
 
     password = read_password(password_file)
@@ -64,11 +64,25 @@ def db_add_host(
                 done = "pinned" if signed.pin_signing_key(conn, host_id, key) else "already pinned"
                 click.echo(f"host {host_id}: signing key {key} {done} in the database")
                 if trusted_keys:
-                    trust.add_pin(trusted_keys, host_id, key)
-                    click.echo(f"host {host_id}: signing key {key} pinned in {trusted_keys}")
+                    click.echo(_pin_in_file(trusted_keys, host_id, key))
     except (signing.SigningError, RestoreError) as exc:
         click.echo(f"wgsyncd: db add-host: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:
+        click.echo(f"wgsyncd: db add-host: {trusted_keys}: cannot write: {exc.strerror}", err=True)
+        sys.exit(1)
+
+
+def _pin_in_file(path: str, host_id: str, key: str) -> str:
+    """Pin ``key`` in the operator's trust file; the line says what the file now holds
+    (already there, and retired: `keys retire` set that, and add-host does not undo it)."""
+    from wgsyncd.restore import trust
+
+    if trust.add_pin(path, host_id, key):
+        return f"host {host_id}: signing key {key} pinned in {path}"
+    bound = trust.read_pins(path).retired_after(host_id, key)
+    retired = "" if bound is None else f", retired after version {bound}"
+    return f"host {host_id}: signing key {key} already pinned in {path}{retired}"
 
 
 @db.command("remove-host")
