@@ -45,8 +45,8 @@ class Memo:
     # cycle.py: host_id -> monotonic time of the next history prune (the daemon prunes hourly)
     next_prune: dict[str, float] = field(default_factory=dict)
     # cycle.py: host_id -> wall time (epoch s) its whole history was last made hourly
-    # (migration 0010); kept in timer mode's memo file, so runs in between look back over
-    # the spool's age only
+    # (migration 0010); kept in timer mode's memo file, so the runs of the next day look
+    # back two hours only
     folded: dict[str, float] = field(default_factory=dict)
 
     def for_host(self, host_id: str) -> Memo:

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
 # 2: the view names the memo file; 3: merge rows, wgrest by digest, the writer view per table;
-# 4: the memo's ``folded`` (hosts whose whole history was made hourly once, cycle._prune)
+# 4: the memo's ``folded`` (when each host's whole history was last made hourly, cycle._prune)
 MAGIC = b"wgsyncd sync cache 4\n"
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 CHILD_TIMEOUT = 120.0  # seconds the memo file's writer may take (10,000 peers: under 1 s; then killed)
@@ -286,7 +286,7 @@ def _entries(memo: Memo) -> dict[str, Any]:
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
         "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
         "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
-        # cycle._prune's whole-history fold, done once: kept even when no source changed
+        # when cycle._prune last folded the whole history (daily): kept even when no source changed
         "folded": dict(memo.folded),
     }
 

@@ -78,9 +78,9 @@ def _pin_in_file(path: str, host_id: str, key: str) -> str:
     (already there, and retired: `keys retire` set that, and add-host does not undo it)."""
     from wgsyncd.restore import trust
 
-    if trust.add_pin(path, host_id, key):
+    added, bound = trust.pin(path, host_id, key)
+    if added:
         return f"host {host_id}: signing key {key} pinned in {path}"
-    bound = trust.read_pins(path).retired_after(host_id, key)
     retired = "" if bound is None else f", retired after version {bound}"
     return f"host {host_id}: signing key {key} already pinned in {path}{retired}"
 

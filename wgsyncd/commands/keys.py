@@ -86,8 +86,7 @@ def trust_key(host_id: str, verify_key: str, trusted_keys: str, comment: str) ->
     from wgsyncd.restore import trust
 
     with _editing(trusted_keys):
-        added = trust.add_pin(trusted_keys, host_id, verify_key, comment)
-        bound = None if added else trust.read_pins(trusted_keys).retired_after(host_id, verify_key.strip())
+        added, bound = trust.pin(trusted_keys, host_id, verify_key, comment)
     retired = "" if bound is None else f" (retired after version {bound}: `keys retire` changes that)"
     done = "pinned" if added else "already pinned"
     click.echo(f"{done}: host {host_id} key {verify_key} in {trusted_keys}{retired}")

@@ -168,6 +168,18 @@ def add_pin(path: str, host_id: str, verify_key: str, comment: str = "") -> bool
     return True
 
 
+def pin(path: str, host_id: str, verify_key: str, comment: str = "") -> tuple[bool, int | None]:
+    """:func:`add_pin`, and what the file then says of the key: (added, the version it is
+    retired after, or None). A key already pinned keeps its retirement: pinning it again
+    (`keys trust`, `db add-host --trusted-keys`) does not undo `keys retire`."""
+    from wgsyncd.signing import parse_verify_key
+
+    if add_pin(path, host_id, verify_key, comment):
+        return True, None
+    key = parse_verify_key(verify_key, f"host {host_id}: verify key")  # as add_pin compared it
+    return False, read_pins(path).retired_after(host_id, key)
+
+
 def pinned_key(path: str, host_id: str, text: str) -> str:
     """The key ``text`` names for ``host_id``: a verify key as given, or the key id (16 hex)
     of one pinned for it, the way `history` and restore's refusals name a signer."""

@@ -37,6 +37,7 @@ from wgsyncd.restore.pins import (  # noqa: F401 (re-exported: callers write tru
     TRUST_HEADER,
     Pins,
     add_pin,
+    pin,
     pinned_key,
     read_pins,
     retire_pin,
