@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 SIZE_KEYS = {
     "n", "reps", "floor_cold_s", "floor_warm_s", "floor_runs", "floor_command", "first_sync_s",
     "first_sync_runs", "first_sync_rss_kib", "idle", "steady", "daemon_rss_kib", "rss_kib", "ratios",
-    "idle_breakdown", "daemon_empty_db_rss_kib",
+    "idle_breakdown", "daemon_empty_db_rss_kib", "pyfloor_s", "pyfloor_runs",
 }  # fmt: skip
 CYCLE_KEYS = {
     "total_s",
@@ -33,7 +33,7 @@ CYCLE_KEYS = {
 }
 RATIO_KEYS = {
     "first_sync_vs_floor", "idle_vs_floor", "idle_db_vs_floor", "steady_vs_floor", "steady_db_vs_floor",
-    "rss_mb",
+    "rss_mb", "pyfloor_vs_floor", "first_sync_vs_pyfloor",
 }  # fmt: skip
 PHASE_KEYS = {
     "cycles", "wall_s", "cycles_per_s", "latency_p50_s", "latency_p99_s", "latency_mean_s", "rows_written",
@@ -79,7 +79,8 @@ def test_single_host_numbers_are_sane(smoke: tuple[dict, str]) -> None:
     (size,) = smoke[0]["sizes"]
     assert size["n"] == 60 and size["reps"] == 2
     assert len(size["floor_runs"]["cold"]) == 2 and len(size["first_sync_runs"]) == 2
-    for key in ("floor_cold_s", "floor_warm_s", "first_sync_s"):
+    assert len(size["pyfloor_runs"]) == 2
+    for key in ("floor_cold_s", "floor_warm_s", "first_sync_s", "pyfloor_s"):
         assert 0 < size[key] < 60, key
     # idle: nothing changed, so nothing written, in a bounded number of round trips
     assert size["idle"]["rows_written"] == 0 and size["idle"]["stats_rows"] == 0
@@ -121,5 +122,6 @@ def test_table_prints_ratios(smoke: tuple[dict, str]) -> None:
 
     text = table(smoke[0])
     assert "first full sync" in text and "vs floor" in text and "keeps up:" in text and "headroom" in text
+    assert "Python floor: the 3 sources" in text and "x the Python floor" in text
     assert "through pgbouncer: transaction mode, 2 server connections" in text
     assert "| multi-host, same run | direct | pgbouncer |" in text

@@ -70,6 +70,8 @@ def ratios(size: dict[str, Any]) -> dict[str, float]:
 
     return {
         "first_sync_vs_floor": div(size["first_sync_s"], size["floor_cold_s"]),
+        "pyfloor_vs_floor": div(size.get("pyfloor_s", 0.0), size["floor_cold_s"]),
+        "first_sync_vs_pyfloor": div(size["first_sync_s"], size.get("pyfloor_s", 0.0)),
         "idle_vs_floor": div(size["idle"]["total_s"], size["floor_warm_s"]),
         "idle_db_vs_floor": div(size["idle"]["write_s"], size["floor_warm_s"]),
         "idle_merge_db_vs_floor": div(_merge_db(size), size["floor_warm_s"]),
@@ -117,7 +119,18 @@ def table(result: dict[str, Any]) -> str:
             _row("floor: wg dump -> psql \\copy + upsert, empty table", f"{size['floor_cold_s']:.3f} s", 1.0),
             _row("floor, table already filled", f"{size['floor_warm_s']:.3f} s", 1.0),
             _row(
-                "first full sync (`wgsyncd sync`, 3 sources, new process)",
+                "Python floor: the 3 sources read and joined in Python (psycopg, requests), "
+                "COPY + upsert; no checks, no history (tests/bench/pyfloor.py)",
+                f"{size['pyfloor_s']:.3f} s" if "pyfloor_s" in size else "-",
+                r.get("pyfloor_vs_floor"),
+            ),
+            _row(
+                "first full sync (`wgsyncd sync`, 3 sources, new process)"
+                + (
+                    f"; {r['first_sync_vs_pyfloor']:.1f}x the Python floor"
+                    if r.get("first_sync_vs_pyfloor")
+                    else ""
+                ),
                 f"{size['first_sync_s']:.3f} s",
                 r["first_sync_vs_floor"],
                 "first_sync_vs_floor",

@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.beds.postgres import PgCluster
 from tests.beds.wireguard import WgBed
-from tests.bench import floor
+from tests.bench import floor, pyfloor
 from tests.bench.hostbed import BenchHost, pick_active
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,6 +130,8 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
     res["floor_runs"] = {"cold": cold, "warm": warm}
     res["floor_command"] = floor.floor_command(host.name, "DSN")
     log(f"  N={n}: floor cold {res['floor_cold_s']:.3f} s, warm {res['floor_warm_s']:.3f} s")
+    res.update(_python_floor(host, n, reps, base, cluster))
+    log(f"  N={n}: Python floor (3 sources, no checks, no history) {res['pyfloor_s']:.3f} s")
 
     # first full sync: the CLI into a fresh database each time
     firsts, rss_cli = [], []
@@ -175,6 +177,25 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
         f"steady {res['steady']['total_s']:.3f} s ({res['steady']['stats_rows']} peers with new counters)"
     )
     return res
+
+
+def _python_floor(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster) -> dict[str, Any]:
+    """tests/bench/pyfloor.py as a new process, each run into an empty table, timed as
+    `wgsyncd sync` is (start to exit): what Python and the fixed libraries cost alone."""
+    config = base / f"pyfloor-{n}.toml"
+    host.write_config(config, "unused")
+    runs = []
+    for _ in range(max(reps, 1)):
+        dsn = cluster.create_database()
+        pyfloor.prepare(dsn)
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, pyfloor.__file__, str(config), dsn], capture_output=True, text=True, cwd=ROOT
+        )
+        runs.append(time.monotonic() - t0)
+        if proc.returncode != 0 or pyfloor.count_rows(dsn, host.name) != n:
+            raise RuntimeError(f"the Python floor did not store {n} rows: {proc.stderr.strip()[-300:]}")
+    return {"pyfloor_s": median(runs), "pyfloor_runs": runs}
 
 
 def _daemon_on_empty_db(host: BenchHost, base: Path, cluster: PgCluster, n: int) -> int:
