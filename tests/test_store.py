@@ -1010,8 +1010,12 @@ def test_cycle_prunes_at_most_hourly_unless_a_backlog_is_left(conn: psycopg.Conn
         add_old_rows(3)
         cycle._prune(conn, cfg, now, memo)  # the last prune was not full: wait an hour
         assert old_rows() == 3
-        memo.next_prune["host-h"] = 0.0  # an hour later
-        cycle._prune(conn, cfg, now, memo)
+        cycle._prune(conn, cfg, now + timedelta(minutes=59), memo)  # within the hour: not yet
+        assert old_rows() == 3
+        cycle._prune(conn, cfg, now + timedelta(hours=1), memo)
+        assert old_rows() == 0
+        add_old_rows(3)
+        cycle._prune(conn, cfg, now - timedelta(days=1), memo)  # the clock went back: prune
         assert old_rows() == 0
     finally:
         retention.BATCH = saved

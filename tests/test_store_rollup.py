@@ -182,7 +182,7 @@ def test_the_agent_folds_everything_once_a_day_and_the_last_two_hours_between(
             ("P3", NOW - timedelta(hours=1, minutes=12), 2, 2),
         ]
         _put(a, f.host_a, replayed + lately)
-        memo.next_prune.clear()  # an hour later
+        memo.pruned.clear()  # an hour later
         cycle._prune(a, cfg, NOW, memo)
         rows = _rows(f, f.host_a)
         assert [r for r in rows if r[0] == "P3"] == [("P3", lately[0][1].replace(minute=0, second=0), 3, 3)]
@@ -190,7 +190,7 @@ def test_the_agent_folds_everything_once_a_day_and_the_last_two_hours_between(
         assert len([r for r in rows if r[0] == "P1"]) == 3  # the hour row and the two month-old rows
         # a day later (or a timer-mode host back after two days: its memo file says when it
         # last folded everything): the whole pass takes in what the look-back missed
-        memo.next_prune.clear()
+        memo.pruned.clear()
         memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
         cycle._prune(a, cfg, NOW, memo)
         rows = _rows(f, f.host_a)

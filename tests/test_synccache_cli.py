@@ -32,11 +32,12 @@ def test_the_next_run_trusts_the_memo_file_the_child_wrote(tmp_path, wg_bed, pg_
     assert len(cached.memo.merge.interfaces[name].rows) == 20
     assert cached.memo.signers == {}
     assert cached.store is not None and cached.store.last is not None, "the view names the child's memo file"
-    # the whole-history fold _prune recorded after the child was forked: kept, or the next
-    # run would fold the whole history again
-    assert cfg.host_id in cached.memo.folded
+    # the prune and whole-history fold _prune recorded after the child was forked: kept (in
+    # the view file), or the next run would prune and fold the whole history again
+    assert cfg.host_id in cached.memo.folded and cfg.host_id in cached.memo.pruned
 
     again = host.wgsyncd("sync")  # timer mode: an unchanged host
     assert "synced 1 interface, 20 peers" in again.stdout and "rows written" not in again.stdout
-    # within a day of the whole fold, a run looks back a window only: the recorded time stays
-    assert synccache.load(cfg).memo.folded == cached.memo.folded
+    # within the hour, a timer run does not prune at all (as the daemon): both times stay
+    after = synccache.load(cfg).memo
+    assert after.folded == cached.memo.folded and after.pruned == cached.memo.pruned

@@ -165,20 +165,20 @@ FULL_FOLD_EVERY = timedelta(days=1)
 def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     """Keep this host's history bounded; a failed prune costs a log line, not the cycle.
 
-    Off the hot path: the daemon prunes once an hour (every cycle while a full batch
-    comes back, i.e. a backlog is being worked off); a one-shot `sync` always prunes
-    (its memo's next_prune starts empty). Past ``traffic_detail_hours`` history becomes
+    Off the hot path: a host prunes once an hour (every cycle while a full batch comes
+    back, i.e. a backlog is being worked off), the daemon and timer mode alike (its
+    view file keeps when; synccache.py). Past ``traffic_detail_hours`` history becomes
     hourly (store/retention.py): the first time for a host over its whole history (rows
     from before schema 10), then over the last FOLD_MARGIN before the boundary (what an
     hourly prune has not seen yet), and over the whole history again once a day
     (FULL_FOLD_EVERY), which takes in what the short look-back cannot: a spool replay's
     old rows, what crossed the boundary while a timer-mode host was off. The short one
-    keeps a timer's every-run prune cheap (a few hour rows a peer, not a week of them).
+    keeps an hourly prune cheap (a few hour rows a peer, not a week of them).
     """
     from wgsyncd import store
     from wgsyncd.store.retention import Hourly
 
-    if not memo.prune_due(cfg.host_id):
+    if not memo.prune_due(cfg.host_id, now.timestamp(), PRUNE_EVERY):
         return
     db = cfg.database
     last_full = memo.folded.get(cfg.host_id)
@@ -200,7 +200,10 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
         return
     if full and not pruned.backlog():
         memo.folded[cfg.host_id] = now.timestamp()
-    memo.next_prune[cfg.host_id] = 0.0 if pruned.backlog() else time.monotonic() + PRUNE_EVERY
+    if pruned.backlog():
+        memo.pruned.pop(cfg.host_id, None)
+    else:
+        memo.pruned[cfg.host_id] = now.timestamp()
     if pruned.traffic or pruned.status:
         log.info(
             "pruned %d traffic and %d status rows older than %g days",

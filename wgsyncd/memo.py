@@ -3,7 +3,7 @@
 Why one object instead of module globals: the daemon decides when the memory starts
 and ends (a new host_id empties it), tests get a fresh one each, and the timer-mode
 cache (wgsyncd/synccache.py) persists this object between two one-shot runs (all
-but the signers, which hold the signing key, and the prune times of this process's clock).
+but the signers, which hold the signing key; the prune times go in its view file).
 Every source passes its part down explicitly; nothing here does I/O.
 
 The never-edit rule: a memo hands the same Peer/Interface objects back next cycle
@@ -14,7 +14,6 @@ a source or merge returns them: an edit raises instead of corrupting the next cy
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,11 +41,12 @@ class Memo:
     wgrest_answered: dict[tuple[str | None, str], str] = field(default_factory=dict)
     # signing.py: (state dir, host_id) -> the signer (key and last signed record, read once)
     signers: dict[tuple[str, str], Signer] = field(default_factory=dict)
-    # cycle.py: host_id -> monotonic time of the next history prune (the daemon prunes hourly)
-    next_prune: dict[str, float] = field(default_factory=dict)
-    # cycle.py: host_id -> wall time (epoch s) its whole history was last made hourly
-    # (migration 0010); kept in timer mode's memo file, so the runs of the next day look
-    # back two hours only
+    # cycle.py: host_id -> wall time (epoch s) of its last history prune that left no
+    # backlog (a host prunes hourly), and of its last whole-history fold (migration 0010:
+    # daily, the hourly ones look back two hours only). Timer mode keeps both in its view
+    # file (synccache.py), not in the memo file: they change hourly, the memo file is
+    # tens of MiB that are rewritten only when a source changed.
+    pruned: dict[str, float] = field(default_factory=dict)
     folded: dict[str, float] = field(default_factory=dict)
 
     def for_host(self, host_id: str) -> Memo:
@@ -66,11 +66,13 @@ class Memo:
             self.wgrest,
             self.wgrest_answered,
             self.signers,
-            self.next_prune,
+            self.pruned,
             self.folded,
         ):
             part.clear()
 
-    def prune_due(self, host_id: str) -> bool:
-        """True when this host's history should be pruned now (see cycle._prune)."""
-        return time.monotonic() >= self.next_prune.get(host_id, 0.0)
+    def prune_due(self, host_id: str, now: float, every: float) -> bool:
+        """True when this host's history was not pruned in the ``every`` seconds before
+        ``now`` (epoch s; see cycle._prune). A clock that went back makes it due."""
+        last = self.pruned.get(host_id)
+        return last is None or not 0 <= now - last < every

@@ -12,7 +12,8 @@ What is in the file (state dir, mode 0600, owner root): the parsed conf files,
 wgrest peers and UAPI peer blocks of the last run (so the private and preshared keys
 those sources hold, no more than the conf files themselves hold, which are root-only
 0600 as well), the last merge, and the writer's view of its rows (row hashes, counters,
-sealed secrets as written to the database). Not in it: the host signing key and
+sealed secrets as written to the database) with when the host's history was last pruned
+(so a timer prunes hourly, as the daemon does: cycle._prune). Not in it: the host signing key and
 signer, the database password, the wgrest token. Keeping the keys out would make every
 cached conf parse useless (a parse is one Interface with its key); the file is as
 protected as the files it stands for, and is refused unless it is ours and 0600.
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 FILE_NAME = "sync-cache.bin"  # the sources' and merge's memo: rewritten only when it changed
 VIEW_FILE = "sync-view.bin"  # the writer's view of its rows: rewritten after every commit
 # 2: the view names the memo file; 3: merge rows, wgrest by digest, the writer view per table;
-# 4: the memo's ``folded`` (when each host's whole history was last made hourly, cycle._prune)
-MAGIC = b"wgsyncd sync cache 4\n"
+# 4: the memo's ``folded``; 5: the prune times (the memo's ``pruned`` and ``folded``, cycle._prune)
+# in the view file, no longer in the memo file
+MAGIC = b"wgsyncd sync cache 5\n"
 MAX_BYTES = 512 * 1024 * 1024  # far above 100,000 peers; a bigger file is not ours
 CHILD_TIMEOUT = 120.0  # seconds the memo file's writer may take (10,000 peers: under 1 s; then killed)
 
@@ -97,13 +99,28 @@ def load(cfg: Config) -> Cached:
     elif memo is not None:
         log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / FILE_NAME)
     view, _sum = _load_one(cfg, VIEW_FILE)
-    if isinstance(view, tuple) and len(view) == 2 and isinstance(view[0], float):
+    if isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], float):
         cached.store = _rebase(view[1], time.time() - view[0])
         if cached.store is not None:
             cached.store.last = _last_from(cached.store.last, cached)
+        _load_prune_times(cached.memo, cfg.host_id, view[2])
     elif view is not None:
         log.warning("sync cache %s ignored: unexpected content", Path(cfg.daemon.state_dir) / VIEW_FILE)
     return cached
+
+
+def _prune_times(memo: Memo, host_id: str) -> tuple[float | None, float | None]:
+    """When this host's history was last pruned and last folded whole (cycle._prune), as kept."""
+    return memo.pruned.get(host_id), memo.folded.get(host_id)
+
+
+def _load_prune_times(memo: Memo, host_id: str, times: Any) -> None:
+    """Put the view file's prune times back into the memo (anything else there: prune now)."""
+    if not (isinstance(times, tuple) and len(times) == 2):
+        return
+    for part, value in zip((memo.pruned, memo.folded), times, strict=True):
+        if isinstance(value, float):
+            part[host_id] = value
 
 
 def _load_one(cfg: Config, name: str) -> tuple[Any, str | None]:
@@ -226,11 +243,9 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
     """
     memo = cached.memo
     try:
-        forked = cached.pending is not None
-        if forked:
+        if cached.pending is not None:  # the child wrote the memo as it was when it started
             finish(cfg, cached)
-        # the child wrote the memo as merged; cycle._prune may record a whole fold after it
-        if changed(cached) and not (forked and cached.loaded.get("folded", {}) == memo.folded):
+        elif changed(cached):
             cached.memo_sum = None  # until the new file is written: no view may name the old one
             cached.memo_sum = _write_memo(cfg, memo)
             cached.loaded = _entries(memo)
@@ -238,18 +253,20 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
             from wgsyncd.store import known
 
             live = known.memo_for(conn, cfg.host_id)
-            _write_one(cfg, VIEW_FILE, (time.time(), _as_ages(live, _last_ref(live.last, cached))))
+            view = _as_ages(live, _last_ref(live.last, cached))
+            _write_one(cfg, VIEW_FILE, (time.time(), view, _prune_times(memo, cfg.host_id)))
     except OSError as exc:
         log.warning("cannot keep the sync cache in %s: %s", cfg.daemon.state_dir, exc.strerror or exc)
 
 
 def _write_memo(cfg: Config, memo: Memo) -> str:
-    """The memo file, without the signing key or monotonic prune times (a one-shot sync always prunes)."""
-    kept, memo.signers, memo.next_prune = (memo.signers, memo.next_prune), {}, {}
+    """The memo file, without the signing key or the prune times (those go in the view file)."""
+    kept = memo.signers, memo.pruned, memo.folded
+    memo.signers, memo.pruned, memo.folded = {}, {}, {}
     try:
         return _write_one(cfg, FILE_NAME, memo)
     finally:
-        memo.signers, memo.next_prune = kept
+        memo.signers, memo.pruned, memo.folded = kept
 
 
 def _write_one(cfg: Config, name: str, obj: Any) -> str:
@@ -286,8 +303,6 @@ def _entries(memo: Memo) -> dict[str, Any]:
         "uapi": {k: dict(v) for k, v in memo.uapi.items()},
         "wgrest": {k: dict(v) for k, v in memo.wgrest.items()},
         "merge": dict(memo.merge.interfaces),  # an entry is new whenever a peer was merged anew
-        # when cycle._prune last folded the whole history (daily): kept even when no source changed
-        "folded": dict(memo.folded),
     }
 
 

@@ -20,11 +20,11 @@ PUB = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 def test_a_new_host_id_empties_the_memo() -> None:
     memo = Memo().for_host("h1")
     memo.conf["/etc/wireguard/wg0.conf"] = (b"x", Interface("wg0"))
-    memo.next_prune["h1"] = 1.0
+    memo.pruned["h1"] = 1.0
     old_merge = memo.merge
     assert memo.for_host("h1") is memo and memo.conf  # same host: kept
     memo.for_host("h2")
-    assert memo.host_id == "h2" and memo.conf == {} and memo.next_prune == {}
+    assert memo.host_id == "h2" and memo.conf == {} and memo.pruned == {}
     assert memo.merge is not old_merge and isinstance(memo.merge, MergeMemo)
 
 

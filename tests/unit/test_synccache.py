@@ -46,7 +46,7 @@ def filled_memo(cfg: Config) -> Memo:
     conffiles.read(cfg.conf, None, memo.conf)
     memo.uapi["/run/wireguard/wg1.sock"] = {b"public_key=00\n": Peer(PUB, allowed_ips=("10.0.0.3/32",))}
     memo.signers[("x", "y")] = "a signer holding the signing key"  # type: ignore[assignment]
-    memo.next_prune[cfg.host_id] = 1e12  # this process's clock: a one-shot sync must prune anyway
+    memo.pruned[cfg.host_id] = memo.folded[cfg.host_id] = 1e9  # in the view file, not the memo file
     return memo
 
 
@@ -58,11 +58,11 @@ def test_a_saved_memo_comes_back_sealed_without_the_signer_and_root_only(tmp_pat
     cfg = make_cfg(tmp_path)
     memo = filled_memo(cfg)
     synccache.save(cfg, synccache.Cached(memo))
-    assert memo.signers and memo.next_prune, "saving must not take them from the live memo"
+    assert memo.signers and memo.pruned and memo.folded, "saving must not take them from the live memo"
     assert stat.S_IMODE(cache_file(cfg).stat().st_mode) == 0o600
     assert b"signing key" not in cache_file(cfg).read_bytes()
     back = synccache.load(cfg).memo
-    assert back.signers == {} and back.next_prune == {} and back.host_id == "h1"
+    assert back.signers == {} and back.pruned == back.folded == {} and back.host_id == "h1"
     ((_digest, iface),) = back.conf.values()
     assert type(iface) is SealedInterface and iface.listen_port == 51820
     assert all(type(p) is SealedPeer for p in iface.peers.values())
@@ -206,7 +206,7 @@ def test_the_writers_view_is_kept_with_its_age_and_dropped_when_the_clock_went_b
     # a save "in the future" (the wall clock was set back since): the age is unknown
     path = cache_file(cfg, synccache.VIEW_FILE)
     later = time.time() + 3600
-    synccache._write_one(cfg, synccache.VIEW_FILE, (later, synccache._as_ages(live)))
+    synccache._write_one(cfg, synccache.VIEW_FILE, (later, synccache._as_ages(live), (None, None)))
     assert path.exists() and synccache.load(cfg).store is None
 
 
@@ -285,7 +285,7 @@ def test_a_forked_child_writes_the_memo_as_it_was_when_started(tmp_path: Path) -
     memo.uapi["/run/wireguard/wg9.sock"] = {}  # an edit after the start is not in this file
     synccache.save(cfg, cached)
     assert cached.pending is None  # collected (forkwrite.wait reaps: tests/unit/test_forkwrite.py)
-    assert memo.signers and memo.next_prune, "the child's copy lost them, not the live memo"
+    assert memo.signers and memo.pruned, "the child's copy lost them, not the live memo"
     assert b"signing key" not in cache_file(cfg).read_bytes()
     back = synccache.load(cfg)
     assert back.memo_sum == cached.memo_sum is not None
@@ -344,29 +344,46 @@ def test_a_child_killed_mid_write_leaves_no_temp_file_with_the_memos_keys(
     assert not cache_file(cfg).exists() and cached.memo_sum is None
 
 
-def test_a_host_folded_once_is_kept_though_no_source_changed(tmp_path: Path) -> None:
-    """memo.folded (cycle._prune: the whole history was folded once) must reach the file even
-    when the sources are unchanged, or every timer run of an idle host folds its whole history."""
+def test_prune_times_are_kept_in_the_view_file_and_never_rewrite_the_memo_file(tmp_path: Path) -> None:
+    """memo.pruned / memo.folded (cycle._prune) change hourly / daily: kept in the small view
+    file written after every commit, so a timer prunes hourly as the daemon does, while the
+    memo file (tens of MiB at 10,000 peers) is rewritten only when a source changed."""
     cfg = make_cfg(tmp_path)
-    synccache.save(cfg, synccache.Cached(filled_memo(cfg)))
+    synccache.save(cfg, synccache.Cached(filled_memo(cfg)), _Conn())
     cached = synccache.load(cfg)
+    assert cached.memo.pruned == cached.memo.folded == {cfg.host_id: 1e9}  # filled_memo's
+    memo_file = cache_file(cfg).read_bytes()
+    cached.memo.pruned[cfg.host_id], cached.memo.folded[cfg.host_id] = 1e9 + 3600.0, 1e9
     assert not synccache.changed(cached)
-    cached.memo.folded[cfg.host_id] = time.time()  # what cycle._prune does after a whole pass
-    assert synccache.changed(cached)
-    synccache.save(cfg, cached)
+    synccache.save(cfg, cached, _Conn())
+    assert cache_file(cfg).read_bytes() == memo_file  # not rewritten
     again = synccache.load(cfg)
-    assert cfg.host_id in again.memo.folded and not synccache.changed(again)
+    assert again.memo.pruned == {cfg.host_id: 1e9 + 3600.0} and again.memo.folded == {cfg.host_id: 1e9}
+    assert not synccache.changed(again)
+    in_memo_file = synccache._load_one(cfg, synccache.FILE_NAME)[0]
+    assert in_memo_file.pruned == in_memo_file.folded == {}
+    # a save without a connection (none was made) writes no view: the next run prunes
+    synccache.save(cfg, again)
+    assert synccache.load(cfg).memo.pruned == {cfg.host_id: 1e9 + 3600.0}
 
 
-def test_a_whole_fold_recorded_after_the_child_started_is_kept_too(tmp_path: Path) -> None:
+def test_prune_times_recorded_after_the_child_started_are_kept_too(tmp_path: Path) -> None:
     """cli sync: the memo file's child is forked once the sources are merged, cycle._prune runs
-    after the commit. A whole-history pass it records must still reach the file, or an active
-    timer-mode host (its sources change every run) folds its whole history on every run."""
+    after the commit. What it records must still reach the next run, or an active timer-mode
+    host (its sources change every run) prunes and folds its whole history on every run."""
     cfg = make_cfg(tmp_path)
     cached = synccache.Cached(filled_memo(cfg))
     synccache.start_save(cfg, cached)
     assert cached.pending is not None
-    cached.memo.folded[cfg.host_id] = time.time()  # cycle._prune, after the fork
-    synccache.save(cfg, cached)
+    cached.memo.pruned[cfg.host_id] = cached.memo.folded[cfg.host_id] = time.time()  # after the fork
+    synccache.save(cfg, cached, _Conn())
     again = synccache.load(cfg)
-    assert again.memo.folded == cached.memo.folded and not synccache.changed(again)
+    assert again.memo.folded == cached.memo.folded and again.memo.pruned == cached.memo.pruned
+    assert again.memo_sum == cached.memo_sum and not synccache.changed(again)
+
+
+def test_prune_times_of_another_shape_mean_prune_now(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    live = known.memo_for(_Conn(), "h1")
+    synccache._write_one(cfg, synccache.VIEW_FILE, (time.time(), synccache._as_ages(live), ("x", None)))
+    assert synccache.load(cfg).memo.pruned == {} and synccache.load(cfg).store is not None
