@@ -84,6 +84,15 @@ def test_a_leaked_retired_key_cannot_make_the_latest_theirs(host, recovery, tmp_
         f"warning: host host-signed version 1 is signed by key {signing.key_id(leaked.verify_key)}, which "
         f"{host.trust_file()} retires after version 1: if that key leaked before" in out.stderr
     )
+    # history's trust column says the same as restore: ok, with that warning; refused above N
+    listed = host.wgsyncd("history", "--json", "--trusted-keys", str(host.trust_file()))
+    trust_of = {r["version"]: r["trust"] for r in json.loads(listed.stdout)}
+    assert trust_of[1] == (
+        f"ok, with a warning: version 1 is signed by key {signing.key_id(leaked.verify_key)}, which "
+        f"{host.trust_file()} retires after version 1: if that key leaked before this version was "
+        "written, this version may be the thief's"
+    )
+    assert trust_of[2] == "ok"
     # and the host's next cycle signs a head with its current key: the latest restores again
     host.wgsyncd("sync")
     out = _restore(host, key_file, tmp_path / "latest", "--json")

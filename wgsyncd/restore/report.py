@@ -14,8 +14,9 @@ def history(
     """The host's versions, newest first, as plain dicts (for text and --json output).
 
     With ``trusted_keys`` each version also says whether restore would trust it
-    (``trust``: "ok" or the reason it would be refused; the document hash is checked
-    only by restore itself).
+    (``trust``: "ok", "ok, with a warning: ..." when a retired key signed it within its
+    bound, or the reason it would be refused; the document hash is checked only by
+    restore itself).
     """
     from wgsyncd.signing import GENESIS, key_id
     from wgsyncd.store import versions
@@ -27,7 +28,12 @@ def history(
         from wgsyncd.restore import trust
         from wgsyncd.store import signed
 
-        problems = trust.problems(signed.load_chain(conn, host_id), trust.read_pins(trusted_keys))
+        chain, pins = signed.load_chain(conn, host_id), trust.read_pins(trusted_keys)
+        found = trust.problems(chain, pins)
+        for row in chain:
+            problem = found[row.version]
+            warned = None if problem else trust.retired_warning(row, pins, f"version {row.version}")
+            problems[row.version] = problem or (warned and f"ok, with a warning: {warned}")
     return [
         {
             "version": r.version,

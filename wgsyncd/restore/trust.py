@@ -126,6 +126,21 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
     return out
 
 
+def retired_warning(row: Any, pins: Pins, label: str) -> str | None:
+    """What restore warns of a version it trusts that a retired key signed (its number is
+    within the key's bound), or None. ``history`` shows the same words in its trust column."""
+    from wgsyncd.signing import key_id
+
+    key = _pinned_signer(row, pins.of(row.host_id))
+    bound = pins.retired_after(row.host_id, key) if key is not None else None
+    if bound is None:
+        return None
+    return (
+        f"{label} is signed by key {key_id(key)}, which {pins.path} retires after version {bound}: "
+        "if that key leaked before this version was written, this version may be the thief's"
+    )
+
+
 @dataclass
 class Verified:
     """A version restore may use: the blob hashes it signed, and warnings for the operator."""
@@ -188,11 +203,8 @@ def check(
         raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
     key = _pinned_signer(row, pins.of(row.host_id))
     warnings = []
-    if (bound := pins.retired_after(row.host_id, key or "")) is not None:
-        warnings.append(
-            f"warning: {label} is signed by key {key_id(key)}, which {pins.path} retires after version "
-            f"{bound}: if that key leaked before this version was written, this version may be the thief's"
-        )
+    if (retired := retired_warning(row, pins, label)) is not None:
+        warnings.append(f"warning: {retired}")
     db_pins = signed.pinned_keys(conn, ver.host_id)
     if db_pins and key not in db_pins:
         warnings.append(
