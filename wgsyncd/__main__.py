@@ -1,5 +1,5 @@
 """`python -m wgsyncd` runs the CLI."""
 
-from wgsyncd.cli import main
+from wgsyncd.cli import entry
 
-main()
+entry()

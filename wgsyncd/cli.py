@@ -64,7 +64,8 @@ class _Commands(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str | None, json_logs: bool) -> None:
     """Keep a WireGuard host's state (kernel, wgrest, conf files) durable in PostgreSQL."""
-    ctx.obj = {"config_path": config_path, "log_level": log_level, "json_logs": json_logs}
+    process = bool(ctx.obj and ctx.obj.get("process"))  # run(): this process is wgsyncd's own
+    ctx.obj = {"config_path": config_path, "log_level": log_level, "json_logs": json_logs, "process": process}
 
 
 @main.command()
@@ -111,7 +112,7 @@ def sync(ctx: click.Context) -> None:
 
 def _sync(ctx: click.Context) -> None:
     """The body of `sync` (its exit codes), with the collector off."""
-    from wgsyncd import cycle, malloc, progress, signing, store, synccache
+    from wgsyncd import cycle, gcpolicy, malloc, progress, signing, store, synccache
 
     malloc.tune()  # a one-shot sync at 10,000 peers has the daemon's transients
     cfg = _load(ctx)
@@ -135,7 +136,10 @@ def _sync(ctx: click.Context) -> None:
     finally:
         bar.close()
     click.echo(report.summary())
-    sys.exit(4 if report.status == "partial" else 0)
+    code = 4 if report.status == "partial" else 0
+    if ctx.obj["process"]:  # all is written and closed: skip freeing it one object at a time
+        gcpolicy.leave(code)
+    sys.exit(code)
 
 
 @main.command()
@@ -315,5 +319,15 @@ def persist_restore(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     sys.exit(1 if errors else 0)
 
 
+def entry() -> None:
+    """The process's entry point (the installed `wgsyncd`, `python -m wgsyncd`).
+
+    ``main`` with this context marked as wgsyncd's own process: a one-shot `sync` may
+    then end it without the interpreter's teardown (gcpolicy.leave). Click's
+    in-process test runner calls ``main`` itself, which always returns through sys.exit.
+    """
+    main(obj={"process": True})
+
+
 if __name__ == "__main__":
-    main()
+    entry()

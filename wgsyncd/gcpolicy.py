@@ -7,6 +7,7 @@ again without freeing anything. Reference counting frees everything else as it g
 
 - A one-shot `wgsyncd sync` (one_shot): collector off from before its heavy imports
   to exit; the process ends seconds later and frees what little cyclic garbage it made.
+  Run as a process, it ends without the interpreter's teardown (leave).
 - Building a big structure that lives on (building): off while it is built, then
   frozen, so later collections of that process never traverse it again.
 - The daemon: off during each cycle, then one young collection of what the cycle made
@@ -18,8 +19,12 @@ again without freeing anything. Reference counting frees everything else as it g
 from __future__ import annotations
 
 import gc
+import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import NoReturn
 
 
 @contextmanager
@@ -45,6 +50,24 @@ def one_shot() -> Iterator[None]:
     """
     with _off(gc.enable):
         yield
+
+
+def leave(code: int) -> NoReturn:
+    """End this process now with ``code``: output and log handlers flushed, no teardown.
+
+    Why: at exit the interpreter frees a one-shot sync's objects one by one (at 10,000
+    peers the memo, the merged state and the writer's view: about a million objects)
+    and collects once more with the collector back on: measured 0.1-0.3 s of CPU for
+    memory the kernel takes back at once. Only when everything durable is done (the
+    transaction committed, the connection closed, the cache files written and their
+    child reaped): what is skipped is freeing memory and atexit handlers (idle worker
+    threads). Output that can no longer be written (a closed pipe) does not change the code.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 @contextmanager

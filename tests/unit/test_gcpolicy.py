@@ -96,3 +96,38 @@ def test_the_daemon_loop_runs_each_cycle_under_the_policy(tmp_path, monkeypatch)
     monkeypatch.setattr(daemon, "settle_heap", lambda: False)
     assert d.loop() == daemon.EXIT_OK
     assert seen == [False] and gc.isenabled()
+
+
+_LEAVER = """
+import atexit, logging, logging.handlers, sys
+from wgsyncd import gcpolicy
+target = logging.FileHandler(sys.argv[1])
+logging.getLogger().addHandler(logging.handlers.MemoryHandler(100, target=target))  # held until flushed
+logging.getLogger().warning("a line the handler holds")
+atexit.register(lambda: print("teardown ran"))
+sys.stdout.write("synced, no newline yet")  # in the stdout buffer (a pipe: block-buffered)
+sys.stderr.write("on stderr")
+gcpolicy.leave(4)
+print("not reached")
+"""
+
+
+def test_leave_ends_with_the_code_after_flushing_output_and_logs_without_teardown(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    logfile = tmp_path / "log"
+    proc = subprocess.run([sys.executable, "-c", _LEAVER, str(logfile)], capture_output=True, text=True)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == "synced, no newline yet" and proc.stderr == "on stderr"
+    assert logfile.read_text() == "a line the handler holds\n"  # logging.shutdown flushed it
+    assert "teardown ran" not in proc.stdout
+
+
+def test_leave_with_stdout_closed_still_ends_with_its_code() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, os; from wgsyncd import gcpolicy; print('x'); os.close(1); gcpolicy.leave(4)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 4 and proc.stderr == ""
