@@ -206,6 +206,54 @@ def test_the_agent_folds_everything_once_a_day_and_the_last_two_hours_between(
         assert len([r for r in _rows(f, f.host_a) if r[0] == "P1"]) == 1
 
 
+def test_a_long_history_is_folded_oldest_first_a_window_at_a_time_over_several_cycles(
+    fleet: Fleet,  # noqa: F811
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host with days of per-cycle rows (from before schema 10): the whole pass walks them
+    oldest first, a day per statement, and each prune goes on where the last one stopped,
+    so no call scans again the hour rows the calls before it made (review8's upgrade cost)."""
+    f = fleet
+    path = tmp_path / "wgsyncd.toml"
+    path.write_text(
+        f'host_id = "{f.host_a}"\n[database]\ndsn = "{f.dsn(f.role_a)}"\ntraffic_detail_hours = 1\n'
+    )
+    cfg = config.load(str(path))
+    days = 6
+    rows = [r for h in range(2, 24 * days, 5) for r in _cycles(h, ("P1", "P2"), every=20)]
+    monkeypatch.setattr(retention, "BATCH", 25)  # a day holds more: a window takes two calls
+    monkeypatch.setattr(retention, "WALK_SECONDS", 0.0)  # one window per call at most
+    memo = Memo().for_host(f.host_a)
+    with f.connect(f.role_a) as a:
+        _put(a, f.host_a, rows)
+        want = _hourly(_rows(f, f.host_a))
+        resumes = []
+        for _ in range(100):
+            cycle._prune(a, cfg, NOW, memo)
+            if f.host_a in memo.folded:
+                break
+            resumes.append(memo.fold_from[f.host_a])
+            # oldest first: every row already folded is older than every row still to fold
+            left = [at for _k, at, _r, _t in _rows(f, f.host_a) if at.minute or at.second]
+            hours = [at for _k, at, _r, _t in _rows(f, f.host_a) if not (at.minute or at.second)]
+            assert left and (not hours or max(hours) < min(left))
+            assert datetime.fromtimestamp(resumes[-1], UTC) <= min(left)
+        assert f.host_a in memo.folded and f.host_a not in memo.fold_from, "the pass got through"
+        assert resumes == sorted(resumes) and len(set(resumes)) >= days - 1  # a window at a time
+        assert len(resumes) >= len(rows) // 25 - 1
+        after = _rows(f, f.host_a)
+        assert _hourly(after) == want and all(at.minute == at.second == 0 for _k, at, _r, _t in after)
+        # the next whole pass (a day later) starts at the oldest row again: a replayed old row is folded
+        late = [("P1", rows[0][1] + timedelta(minutes=1), 100, 200)]
+        _put(a, f.host_a, late)
+        memo.pruned.clear()
+        memo.folded[f.host_a] -= cycle.FULL_FOLD_EVERY.total_seconds()
+        monkeypatch.setattr(retention, "WALK_SECONDS", 60.0)
+        cycle._prune(a, cfg, NOW, memo)
+        assert _hourly(_rows(f, f.host_a)) == want + _hourly(late) and len(_rows(f, f.host_a)) == len(after)
+
+
 def _status(f: Fleet, host_id: str) -> list[tuple]:
     """The host's sync_status rows, oldest first."""
     return _as_owner(

@@ -173,7 +173,9 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     hourly prune has not seen yet), and over the whole history again once a day
     (FULL_FOLD_EVERY), which takes in what the short look-back cannot: a spool replay's
     old rows, what crossed the boundary while a timer-mode host was off. The short one
-    keeps an hourly prune cheap (a few hour rows a peer, not a week of them).
+    keeps an hourly prune cheap (a few hour rows a peer, not a week of them); a whole
+    pass walks the traffic oldest first, a day per statement, over as many cycles as it
+    takes (memo.fold_from: where it goes on; store/retention.py).
     """
     from wgsyncd import store
     from wgsyncd.store.retention import Hourly
@@ -192,6 +194,7 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
             # a replayed cycle must still find its own status row: nothing written twice
             status_after=max(detail, spool + STATUS_MARGIN),
             lookback=None if full else FOLD_MARGIN,
+            resume=_epoch_time(memo.fold_from.get(cfg.host_id)) if full else None,
         )
     try:
         pruned = store.prune(conn, cfg.host_id, now, db.history_days, hourly)
@@ -200,6 +203,9 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
         return
     if full and not pruned.backlog():
         memo.folded[cfg.host_id] = now.timestamp()
+        memo.fold_from.pop(cfg.host_id, None)
+    elif full and pruned.resume is not None:  # the whole pass goes on where it stopped
+        memo.fold_from[cfg.host_id] = pruned.resume.timestamp()
     if pruned.backlog():
         memo.pruned.pop(cfg.host_id, None)
     else:
@@ -217,6 +223,11 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
             pruned.folded,
             pruned.thinned,
         )
+
+
+def _epoch_time(at: float | None) -> datetime | None:
+    """An epoch time kept in the memo, back as an aware datetime (None stays None)."""
+    return None if at is None else datetime.fromtimestamp(at, UTC)
 
 
 @dataclass

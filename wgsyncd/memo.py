@@ -43,11 +43,14 @@ class Memo:
     signers: dict[tuple[str, str], Signer] = field(default_factory=dict)
     # cycle.py: host_id -> wall time (epoch s) of its last history prune that left no
     # backlog (a host prunes hourly), and of its last whole-history fold (migration 0010:
-    # daily, the hourly ones look back two hours only). Timer mode keeps both in its view
+    # daily, the hourly ones look back two hours only). Timer mode keeps these in its view
     # file (synccache.py), not in the memo file: they change hourly, the memo file is
     # tens of MiB that are rewritten only when a source changed.
     pruned: dict[str, float] = field(default_factory=dict)
     folded: dict[str, float] = field(default_factory=dict)
+    # cycle.py: host_id -> where its whole-history fold goes on (epoch s) while one is under
+    # way over several cycles (store/retention.py walks it oldest first)
+    fold_from: dict[str, float] = field(default_factory=dict)
 
     def for_host(self, host_id: str) -> Memo:
         """This memo, emptied first if it belonged to another host_id (never carried across)."""
@@ -68,6 +71,7 @@ class Memo:
             self.signers,
             self.pruned,
             self.folded,
+            self.fold_from,
         ):
             part.clear()
 

@@ -109,18 +109,23 @@ def load(cfg: Config) -> Cached:
     return cached
 
 
-def _prune_times(memo: Memo, host_id: str) -> tuple[float | None, float | None]:
-    """When this host's history was last pruned and last folded whole (cycle._prune), as kept."""
-    return memo.pruned.get(host_id), memo.folded.get(host_id)
+_PRUNE_TIMES = ("pruned", "folded", "fold_from")  # the memo's parts cycle._prune keeps (epoch s)
+
+
+def _prune_times(memo: Memo, host_id: str) -> dict[str, float]:
+    """When this host's history was last pruned and folded whole, and where an unfinished
+    whole fold goes on (cycle._prune), as kept in the view file."""
+    parts = ((name, getattr(memo, name).get(host_id)) for name in _PRUNE_TIMES)
+    return {name: value for name, value in parts if value is not None}
 
 
 def _load_prune_times(memo: Memo, host_id: str, times: Any) -> None:
     """Put the view file's prune times back into the memo (anything else there: prune now)."""
-    if not (isinstance(times, tuple) and len(times) == 2):
+    if not isinstance(times, dict):
         return
-    for part, value in zip((memo.pruned, memo.folded), times, strict=True):
-        if isinstance(value, float):
-            part[host_id] = value
+    for name in _PRUNE_TIMES:
+        if isinstance(value := times.get(name), float):
+            getattr(memo, name)[host_id] = value
 
 
 def _load_one(cfg: Config, name: str) -> tuple[Any, str | None]:
@@ -261,12 +266,14 @@ def save(cfg: Config, cached: Cached, conn: Any = None) -> None:
 
 def _write_memo(cfg: Config, memo: Memo) -> str:
     """The memo file, without the signing key or the prune times (those go in the view file)."""
-    kept = memo.signers, memo.pruned, memo.folded
-    memo.signers, memo.pruned, memo.folded = {}, {}, {}
+    kept = {name: getattr(memo, name) for name in ("signers", *_PRUNE_TIMES)}
+    for name in kept:
+        setattr(memo, name, {})
     try:
         return _write_one(cfg, FILE_NAME, memo)
     finally:
-        memo.signers, memo.pruned, memo.folded = kept
+        for name, part in kept.items():
+            setattr(memo, name, part)
 
 
 def _write_one(cfg: Config, name: str, obj: Any) -> str:

@@ -206,7 +206,7 @@ def test_the_writers_view_is_kept_with_its_age_and_dropped_when_the_clock_went_b
     # a save "in the future" (the wall clock was set back since): the age is unknown
     path = cache_file(cfg, synccache.VIEW_FILE)
     later = time.time() + 3600
-    synccache._write_one(cfg, synccache.VIEW_FILE, (later, synccache._as_ages(live), (None, None)))
+    synccache._write_one(cfg, synccache.VIEW_FILE, (later, synccache._as_ages(live), {}))
     assert path.exists() and synccache.load(cfg).store is None
 
 
@@ -354,14 +354,16 @@ def test_prune_times_are_kept_in_the_view_file_and_never_rewrite_the_memo_file(t
     assert cached.memo.pruned == cached.memo.folded == {cfg.host_id: 1e9}  # filled_memo's
     memo_file = cache_file(cfg).read_bytes()
     cached.memo.pruned[cfg.host_id], cached.memo.folded[cfg.host_id] = 1e9 + 3600.0, 1e9
+    cached.memo.fold_from[cfg.host_id] = 5e8  # a whole fold under way (store/retention.py)
     assert not synccache.changed(cached)
     synccache.save(cfg, cached, _Conn())
     assert cache_file(cfg).read_bytes() == memo_file  # not rewritten
     again = synccache.load(cfg)
     assert again.memo.pruned == {cfg.host_id: 1e9 + 3600.0} and again.memo.folded == {cfg.host_id: 1e9}
+    assert again.memo.fold_from == {cfg.host_id: 5e8}
     assert not synccache.changed(again)
     in_memo_file = synccache._load_one(cfg, synccache.FILE_NAME)[0]
-    assert in_memo_file.pruned == in_memo_file.folded == {}
+    assert in_memo_file.pruned == in_memo_file.folded == in_memo_file.fold_from == {}
     # a save without a connection (none was made) writes no view: the next run prunes
     synccache.save(cfg, again)
     assert synccache.load(cfg).memo.pruned == {cfg.host_id: 1e9 + 3600.0}
@@ -385,5 +387,9 @@ def test_prune_times_recorded_after_the_child_started_are_kept_too(tmp_path: Pat
 def test_prune_times_of_another_shape_mean_prune_now(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     live = known.memo_for(_Conn(), "h1")
-    synccache._write_one(cfg, synccache.VIEW_FILE, (time.time(), synccache._as_ages(live), ("x", None)))
+    synccache._write_one(cfg, synccache.VIEW_FILE, (time.time(), synccache._as_ages(live), ("x", 1.0)))
     assert synccache.load(cfg).memo.pruned == {} and synccache.load(cfg).store is not None
+    odd = {"pruned": "1e9", "folded": 1e9, "other": 2.0}
+    synccache._write_one(cfg, synccache.VIEW_FILE, (time.time(), synccache._as_ages(live), odd))
+    back = synccache.load(cfg).memo
+    assert back.pruned == {} and back.folded == {"h1": 1e9} and not hasattr(back, "other")

@@ -16,6 +16,7 @@ fleet benchmark: 16 TB at 10,000 hosts).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,14 @@ import psycopg
 from wgsyncd.store.db import guarded
 
 BATCH = 20_000  # rows per table per call
+# A whole pass folds traffic oldest first, one WINDOW of rows per statement, for at most
+# WALK_SECONDS (then BATCH rows or the boundary end it sooner), and the next call goes on
+# where it stopped. Why: a statement over the whole history scans every hour row already
+# made before it reaches the rows still to fold, again at every call (a 10,000-peer host
+# with 90 days of rows from before schema 10: millions of index entries, about a second,
+# per call); over one window it scans at most a day of them, each once per pass.
+WINDOW = timedelta(days=1)
+WALK_SECONDS = 0.5
 
 
 @dataclass
@@ -35,20 +44,26 @@ class Pruned:
     status: int = 0
     folded: int = 0  # per-cycle traffic rows folded into hour rows
     thinned: int = 0  # sync_status rows past the status window that said nothing new
+    # a whole pass: where the next one goes on (its boundary once it got there), and
+    # whether it stopped before the boundary
+    resume: datetime | None = None
+    walking: bool = False
 
     def backlog(self) -> bool:
-        """A full batch came back somewhere: more is waiting, call again soon."""
-        return max(self.traffic, self.status, self.folded, self.thinned) >= BATCH
+        """A full batch came back somewhere, or a whole pass is not through: call again soon."""
+        return self.walking or max(self.traffic, self.status, self.folded, self.thinned) >= BATCH
 
 
 @dataclass(frozen=True)
 class Hourly:
     """Where per-cycle history becomes hourly (migration 0010); ``lookback`` bounds the scan
-    back from each boundary (None: the whole history)."""
+    back from each boundary (None: the whole history, traffic from ``resume`` on, or from
+    the host's oldest row)."""
 
     traffic_after: timedelta  # per-cycle traffic rows older than this are folded
     status_after: timedelta  # sync_status rows older than this are thinned
     lookback: timedelta | None = None
+    resume: datetime | None = None
 
 
 def prune(
@@ -73,15 +88,52 @@ def prune(
             if row is not None:
                 out.traffic, out.status = int(row[0]), int(row[1])
         if hourly is not None:
-            out.folded = _call(conn, "wgsyncd_rollup_traffic", host_id, now - hourly.traffic_after, hourly)
-            out.thinned = _call(conn, "wgsyncd_thin_status", host_id, now - hourly.status_after, hourly)
+            before = now - hourly.traffic_after
+            if hourly.lookback is None:
+                out.folded, out.resume, out.walking = _walk(conn, host_id, hourly.resume, before)
+            else:
+                out.folded = _call(conn, "wgsyncd_rollup_traffic", host_id, before - hourly.lookback, before)
+            before = now - hourly.status_after
+            since = None if hourly.lookback is None else before - hourly.lookback
+            out.thinned = _call(conn, "wgsyncd_thin_status", host_id, since, before)
     return out
 
 
+def _walk(
+    conn: psycopg.Connection[Any], host_id: str, start: datetime | None, before: datetime
+) -> tuple[int, datetime | None, bool]:
+    """A whole pass's traffic fold from ``start`` (None: the host's oldest row) towards
+    ``before``, oldest first, a WINDOW per statement (see WINDOW). Returns the rows
+    folded, where the next call goes on, and whether it stopped short of ``before``."""
+    if start is None:
+        row = conn.execute(
+            "SELECT min(observed_at) FROM peer_traffic WHERE host_id = %s AND observed_at < %s",
+            (host_id, before),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return 0, before, False
+        start = row[0]
+    folded, until = 0, time.monotonic() + WALK_SECONDS
+    while start < before:
+        end = min(start + WINDOW, before)
+        asked = BATCH - folded
+        folded += (got := _call(conn, "wgsyncd_rollup_traffic", host_id, start, end, asked))
+        if got >= asked:  # the window may hold more: the next call starts there again
+            return folded, start, True
+        start = end
+        if time.monotonic() >= until:
+            break
+    return folded, start, start < before
+
+
 def _call(
-    conn: psycopg.Connection[Any], function: str, host_id: str, before: datetime, hourly: Hourly
+    conn: psycopg.Connection[Any],
+    function: str,
+    host_id: str,
+    since: datetime | None,
+    before: datetime,
+    batch: int = BATCH,
 ) -> int:
-    """One of 0010's functions over [before - lookback, before): the rows it changed."""
-    since = None if hourly.lookback is None else before - hourly.lookback
-    row = conn.execute(f"SELECT {function}(%s, %s, %s, %s)", (host_id, since, before, BATCH)).fetchone()
+    """One of 0010's functions over [since, before) (None: from the start): the rows it changed."""
+    row = conn.execute(f"SELECT {function}(%s, %s, %s, %s)", (host_id, since, before, batch)).fetchone()
     return int(row[0]) if row is not None else 0
