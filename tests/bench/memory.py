@@ -41,8 +41,8 @@ def peak_mib(host: BenchHost, config: Path, hostile: tuple[str, ...]) -> tuple[f
             errors.append(f"{fault}: {out.get('status', '?')}")
         host.wgrest.fault = None
     finally:
-        hwm, maxrss = worker.quit()
-    return max(hwm, maxrss) / 1024, errors
+        hwm = worker.quit()
+    return hwm / 1024, errors
 
 
 def main(argv: list[str]) -> int:

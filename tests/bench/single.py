@@ -30,25 +30,58 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
 
+# A child's ru_maxrss is at least the RSS its parent had when it started it: Linux keeps
+# the high-water mark of the memory a process had before exec (after vfork, the parent's).
+# The bench process holds the wgrest test server, the beds and psycopg (50-80 MB), more
+# than a 1,000-peer sync needs, so a command whose peak is measured is started by this
+# small process instead (~10 MB), which times it and hands back its rusage.
+_SPAWNER = """
+import os, sys, time
+answer = int(sys.argv[1])
+os.set_inheritable(answer, False)
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_pid, status, usage = os.wait4(pid, 0)
+took = time.monotonic() - t0
+os.write(answer, f"{took} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+"""
+
+
+def measured(argv: list[str]) -> tuple[float, int, int, str]:
+    """Run ``argv`` (from the repo root) as a child of _SPAWNER: wall time from its start
+    to its exit, its own peak RSS (KiB), its exit code and its output (stdout + stderr)."""
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SPAWNER, str(w), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            pass_fds=(w,),
+        )
+        os.close(w)
+        w = -1
+        out, _ = proc.communicate()
+        answer = os.read(r, 200).decode()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    if proc.returncode != 0 or len(answer.split()) != 3:
+        raise RuntimeError(f"{argv[:3]}: could not be measured: {out.strip()[-400:]}")
+    took, rss, code = answer.split()
+    return float(took), int(rss), int(code), out
+
+
 def cli_sync(config: Path) -> tuple[float, int, str]:
     """`wgsyncd sync` as an operator runs it; wall time, peak RSS (KiB), output."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wgsyncd", "--config", str(config), "sync"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"wgsyncd sync exited {proc.returncode}: {out.strip()[-400:]}")
-    return elapsed, int(usage.ru_maxrss), out.strip()
+    elapsed, rss, code, out = measured([sys.executable, "-m", "wgsyncd", "--config", str(config), "sync"])
+    if code != 0:
+        raise RuntimeError(f"wgsyncd sync exited {code}: {out.strip()[-400:]}")
+    return elapsed, rss, out.strip()
 
 
 class Worker:
@@ -86,15 +119,15 @@ class Worker:
         self.proc.stdin.flush()
         return self._read()
 
-    def quit(self) -> tuple[int, int]:
-        """Stop it; (VmHWM KiB as it reported, ru_maxrss KiB from wait4)."""
+    def quit(self) -> int:
+        """Stop it; its peak RSS (VmHWM, KiB) as it reported it: its own, unlike ru_maxrss
+        from wait4, which is at least this (bigger) process's RSS when it started it."""
         assert self.proc.stdin is not None
         self.proc.stdin.write("quit\n")
         self.proc.stdin.flush()
         hwm = int(self._read()["vm_hwm_kib"])
-        _pid, status, usage = os.wait4(self.proc.pid, 0)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
-        return hwm, int(usage.ru_maxrss)
+        self.proc.wait()
+        return hwm
 
 
 def bench_size(n: int, reps: int, base: Path, cluster: PgCluster, bed: WgBed, log=print) -> dict[str, Any]:
@@ -164,12 +197,12 @@ def _measure(host: BenchHost, n: int, reps: int, base: Path, cluster: PgCluster,
         parts = [worker.breakdown() for _ in range(min(reps, 3))]
         steady = _steady(host, worker, n, reps)
     finally:
-        hwm, maxrss = worker.quit()
+        hwm = worker.quit()
     res["idle"] = _summary(idle)
     res["idle_breakdown"] = {k: median([p[k] for p in parts]) for k in parts[0]} if parts else {}
     res["steady"] = _summary(steady)
     res["steady"]["active_peers"] = len(pick_active(n))
-    res["daemon_rss_kib"] = max(hwm, maxrss)
+    res["daemon_rss_kib"] = hwm
     res["rss_kib"] = max(res["daemon_rss_kib"], res["first_sync_rss_kib"], res["daemon_empty_db_rss_kib"])
     log(
         f"  N={n}: idle {res['idle']['total_s']:.3f} s (DB {res['idle']['write_s']:.3f} s, "
@@ -184,18 +217,16 @@ def _python_floor(host: BenchHost, n: int, reps: int, base: Path, cluster: PgClu
     `wgsyncd sync` is (start to exit): what Python and the fixed libraries cost alone."""
     config = base / f"pyfloor-{n}.toml"
     host.write_config(config, "unused")
-    runs = []
+    runs, rss = [], []
     for _ in range(max(reps, 1)):
         dsn = cluster.create_database()
         pyfloor.prepare(dsn)
-        t0 = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, pyfloor.__file__, str(config), dsn], capture_output=True, text=True, cwd=ROOT
-        )
-        runs.append(time.monotonic() - t0)
-        if proc.returncode != 0 or pyfloor.count_rows(dsn, host.name) != n:
-            raise RuntimeError(f"the Python floor did not store {n} rows: {proc.stderr.strip()[-300:]}")
-    return {"pyfloor_s": median(runs), "pyfloor_runs": runs}
+        took, peak, code, out = measured([sys.executable, pyfloor.__file__, str(config), dsn])
+        runs.append(took)
+        rss.append(peak)
+        if code != 0 or pyfloor.count_rows(dsn, host.name) != n:
+            raise RuntimeError(f"the Python floor did not store {n} rows: {out.strip()[-300:]}")
+    return {"pyfloor_s": median(runs), "pyfloor_runs": runs, "pyfloor_rss_kib": max(rss)}
 
 
 def _daemon_on_empty_db(host: BenchHost, base: Path, cluster: PgCluster, n: int) -> int:
@@ -213,8 +244,8 @@ def _daemon_on_empty_db(host: BenchHost, base: Path, cluster: PgCluster, n: int)
         worker.sync()
         worker.sync()
     finally:
-        hwm, maxrss = worker.quit()
-    return max(hwm, maxrss)
+        hwm = worker.quit()
+    return hwm
 
 
 def _timer_mode(config: Path, n: int, reps: int) -> dict[str, Any]:
