@@ -29,9 +29,11 @@ BATCH = 20_000  # rows per table per call
 # A whole pass folds traffic oldest first, one WINDOW of rows per statement, for at most
 # WALK_SECONDS (then BATCH rows or the boundary end it sooner), and the next call goes on
 # where it stopped. Why: a statement over the whole history scans every hour row already
-# made before it reaches the rows still to fold, again at every call (a 10,000-peer host
-# with 90 days of rows from before schema 10: millions of index entries, about a second,
-# per call); over one window it scans at most a day of them, each once per pass.
+# made before it reaches the rows still to fold, again at every call, so a call costs more
+# the longer the history (90 days of rows from before schema 10: millions of index
+# entries); over one window it scans at most a day of them, each once per pass. Measured,
+# 1,000 peers x 6 days of per-minute rows (8.6M, index plans as in a shared table): 433
+# calls of 20,000 rows, 80.9 s -> 69.4 s in all, the longest call 0.42 s -> 0.29 s.
 WINDOW = timedelta(days=1)
 WALK_SECONDS = 0.5
 
