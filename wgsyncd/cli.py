@@ -64,7 +64,7 @@ class _Commands(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str | None, json_logs: bool) -> None:
     """Keep a WireGuard host's state (kernel, wgrest, conf files) durable in PostgreSQL."""
-    process = bool(ctx.obj and ctx.obj.get("process"))  # run(): this process is wgsyncd's own
+    process = bool(ctx.obj and ctx.obj.get("process"))  # entry(): this process is wgsyncd's own
     ctx.obj = {"config_path": config_path, "log_level": log_level, "json_logs": json_logs, "process": process}
 
 

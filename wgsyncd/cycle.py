@@ -204,7 +204,7 @@ def _prune(conn, cfg: Config, now: datetime, memo: Memo) -> None:
     if full and not pruned.backlog():
         memo.folded[cfg.host_id] = now.timestamp()
         memo.fold_from.pop(cfg.host_id, None)
-    elif full and pruned.resume is not None:  # the whole pass goes on where it stopped
+    elif pruned.resume is not None:  # a whole pass (only those walk) goes on where it stopped
         memo.fold_from[cfg.host_id] = pruned.resume.timestamp()
     if pruned.backlog():
         memo.pruned.pop(cfg.host_id, None)

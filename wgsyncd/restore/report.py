@@ -29,11 +29,11 @@ def history(
         from wgsyncd.store import signed
 
         chain, pins = signed.load_chain(conn, host_id), trust.read_pins(trusted_keys)
-        found = trust.problems(chain, pins)
-        for row in chain:
-            problem = found[row.version]
-            warned = None if problem else trust.retired_warning(row, pins, f"version {row.version}")
-            problems[row.version] = problem or (warned and f"ok, with a warning: {warned}")
+        signers: dict[int, str] = {}
+        found = trust.problems(chain, pins, signers)
+        for v, problem in found.items():
+            warned = None if problem else trust.retired_warning(host_id, signers.get(v), pins, f"version {v}")
+            problems[v] = problem or (warned and f"ok, with a warning: {warned}")
     return [
         {
             "version": r.version,

@@ -84,11 +84,12 @@ def _retired_problem(row: Any, signer: str, pins: Pins, successor: int | None) -
     return None
 
 
-def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
+def problems(rows: list[Any], pins: Pins, signers: dict[int, str] | None = None) -> dict[int, str | None]:
     """version -> why it cannot be trusted (signature, pin, chain), or None; one pass, oldest first.
 
     A version is in chain when its ``prev`` is GENESIS or the link of an earlier
-    version that is itself trusted; each signature is checked once.
+    version that is itself trusted; each signature is checked once. ``signers``, if
+    given, gets version -> the pinned key whose signature verified (for retired_warning).
     """
     from wgsyncd.signing import GENESIS, key_id
 
@@ -98,6 +99,8 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
     for row in rows:
         keys = pins.of(row.host_id)
         signer = _pinned_signer(row, keys) if row.signature else None
+        if signer is not None and signers is not None:
+            signers[row.version] = signer
         if signer is not None and pins.retired_after(row.host_id, signer) is None:
             successor.setdefault(row.host_id, row.version)
         problem: str | None = None
@@ -126,14 +129,14 @@ def problems(rows: list[Any], pins: Pins) -> dict[int, str | None]:
     return out
 
 
-def retired_warning(row: Any, pins: Pins, label: str) -> str | None:
-    """What restore warns of a version it trusts that a retired key signed (its number is
-    within the key's bound), or None. ``history`` shows the same words in its trust column."""
+def retired_warning(host_id: str, key: str | None, pins: Pins, label: str) -> str | None:
+    """What restore warns of a version it trusts that ``key``, a retired key, signed (its
+    number is within the key's bound), or None. ``history`` shows the same words in its
+    trust column."""
     from wgsyncd.signing import key_id
 
-    key = _pinned_signer(row, pins.of(row.host_id))
-    bound = pins.retired_after(row.host_id, key) if key is not None else None
-    if bound is None:
+    bound = pins.retired_after(host_id, key) if key is not None else None
+    if key is None or bound is None:
         return None
     return (
         f"{label} is signed by key {key_id(key)}, which {pins.path} retires after version {bound}: "
@@ -189,7 +192,8 @@ def check(
             f"{label}: restore needs the host keys you pinned: --trusted-keys FILE (see `wgsyncd keys trust`)"
         )
     pins = read_pins(pins_path)
-    found = problems([r for r in rows if r.version <= row.version], pins)
+    signers: dict[int, str] = {}
+    found = problems([r for r in rows if r.version <= row.version], pins, signers)
     problem = found[row.version]
     if problem is None and doc_sha256(ver.doc) != row.doc_sha256:
         problem = "its document does not match the signed hash: tampered"
@@ -201,9 +205,9 @@ def check(
             else ""
         )
         raise RestoreError(f"{label}: refused: {problem}{unsigned}{hint}")
-    key = _pinned_signer(row, pins.of(row.host_id))
+    key = signers.get(row.version)
     warnings = []
-    if (retired := retired_warning(row, pins, label)) is not None:
+    if (retired := retired_warning(row.host_id, key, pins, label)) is not None:
         warnings.append(f"warning: {retired}")
     db_pins = signed.pinned_keys(conn, ver.host_id)
     if db_pins and key not in db_pins:
